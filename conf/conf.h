@@ -1,0 +1,72 @@
+/*
+ * conf: Tern's configuration: defaults, loading a YAML file (libcyaml, schema-checked, errors
+ * with FILE:LINE:COLUMN), command-line overrides, and validation.
+ *
+ * Example file: conf/tern.conf. Every field is optional; a missing field keeps its default.
+ */
+#ifndef TN_CONF_H
+#define TN_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    TN_PROTO_MQTT = 0, /* mqtt://  */
+    TN_PROTO_MQTTS,    /* mqtts:// */
+    TN_PROTO_STOMP,    /* stomp:// */
+    TN_PROTO_STOMPS,   /* stomps:// */
+    TN_PROTO_AMQP,     /* amqp://  */
+    TN_PROTO_AMQPS,    /* amqps:// */
+    TN_PROTO_WS,       /* ws://    */
+    TN_PROTO_WSS,      /* wss://   */
+} tn_proto;
+
+typedef struct tn_conf_listener {
+    tn_proto proto;
+    char *address; /* numeric IPv4 or IPv6 address, e.g. "127.0.0.1", "::1", "0.0.0.0" */
+    uint16_t port; /* 0 = pick a free port (tests) */
+} tn_conf_listener;
+
+typedef struct tn_conf_limits {
+    uint32_t max_packet_size;     /* largest MQTT packet accepted (bytes), default 1 MiB */
+    uint32_t max_connections;     /* default 100000 */
+    uint32_t max_inflight;        /* QoS 1/2 messages in flight to one client, default 100 */
+    uint32_t max_queued_messages; /* per-subscriber queue length before producers are slowed
+                                     (QoS 1/2) or QoS 0 messages are dropped, default 1000 */
+    uint32_t max_offline_messages; /* per offline persistent session, default 100000 */
+    uint32_t max_output_buffer;   /* bytes waiting to be written to one connection before
+                                     delivery to it pauses, default 1 MiB */
+} tn_conf_limits;
+
+typedef struct tn_conf {
+    tn_conf_listener *listeners;
+    size_t n_listeners;
+    char *data_dir;    /* default "./data" */
+    char *log_level;   /* "error", "warn", "info" (default), "debug" */
+    tn_conf_limits limits;
+} tn_conf;
+
+/* Fills c with the built-in defaults: MQTT on 127.0.0.1:1883, data in ./data, info logs. */
+void tn_conf_init(tn_conf *c);
+void tn_conf_fini(tn_conf *c);
+
+/* Loads path over the current values. On error returns TN_EINVAL and writes a one-line message
+ * "FILE:LINE:COL: what is wrong" into err (size errlen). */
+int tn_conf_load_file(tn_conf *c, const char *path, char *err, size_t errlen);
+/* The same from a string (unit tests); name is used in messages. */
+int tn_conf_load_string(tn_conf *c, const char *name, const char *yaml, char *err, size_t errlen);
+
+/* Parses "mqtt://127.0.0.1:1883", "mqtt://[::1]:1883" into l (address allocated).
+ * TN_EINVAL with a message in err otherwise. */
+int tn_conf_parse_listen_url(const char *url, tn_conf_listener *l, char *err, size_t errlen);
+/* Replaces all listeners by those given (used by --listen; copies). */
+void tn_conf_set_listeners(tn_conf *c, const tn_conf_listener *l, size_t n);
+
+/* Cross-field checks after loading (duplicate address:port, limits in range).
+ * TN_EINVAL with a message in err. */
+int tn_conf_validate(const tn_conf *c, char *err, size_t errlen);
+
+const char *tn_conf_proto_name(tn_proto p); /* "mqtt", "mqtts", ... */
+
+#endif

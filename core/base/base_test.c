@@ -1,0 +1,63 @@
+#include "core/base/base.h"
+
+#include <CUnit/Basic.h>
+#include <string.h>
+
+static void
+test_strerror(void)
+{
+    CU_ASSERT_STRING_EQUAL(tn_strerror(0), "success");
+    CU_ASSERT_STRING_EQUAL(tn_strerror(TN_EAGAIN), "need more input");
+    CU_ASSERT_STRING_EQUAL(tn_strerror(TN_ETOOBIG), "over the configured limit");
+    CU_ASSERT_STRING_EQUAL(tn_strerror(12345), "unknown error");
+}
+
+static void
+test_log_level(void)
+{
+    tn_log_level l;
+    CU_ASSERT_EQUAL(tn_log_parse_level("debug", &l), 0);
+    CU_ASSERT_EQUAL(l, TN_LOG_DEBUG);
+    CU_ASSERT_EQUAL(tn_log_parse_level("loud", &l), TN_EINVAL);
+    tn_log_set_level(TN_LOG_WARN);
+    CU_ASSERT_FALSE(tn_log_enabled(TN_LOG_INFO));
+    CU_ASSERT_TRUE(tn_log_enabled(TN_LOG_ERROR));
+    tn_log_set_level(TN_LOG_INFO);
+}
+
+static void
+test_buf_limits(void)
+{
+    tn_buf b;
+    tn_buf_init(&b, 10);
+    CU_ASSERT_PTR_NULL(b.data); /* nothing allocated until used */
+    CU_ASSERT_EQUAL(tn_buf_append(&b, "hello", 5), 0);
+    CU_ASSERT_EQUAL(tn_buf_append(&b, "world", 5), 0);
+    CU_ASSERT_EQUAL(tn_buf_append(&b, "!", 1), TN_ETOOBIG);
+    CU_ASSERT_EQUAL(b.len, 10);
+    CU_ASSERT_TRUE(b.cap <= 10);
+    tn_buf_consume(&b, 5);
+    CU_ASSERT_EQUAL(memcmp(b.data, "world", 5), 0);
+    CU_ASSERT_EQUAL(tn_buf_append(&b, "12345", 5), 0);
+    CU_ASSERT_PTR_NULL(tn_buf_reserve(&b, 1));
+    CU_ASSERT_PTR_NULL(tn_buf_reserve(&b, SIZE_MAX));
+    tn_buf_reset(&b);
+    CU_ASSERT_EQUAL(b.len, 0);
+    CU_ASSERT_PTR_NULL(b.data);
+    tn_buf_fini(&b);
+}
+
+int
+main(void)
+{
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("base", NULL, NULL);
+    CU_add_test(s, "strerror", test_strerror);
+    CU_add_test(s, "log_level", test_log_level);
+    CU_add_test(s, "buf_limits", test_buf_limits);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return bad ? 1 : 0;
+}

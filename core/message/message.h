@@ -1,0 +1,38 @@
+/*
+ * message: a refcounted, immutable message shared by every delivery.
+ *
+ * One allocation holds the struct, the canonical destination name and the payload. A message is
+ * immutable once created; each holder (a queue entry, a retained slot, an in-flight delivery)
+ * holds one reference. Refcounts change only on the loop thread.
+ */
+#ifndef TN_MESSAGE_H
+#define TN_MESSAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tn_message {
+    uint32_t refs;
+    uint8_t qos;     /* QoS the publisher sent it with (0, 1, 2) */
+    bool retain;     /* published as retained */
+    bool persistent; /* must survive a restart (the store, issue 5) */
+    uint32_t name_len;
+    uint32_t payload_len;
+    uint64_t id;      /* broker-wide sequence number, set by the broker on publish */
+    const char *name; /* canonical core name ('.' separated), NUL-terminated */
+    const uint8_t *payload;
+} tn_message;
+
+/* A new message with one reference, owned by the caller. name need not be NUL-terminated.
+ * Returns NULL when out of memory. */
+tn_message *tn_message_new(const char *name, size_t name_len, const void *payload,
+                           size_t payload_len, uint8_t qos, bool retain);
+/* Another reference to m (returns m). */
+tn_message *tn_message_ref(tn_message *m);
+/* Drops one reference; frees at zero. NULL is a no-op. */
+void tn_message_unref(tn_message *m);
+/* Bytes this message holds in memory (for limits and statistics). */
+size_t tn_message_size(const tn_message *m);
+
+#endif
