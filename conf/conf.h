@@ -29,21 +29,21 @@ typedef struct tn_conf_listener {
 } tn_conf_listener;
 
 typedef struct tn_conf_limits {
-    uint32_t max_packet_size;     /* largest MQTT packet accepted (bytes), default 1 MiB */
-    uint32_t max_connections;     /* default 100000 */
-    uint32_t max_inflight;        /* QoS 1/2 messages in flight to one client, default 100 */
-    uint32_t max_queued_messages; /* per-subscriber queue length before producers are slowed
-                                     (QoS 1/2) or QoS 0 messages are dropped, default 1000 */
+    uint32_t max_packet_size;      /* largest MQTT packet accepted (bytes), default 1 MiB */
+    uint32_t max_connections;      /* default 100000 */
+    uint32_t max_inflight;         /* QoS 1/2 messages in flight to one client, default 100 */
+    uint32_t max_queued_messages;  /* per-subscriber queue length before producers are slowed
+                                      (QoS 1/2) or QoS 0 messages are dropped, default 1000 */
     uint32_t max_offline_messages; /* per offline persistent session, default 100000 */
-    uint32_t max_output_buffer;   /* bytes waiting to be written to one connection before
-                                     delivery to it pauses, default 1 MiB */
+    uint32_t max_output_buffer;    /* bytes waiting to be written to one connection before
+                                      delivery to it pauses, default 1 MiB */
 } tn_conf_limits;
 
 typedef struct tn_conf {
     tn_conf_listener *listeners;
     size_t n_listeners;
-    char *data_dir;    /* default "./data" */
-    char *log_level;   /* "error", "warn", "info" (default), "debug" */
+    char *data_dir;  /* default "./data" */
+    char *log_level; /* "error", "warn", "info" (default), "debug" */
     tn_conf_limits limits;
 } tn_conf;
 
@@ -51,20 +51,28 @@ typedef struct tn_conf {
 void tn_conf_init(tn_conf *c);
 void tn_conf_fini(tn_conf *c);
 
-/* Loads path over the current values. On error returns TN_EINVAL and writes a one-line message
- * "FILE:LINE:COL: what is wrong" into err (size errlen). */
+/* Loads path over the current values, then runs tn_conf_validate() on the result. A `listeners:`
+ * list replaces all current listeners; other fields not in the file keep their values.
+ * On error c is unchanged and err (size errlen; may be NULL) gets one line:
+ * "FILE:LINE:COL: what is wrong", or "FILE: what is wrong" where no position is known.
+ * Returns 0, TN_ENOENT (no such file), TN_EIO (cannot read it), TN_ENOMEM or TN_EINVAL (bad
+ * contents, larger than 1 MiB). */
 int tn_conf_load_file(tn_conf *c, const char *path, char *err, size_t errlen);
 /* The same from a string (unit tests); name is used in messages. */
 int tn_conf_load_string(tn_conf *c, const char *name, const char *yaml, char *err, size_t errlen);
 
-/* Parses "mqtt://127.0.0.1:1883", "mqtt://[::1]:1883" into l (address allocated).
- * TN_EINVAL with a message in err otherwise. */
+/* Parses "mqtt://127.0.0.1:1883", "mqtt://[::1]:1883" into l (address allocated, in canonical
+ * form without brackets; free it with tn_conf_listener_fini()). The port is required; host names
+ * and paths are rejected. TN_EINVAL with a message in err otherwise (l untouched). */
 int tn_conf_parse_listen_url(const char *url, tn_conf_listener *l, char *err, size_t errlen);
+/* Frees l->address (from tn_conf_parse_listen_url) and sets it to NULL. */
+void tn_conf_listener_fini(tn_conf_listener *l);
 /* Replaces all listeners by those given (used by --listen; copies). */
 void tn_conf_set_listeners(tn_conf *c, const tn_conf_listener *l, size_t n);
 
-/* Cross-field checks after loading (duplicate address:port, limits in range).
- * TN_EINVAL with a message in err. */
+/* Checks the whole configuration (at least one listener, valid addresses, no duplicate
+ * address:port except port 0, known log level, non-empty data_dir, every limit at least 1,
+ * max_inflight at most 65535). TN_EINVAL with "FIELD: what is wrong" in err. */
 int tn_conf_validate(const tn_conf *c, char *err, size_t errlen);
 
 const char *tn_conf_proto_name(tn_proto p); /* "mqtt", "mqtts", ... */

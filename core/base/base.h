@@ -95,7 +95,8 @@ typedef struct tn_buf {
 void tn_buf_init(tn_buf *b, size_t max);
 void tn_buf_fini(tn_buf *b);
 int tn_buf_append(tn_buf *b, const void *p, size_t n);
-/* Makes room for n more bytes and returns where they go (then tn_buf_commit(b, n)); NULL past max. */
+/* Makes room for n more bytes and returns where they go (then tn_buf_commit(b, n)); NULL past max.
+ */
 uint8_t *tn_buf_reserve(tn_buf *b, size_t n);
 void tn_buf_commit(tn_buf *b, size_t n);
 /* Drops the first n bytes. */

@@ -32,22 +32,30 @@ void tn_topictree_free(tn_topictree *t);
 bool tn_topictree_filter_valid(const char *filter);
 
 /* Subscriptions. add: TN_EINVAL for a bad filter; the same (filter, value) may be added twice
- * and is then matched twice. remove: removes one (filter, value) entry; TN_ENOENT if absent. */
+ * and is then matched twice. remove: removes one (filter, value) entry; TN_ENOENT if absent
+ * (also for a bad filter, which was never added). */
 int tn_topictree_add(tn_topictree *t, const char *filter, void *value);
 int tn_topictree_remove(tn_topictree *t, const char *filter, void *value);
 typedef void (*tn_topictree_cb)(void *arg, const char *name, void *value);
-/* Calls cb(arg, NULL, value) for every entry whose filter matches name (no wildcards in name).
+/* Calls cb(arg, NULL, value) for every entry whose filter matches name (no wildcards in name;
+ * a level spelled "*" or ">" would be an ordinary level). Entries of one filter come in the order
+ * they were added. Does not allocate unless more than 16 '*' branches are pending at once.
  * cb must not modify the tree. */
 void tn_topictree_match(const tn_topictree *t, const char *name, tn_topictree_cb cb, void *arg);
 
 /* Exact names. put: stores value under name, returns the value it replaced in *old (NULL when
- * none). take: removes and returns it in *old; TN_ENOENT if absent. get: the value or NULL. */
+ * none). take: removes and returns it in *old; TN_ENOENT (and *old = NULL) if absent. get: the
+ * value or NULL (a stored NULL reads as absent). old may be NULL. */
 int tn_topictree_put(tn_topictree *t, const char *name, void *value, void **old);
 int tn_topictree_take(tn_topictree *t, const char *name, void **old);
 void *tn_topictree_get(const tn_topictree *t, const char *name);
 /* Calls cb(arg, name, value) for every stored name matching filter; name is the full stored name,
- * valid during the call. cb must not modify the tree. */
+ * valid during the call. A bad filter finds nothing. cb must not modify the tree. */
 void tn_topictree_find(const tn_topictree *t, const char *filter, tn_topictree_cb cb, void *arg);
+
+/* Calls cb(arg, name, value) for every stored name, '$' names included (exact-name use only).
+ * cb must not modify the tree. (Added by the lead for freeing retained messages.) */
+void tn_topictree_walk(const tn_topictree *t, tn_topictree_cb cb, void *arg);
 
 /* Number of entries (subscription entries or stored names). */
 size_t tn_topictree_count(const tn_topictree *t);

@@ -104,8 +104,8 @@ typedef struct tn_mqtt_ack {
     tn_mqtt_bytes props;
 } tn_mqtt_ack;
 
-/* SUBSCRIBE, SUBACK, UNSUBSCRIBE: the list is validated whole by the decoder, then walked with
- * tn_mqtt_list_next(). */
+/* SUBSCRIBE, SUBACK, UNSUBSCRIBE, and UNSUBACK in 5.0 (one reason code per filter, like
+ * SUBACK): the list is validated whole by the decoder, then walked with tn_mqtt_list_next(). */
 typedef struct tn_mqtt_list {
     uint16_t pid;
     uint32_t count; /* entries in the list (>= 1 for SUBSCRIBE/UNSUBSCRIBE) */
@@ -127,7 +127,7 @@ typedef struct tn_mqtt_packet {
         tn_mqtt_connack connack;
         tn_mqtt_publish publish;
         tn_mqtt_ack ack;
-        tn_mqtt_list list; /* SUBSCRIBE, SUBACK, UNSUBSCRIBE */
+        tn_mqtt_list list; /* SUBSCRIBE, SUBACK, UNSUBSCRIBE; UNSUBACK in 5.0 */
         uint8_t rc;        /* v5 DISCONNECT/AUTH reason code */
     } u;
 } tn_mqtt_packet;
@@ -155,14 +155,17 @@ void tn_mqtt_decoder_init(tn_mqtt_decoder *d, tn_mqtt_role role, uint32_t max_pa
  *   TN_EAGAIN   the packet is not complete yet; *used = 0.
  *   TN_ETOOBIG  the fixed header announces more than max_packet.
  *   TN_EPROTO   malformed or forbidden (d->error says what; d->connack_rc as above).
- * A CONNECT decoded by a server sets d->version. A server rejects server-only packets (CONNACK,
- * SUBACK, ...) and vice versa.
+ * A CONNECT decoded by a server sets d->version; a second CONNECT is TN_EPROTO [MQTT-3.1.0-2].
+ * Until then other packets are decoded by 3.1.1 rules (refusing them is the adapter's job,
+ * [MQTT-3.1.0-1]). A server rejects server-only packets (CONNACK, SUBACK, ...) and vice versa.
+ * 5.0 properties are checked for structure (known identifiers, values inside the block), not
+ * for which packet may carry them; DISCONNECT/AUTH properties are checked but not returned.
  */
 int tn_mqtt_decode(tn_mqtt_decoder *d, const uint8_t *buf, size_t len, size_t *used,
                    tn_mqtt_packet *pkt);
 
 /* Next entry of a decoded list. SUBSCRIBE: filter + options byte (QoS in the low 2 bits);
- * UNSUBSCRIBE: filter, *opts = 0; SUBACK: *opts = return code, filter empty.
+ * UNSUBSCRIBE: filter, *opts = 0; SUBACK, UNSUBACK (5.0): *opts = return code, filter empty.
  * Returns false at the end. */
 bool tn_mqtt_list_begin(const tn_mqtt_list *l, tn_mqtt_list_iter *it);
 bool tn_mqtt_list_next(tn_mqtt_list_iter *it, tn_mqtt_type type, tn_mqtt_bytes *filter,
@@ -175,15 +178,19 @@ bool tn_mqtt_utf8_valid(const uint8_t *p, size_t len);
  * [MQTT-4.7.1-2], [MQTT-4.7.1-3]; not empty [MQTT-4.7.3-1]. */
 bool tn_mqtt_filter_valid(const uint8_t *p, size_t len);
 
-/* Encoders (append to out). */
+/* Encoders (append to out). version is TN_MQTT_V31, TN_MQTT_V311 or TN_MQTT_V5. Besides
+ * TN_ETOOBIG they return TN_EINVAL, out unchanged, for what no packet can carry (a string over
+ * 65,535 bytes, QoS 3, no filters, a bad type or version). In 5.0 the property blocks are the
+ * props/will_props bytes given (borrowed, written as they are) or empty where the encoder takes
+ * none; acks use the full form with a reason code. */
 int tn_mqtt_encode_connect(tn_buf *out, const tn_mqtt_connect *c);
 int tn_mqtt_encode_connack(tn_buf *out, uint8_t version, bool session_present, uint8_t rc);
 int tn_mqtt_encode_publish(tn_buf *out, uint8_t version, const tn_mqtt_publish *p);
-/* PUBACK, PUBREC, PUBREL (flags 0x2 set for you), PUBCOMP, UNSUBACK */
+/* PUBACK, PUBREC, PUBREL (flags 0x2 set for you), PUBCOMP, UNSUBACK (5.0: one reason code) */
 int tn_mqtt_encode_ack(tn_buf *out, uint8_t version, tn_mqtt_type type, uint16_t pid, uint8_t rc);
 /* SUBSCRIBE: n filters with their options byte. */
-int tn_mqtt_encode_subscribe(tn_buf *out, uint8_t version, uint16_t pid, const tn_mqtt_bytes *filters,
-                             const uint8_t *opts, uint32_t n);
+int tn_mqtt_encode_subscribe(tn_buf *out, uint8_t version, uint16_t pid,
+                             const tn_mqtt_bytes *filters, const uint8_t *opts, uint32_t n);
 int tn_mqtt_encode_unsubscribe(tn_buf *out, uint8_t version, uint16_t pid,
                                const tn_mqtt_bytes *filters, uint32_t n);
 int tn_mqtt_encode_suback(tn_buf *out, uint8_t version, uint16_t pid, const uint8_t *rcs,

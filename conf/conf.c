@@ -1,0 +1,897 @@
+/*
+ * conf: defaults, the YAML loader and validation.
+ *
+ * Loading runs in three steps, each able to say where in the file the problem is:
+ *  1. libyaml alone walks the events, so a syntax error is reported at libyaml's own position
+ *     (libcyaml only reports the position of the last good node), and a second document is refused.
+ *  2. libcyaml loads the file into file_conf, checking keys and structure against the schema.
+ *     Its error log goes through capture_log() into a buffer; cyaml_message() turns the message
+ *     and backtrace into "FILE:LINE:COL: listeners[1]: unknown key 'port'".
+ *  3. apply() converts strings (URLs, numbers) into a copy of the tn_conf and check() validates
+ *     the copy. Their errors name a field path ("limits.max_inflight"), which locate() finds in
+ *     the file with another libyaml walk. Only then does the copy replace the caller's tn_conf.
+ *
+ * Numbers are read as strings and parsed here: libcyaml's UINT uses strtoull(..., 0), which
+ * takes "1.5" as 1 and "010" as 8.
+ */
+#include "conf/conf.h"
+#include "core/base/base.h"
+
+#include <arpa/inet.h>
+#include <cyaml/cyaml.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#define CONF_MAX_FILE (1024 * 1024) /* a larger config file is a mistake, not a config */
+#define CONF_PATH_LEN 128           /* "listeners[12].url"; longer paths are never looked up */
+#define CONF_MAX_DEPTH 32           /* our schema is 3 deep; deeper nodes are not tracked */
+#define CONF_MAX_TRACE 16           /* backtrace entries kept from libcyaml */
+
+static const char *const proto_names[] = {"mqtt", "mqtts", "stomp", "stomps",
+                                          "amqp", "amqps", "ws",    "wss"};
+#define N_PROTOS (sizeof proto_names / sizeof proto_names[0])
+
+static const tn_conf_limits default_limits = {
+    .max_packet_size = 1048576,
+    .max_connections = 100000,
+    .max_inflight = 100,
+    .max_queued_messages = 1000,
+    .max_offline_messages = 100000,
+    .max_output_buffer = 1048576,
+};
+
+/* ---- the file as libcyaml loads it: strings only, NULL where the key is absent ---- */
+
+typedef struct file_listener {
+    char *url;
+} file_listener;
+
+typedef struct file_limits {
+    char *max_packet_size;
+    char *max_connections;
+    char *max_inflight;
+    char *max_queued_messages;
+    char *max_offline_messages;
+    char *max_output_buffer;
+} file_limits;
+
+typedef struct file_conf {
+    file_listener *listeners;
+    unsigned n_listeners;
+    char *data_dir;
+    char *log_level;
+    file_limits *limits;
+} file_conf;
+
+/* One row per limit: its key, where it lives in both structs, its largest sane value. */
+static const struct {
+    const char *name;
+    size_t conf_off;
+    size_t file_off;
+    uint32_t max;
+    const char *why_max; /* NULL when max is UINT32_MAX */
+} limit_fields[] = {
+#define LIMIT(name, max, why)                                                                      \
+    {                                                                                              \
+#name, offsetof(tn_conf_limits, name), offsetof(file_limits, name), max, why               \
+    }
+    LIMIT(max_packet_size, UINT32_MAX, NULL),
+    LIMIT(max_connections, UINT32_MAX, NULL),
+    LIMIT(max_inflight, 65535, "MQTT Receive Maximum is a 16-bit value"),
+    LIMIT(max_queued_messages, UINT32_MAX, NULL),
+    LIMIT(max_offline_messages, UINT32_MAX, NULL),
+    LIMIT(max_output_buffer, UINT32_MAX, NULL),
+#undef LIMIT
+};
+#define N_LIMITS (sizeof limit_fields / sizeof limit_fields[0])
+
+#define OPT_STRING(key, type, member)                                                              \
+    CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, type, member, 0,         \
+                           CYAML_UNLIMITED)
+
+static const cyaml_schema_field_t listener_fields[] = {
+    CYAML_FIELD_STRING_PTR("url", CYAML_FLAG_POINTER, file_listener, url, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t listener_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, file_listener, listener_fields),
+};
+
+static const cyaml_schema_field_t limits_fields[] = {
+    OPT_STRING("max_packet_size", file_limits, max_packet_size),
+    OPT_STRING("max_connections", file_limits, max_connections),
+    OPT_STRING("max_inflight", file_limits, max_inflight),
+    OPT_STRING("max_queued_messages", file_limits, max_queued_messages),
+    OPT_STRING("max_offline_messages", file_limits, max_offline_messages),
+    OPT_STRING("max_output_buffer", file_limits, max_output_buffer),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t conf_fields[] = {
+    /* At least one entry: an empty list would leave the broker deaf. */
+    CYAML_FIELD_SEQUENCE_COUNT("listeners", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf,
+                               listeners, n_listeners, &listener_schema, 1, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("data_dir", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf,
+                           data_dir, 1, CYAML_UNLIMITED),
+    OPT_STRING("log_level", file_conf, log_level),
+    CYAML_FIELD_MAPPING_PTR("limits", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, limits,
+                            limits_fields),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t conf_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, file_conf, conf_fields),
+};
+
+/* ---- small helpers ---- */
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void
+free_listeners(tn_conf_listener *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(l[i].address);
+    free(l);
+}
+
+static tn_conf_listener *
+copy_listeners(const tn_conf_listener *l, size_t n)
+{
+    if (n == 0)
+        return NULL;
+    tn_conf_listener *out = tn_xcalloc(n, sizeof *out);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = l[i];
+        out[i].address = l[i].address ? tn_xstrdup(l[i].address) : NULL;
+    }
+    return out;
+}
+
+static void
+conf_copy(tn_conf *dst, const tn_conf *src)
+{
+    dst->listeners = copy_listeners(src->listeners, src->n_listeners);
+    dst->n_listeners = src->n_listeners;
+    dst->data_dir = src->data_dir ? tn_xstrdup(src->data_dir) : NULL;
+    dst->log_level = src->log_level ? tn_xstrdup(src->log_level) : NULL;
+    dst->limits = src->limits;
+}
+
+static void
+replace_string(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = tn_xstrdup(src);
+}
+
+/* Writes "addr:port" or "[addr]:port". */
+static void
+format_hostport(char *buf, size_t len, const tn_conf_listener *l)
+{
+    const char *a = l->address ? l->address : "?";
+    if (strchr(a, ':'))
+        snprintf(buf, len, "[%s]:%u", a, (unsigned)l->port);
+    else
+        snprintf(buf, len, "%s:%u", a, (unsigned)l->port);
+}
+
+/* Parses a decimal number 0..UINT32_MAX: digits only, no sign, no spaces, no suffix. */
+static int
+parse_u32(const char *s, uint32_t *out)
+{
+    uint64_t v = 0;
+    if (!*s)
+        return TN_EINVAL;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return TN_EINVAL;
+        v = v * 10 + (uint64_t)(*s - '0');
+        if (v > UINT32_MAX)
+            return TN_EINVAL;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* ---- defaults, listeners ---- */
+
+const char *
+tn_conf_proto_name(tn_proto p)
+{
+    return (unsigned)p < N_PROTOS ? proto_names[p] : "unknown";
+}
+
+void
+tn_conf_init(tn_conf *c)
+{
+    static const tn_conf_listener def = {TN_PROTO_MQTT, "127.0.0.1", 1883};
+    memset(c, 0, sizeof *c);
+    c->listeners = copy_listeners(&def, 1);
+    c->n_listeners = 1;
+    c->data_dir = tn_xstrdup("./data");
+    c->log_level = tn_xstrdup("info");
+    c->limits = default_limits;
+}
+
+void
+tn_conf_fini(tn_conf *c)
+{
+    free_listeners(c->listeners, c->n_listeners);
+    free(c->data_dir);
+    free(c->log_level);
+    memset(c, 0, sizeof *c);
+}
+
+void
+tn_conf_listener_fini(tn_conf_listener *l)
+{
+    free(l->address);
+    l->address = NULL;
+}
+
+void
+tn_conf_set_listeners(tn_conf *c, const tn_conf_listener *l, size_t n)
+{
+    /* Copy first: l may point into c->listeners. */
+    tn_conf_listener *copy = copy_listeners(l, n);
+    free_listeners(c->listeners, c->n_listeners);
+    c->listeners = copy;
+    c->n_listeners = n;
+}
+
+int
+tn_conf_parse_listen_url(const char *url, tn_conf_listener *l, char *err, size_t errlen)
+{
+    const char *sep = strstr(url, "://");
+    if (!sep) {
+        seterr(err, errlen, "'%s': missing scheme, e.g. mqtt://127.0.0.1:1883", url);
+        return TN_EINVAL;
+    }
+    size_t slen = (size_t)(sep - url);
+    size_t proto = N_PROTOS;
+    for (size_t i = 0; i < N_PROTOS; i++) {
+        if (strlen(proto_names[i]) == slen && strncasecmp(url, proto_names[i], slen) == 0)
+            proto = i;
+    }
+    if (proto == N_PROTOS) {
+        seterr(err, errlen,
+               "'%s': unknown scheme '%.*s' (expected mqtt, mqtts, stomp, stomps, amqp, amqps, "
+               "ws or wss)",
+               url, (int)slen, url);
+        return TN_EINVAL;
+    }
+
+    /* The address: "[v6]" or a v4 address up to the port's colon. */
+    const char *host = sep + 3, *rest;
+    size_t hlen;
+    int family;
+    if (*host == '[') {
+        const char *close = strchr(host, ']');
+        if (!close) {
+            seterr(err, errlen, "'%s': missing ']' after the IPv6 address", url);
+            return TN_EINVAL;
+        }
+        host++;
+        hlen = (size_t)(close - host);
+        rest = close + 1;
+        family = AF_INET6;
+    } else {
+        hlen = strcspn(host, ":/");
+        rest = host + hlen;
+        family = AF_INET;
+        if (*rest == ':' && strchr(rest + 1, ':')) {
+            seterr(err, errlen, "'%s': an IPv6 address must be in brackets, e.g. mqtt://[::1]:1883",
+                   url);
+            return TN_EINVAL;
+        }
+    }
+    if (hlen == 0) {
+        seterr(err, errlen, "'%s': missing address", url);
+        return TN_EINVAL;
+    }
+    char addr[INET6_ADDRSTRLEN];
+    unsigned char bin[sizeof(struct in6_addr)];
+    bool ok = hlen < sizeof addr;
+    if (ok) {
+        memcpy(addr, host, hlen);
+        addr[hlen] = '\0';
+        ok = inet_pton(family, addr, bin) == 1;
+    }
+    if (!ok) {
+        if (family == AF_INET6)
+            seterr(err, errlen, "'%s': '%.*s' is not a valid IPv6 address", url, (int)hlen, host);
+        else
+            seterr(err, errlen,
+                   "'%s': '%.*s' is not a numeric IPv4 address (host names are not resolved; "
+                   "IPv6 goes in brackets)",
+                   url, (int)hlen, host);
+        return TN_EINVAL;
+    }
+
+    /* The port: required, decimal, nothing after it. */
+    if (*rest != ':' || rest[1] == '\0') {
+        if (*rest == '\0' || *rest == ':')
+            seterr(err, errlen, "'%s': missing port, e.g. %s://%s%s%s:1883", url,
+                   proto_names[proto], family == AF_INET6 ? "[" : "", addr,
+                   family == AF_INET6 ? "]" : "");
+        else
+            seterr(err, errlen, "'%s': unexpected '%s' after the address", url, rest);
+        return TN_EINVAL;
+    }
+    const char *p = rest + 1;
+    size_t ndig = strspn(p, "0123456789");
+    if (p[ndig] == '/' && ndig > 0) {
+        seterr(err, errlen, "'%s': unexpected '%s' after the port (paths are not supported)", url,
+               p + ndig);
+        return TN_EINVAL;
+    }
+    if (ndig == 0 || p[ndig] != '\0') {
+        seterr(err, errlen, "'%s': port '%s' is not a number", url, p);
+        return TN_EINVAL;
+    }
+    uint32_t port = 0;
+    for (size_t i = 0; i < ndig && port <= 65535; i++)
+        port = port * 10 + (uint32_t)(p[i] - '0');
+    if (port > 65535) {
+        seterr(err, errlen, "'%s': port %s is out of range 0..65535", url, p);
+        return TN_EINVAL;
+    }
+
+    /* Store the canonical form so "::0001" and "::1" compare equal. */
+    if (!inet_ntop(family, bin, addr, sizeof addr)) {
+        seterr(err, errlen, "'%s': %s", url, strerror(errno));
+        return TN_EINVAL;
+    }
+    l->proto = (tn_proto)proto;
+    l->address = tn_xstrdup(addr);
+    l->port = (uint16_t)port;
+    return 0;
+}
+
+/* ---- validation ---- */
+
+/* Checks c; on error writes the field's path and what is wrong, separately, so the loader can
+ * find the field in the file. */
+static int
+check(const tn_conf *c, char *path, size_t pathlen, char *what, size_t whatlen)
+{
+    char hp[INET6_ADDRSTRLEN + 16];
+
+    if (c->n_listeners == 0) {
+        seterr(path, pathlen, "listeners");
+        seterr(what, whatlen, "at least one listener is required");
+        return TN_EINVAL;
+    }
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        const tn_conf_listener *l = &c->listeners[i];
+        unsigned char bin[sizeof(struct in6_addr)];
+        seterr(path, pathlen, "listeners[%zu].url", i);
+        if ((unsigned)l->proto >= N_PROTOS) {
+            seterr(what, whatlen, "unknown protocol %d", (int)l->proto);
+            return TN_EINVAL;
+        }
+        if (!l->address || (inet_pton(AF_INET, l->address, bin) != 1 &&
+                            inet_pton(AF_INET6, l->address, bin) != 1)) {
+            seterr(what, whatlen, "'%s' is not a numeric IP address",
+                   l->address ? l->address : "(null)");
+            return TN_EINVAL;
+        }
+        if (l->port == 0)
+            continue; /* each gets its own free port */
+        for (size_t j = 0; j < i; j++) {
+            const tn_conf_listener *o = &c->listeners[j];
+            unsigned char obin[sizeof(struct in6_addr)];
+            bool same =
+                o->port == l->port &&
+                ((inet_pton(AF_INET, l->address, bin) == 1 &&
+                  inet_pton(AF_INET, o->address, obin) == 1 && memcmp(bin, obin, 4) == 0) ||
+                 (inet_pton(AF_INET6, l->address, bin) == 1 &&
+                  inet_pton(AF_INET6, o->address, obin) == 1 && memcmp(bin, obin, 16) == 0));
+            if (same) {
+                format_hostport(hp, sizeof hp, l);
+                seterr(what, whatlen, "%s is already used by listeners[%zu]", hp, j);
+                return TN_EINVAL;
+            }
+        }
+    }
+    if (!c->data_dir || !*c->data_dir) {
+        seterr(path, pathlen, "data_dir");
+        seterr(what, whatlen, "must not be empty");
+        return TN_EINVAL;
+    }
+    tn_log_level level;
+    if (!c->log_level || tn_log_parse_level(c->log_level, &level) != 0) {
+        seterr(path, pathlen, "log_level");
+        seterr(what, whatlen, "'%s' is not one of error, warn, info, debug",
+               c->log_level ? c->log_level : "(null)");
+        return TN_EINVAL;
+    }
+    for (size_t i = 0; i < N_LIMITS; i++) {
+        uint32_t v = *(const uint32_t *)((const char *)&c->limits + limit_fields[i].conf_off);
+        seterr(path, pathlen, "limits.%s", limit_fields[i].name);
+        if (v == 0) {
+            seterr(what, whatlen, "must be at least 1");
+            return TN_EINVAL;
+        }
+        if (v > limit_fields[i].max) {
+            seterr(what, whatlen, "%u is more than %u (%s)", (unsigned)v,
+                   (unsigned)limit_fields[i].max, limit_fields[i].why_max);
+            return TN_EINVAL;
+        }
+    }
+    return 0;
+}
+
+int
+tn_conf_validate(const tn_conf *c, char *err, size_t errlen)
+{
+    char path[CONF_PATH_LEN], what[512];
+    int rv = check(c, path, sizeof path, what, sizeof what);
+    if (rv != 0)
+        seterr(err, errlen, "%s: %s", path, what);
+    return rv;
+}
+
+/* ---- finding things in the YAML text ---- */
+
+/* What locate() looks for: the nth node whose path is path, as a key or as a value. */
+typedef struct locate {
+    const char *path; /* e.g. "listeners[1].url", "" for the document */
+    bool key;         /* the key's position, not its value's */
+    int nth;          /* which occurrence, from 1 (duplicate keys) */
+    int seen;
+    size_t line, col; /* 1-based; 0 = not found */
+} locate;
+
+/* One open mapping or sequence while walking. */
+typedef struct frame {
+    bool map;
+    bool want_key;             /* mapping: the next node is a key */
+    size_t index;              /* sequence: index of the next entry */
+    char path[CONF_PATH_LEN];  /* this collection's own path */
+    char child[CONF_PATH_LEN]; /* mapping: path of the value after the current key */
+} frame;
+
+typedef struct walk {
+    frame stack[CONF_MAX_DEPTH];
+    size_t depth; /* frames in use */
+    size_t deep;  /* collections open beyond CONF_MAX_DEPTH, not tracked */
+    locate *loc;
+} walk;
+
+/* Joins a path and a component; an over-long result becomes "?", which is never looked up. */
+static void
+join_path(char *out, const char *parent, const char *key)
+{
+    int n = snprintf(out, CONF_PATH_LEN, "%s%s%s", parent, *parent ? "." : "", key);
+    if (n < 0 || n >= CONF_PATH_LEN)
+        strcpy(out, "?");
+}
+
+/* Tracks the path of one node; returns false for a list or mapping used as a mapping key, which
+ * libcyaml reports only as "Internal error". */
+static bool
+walk_node(walk *w, const yaml_event_t *ev)
+{
+    bool collection = ev->type == YAML_SEQUENCE_START_EVENT || ev->type == YAML_MAPPING_START_EVENT;
+    if (w->deep > 0 || w->depth == CONF_MAX_DEPTH) {
+        w->deep += collection;
+        return true;
+    }
+    frame *top = w->depth > 0 ? &w->stack[w->depth - 1] : NULL;
+    char path[CONF_PATH_LEN];
+    bool is_key = false;
+    if (!top) {
+        path[0] = '\0';
+    } else if (top->map && top->want_key) {
+        is_key = true;
+        top->want_key = false;
+        join_path(path, top->path,
+                  ev->type == YAML_SCALAR_EVENT ? (const char *)ev->data.scalar.value : "?");
+        strcpy(top->child, path);
+    } else if (top->map) {
+        top->want_key = true;
+        strcpy(path, top->child);
+    } else {
+        int n = snprintf(path, sizeof path, "%s[%zu]", top->path, top->index++);
+        if (n < 0 || (size_t)n >= sizeof path)
+            strcpy(path, "?");
+    }
+
+    locate *loc = w->loc;
+    if (loc && loc->line == 0 && is_key == loc->key && strcmp(path, loc->path) == 0 &&
+        ++loc->seen == loc->nth) {
+        loc->line = ev->start_mark.line + 1;
+        loc->col = ev->start_mark.column + 1;
+    }
+
+    if (collection) {
+        frame *f = &w->stack[w->depth++];
+        f->map = ev->type == YAML_MAPPING_START_EVENT;
+        f->want_key = f->map;
+        f->index = 0;
+        strcpy(f->path, path);
+        f->child[0] = '\0';
+    }
+    return !(is_key && collection);
+}
+
+static void
+walk_end(walk *w)
+{
+    if (w->deep > 0)
+        w->deep--;
+    else if (w->depth > 0)
+        w->depth--;
+}
+
+/* Walks the YAML text with libyaml. Reports a syntax error, or a second document, as
+ * "NAME:LINE:COL: problem"; fills loc (if not NULL) on the way. */
+static int
+scan(const char *name, const uint8_t *yaml, size_t len, locate *loc, char *err, size_t errlen)
+{
+    yaml_parser_t p;
+    yaml_event_t ev;
+    walk *w = tn_xcalloc(1, sizeof *w);
+    int rv = 0, docs = 0;
+    bool done = false;
+
+    w->loc = loc;
+    if (!yaml_parser_initialize(&p))
+        tn_assert_fail("out of memory", __FILE__, __LINE__);
+    yaml_parser_set_input_string(&p, yaml, len);
+    while (!done) {
+        if (!yaml_parser_parse(&p, &ev)) {
+            const char *problem = p.problem ? p.problem : "out of memory";
+            if (p.error == YAML_READER_ERROR)
+                seterr(err, errlen, "%s: %s at byte %zu", name, problem, p.problem_offset);
+            else if (p.context)
+                seterr(err, errlen, "%s:%zu:%zu: %s (%s at line %zu)", name,
+                       p.problem_mark.line + 1, p.problem_mark.column + 1, problem, p.context,
+                       p.context_mark.line + 1);
+            else
+                seterr(err, errlen, "%s:%zu:%zu: %s", name, p.problem_mark.line + 1,
+                       p.problem_mark.column + 1, problem);
+            rv = TN_EINVAL;
+            break;
+        }
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (++docs > 1) {
+                seterr(err, errlen, "%s:%zu:%zu: only one YAML document is allowed", name,
+                       ev.start_mark.line + 1, ev.start_mark.column + 1);
+                rv = TN_EINVAL;
+                done = true;
+            }
+            break;
+        case YAML_SCALAR_EVENT:
+        case YAML_ALIAS_EVENT:
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            if (!walk_node(w, &ev)) {
+                seterr(err, errlen, "%s:%zu:%zu: a key must be a single value, not a %s", name,
+                       ev.start_mark.line + 1, ev.start_mark.column + 1,
+                       ev.type == YAML_MAPPING_START_EVENT ? "mapping" : "list");
+                rv = TN_EINVAL;
+                done = true;
+            }
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            walk_end(w);
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    free(w);
+    return rv;
+}
+
+/* Writes "NAME:LINE:COL: PATH: WHAT" with the position of path in the file if it is there,
+ * else at (line, col) if known, else "NAME: PATH: WHAT". */
+static void
+located_error(const char *name, const uint8_t *yaml, size_t len, locate *loc, size_t line,
+              size_t col, const char *path, const char *what, char *err, size_t errlen)
+{
+    if (scan(name, yaml, len, loc, NULL, 0) == 0 && loc->line > 0) {
+        line = loc->line;
+        col = loc->col;
+    }
+    const char *sep = *path ? ": " : "";
+    if (line > 0)
+        seterr(err, errlen, "%s:%zu:%zu: %s%s%s", name, line, col, path, sep, what);
+    else
+        seterr(err, errlen, "%s: %s%s%s", name, path, sep, what);
+}
+
+/* ---- libcyaml's errors ---- */
+
+/* libcyaml logs an error as "Load: what\n", then "Load: Backtrace:\n" and one line per open
+ * node, innermost first: "  in mapping field 'url' (line: 2, column: 10)\n",
+ * "  in sequence entry '1' (line: 2, column: 5)\n" (counted from 1), "  in mapping (...)\n". */
+typedef struct log_capture {
+    char buf[2048];
+    size_t len;
+} log_capture;
+
+static void
+capture_log(cyaml_log_t level, void *ctx, const char *fmt, va_list ap)
+{
+    log_capture *lc = ctx;
+    if (level < CYAML_LOG_ERROR || lc->len + 1 >= sizeof lc->buf)
+        return;
+    int n = vsnprintf(lc->buf + lc->len, sizeof lc->buf - lc->len, fmt, ap);
+    if (n > 0)
+        lc->len += (size_t)n < sizeof lc->buf - lc->len ? (size_t)n : sizeof lc->buf - lc->len - 1;
+}
+
+typedef struct trace {
+    char field[CONF_PATH_LEN]; /* mapping field; "" for a sequence entry or a bare mapping */
+    unsigned entry;            /* sequence entry from 1; 0 = none */
+    size_t line, col;
+} trace;
+
+/* Builds the path from the outermost backtrace entry to entry `inner` (0 = innermost). */
+static void
+trace_path(char *out, const trace *t, size_t n, size_t inner)
+{
+    out[0] = '\0';
+    for (size_t i = n; i-- > inner;) {
+        char tmp[CONF_PATH_LEN];
+        if (t[i].field[0]) {
+            join_path(tmp, out, t[i].field);
+        } else if (t[i].entry > 0) {
+            int k = snprintf(tmp, sizeof tmp, "%s[%u]", out, t[i].entry - 1);
+            if (k < 0 || (size_t)k >= sizeof tmp)
+                strcpy(tmp, "?");
+        } else {
+            continue;
+        }
+        strcpy(out, tmp);
+    }
+}
+
+static const char *
+kind_name(const char *k)
+{
+    if (strncmp(k, "SEQUENCE", 8) == 0)
+        return "a list";
+    if (strncmp(k, "MAPPING", 7) == 0)
+        return "a mapping";
+    if (strcmp(k, "ALIAS") == 0)
+        return "an alias";
+    return "a single value";
+}
+
+static void
+cyaml_message(const char *name, const uint8_t *yaml, size_t len, const char *log, cyaml_err_t e,
+              char *err, size_t errlen)
+{
+    char msg[512] = "", arg[CONF_PATH_LEN] = "", what[640], path[CONF_PATH_LEN];
+    trace t[CONF_MAX_TRACE];
+    size_t nt = 0;
+
+    /* Split the log into the message and the backtrace. */
+    for (const char *line = log; *line;) {
+        size_t n = strcspn(line, "\n");
+        char l[512];
+        snprintf(l, sizeof l, "%.*s", (int)n, line);
+        line += n + (line[n] == '\n');
+        trace *tr = nt < CONF_MAX_TRACE ? &t[nt] : NULL;
+        if (strncmp(l, "Load: ", 6) == 0 && strcmp(l, "Load: Backtrace:") != 0 && !msg[0]) {
+            snprintf(msg, sizeof msg, "%s", l + 6);
+        } else if (tr && sscanf(l, "  in mapping field '%127[^']' (line: %zu, column: %zu)",
+                                tr->field, &tr->line, &tr->col) == 3) {
+            tr->entry = 0;
+            nt++;
+        } else if (tr && sscanf(l, "  in sequence entry '%u' (line: %zu, column: %zu)", &tr->entry,
+                                &tr->line, &tr->col) == 3) {
+            tr->field[0] = '\0';
+            nt++;
+        } else if (tr &&
+                   sscanf(l, "  in mapping (line: %zu, column: %zu)", &tr->line, &tr->col) == 2) {
+            tr->field[0] = '\0';
+            tr->entry = 0;
+            nt++;
+        }
+    }
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '.' || msg[n - 1] == ' ' || msg[n - 1] == ':'))
+        msg[--n] = '\0';
+    if (!msg[0])
+        snprintf(msg, sizeof msg, "%s", cyaml_strerror(e));
+
+    /* Key errors: libcyaml's innermost entry is the mapping, possibly naming the previous field;
+     * the path shown is the mapping's and the position is the offending key's. */
+    locate loc = {.path = path, .nth = 1};
+    size_t inner = 0;
+    char k1[64], k2[64];
+    if (sscanf(msg, "Unexpected key: %127[^\n]", arg) == 1 ||
+        sscanf(msg, "Mapping field already seen: %127[^\n]", arg) == 1) {
+        bool dup = msg[0] == 'M';
+        inner = nt > 0 && t[0].field[0] ? 1 : 0;
+        trace_path(path, t, nt, inner);
+        snprintf(what, sizeof what, "%s key '%s'", dup ? "duplicate" : "unknown", arg);
+        char keypath[CONF_PATH_LEN];
+        join_path(keypath, path, arg);
+        locate kl = {.path = keypath, .key = true, .nth = dup ? 2 : 1};
+        located_error(name, yaml, len, &kl, nt ? t[0].line : 0, nt ? t[0].col : 0, path, what, err,
+                      errlen);
+        return;
+    }
+    if (sscanf(msg, "Missing required mapping field: %127[^\n]", arg) == 1) {
+        inner = nt > 0 && t[0].field[0] ? 1 : 0;
+        snprintf(what, sizeof what, "missing key '%s'", arg);
+    } else if (sscanf(msg, "Expecting %63s got event: %63s", k1, k2) == 2) {
+        k1[strcspn(k1, ",")] = '\0';
+        snprintf(what, sizeof what, "expected %s, found %s", kind_name(k1), kind_name(k2));
+    } else if (strncmp(msg, "Insufficient entries", 20) == 0) {
+        snprintf(what, sizeof what, "the list must not be empty");
+    } else if (strncmp(msg, "STRING length < ", 16) == 0) {
+        snprintf(what, sizeof what, "must not be empty");
+    } else {
+        snprintf(what, sizeof what, "%s", msg);
+    }
+    trace_path(path, t, nt, inner);
+    located_error(name, yaml, len, &loc, nt ? t[inner < nt ? inner : 0].line : 0,
+                  nt ? t[inner < nt ? inner : 0].col : 0, path, what, err, errlen);
+}
+
+/* ---- loading ---- */
+
+/* Converts the loaded strings into n. On error fills path and what. */
+static int
+apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, size_t whatlen)
+{
+    if (f->listeners) {
+        tn_conf_listener *ls = tn_xcalloc(f->n_listeners, sizeof *ls);
+        for (unsigned i = 0; i < f->n_listeners; i++) {
+            if (tn_conf_parse_listen_url(f->listeners[i].url, &ls[i], what, whatlen) != 0) {
+                seterr(path, pathlen, "listeners[%u].url", i);
+                free_listeners(ls, i);
+                return TN_EINVAL;
+            }
+        }
+        free_listeners(n->listeners, n->n_listeners);
+        n->listeners = ls;
+        n->n_listeners = f->n_listeners;
+    }
+    if (f->data_dir)
+        replace_string(&n->data_dir, f->data_dir);
+    if (f->log_level)
+        replace_string(&n->log_level, f->log_level);
+    for (size_t i = 0; f->limits && i < N_LIMITS; i++) {
+        const char *s = *(char *const *)((const char *)f->limits + limit_fields[i].file_off);
+        if (!s)
+            continue;
+        if (parse_u32(s, (uint32_t *)((char *)&n->limits + limit_fields[i].conf_off)) != 0) {
+            seterr(path, pathlen, "limits.%s", limit_fields[i].name);
+            seterr(what, whatlen, "'%s' is not a whole number from 0 to %u", s,
+                   (unsigned)UINT32_MAX);
+            return TN_EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int
+load(tn_conf *c, const char *name, const uint8_t *yaml, size_t len, char *err, size_t errlen)
+{
+    log_capture *lc = tn_xcalloc(1, sizeof *lc);
+    const cyaml_config_t cfg = {
+        .log_fn = capture_log,
+        .log_ctx = lc,
+        .mem_fn = cyaml_mem,
+        .log_level = CYAML_LOG_ERROR,
+        .flags = CYAML_CFG_DEFAULT, /* unknown keys are errors */
+    };
+    file_conf *f = NULL;
+    tn_conf n = {0};
+    char path[CONF_PATH_LEN], what[512];
+    int rv = scan(name, yaml, len, NULL, err, errlen);
+    if (rv != 0)
+        goto out;
+
+    cyaml_err_t e = cyaml_load_data(yaml, len, &cfg, &conf_schema, (cyaml_data_t **)&f, NULL);
+    if (e != CYAML_OK) {
+        cyaml_message(name, yaml, len, lc->buf, e, err, errlen);
+        rv = TN_EINVAL;
+        goto out;
+    }
+
+    /* f is NULL for a file without keys: then only validate. */
+    conf_copy(&n, c);
+    if ((f && apply(&n, f, path, sizeof path, what, sizeof what) != 0) ||
+        check(&n, path, sizeof path, what, sizeof what) != 0) {
+        locate loc = {.path = path, .nth = 1};
+        located_error(name, yaml, len, &loc, 0, 0, path, what, err, errlen);
+        rv = TN_EINVAL;
+        goto out;
+    }
+    tn_conf_fini(c);
+    *c = n;
+    memset(&n, 0, sizeof n);
+
+out:
+    tn_conf_fini(&n);
+    if (f)
+        cyaml_free(&cfg, &conf_schema, f, 0);
+    free(lc);
+    return rv;
+}
+
+int
+tn_conf_load_string(tn_conf *c, const char *name, const char *yaml, char *err, size_t errlen)
+{
+    return load(c, name, (const uint8_t *)yaml, strlen(yaml), err, errlen);
+}
+
+int
+tn_conf_load_file(tn_conf *c, const char *path, char *err, size_t errlen)
+{
+    tn_buf b;
+    int rv = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return errno == ENOENT ? TN_ENOENT : TN_EIO;
+    }
+    /* One byte over the maximum tells a file that is too large. */
+    tn_buf_init(&b, CONF_MAX_FILE + 1);
+    for (;;) {
+        size_t want = b.max - b.len < 4096 ? b.max - b.len : 4096;
+        if (want == 0)
+            break;
+        uint8_t *p = tn_buf_reserve(&b, want);
+        if (!p) {
+            seterr(err, errlen, "%s: %s", path, tn_strerror(TN_ENOMEM));
+            rv = TN_ENOMEM;
+            goto out;
+        }
+        size_t got = fread(p, 1, want, fp);
+        tn_buf_commit(&b, got);
+        if (got < want) {
+            if (ferror(fp)) {
+                seterr(err, errlen, "%s: %s", path, strerror(errno));
+                rv = TN_EIO;
+                goto out;
+            }
+            break;
+        }
+    }
+    if (b.len > CONF_MAX_FILE) {
+        seterr(err, errlen, "%s: larger than %d bytes", path, CONF_MAX_FILE);
+        rv = TN_EINVAL;
+        goto out;
+    }
+    rv = load(c, path, b.data ? b.data : (const uint8_t *)"", b.len, err, errlen);
+out:
+    tn_buf_fini(&b);
+    fclose(fp);
+    return rv;
+}

@@ -1,0 +1,579 @@
+/*
+ * conf tests. With a path argument (ctest conf_example_loads) it only checks that the file loads
+ * and sets every field to the built-in default: the shipped conf/tern.conf must not rot.
+ */
+#include "conf/conf.h"
+#include "core/base/base.h"
+
+#include <CUnit/Basic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *example_path;
+
+/* Loads yaml over the defaults and expects the exact error message; c must stay unchanged. */
+static void
+expect_error(const char *yaml, const char *want)
+{
+    tn_conf c;
+    char err[512] = "";
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "t.conf", yaml, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, want);
+    if (strcmp(err, want) != 0)
+        fprintf(stderr, "\n  yaml: %s\n  got:  %s\n  want: %s\n", yaml, err, want);
+    CU_ASSERT_EQUAL(c.n_listeners, 1);
+    CU_ASSERT_EQUAL(c.listeners[0].port, 1883);
+    CU_ASSERT_STRING_EQUAL(c.data_dir, "./data");
+    CU_ASSERT_STRING_EQUAL(c.log_level, "info");
+    CU_ASSERT_EQUAL(c.limits.max_inflight, 100);
+    tn_conf_fini(&c);
+}
+
+/* Parses url and expects an error containing want. */
+static void
+expect_url_error(const char *url, const char *want)
+{
+    tn_conf_listener l = {TN_PROTO_WSS, NULL, 7};
+    char err[512] = "";
+    CU_ASSERT_EQUAL(tn_conf_parse_listen_url(url, &l, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+    if (!strstr(err, want))
+        fprintf(stderr, "\n  url: %s\n  got:  %s\n  want: ...%s...\n", url, err, want);
+    CU_ASSERT_PTR_NULL(l.address); /* untouched */
+    CU_ASSERT_EQUAL(l.port, 7);
+}
+
+static void
+expect_url(const char *url, tn_proto proto, const char *address, unsigned port)
+{
+    tn_conf_listener l;
+    char err[256] = "";
+    CU_ASSERT_EQUAL_FATAL(tn_conf_parse_listen_url(url, &l, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(l.proto, proto);
+    CU_ASSERT_STRING_EQUAL(l.address, address);
+    CU_ASSERT_EQUAL(l.port, port);
+    tn_conf_listener_fini(&l);
+    CU_ASSERT_PTR_NULL(l.address);
+}
+
+static bool
+is_default(const tn_conf *c)
+{
+    return c->n_listeners == 1 && c->listeners[0].proto == TN_PROTO_MQTT &&
+           strcmp(c->listeners[0].address, "127.0.0.1") == 0 && c->listeners[0].port == 1883 &&
+           strcmp(c->data_dir, "./data") == 0 && strcmp(c->log_level, "info") == 0 &&
+           c->limits.max_packet_size == 1048576 && c->limits.max_connections == 100000 &&
+           c->limits.max_inflight == 100 && c->limits.max_queued_messages == 1000 &&
+           c->limits.max_offline_messages == 100000 && c->limits.max_output_buffer == 1048576;
+}
+
+/* Writes text to a new temporary file; returns its path (free it, unlink it). */
+static char *
+temp_file(const char *text)
+{
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char *path = tn_xmalloc(strlen(dir) + 32);
+    sprintf(path, "%s/conf_test_XXXXXX", dir);
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    size_t n = strlen(text);
+    CU_ASSERT_FATAL(write(fd, text, n) == (ssize_t)n);
+    close(fd);
+    return path;
+}
+
+static void
+test_defaults(void)
+{
+    tn_conf c;
+    char err[256] = "";
+    tn_conf_init(&c);
+    CU_ASSERT_TRUE(is_default(&c));
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
+    tn_conf_fini(&c);
+    CU_ASSERT_PTR_NULL(c.listeners);
+    CU_ASSERT_PTR_NULL(c.data_dir);
+    tn_conf_fini(&c); /* twice is harmless */
+}
+
+static void
+test_full_file(void)
+{
+    const char *yaml = "# every field\n"
+                       "listeners:\n"
+                       "  - url: mqtt://0.0.0.0:1884\n"
+                       "  - url: mqtts://[::]:8883\n"
+                       "  - url: \"stomp://[::1]:61613\"\n"
+                       "  - url: amqp://10.1.2.3:5672\n"
+                       "  - url: amqps://10.1.2.3:5671\n"
+                       "  - url: ws://127.0.0.1:8080\n"
+                       "  - url: wss://127.0.0.1:0\n"
+                       "  - url: stomps://127.0.0.1:0\n"
+                       "data_dir: /var/lib/tern\n"
+                       "log_level: debug\n"
+                       "limits:\n"
+                       "  max_packet_size: 2048\n"
+                       "  max_connections: 10\n"
+                       "  max_inflight: 65535\n"
+                       "  max_queued_messages: 5\n"
+                       "  max_offline_messages: 6\n"
+                       "  max_output_buffer: 4294967295\n";
+    tn_conf c;
+    char err[256] = "";
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL_FATAL(tn_conf_load_string(&c, "t.conf", yaml, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(err, "");
+    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 8);
+    CU_ASSERT_EQUAL(c.listeners[0].proto, TN_PROTO_MQTT);
+    CU_ASSERT_STRING_EQUAL(c.listeners[0].address, "0.0.0.0");
+    CU_ASSERT_EQUAL(c.listeners[0].port, 1884);
+    CU_ASSERT_EQUAL(c.listeners[1].proto, TN_PROTO_MQTTS);
+    CU_ASSERT_STRING_EQUAL(c.listeners[1].address, "::");
+    CU_ASSERT_EQUAL(c.listeners[1].port, 8883);
+    CU_ASSERT_EQUAL(c.listeners[2].proto, TN_PROTO_STOMP);
+    CU_ASSERT_STRING_EQUAL(c.listeners[2].address, "::1");
+    CU_ASSERT_EQUAL(c.listeners[3].proto, TN_PROTO_AMQP);
+    CU_ASSERT_EQUAL(c.listeners[4].proto, TN_PROTO_AMQPS);
+    CU_ASSERT_EQUAL(c.listeners[5].proto, TN_PROTO_WS);
+    CU_ASSERT_EQUAL(c.listeners[6].proto, TN_PROTO_WSS);
+    CU_ASSERT_EQUAL(c.listeners[6].port, 0);
+    CU_ASSERT_EQUAL(c.listeners[7].proto, TN_PROTO_STOMPS);
+    CU_ASSERT_EQUAL(c.listeners[7].port, 0); /* port 0 twice on one address is fine */
+    CU_ASSERT_STRING_EQUAL(c.data_dir, "/var/lib/tern");
+    CU_ASSERT_STRING_EQUAL(c.log_level, "debug");
+    CU_ASSERT_EQUAL(c.limits.max_packet_size, 2048);
+    CU_ASSERT_EQUAL(c.limits.max_connections, 10);
+    CU_ASSERT_EQUAL(c.limits.max_inflight, 65535);
+    CU_ASSERT_EQUAL(c.limits.max_queued_messages, 5);
+    CU_ASSERT_EQUAL(c.limits.max_offline_messages, 6);
+    CU_ASSERT_EQUAL(c.limits.max_output_buffer, 4294967295u);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
+    tn_conf_fini(&c);
+}
+
+static void
+test_partial_file(void)
+{
+    tn_conf c;
+    char err[256] = "";
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "a", "log_level: warn\nlimits:\n  max_inflight: 7\n",
+                                        err, sizeof err),
+                    0);
+    CU_ASSERT_STRING_EQUAL(c.log_level, "warn");
+    CU_ASSERT_EQUAL(c.limits.max_inflight, 7);
+    CU_ASSERT_EQUAL(c.limits.max_queued_messages, 1000); /* kept */
+    CU_ASSERT_EQUAL(c.limits.max_packet_size, 1048576);
+    CU_ASSERT_STRING_EQUAL(c.data_dir, "./data");
+    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 1);
+    CU_ASSERT_EQUAL(c.listeners[0].port, 1883);
+
+    /* A second file loads over the first; its listener list replaces the old one. */
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "b", "listeners:\n  - url: stomp://127.0.0.1:61613\n",
+                                        err, sizeof err),
+                    0);
+    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 1);
+    CU_ASSERT_EQUAL(c.listeners[0].proto, TN_PROTO_STOMP);
+    CU_ASSERT_EQUAL(c.listeners[0].port, 61613);
+    CU_ASSERT_STRING_EQUAL(c.log_level, "warn");
+    CU_ASSERT_EQUAL(c.limits.max_inflight, 7);
+
+    /* Empty mappings, comments only and an empty string change nothing. */
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "c", "limits: {}\n", err, sizeof err), 0);
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "d", "# nothing\n", err, sizeof err), 0);
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "e", "", err, sizeof err), 0);
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "f", "{}", err, sizeof err), 0);
+    CU_ASSERT_EQUAL(c.limits.max_inflight, 7);
+    CU_ASSERT_EQUAL(c.listeners[0].port, 61613);
+    tn_conf_fini(&c);
+}
+
+static void
+test_yaml_forms(void)
+{
+    tn_conf c;
+    char err[256] = "";
+    tn_conf_init(&c);
+    /* Flow style, quotes, anchors and aliases are YAML, so they work. */
+    CU_ASSERT_EQUAL(
+        tn_conf_load_string(&c, "t",
+                            "listeners: [{url: 'mqtt://[::1]:1'}, {url: \"ws://[::1]:2\"}]\n"
+                            "data_dir: \"no\"\n"
+                            "log_level: 'error'\n"
+                            "limits: {max_inflight: &n \"42\", max_queued_messages: *n}\n",
+                            err, sizeof err),
+        0);
+    CU_ASSERT_STRING_EQUAL(err, "");
+    CU_ASSERT_EQUAL(c.n_listeners, 2);
+    CU_ASSERT_STRING_EQUAL(c.data_dir, "no"); /* a string field keeps "no" as text */
+    CU_ASSERT_STRING_EQUAL(c.log_level, "error");
+    CU_ASSERT_EQUAL(c.limits.max_inflight, 42);
+    CU_ASSERT_EQUAL(c.limits.max_queued_messages, 42);
+    tn_conf_fini(&c);
+}
+
+static void
+test_syntax_errors(void)
+{
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:1\n bad: y\n",
+                 "t.conf:3:2: did not find expected key (while parsing a block mapping at line 1)");
+    expect_error("data_dir: \"x\n",
+                 "t.conf:2:1: found unexpected end of stream (while scanning a quoted scalar at "
+                 "line 1)");
+    expect_error("a: [\n", "t.conf:2:1: did not find expected node content (while parsing a flow "
+                           "node at line 2)");
+    expect_error("---\ndata_dir: a\n---\ndata_dir: b\n",
+                 "t.conf:3:1: only one YAML document is allowed");
+    expect_error("\xff", "t.conf: invalid leading UTF-8 octet at byte 0");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:1\n    ? {a: 1}\n    : 2\n",
+                 "t.conf:3:7: a key must be a single value, not a mapping");
+}
+
+static void
+test_unknown_keys(void)
+{
+    expect_error("foo: 1\n", "t.conf:1:1: unknown key 'foo'");
+    expect_error("data_dir: x\nDataDir: y\n", "t.conf:2:1: unknown key 'DataDir'");
+    expect_error("limits:\n  max_inflight: 3\n  max_infligt: 3\n",
+                 "t.conf:3:3: limits: unknown key 'max_infligt'");
+    expect_error("listeners:\n"
+                 "  - url: mqtt://127.0.0.1:1\n"
+                 "  - url: mqtt://127.0.0.1:2\n"
+                 "    port: 3\n",
+                 "t.conf:4:5: listeners[1]: unknown key 'port'");
+    expect_error("listeners:\n  - {}\n", "t.conf:2:5: listeners[0]: missing key 'url'");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:1\n    url: mqtt://127.0.0.1:2\n",
+                 "t.conf:3:5: listeners[0]: duplicate key 'url'");
+    expect_error("data_dir: a\ndata_dir: b\n", "t.conf:2:1: duplicate key 'data_dir'");
+}
+
+static void
+test_wrong_types(void)
+{
+    expect_error("limits:\n  max_inflight: -1\n",
+                 "t.conf:2:17: limits.max_inflight: '-1' is not a whole number from 0 to "
+                 "4294967295");
+    expect_error("limits:\n  max_inflight: abc\n",
+                 "t.conf:2:17: limits.max_inflight: 'abc' is not a whole number from 0 to "
+                 "4294967295");
+    expect_error("limits:\n  max_connections: 1.5\n",
+                 "t.conf:2:20: limits.max_connections: '1.5' is not a whole number from 0 to "
+                 "4294967295");
+    expect_error("limits:\n  max_connections: 0x10\n",
+                 "t.conf:2:20: limits.max_connections: '0x10' is not a whole number from 0 to "
+                 "4294967295");
+    expect_error("limits:\n  max_output_buffer: 4294967296\n",
+                 "t.conf:2:22: limits.max_output_buffer: '4294967296' is not a whole number from "
+                 "0 to 4294967295");
+    expect_error("limits:\n  max_output_buffer:\n",
+                 "t.conf:2:21: limits.max_output_buffer: '' is not a whole number from 0 to "
+                 "4294967295");
+    expect_error("limits:\n  max_inflight:\n    x: 1\n",
+                 "t.conf:3:5: limits.max_inflight: expected a single value, found a mapping");
+    expect_error("listeners:\n  - url: [1]\n",
+                 "t.conf:2:10: listeners[0].url: expected a single value, found a list");
+    expect_error("listeners:\n  - mqtt://127.0.0.1:1883\n",
+                 "t.conf:2:5: listeners[0]: expected a mapping, found a single value");
+    expect_error("listeners:\n", "t.conf:1:11: listeners: expected a list, found a single value");
+    expect_error("listeners: []\n", "t.conf:1:12: listeners: the list must not be empty");
+    expect_error("log_level: [a]\n",
+                 "t.conf:1:12: log_level: expected a single value, found a list");
+    expect_error("limits: 5\n", "t.conf:1:9: limits: expected a mapping, found a single value");
+    expect_error("- 1\n", "t.conf:1:1: expected a mapping, found a list");
+    expect_error("data_dir: \"\"\n", "t.conf:1:11: data_dir: must not be empty");
+}
+
+static void
+test_bad_listeners(void)
+{
+    expect_error("listeners:\n  - url: http://1.2.3.4:1\n",
+                 "t.conf:2:10: listeners[0].url: 'http://1.2.3.4:1': unknown scheme 'http' "
+                 "(expected mqtt, mqtts, stomp, stomps, amqp, amqps, ws or wss)");
+    expect_error("listeners:\n  - url: mqtt://localhost:1883\n",
+                 "t.conf:2:10: listeners[0].url: 'mqtt://localhost:1883': 'localhost' is not a "
+                 "numeric IPv4 address (host names are not resolved; IPv6 goes in brackets)");
+    expect_error("listeners:\n  - url: mqtt://[::1]:1\n  - url: mqtt://[fe80::zz]:1883\n",
+                 "t.conf:3:10: listeners[1].url: 'mqtt://[fe80::zz]:1883': 'fe80::zz' is not a "
+                 "valid IPv6 address");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1\n",
+                 "t.conf:2:10: listeners[0].url: 'mqtt://127.0.0.1': missing port, e.g. "
+                 "mqtt://127.0.0.1:1883");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:70000\n",
+                 "t.conf:2:10: listeners[0].url: 'mqtt://127.0.0.1:70000': port 70000 is out of "
+                 "range 0..65535");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:abc\n",
+                 "t.conf:2:10: listeners[0].url: 'mqtt://127.0.0.1:abc': port 'abc' is not a "
+                 "number");
+    expect_error("listeners:\n"
+                 "  - url: mqtt://127.0.0.1:1883\n"
+                 "  - url: mqtt://[::1]:1883\n"
+                 "  - url: stomp://127.0.0.1:1883\n",
+                 "t.conf:4:10: listeners[2].url: 127.0.0.1:1883 is already used by listeners[0]");
+    /* Same address in another spelling. */
+    expect_error("listeners: [{url: \"mqtt://[::1]:1\"}, {url: \"ws://[0::0001]:1\"}]\n",
+                 "t.conf:1:44: listeners[1].url: [::1]:1 is already used by listeners[0]");
+}
+
+static void
+test_bad_values(void)
+{
+    expect_error("log_level: loud\n",
+                 "t.conf:1:12: log_level: 'loud' is not one of error, warn, info, debug");
+    expect_error("log_level: INFO\n",
+                 "t.conf:1:12: log_level: 'INFO' is not one of error, warn, info, debug");
+    expect_error("limits:\n  max_inflight: 0\n",
+                 "t.conf:2:17: limits.max_inflight: must be at least 1");
+    expect_error("limits:\n  max_packet_size: 0\n",
+                 "t.conf:2:20: limits.max_packet_size: must be at least 1");
+    expect_error("limits:\n  max_offline_messages: 0\n",
+                 "t.conf:2:25: limits.max_offline_messages: must be at least 1");
+    expect_error("limits:\n  max_inflight: 65536\n",
+                 "t.conf:2:17: limits.max_inflight: 65536 is more than 65535 (MQTT Receive "
+                 "Maximum is a 16-bit value)");
+    expect_error("limits: *a\n", "t.conf:1:9: limits: No anchor found for alias: 'a'");
+}
+
+static void
+test_url_parser(void)
+{
+    expect_url("mqtt://127.0.0.1:1883", TN_PROTO_MQTT, "127.0.0.1", 1883);
+    expect_url("mqtts://0.0.0.0:8883", TN_PROTO_MQTTS, "0.0.0.0", 8883);
+    expect_url("stomp://[::1]:61613", TN_PROTO_STOMP, "::1", 61613);
+    expect_url("stomps://[::]:0", TN_PROTO_STOMPS, "::", 0);
+    expect_url("amqp://10.0.0.1:65535", TN_PROTO_AMQP, "10.0.0.1", 65535);
+    expect_url("amqps://[2001:db8:0:0::1]:5671", TN_PROTO_AMQPS, "2001:db8::1", 5671);
+    expect_url("ws://[::ffff:127.0.0.1]:80", TN_PROTO_WS, "::ffff:127.0.0.1", 80);
+    expect_url("WSS://127.0.0.1:00443", TN_PROTO_WSS, "127.0.0.1", 443);
+
+    expect_url_error("127.0.0.1:1883", "missing scheme");
+    expect_url_error("", "missing scheme");
+    expect_url_error("mqtt:/127.0.0.1:1883", "missing scheme");
+    expect_url_error("tcp://127.0.0.1:1883", "unknown scheme 'tcp'");
+    expect_url_error("://127.0.0.1:1883", "unknown scheme ''");
+    expect_url_error("mqttx://127.0.0.1:1883", "unknown scheme 'mqttx'");
+    expect_url_error("mqtt://:1883", "missing address");
+    expect_url_error("mqtt://[]:1883", "missing address");
+    expect_url_error("mqtt://localhost:1883", "'localhost' is not a numeric IPv4 address");
+    expect_url_error("mqtt://256.0.0.1:1883", "'256.0.0.1' is not a numeric IPv4 address");
+    expect_url_error("mqtt://1.2.3:1883", "'1.2.3' is not a numeric IPv4 address");
+    expect_url_error("mqtt://user@1.2.3.4:1883", "'user@1.2.3.4' is not a numeric IPv4");
+    expect_url_error("mqtt://::1:1883", "an IPv6 address must be in brackets");
+    expect_url_error("mqtt://[::1:1883", "missing ']'");
+    expect_url_error("mqtt://[127.0.0.1]:1883", "'127.0.0.1' is not a valid IPv6 address");
+    expect_url_error("mqtt://[fe80::1%eth0]:1883", "is not a valid IPv6 address");
+    expect_url_error("mqtt://127.0.0.1", "missing port");
+    expect_url_error("mqtt://127.0.0.1:", "missing port");
+    expect_url_error("mqtt://[::1]", "missing port, e.g. mqtt://[::1]:1883");
+    expect_url_error("mqtt://[::1]x:1", "unexpected 'x:1' after the address");
+    expect_url_error("mqtt://127.0.0.1/x", "unexpected '/x' after the address");
+    expect_url_error("mqtt://127.0.0.1:65536", "port 65536 is out of range");
+    expect_url_error("mqtt://127.0.0.1:99999999999", "port 99999999999 is out of range");
+    expect_url("mqtt://127.0.0.1:000065535", TN_PROTO_MQTT, "127.0.0.1", 65535);
+    expect_url_error("mqtt://127.0.0.1:-1", "port '-1' is not a number");
+    expect_url_error("mqtt://127.0.0.1:+1", "port '+1' is not a number");
+    expect_url_error("mqtt://127.0.0.1:1 ", "port '1 ' is not a number");
+    expect_url_error("mqtt://127.0.0.1:1x", "port '1x' is not a number");
+    expect_url_error("ws://127.0.0.1:80/mqtt", "unexpected '/mqtt' after the port");
+
+    /* err may be NULL or short. */
+    tn_conf_listener l = {0};
+    char small[8];
+    CU_ASSERT_EQUAL(tn_conf_parse_listen_url("x", &l, NULL, 0), TN_EINVAL);
+    CU_ASSERT_EQUAL(tn_conf_parse_listen_url("x", &l, small, sizeof small), TN_EINVAL);
+    CU_ASSERT_EQUAL(strlen(small), sizeof small - 1);
+    tn_conf_listener_fini(&l); /* no address: harmless */
+}
+
+static void
+test_set_listeners(void)
+{
+    tn_conf c;
+    char err[256] = "";
+    char a0[] = "127.0.0.1", a1[] = "::1";
+    tn_conf_listener ls[2] = {{TN_PROTO_AMQP, a0, 5672}, {TN_PROTO_WS, a1, 8080}};
+    tn_conf_init(&c);
+    tn_conf_set_listeners(&c, ls, 2);
+    a0[0] = 'X'; /* copied: the caller's strings are not kept */
+    ls[1].port = 1;
+    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 2);
+    CU_ASSERT_PTR_NOT_EQUAL(c.listeners, ls);
+    CU_ASSERT_STRING_EQUAL(c.listeners[0].address, "127.0.0.1");
+    CU_ASSERT_EQUAL(c.listeners[0].proto, TN_PROTO_AMQP);
+    CU_ASSERT_EQUAL(c.listeners[1].port, 8080);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
+
+    /* From its own array (the old one is freed after copying). */
+    tn_conf_set_listeners(&c, c.listeners + 1, 1);
+    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 1);
+    CU_ASSERT_STRING_EQUAL(c.listeners[0].address, "::1");
+
+    /* From URLs, as ternd --listen does. */
+    tn_conf_listener parsed[2];
+    CU_ASSERT_EQUAL(tn_conf_parse_listen_url("mqtt://0.0.0.0:1", &parsed[0], err, sizeof err), 0);
+    CU_ASSERT_EQUAL(tn_conf_parse_listen_url("mqtt://[::]:1", &parsed[1], err, sizeof err), 0);
+    tn_conf_set_listeners(&c, parsed, 2);
+    tn_conf_listener_fini(&parsed[0]);
+    tn_conf_listener_fini(&parsed[1]);
+    CU_ASSERT_STRING_EQUAL(c.listeners[1].address, "::");
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
+
+    tn_conf_set_listeners(&c, NULL, 0);
+    CU_ASSERT_EQUAL(c.n_listeners, 0);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "listeners: at least one listener is required");
+    tn_conf_fini(&c);
+}
+
+static void
+test_validate(void)
+{
+    tn_conf c;
+    char err[256] = "";
+    char bad[] = "localhost", v4[] = "127.0.0.1", v6[] = "0:0::1", v6b[] = "::1";
+    tn_conf_init(&c);
+
+    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_MQTT, bad, 1}}, 1);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "listeners[0].url: 'localhost' is not a numeric IP address");
+
+    tn_conf_set_listeners(
+        &c, (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 1}, {TN_PROTO_MQTT, v6, 1}, {7, v6b, 1}}, 3);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "listeners[2].url: [::1]:1 is already used by listeners[1]");
+
+    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 0}, {99, v4, 0}}, 2);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "listeners[1].url: unknown protocol 99");
+
+    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 0}}, 1);
+    c.limits.max_output_buffer = 0;
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "limits.max_output_buffer: must be at least 1");
+    c.limits.max_output_buffer = 1;
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, NULL, 0), 0);
+
+    free(c.data_dir);
+    c.data_dir = tn_xstrdup("");
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "data_dir: must not be empty");
+    tn_conf_fini(&c);
+
+    CU_ASSERT_STRING_EQUAL(tn_conf_proto_name(TN_PROTO_MQTT), "mqtt");
+    CU_ASSERT_STRING_EQUAL(tn_conf_proto_name(TN_PROTO_STOMPS), "stomps");
+    CU_ASSERT_STRING_EQUAL(tn_conf_proto_name(TN_PROTO_WSS), "wss");
+    CU_ASSERT_STRING_EQUAL(tn_conf_proto_name((tn_proto)42), "unknown");
+}
+
+static void
+test_load_file(void)
+{
+    tn_conf c;
+    char err[512] = "", want[512];
+    tn_conf_init(&c);
+
+    CU_ASSERT_EQUAL(tn_conf_load_file(&c, "/nonexistent/tern.conf", err, sizeof err), TN_ENOENT);
+    CU_ASSERT_STRING_EQUAL(err, "/nonexistent/tern.conf: No such file or directory");
+
+    char *good = temp_file("log_level: debug\nlisteners:\n  - url: amqp://127.0.0.1:5672\n");
+    CU_ASSERT_EQUAL(tn_conf_load_file(&c, good, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(c.log_level, "debug");
+    CU_ASSERT_EQUAL(c.listeners[0].proto, TN_PROTO_AMQP);
+
+    char *bad = temp_file("log_level: info\nlimits:\n  max_inflight: lots\n");
+    CU_ASSERT_EQUAL(tn_conf_load_file(&c, bad, err, sizeof err), TN_EINVAL);
+    snprintf(want, sizeof want,
+             "%s:3:17: limits.max_inflight: 'lots' is not a whole number from 0 to 4294967295",
+             bad);
+    CU_ASSERT_STRING_EQUAL(err, want);
+    CU_ASSERT_STRING_EQUAL(c.log_level, "debug"); /* unchanged */
+
+    CU_ASSERT_EQUAL(tn_conf_load_file(&c, "/", err, sizeof err), TN_EIO);
+    CU_ASSERT_STRING_EQUAL(err, "/: Is a directory");
+
+    /* Too large: 1 MiB of comment plus one byte. */
+    size_t big_len = 1024 * 1024 + 1;
+    char *big_text = tn_xmalloc(big_len + 1);
+    memset(big_text, ' ', big_len);
+    big_text[0] = '#';
+    big_text[big_len] = '\0';
+    char *big = temp_file(big_text);
+    CU_ASSERT_EQUAL(tn_conf_load_file(&c, big, err, sizeof err), TN_EINVAL);
+    snprintf(want, sizeof want, "%s: larger than 1048576 bytes", big);
+    CU_ASSERT_STRING_EQUAL(err, want);
+    big_text[big_len - 1] = '\0'; /* exactly 1 MiB loads */
+    unlink(big);
+    free(big);
+    big = temp_file(big_text);
+    CU_ASSERT_EQUAL(tn_conf_load_file(&c, big, err, sizeof err), 0);
+
+    char *empty = temp_file("");
+    CU_ASSERT_EQUAL(tn_conf_load_file(&c, empty, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(c.log_level, "debug");
+
+    unlink(good);
+    unlink(bad);
+    unlink(big);
+    unlink(empty);
+    free(good);
+    free(bad);
+    free(big);
+    free(empty);
+    free(big_text);
+    tn_conf_fini(&c);
+}
+
+/* The shipped example: loads, and sets every field to its default (loaded over a tn_conf in
+ * which every field differs from the default). */
+static void
+test_example(void)
+{
+    tn_conf c;
+    char err[512] = "";
+    tn_conf_init(&c);
+    char other[] = "10.0.0.1";
+    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_WS, other, 1}}, 1);
+    free(c.data_dir);
+    free(c.log_level);
+    c.data_dir = tn_xstrdup("/elsewhere");
+    c.log_level = tn_xstrdup("debug");
+    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6};
+    int rv = tn_conf_load_file(&c, example_path, err, sizeof err);
+    if (rv != 0)
+        fprintf(stderr, "\n%s\n", err);
+    CU_ASSERT_EQUAL_FATAL(rv, 0);
+    CU_ASSERT_TRUE(is_default(&c));
+    tn_conf_fini(&c);
+}
+
+int
+main(int argc, char **argv)
+{
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("conf", NULL, NULL);
+    if (argc > 1) {
+        example_path = argv[1];
+        CU_add_test(s, "example", test_example);
+    } else {
+        CU_add_test(s, "defaults", test_defaults);
+        CU_add_test(s, "full_file", test_full_file);
+        CU_add_test(s, "partial_file", test_partial_file);
+        CU_add_test(s, "yaml_forms", test_yaml_forms);
+        CU_add_test(s, "syntax_errors", test_syntax_errors);
+        CU_add_test(s, "unknown_keys", test_unknown_keys);
+        CU_add_test(s, "wrong_types", test_wrong_types);
+        CU_add_test(s, "bad_listeners", test_bad_listeners);
+        CU_add_test(s, "bad_values", test_bad_values);
+        CU_add_test(s, "url_parser", test_url_parser);
+        CU_add_test(s, "set_listeners", test_set_listeners);
+        CU_add_test(s, "validate", test_validate);
+        CU_add_test(s, "load_file", test_load_file);
+    }
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return bad ? 1 : 0;
+}

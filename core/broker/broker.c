@@ -1,0 +1,432 @@
+#include "core/broker/broker.h"
+
+#include "core/base/base.h"
+#include "core/topictree/topictree.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+typedef struct tn_sub {
+    char *filter; /* canonical; also the key in the session's table */
+    uint8_t qos;
+    tn_session *s;
+    UT_hash_handle hh;
+} tn_sub;
+
+struct tn_session {
+    tn_broker *b;
+    char *id;
+    size_t id_len;
+    bool clean;
+    bool warned_full; /* logged a drop since the last attach */
+    bool attached;    /* a connection owns it (consumer is set once started) */
+    uint16_t tx_next;
+    uint32_t rx_count, tx_count;
+    uint64_t *rx_ids; /* bitmaps of 65536 ids, allocated on first use, freed when empty */
+    uint64_t *tx_ids;
+    tn_queue *queue;
+    tn_consumer *consumer; /* NULL while detached */
+    const tn_session_ops *ops;
+    void *ctx;
+    tn_sub *subs;
+    uint64_t mark; /* publish routing: last message id that matched, and its best QoS */
+    uint8_t mark_qos;
+    UT_hash_handle hh;
+};
+
+/* A session matched by the message being routed, with its best granted QoS. */
+typedef struct route {
+    tn_session *s;
+} route;
+
+struct tn_broker {
+    tn_broker_limits limits;
+    tn_session *sessions;
+    tn_topictree *subs;     /* filter -> tn_sub */
+    tn_topictree *retained; /* name -> tn_message */
+    uint64_t seq;
+    route *routes; /* scratch, reused by every publish */
+    size_t n_routes, cap_routes;
+    tn_broker_stats stats;
+};
+
+static void
+session_deliver_limits(tn_session *s)
+{
+    const tn_broker_limits *l = &s->b->limits;
+    if (s->attached)
+        tn_queue_set_limits(s->queue, l->max_queued, 0);
+    else
+        tn_queue_set_limits(s->queue, l->max_queued, l->max_offline);
+}
+
+tn_broker *
+tn_broker_new(const tn_broker_limits *limits)
+{
+    tn_broker *b = tn_xcalloc(1, sizeof *b);
+    b->limits = *limits;
+    b->subs = tn_topictree_new();
+    b->retained = tn_topictree_new();
+    return b;
+}
+
+static void
+session_free(tn_session *s)
+{
+    tn_broker *b = s->b;
+    tn_sub *sub, *tmp;
+    HASH_ITER(hh, s->subs, sub, tmp)
+    {
+        tn_topictree_remove(b->subs, sub->filter, sub);
+        HASH_DEL(s->subs, sub);
+        free(sub->filter);
+        free(sub);
+    }
+    HASH_DEL(b->sessions, s);
+    b->stats.sessions--;
+    tn_queue_free(s->queue);
+    free(s->rx_ids);
+    free(s->tx_ids);
+    free(s->id);
+    free(s);
+}
+
+static void
+free_retained(void *arg, const char *name, void *value)
+{
+    (void)arg;
+    (void)name;
+    tn_message_unref(value); /* the tree itself is freed right after the walk */
+}
+
+void
+tn_broker_free(tn_broker *b)
+{
+    if (!b)
+        return;
+    tn_session *s, *tmp;
+    HASH_ITER(hh, b->sessions, s, tmp)
+    {
+        tn_assert(!s->attached);
+        session_free(s);
+    }
+    tn_topictree_walk(b->retained, free_retained, NULL);
+    tn_topictree_free(b->retained);
+    tn_topictree_free(b->subs);
+    free(b->routes);
+    free(b);
+}
+
+void
+tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out)
+{
+    *out = b->stats;
+    out->retained = (uint32_t)tn_topictree_count(b->retained);
+}
+
+static tn_session *
+session_find(tn_broker *b, const char *id, size_t len)
+{
+    tn_session *s = NULL;
+    HASH_FIND(hh, b->sessions, id, len, s);
+    return s;
+}
+
+static int
+session_deliver(void *ctx, tn_delivery *d)
+{
+    tn_session *s = ctx;
+    return s->ops->deliver(s->ctx, d);
+}
+
+static const tn_consumer_ops session_consumer_ops = {session_deliver};
+
+int
+tn_broker_session_open(tn_broker *b, const char *client_id, size_t len, bool clean,
+                       const tn_session_ops *ops, void *ctx, tn_session **out, bool *present)
+{
+    tn_session *s = session_find(b, client_id, len);
+    if (s && s->attached) {
+        /* Takeover: the owner detaches (which frees a clean session), so look again after. */
+        s->ops->kick(s->ctx);
+        s = session_find(b, client_id, len);
+        tn_assert(!s || !s->attached);
+    }
+    if (s && clean) {
+        session_free(s);
+        s = NULL;
+    }
+    *present = s != NULL;
+    if (!s) {
+        s = tn_xcalloc(1, sizeof *s);
+        s->b = b;
+        s->id = tn_xmalloc(len + 1);
+        memcpy(s->id, client_id, len);
+        s->id[len] = '\0';
+        s->id_len = len;
+        s->queue = tn_queue_new(b->limits.max_queued, 0);
+        HASH_ADD_KEYPTR(hh, b->sessions, s->id, s->id_len, s);
+        b->stats.sessions++;
+    }
+    s->clean = clean;
+    s->ops = ops;
+    s->ctx = ctx;
+    s->warned_full = false;
+    s->attached = true;
+    session_deliver_limits(s);
+    *out = s;
+    return 0;
+}
+
+void
+tn_session_start(tn_session *s)
+{
+    tn_assert(s->attached && !s->consumer);
+    s->consumer = tn_queue_attach(s->queue, &session_consumer_ops, s, s->b->limits.max_inflight);
+}
+
+void
+tn_session_detach(tn_session *s)
+{
+    tn_assert(s->attached);
+    if (s->consumer)
+        tn_queue_detach(s->consumer);
+    s->consumer = NULL;
+    s->attached = false;
+    s->ops = NULL;
+    s->ctx = NULL;
+    if (s->clean) {
+        session_free(s);
+        return;
+    }
+    session_deliver_limits(s);
+}
+
+void
+tn_session_discard(tn_session *s)
+{
+    tn_assert(!s->attached);
+    session_free(s);
+}
+
+static bool
+bit_test(const uint64_t *map, uint16_t id)
+{
+    return map && (map[id >> 6] >> (id & 63)) & 1;
+}
+
+static void
+bit_set(uint64_t **map, uint16_t id)
+{
+    if (!*map)
+        *map = tn_xcalloc(65536 / 64, sizeof **map);
+    (*map)[id >> 6] |= (uint64_t)1 << (id & 63);
+}
+
+static void
+bit_clear(uint64_t **map, uint32_t *count, uint16_t id)
+{
+    (*map)[id >> 6] &= ~((uint64_t)1 << (id & 63));
+    if (--*count == 0) {
+        free(*map);
+        *map = NULL;
+    }
+}
+
+bool
+tn_session_rx_mark(tn_session *s, uint16_t id)
+{
+    if (bit_test(s->rx_ids, id))
+        return false;
+    bit_set(&s->rx_ids, id);
+    s->rx_count++;
+    return true;
+}
+
+bool
+tn_session_rx_release(tn_session *s, uint16_t id)
+{
+    if (!bit_test(s->rx_ids, id))
+        return false;
+    bit_clear(&s->rx_ids, &s->rx_count, id);
+    return true;
+}
+
+uint16_t
+tn_session_tx_alloc(tn_session *s)
+{
+    if (s->tx_count >= 65535)
+        return 0;
+    for (;;) {
+        uint16_t id = ++s->tx_next;
+        if (id == 0)
+            continue;
+        if (!bit_test(s->tx_ids, id)) {
+            bit_set(&s->tx_ids, id);
+            s->tx_count++;
+            return id;
+        }
+    }
+}
+
+void
+tn_session_tx_free(tn_session *s, uint16_t id)
+{
+    if (bit_test(s->tx_ids, id))
+        bit_clear(&s->tx_ids, &s->tx_count, id);
+}
+
+tn_consumer *
+tn_session_consumer(tn_session *s)
+{
+    return s->consumer;
+}
+
+const char *
+tn_session_id(const tn_session *s)
+{
+    return s->id;
+}
+
+/* Queues one delivery of m to s; logs drops once per attach. */
+static void
+session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *producer)
+{
+    tn_broker *b = s->b;
+    if (!s->attached && qos == 0)
+        return; /* QoS 0 is not queued for offline clients */
+    int rc = tn_queue_push(s->queue, m, qos, qos > 0, flags);
+    if (rc == 0) {
+        b->stats.delivered++;
+        if (qos > 0 && producer && s->attached)
+            tn_queue_wait(s->queue, producer);
+        return;
+    }
+    if (qos == 0)
+        b->stats.dropped_qos0++;
+    else
+        b->stats.dropped_offline++;
+    if (!s->warned_full) {
+        s->warned_full = true;
+        if (qos == 0)
+            tn_log_warn("SUB-QOS0-DROP",
+                        "%s: subscriber is %u messages behind, dropping QoS 0 messages to it",
+                        s->id, tn_queue_depth(s->queue));
+        else
+            tn_log_warn("SUB-OFFLINE-FULL",
+                        "%s: offline session holds %u messages (max_offline_messages), dropping "
+                        "new ones until it reconnects",
+                        s->id, tn_queue_depth(s->queue));
+    }
+}
+
+typedef struct retained_ctx {
+    tn_session *s;
+    uint8_t qos;
+} retained_ctx;
+
+static void
+push_retained(void *arg, const char *name, void *value)
+{
+    (void)name;
+    retained_ctx *rc = arg;
+    tn_message *m = value;
+    uint8_t qos = m->qos < rc->qos ? m->qos : rc->qos;
+    session_push(rc->s, m, qos, TN_DELIVERY_RETAINED, NULL);
+}
+
+int
+tn_session_subscribe(tn_session *s, const char *filter, uint8_t qos)
+{
+    if (!tn_topictree_filter_valid(filter) || qos > 2)
+        return TN_EINVAL;
+    tn_sub *sub = NULL;
+    HASH_FIND_STR(s->subs, filter, sub);
+    if (sub) {
+        sub->qos = qos;
+    } else {
+        sub = tn_xcalloc(1, sizeof *sub);
+        sub->filter = tn_xstrdup(filter);
+        sub->qos = qos;
+        sub->s = s;
+        int rc = tn_topictree_add(s->b->subs, sub->filter, sub);
+        if (rc != 0) {
+            free(sub->filter);
+            free(sub);
+            return rc;
+        }
+        HASH_ADD_KEYPTR(hh, s->subs, sub->filter, strlen(sub->filter), sub);
+    }
+    /* Retained messages are sent on every SUBSCRIBE, also when it replaces one [MQTT-3.8.4-3]. */
+    retained_ctx rc = {s, qos};
+    tn_topictree_find(s->b->retained, filter, push_retained, &rc);
+    return 0;
+}
+
+int
+tn_session_unsubscribe(tn_session *s, const char *filter)
+{
+    tn_sub *sub = NULL;
+    HASH_FIND_STR(s->subs, filter, sub);
+    if (!sub)
+        return TN_ENOENT;
+    tn_topictree_remove(s->b->subs, sub->filter, sub);
+    HASH_DEL(s->subs, sub);
+    free(sub->filter);
+    free(sub);
+    return 0;
+}
+
+static void
+collect_route(void *arg, const char *name, void *value)
+{
+    (void)name;
+    tn_broker *b = arg;
+    tn_sub *sub = value;
+    tn_session *s = sub->s;
+    if (s->mark == b->seq) {
+        if (sub->qos > s->mark_qos)
+            s->mark_qos = sub->qos;
+        return;
+    }
+    s->mark = b->seq;
+    s->mark_qos = sub->qos;
+    if (b->n_routes == b->cap_routes) {
+        b->cap_routes = b->cap_routes ? b->cap_routes * 2 : 16;
+        b->routes = tn_xrealloc(b->routes, b->cap_routes * sizeof *b->routes);
+    }
+    b->routes[b->n_routes++].s = s;
+}
+
+static void
+retain(tn_broker *b, tn_message *m)
+{
+    void *old = NULL;
+    if (m->payload_len == 0) {
+        tn_topictree_take(b->retained, m->name, &old);
+    } else {
+        tn_topictree_put(b->retained, m->name, tn_message_ref(m), &old);
+    }
+    tn_message_unref(old);
+}
+
+int
+tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer)
+{
+    m->id = ++b->seq;
+    b->stats.published++;
+    if (m->retain)
+        retain(b, m);
+    b->n_routes = 0;
+    tn_topictree_match(b->subs, m->name, collect_route, b);
+    /* Delivering may run protocol code; routes is stable because publishing is not re-entered
+     * from a delivery callback. */
+    for (size_t i = 0; i < b->n_routes; i++) {
+        tn_session *s = b->routes[i].s;
+        uint8_t qos = s->mark_qos < m->qos ? s->mark_qos : m->qos;
+        session_push(s, m, qos, 0, producer);
+    }
+    b->n_routes = 0;
+    return 0;
+}

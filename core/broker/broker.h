@@ -1,0 +1,108 @@
+/*
+ * broker: the routing core that every protocol shares: client sessions, topic subscriptions,
+ * retained messages and publishing.
+ *
+ * A session is a client's state that may outlive its connection (MQTT clean session 0): its
+ * subscriptions and a private tn_queue of deliveries. While a connection is attached, the queue
+ * offers deliveries to it through tn_session_ops.deliver, with up to max_inflight unacked; the
+ * connection acks them with tn_queue_ack(). While detached, a persistent session keeps queueing
+ * QoS 1/2 deliveries (up to max_offline) and drops QoS 0 ones.
+ *
+ * Publishing routes a message through the topic tree to every matching session exactly once, at
+ * the highest QoS granted by its matching subscriptions [MQTT-3.3.5-1], capped by the publish
+ * QoS. A producer whose messages fill an attached subscriber's queue past max_queued is asked to
+ * wait (tn_flow), so slow consumers slow producers instead of losing QoS 1/2 messages.
+ *
+ * Names are canonical ('.' separated; see core/topictree). Thread: the loop thread only.
+ */
+#ifndef TN_BROKER_H
+#define TN_BROKER_H
+
+#include "core/message/message.h"
+#include "core/queue/queue.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tn_broker tn_broker;
+typedef struct tn_session tn_session;
+
+typedef struct tn_broker_limits {
+    uint32_t max_inflight; /* unacked QoS 1/2 deliveries per attached session */
+    uint32_t max_queued;   /* queued deliveries per session before producers wait / QoS 0 drops */
+    uint32_t max_offline;  /* queued deliveries per detached session; more are dropped (logged) */
+} tn_broker_limits;
+
+typedef struct tn_broker_stats {
+    uint64_t published;       /* messages accepted by tn_broker_publish */
+    uint64_t delivered;       /* deliveries queued to sessions */
+    uint64_t dropped_qos0;    /* QoS 0 deliveries dropped for slow subscribers */
+    uint64_t dropped_offline; /* QoS 1/2 deliveries dropped for full offline sessions */
+    uint32_t sessions;
+    uint32_t retained;
+} tn_broker_stats;
+
+typedef struct tn_session_ops {
+    /* Same contract as tn_consumer_ops.deliver. */
+    int (*deliver)(void *ctx, tn_delivery *d);
+    /* Another connection is taking this session over: the owner must call tn_session_detach()
+     * before returning, then close its connection. */
+    void (*kick)(void *ctx);
+} tn_session_ops;
+
+tn_broker *tn_broker_new(const tn_broker_limits *limits);
+/* Frees every session (all must be detached), subscription and retained message. */
+void tn_broker_free(tn_broker *b);
+void tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out);
+
+/*
+ * Opens the session for client_id (any bytes, len given) for the connection ops/ctx.
+ * An attached session with the same id is kicked first (takeover [MQTT-3.1.4-2]).
+ * clean: a stored session is discarded first, and this one is discarded on detach.
+ * *present: true when a stored session was resumed [MQTT-3.2.2-2].
+ * Nothing is delivered until tn_session_start(), so the protocol can answer (CONNACK) first.
+ */
+int tn_broker_session_open(tn_broker *b, const char *client_id, size_t len, bool clean,
+                           const tn_session_ops *ops, void *ctx, tn_session **out, bool *present);
+/* Starts deliveries: queued and unacked deliveries of a resumed session come first, in order. */
+void tn_session_start(tn_session *s);
+/* Detaches the connection. A clean session is freed here (s is invalid after); a persistent one
+ * keeps its subscriptions, and its unacked deliveries return to its queue. */
+void tn_session_detach(tn_session *s);
+/* Discards a detached persistent session for good. */
+void tn_session_discard(tn_session *s);
+
+/* Exactly-once receipt (MQTT QoS 2 method B): remembers ids of messages received but not yet
+ * released, across reconnects of a persistent session. mark returns false when the id was
+ * already marked (a duplicate to acknowledge but not publish again); release returns whether it
+ * was marked. */
+bool tn_session_rx_mark(tn_session *s, uint16_t id);
+bool tn_session_rx_release(tn_session *s, uint16_t id);
+/* Outgoing packet ids: a free id in 1..65535 not used by another unacked delivery, or 0 when all
+ * are in use; free gives one back. */
+uint16_t tn_session_tx_alloc(tn_session *s);
+void tn_session_tx_free(tn_session *s, uint16_t id);
+
+/* The attached consumer (for tn_queue_unacked_first/next); NULL before start and detached. */
+tn_consumer *tn_session_consumer(tn_session *s);
+const char *tn_session_id(const tn_session *s);
+
+/*
+ * Adds or replaces the subscription for filter (canonical) with the granted qos
+ * [MQTT-3.8.4-3], then queues the retained messages matching it with TN_DELIVERY_RETAINED.
+ * TN_EINVAL for a malformed filter.
+ */
+int tn_session_subscribe(tn_session *s, const char *filter, uint8_t qos);
+/* TN_ENOENT when the session has no such subscription. */
+int tn_session_unsubscribe(tn_session *s, const char *filter);
+
+/*
+ * Publishes m (borrowed; the broker takes its own references) to every matching session, and
+ * stores or clears it as the retained message of its name when m->retain is set (an empty
+ * payload clears [MQTT-3.3.1-10]). Sets m->id. If producer is given and a subscriber's queue is
+ * congested, the producer is made to wait (producer->blocked > 0).
+ */
+int tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer);
+
+#endif

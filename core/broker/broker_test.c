@@ -1,0 +1,296 @@
+#include "core/broker/broker.h"
+
+#include "core/base/base.h"
+
+#include <CUnit/Basic.h>
+#include <string.h>
+
+/* A fake connection: records deliveries, can refuse, acks on demand. */
+typedef struct fake {
+    tn_session *s;
+    tn_delivery *got[256];
+    char payload[256][16];
+    uint8_t qos[256];
+    uint8_t flags[256];
+    int n;
+    int kicked;
+    bool refuse;
+} fake;
+
+static int
+fake_deliver(void *ctx, tn_delivery *d)
+{
+    fake *f = ctx;
+    if (f->refuse)
+        return TN_EAGAIN;
+    tn_assert(f->n < 256);
+    size_t n = d->msg->payload_len < 15 ? d->msg->payload_len : 15;
+    memcpy(f->payload[f->n], d->msg->payload, n);
+    f->payload[f->n][n] = '\0';
+    f->qos[f->n] = d->qos;
+    f->flags[f->n] = d->flags;
+    f->got[f->n++] = d->ack ? d : NULL; /* no-ack deliveries are freed after the call */
+    return 0;
+}
+
+static void
+fake_kick(void *ctx)
+{
+    fake *f = ctx;
+    f->kicked++;
+    tn_session_detach(f->s);
+    f->s = NULL;
+}
+
+static const tn_session_ops fake_ops = {fake_deliver, fake_kick};
+static const tn_broker_limits limits = {.max_inflight = 10, .max_queued = 100, .max_offline = 5};
+
+static void
+open_session(tn_broker *b, fake *f, const char *id, bool clean, bool *present)
+{
+    bool p;
+    CU_ASSERT_EQUAL(tn_broker_session_open(b, id, strlen(id), clean, &fake_ops, f, &f->s, &p), 0);
+    if (present)
+        *present = p;
+    tn_session_start(f->s);
+}
+
+static void
+publish(tn_broker *b, const char *name, const char *payload, uint8_t qos, bool retain)
+{
+    tn_message *m = tn_message_new(name, strlen(name), payload, strlen(payload), qos, retain);
+    CU_ASSERT_EQUAL(tn_broker_publish(b, m, NULL), 0);
+    tn_message_unref(m);
+}
+
+static void
+ack_all(fake *f)
+{
+    for (int i = 0; i < f->n; i++)
+        if (f->got[i]) {
+            tn_queue_ack(f->got[i]);
+            f->got[i] = NULL;
+        }
+}
+
+static void
+test_route_and_qos(void)
+{
+    tn_broker *b = tn_broker_new(&limits);
+    fake a = {0};
+    open_session(b, &a, "a", true, NULL);
+    CU_ASSERT_EQUAL(tn_session_subscribe(a.s, "x.*", 1), 0);
+    publish(b, "x.y", "one", 2, false); /* capped at the granted QoS 1 */
+    publish(b, "x.y.z", "no", 1, false);
+    publish(b, "x.y", "zero", 0, false);
+    CU_ASSERT_EQUAL(a.n, 2);
+    CU_ASSERT_STRING_EQUAL(a.payload[0], "one");
+    CU_ASSERT_EQUAL(a.qos[0], 1);
+    CU_ASSERT_EQUAL(a.qos[1], 0);
+    ack_all(&a);
+    CU_ASSERT_EQUAL(tn_session_unsubscribe(a.s, "x.*"), 0);
+    CU_ASSERT_EQUAL(tn_session_unsubscribe(a.s, "x.*"), TN_ENOENT);
+    publish(b, "x.y", "gone", 1, false);
+    CU_ASSERT_EQUAL(a.n, 2);
+    CU_ASSERT_EQUAL(tn_session_subscribe(a.s, "a.>.b", 1), TN_EINVAL);
+    tn_session_detach(a.s);
+    tn_broker_free(b);
+}
+
+static void
+test_overlapping_once_at_highest_qos(void)
+{
+    tn_broker *b = tn_broker_new(&limits);
+    fake a = {0};
+    open_session(b, &a, "a", true, NULL);
+    tn_session_subscribe(a.s, "s.>", 0);
+    tn_session_subscribe(a.s, "s.*", 2);
+    tn_session_subscribe(a.s, "s.t", 1);
+    publish(b, "s.t", "m", 2, false);
+    CU_ASSERT_EQUAL(a.n, 1); /* [MQTT-3.3.5-1] */
+    CU_ASSERT_EQUAL(a.qos[0], 2);
+    ack_all(&a);
+    tn_session_subscribe(a.s, "s.*", 0); /* replaces, does not add [MQTT-3.8.4-3] */
+    publish(b, "s.t", "m2", 2, false);
+    CU_ASSERT_EQUAL(a.n, 2);
+    CU_ASSERT_EQUAL(a.qos[1], 1);
+    ack_all(&a);
+    tn_session_detach(a.s);
+    tn_broker_free(b);
+}
+
+static void
+test_retained(void)
+{
+    tn_broker *b = tn_broker_new(&limits);
+    publish(b, "r.a", "A", 1, true);
+    publish(b, "r.b", "B", 0, true);
+    publish(b, "r.b", "B2", 1, true); /* replaces */
+    publish(b, "$SYS.x", "S", 1, true);
+    tn_broker_stats st;
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.retained, 3);
+    fake a = {0};
+    open_session(b, &a, "a", true, NULL);
+    tn_session_subscribe(a.s, ">", 2); /* '$' topics are not matched by a leading wildcard */
+    CU_ASSERT_EQUAL(a.n, 2);
+    CU_ASSERT_EQUAL(a.flags[0] & TN_DELIVERY_RETAINED, TN_DELIVERY_RETAINED);
+    ack_all(&a);
+    publish(b, "r.a", "", 1, true); /* clears, and is delivered as normal */
+    CU_ASSERT_EQUAL(a.n, 3);
+    CU_ASSERT_EQUAL(a.flags[2], 0); /* live delivery: retain flag off [MQTT-3.3.1-9] */
+    ack_all(&a);
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.retained, 2);
+    fake c = {0};
+    open_session(b, &c, "c", true, NULL);
+    tn_session_subscribe(c.s, "r.a", 1);
+    CU_ASSERT_EQUAL(c.n, 0);
+    tn_session_detach(c.s);
+    tn_session_detach(a.s);
+    tn_broker_free(b); /* frees retained: ASan checks */
+}
+
+static void
+test_persistent_session_offline_queue(void)
+{
+    tn_broker *b = tn_broker_new(&limits);
+    fake a = {0};
+    bool present = true;
+    open_session(b, &a, "p", false, &present);
+    CU_ASSERT_FALSE(present);
+    tn_session_subscribe(a.s, "t", 2);
+    publish(b, "t", "inflight", 1, false);
+    CU_ASSERT_EQUAL(a.n, 1);
+    a.got[0]->tag = 42;
+    tn_session_detach(a.s); /* unacked returns to the queue */
+    for (int i = 0; i < 6; i++)
+        publish(b, "t", "off", 1, false); /* max_offline 5: 1 + 4 kept, 2 dropped */
+    publish(b, "t", "q0", 0, false);      /* QoS 0 is not kept offline */
+    tn_broker_stats st;
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.dropped_offline, 2);
+    fake a2 = {0};
+    open_session(b, &a2, "p", false, &present);
+    CU_ASSERT_TRUE(present);
+    CU_ASSERT_EQUAL(a2.n, 5);
+    CU_ASSERT_STRING_EQUAL(a2.payload[0], "inflight");
+    CU_ASSERT_EQUAL(a2.got[0]->tag, 42);
+    CU_ASSERT_EQUAL(a2.got[0]->count, 2);
+    ack_all(&a2);
+    tn_session_detach(a2.s);
+    /* clean = true discards the stored session */
+    fake a3 = {0};
+    open_session(b, &a3, "p", true, &present);
+    CU_ASSERT_FALSE(present);
+    publish(b, "t", "x", 1, false);
+    CU_ASSERT_EQUAL(a3.n, 0); /* no subscription any more */
+    tn_session_detach(a3.s);
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.sessions, 0);
+    tn_broker_free(b);
+}
+
+static void
+test_takeover(void)
+{
+    tn_broker *b = tn_broker_new(&limits);
+    fake a = {0}, a2 = {0};
+    open_session(b, &a, "same", false, NULL);
+    tn_session_subscribe(a.s, "t", 1);
+    bool present = false;
+    open_session(b, &a2, "same", false, &present);
+    CU_ASSERT_EQUAL(a.kicked, 1);
+    CU_ASSERT_TRUE(present);
+    publish(b, "t", "m", 1, false);
+    CU_ASSERT_EQUAL(a.n, 0);
+    CU_ASSERT_EQUAL(a2.n, 1);
+    ack_all(&a2);
+    tn_session_detach(a2.s);
+    tn_broker_free(b); /* frees the detached persistent session */
+}
+
+static int resumed;
+static void
+on_resume(tn_flow *f)
+{
+    (void)f;
+    resumed++;
+}
+
+static void
+test_slow_subscriber_slows_producer(void)
+{
+    tn_broker_limits l = {.max_inflight = 2, .max_queued = 4, .max_offline = 100};
+    tn_broker *b = tn_broker_new(&l);
+    fake a = {0};
+    open_session(b, &a, "slow", true, NULL);
+    tn_session_subscribe(a.s, "t", 1);
+    tn_flow f;
+    tn_flow_init(&f, on_resume);
+    resumed = 0;
+    for (int i = 0; i < 6; i++) {
+        tn_message *m = tn_message_new("t", 1, "m", 1, 1, false);
+        tn_broker_publish(b, m, &f);
+        tn_message_unref(m);
+    }
+    CU_ASSERT_EQUAL(a.n, 2); /* window */
+    CU_ASSERT_TRUE(f.blocked > 0);
+    for (int i = 0; i < 6; i++)
+        publish(b, "t", "zero", 0, false); /* QoS 0 past the limit: dropped, counted */
+    tn_broker_stats st;
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.dropped_qos0, 6);
+    while (resumed == 0 && a.n < 6) {
+        int n = a.n;
+        ack_all(&a);
+        CU_ASSERT_FATAL(a.n > n);
+    }
+    CU_ASSERT_EQUAL(resumed, 1);
+    CU_ASSERT_EQUAL(f.blocked, 0);
+    ack_all(&a);
+    tn_flow_fini(&f);
+    tn_session_detach(a.s);
+    tn_broker_free(b);
+}
+
+static void
+test_packet_ids(void)
+{
+    tn_broker *b = tn_broker_new(&limits);
+    fake a = {0};
+    open_session(b, &a, "ids", true, NULL);
+    CU_ASSERT_TRUE(tn_session_rx_mark(a.s, 7));
+    CU_ASSERT_FALSE(tn_session_rx_mark(a.s, 7));
+    CU_ASSERT_TRUE(tn_session_rx_release(a.s, 7));
+    CU_ASSERT_FALSE(tn_session_rx_release(a.s, 7));
+    uint16_t first = tn_session_tx_alloc(a.s);
+    CU_ASSERT_NOT_EQUAL(first, 0);
+    for (int i = 0; i < 65534; i++)
+        CU_ASSERT_NOT_EQUAL_FATAL(tn_session_tx_alloc(a.s), 0);
+    CU_ASSERT_EQUAL(tn_session_tx_alloc(a.s), 0); /* all in use */
+    tn_session_tx_free(a.s, 500);
+    CU_ASSERT_EQUAL(tn_session_tx_alloc(a.s), 500);
+    tn_session_detach(a.s);
+    tn_broker_free(b);
+}
+
+int
+main(void)
+{
+    tn_log_set_level(TN_LOG_ERROR);
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("broker", NULL, NULL);
+    CU_add_test(s, "route_and_qos", test_route_and_qos);
+    CU_add_test(s, "overlapping_once", test_overlapping_once_at_highest_qos);
+    CU_add_test(s, "retained", test_retained);
+    CU_add_test(s, "persistent_offline_queue", test_persistent_session_offline_queue);
+    CU_add_test(s, "takeover", test_takeover);
+    CU_add_test(s, "slow_subscriber", test_slow_subscriber_slows_producer);
+    CU_add_test(s, "packet_ids", test_packet_ids);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return bad ? 1 : 0;
+}

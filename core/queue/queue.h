@@ -1,0 +1,106 @@
+/*
+ * queue: a FIFO of deliveries with competing consumers, credit (a window of unacked deliveries
+ * per consumer), acks, redelivery with a delivery count, and producer flow control.
+ *
+ * A delivery holds one reference to its message. Deliveries that need an ack (ack = true) stay
+ * with the consumer that took them until tn_queue_ack() or tn_queue_release(); when a consumer
+ * detaches, its unacked deliveries go back to the head of the queue in their original order,
+ * keeping their tag and state so a protocol can resume them (MQTT re-sends with the same packet
+ * identifier [MQTT-4.4.0-1]).
+ *
+ * Limits: past `high` queued deliveries the queue is congested: deliveries without ack are
+ * dropped (counted), deliveries with ack are still accepted and producers are asked to wait
+ * (tn_queue_wait); they are resumed when the queue falls to `high / 2`. Past `hard` (0 = none),
+ * even deliveries with ack are refused (TN_ETOOBIG): the caller decides whether that is a drop to
+ * log or an error to report.
+ *
+ * Thread: the loop thread only. Callbacks are never called re-entrantly from inside another
+ * callback of the same queue.
+ */
+#ifndef TN_QUEUE_H
+#define TN_QUEUE_H
+
+#include "core/message/message.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct tn_queue tn_queue;
+typedef struct tn_consumer tn_consumer;
+
+/* Delivery flags */
+#define TN_DELIVERY_RETAINED 0x01 /* comes from the retained store (MQTT retain flag = 1) */
+
+typedef struct tn_delivery {
+    tn_message *msg; /* one reference, owned by the delivery */
+    struct tn_delivery *next;
+    struct tn_delivery *prev;
+    tn_consumer *owner; /* consumer holding it unacked, or NULL while queued */
+    uint32_t count;     /* times delivered so far (0 before the first delivery) */
+    uint16_t tag;       /* protocol's id for it (MQTT packet id); kept across requeues */
+    uint8_t qos;        /* QoS of this delivery */
+    uint8_t state;      /* protocol's scratch state (MQTT: PUBREC received); kept */
+    uint8_t flags;      /* TN_DELIVERY_* */
+    bool ack;           /* needs an ack before it is released */
+} tn_delivery;
+
+typedef struct tn_consumer_ops {
+    /* Offers d to the consumer. Return 0 if taken (d is now the consumer's until acked or, for
+     * a delivery with ack == false, released by the queue right after this call); TN_EAGAIN if
+     * the consumer cannot take anything now: the queue stops offering to it until
+     * tn_queue_consumer_ready(). Must not ack, release or detach from inside the call. */
+    int (*deliver)(void *ctx, tn_delivery *d);
+} tn_consumer_ops;
+
+/* Producer flow control: a producer embeds a tn_flow. While `blocked` > 0 the producer should
+ * stop reading new messages; `resume` is called when it drops back to 0. */
+typedef struct tn_flow {
+    uint32_t blocked;
+    void (*resume)(struct tn_flow *f);
+    struct tn_flow_wait *waits; /* private: one node per queue waited on */
+} tn_flow;
+
+void tn_flow_init(tn_flow *f, void (*resume)(tn_flow *f));
+/* Stops waiting on every queue (the producer goes away). Does not call resume. */
+void tn_flow_fini(tn_flow *f);
+
+tn_queue *tn_queue_new(uint32_t high, uint32_t hard);
+/* Frees the queue, its queued deliveries, and detaches remaining consumers (their unacked
+ * deliveries are freed too). Waiting producers are released without a resume call. */
+void tn_queue_free(tn_queue *q);
+void tn_queue_set_limits(tn_queue *q, uint32_t high, uint32_t hard);
+
+/*
+ * Appends a delivery of m (a new reference is taken) and dispatches.
+ * Returns 0, or TN_ETOOBIG when the delivery was dropped: ack == false and the queue is at
+ * `high`, or at `hard`.
+ */
+int tn_queue_push(tn_queue *q, tn_message *m, uint8_t qos, bool ack, uint8_t flags);
+/* True while the queue holds `high` or more queued (not in flight) deliveries. */
+bool tn_queue_is_congested(const tn_queue *q);
+/* If the queue is congested, makes f wait until it drains (at most once per queue). */
+void tn_queue_wait(tn_queue *q, tn_flow *f);
+
+/* Consumers. credit = how many deliveries with ack it may hold unacked (0 = none). */
+tn_consumer *tn_queue_attach(tn_queue *q, const tn_consumer_ops *ops, void *ctx, uint32_t credit);
+/* Detaches c; its unacked deliveries return to the queue head in order, count kept. */
+void tn_queue_detach(tn_consumer *c);
+void tn_queue_set_credit(tn_consumer *c, uint32_t credit);
+/* The consumer can take deliveries again after returning TN_EAGAIN. */
+void tn_queue_consumer_ready(tn_consumer *c);
+/* Walks c's unacked deliveries in delivery order (for protocols that must find one by tag). */
+tn_delivery *tn_queue_unacked_first(tn_consumer *c);
+tn_delivery *tn_queue_unacked_next(tn_delivery *d);
+
+/* Acknowledges d (taken by a consumer): frees it and opens one credit. */
+void tn_queue_ack(tn_delivery *d);
+/* Gives d back: it goes to the head of the queue, to be delivered again (count kept). */
+void tn_queue_release(tn_delivery *d);
+
+/* Queued (not in flight) deliveries, unacked deliveries, and drops so far. */
+uint32_t tn_queue_depth(const tn_queue *q);
+uint32_t tn_queue_inflight(const tn_queue *q);
+uint64_t tn_queue_dropped(const tn_queue *q);
+uint32_t tn_queue_consumers(const tn_queue *q);
+
+#endif

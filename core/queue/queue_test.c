@@ -1,0 +1,262 @@
+#include "core/queue/queue.h"
+
+#include "core/base/base.h"
+
+#include <CUnit/Basic.h>
+#include <string.h>
+
+/* A consumer that records what it was given. */
+typedef struct {
+    tn_delivery *got[64];
+    uint32_t count[64]; /* d->count when offered (no-ack deliveries are freed after) */
+    int n;
+    bool refuse; /* answer TN_EAGAIN */
+} sink;
+
+static int
+sink_deliver(void *ctx, tn_delivery *d)
+{
+    sink *s = ctx;
+    if (s->refuse)
+        return TN_EAGAIN;
+    tn_assert(s->n < 64);
+    s->count[s->n] = d->count;
+    s->got[s->n++] = d;
+    return 0;
+}
+
+static const tn_consumer_ops sink_ops = {sink_deliver};
+
+static tn_message *
+msg(const char *payload)
+{
+    return tn_message_new("q", 1, payload, strlen(payload), 1, false);
+}
+
+static bool
+payload_is(const tn_delivery *d, const char *p)
+{
+    return d->msg->payload_len == strlen(p) && memcmp(d->msg->payload, p, strlen(p)) == 0;
+}
+
+static void
+push(tn_queue *q, const char *p, bool ack)
+{
+    tn_message *m = msg(p);
+    CU_ASSERT_EQUAL(tn_queue_push(q, m, ack ? 1 : 0, ack, 0), 0);
+    tn_message_unref(m);
+}
+
+static void
+test_fifo_and_credit(void)
+{
+    tn_queue *q = tn_queue_new(100, 0);
+    push(q, "a", true);
+    push(q, "b", true);
+    push(q, "c", true);
+    CU_ASSERT_EQUAL(tn_queue_depth(q), 3);
+    sink s = {0};
+    tn_consumer *c = tn_queue_attach(q, &sink_ops, &s, 2);
+    CU_ASSERT_EQUAL(s.n, 2); /* credit 2 */
+    CU_ASSERT_TRUE(payload_is(s.got[0], "a"));
+    CU_ASSERT_TRUE(payload_is(s.got[1], "b"));
+    CU_ASSERT_EQUAL(s.got[0]->count, 1);
+    CU_ASSERT_EQUAL(tn_queue_inflight(q), 2);
+    CU_ASSERT_EQUAL(tn_queue_depth(q), 1);
+    tn_queue_ack(s.got[0]);
+    CU_ASSERT_EQUAL(s.n, 3);
+    CU_ASSERT_TRUE(payload_is(s.got[2], "c"));
+    CU_ASSERT_PTR_EQUAL(tn_queue_unacked_first(c), s.got[1]);
+    CU_ASSERT_PTR_EQUAL(tn_queue_unacked_next(s.got[1]), s.got[2]);
+    tn_queue_ack(s.got[1]);
+    tn_queue_ack(s.got[2]);
+    CU_ASSERT_EQUAL(tn_queue_inflight(q), 0);
+    tn_queue_detach(c);
+    tn_queue_free(q);
+}
+
+static void
+test_no_ack_deliveries_need_no_credit(void)
+{
+    tn_queue *q = tn_queue_new(100, 0);
+    sink s = {0};
+    tn_consumer *c = tn_queue_attach(q, &sink_ops, &s, 0);
+    push(q, "x", false);
+    push(q, "y", false);
+    CU_ASSERT_EQUAL(s.n, 2);
+    CU_ASSERT_EQUAL(tn_queue_inflight(q), 0);
+    CU_ASSERT_EQUAL(tn_queue_depth(q), 0);
+    tn_queue_detach(c);
+    tn_queue_free(q);
+}
+
+static void
+test_competing_consumers_round_robin(void)
+{
+    tn_queue *q = tn_queue_new(100, 0);
+    sink s1 = {0}, s2 = {0};
+    tn_consumer *c1 = tn_queue_attach(q, &sink_ops, &s1, 10);
+    tn_consumer *c2 = tn_queue_attach(q, &sink_ops, &s2, 10);
+    for (int i = 0; i < 6; i++)
+        push(q, "m", true);
+    CU_ASSERT_EQUAL(s1.n, 3);
+    CU_ASSERT_EQUAL(s2.n, 3);
+    CU_ASSERT_EQUAL(tn_queue_consumers(q), 2);
+    tn_queue_detach(c1); /* its 3 unacked go back, then to c2 */
+    CU_ASSERT_EQUAL(s2.n, 6);
+    CU_ASSERT_EQUAL(s2.got[3]->count, 2); /* redelivered */
+    for (int i = 0; i < 6; i++)
+        tn_queue_ack(s2.got[i]);
+    tn_queue_detach(c2);
+    tn_queue_free(q);
+}
+
+static void
+test_detach_requeues_in_order_keeping_tags(void)
+{
+    tn_queue *q = tn_queue_new(100, 0);
+    sink s = {0};
+    tn_consumer *c = tn_queue_attach(q, &sink_ops, &s, 10);
+    push(q, "1", true);
+    push(q, "2", true);
+    push(q, "3", true);
+    s.got[0]->tag = 11;
+    s.got[1]->tag = 12;
+    s.got[1]->state = 7;
+    tn_queue_ack(s.got[2]);
+    tn_queue_detach(c);
+    CU_ASSERT_EQUAL(tn_queue_depth(q), 2);
+    push(q, "4", true);
+    sink t = {0};
+    c = tn_queue_attach(q, &sink_ops, &t, 10);
+    CU_ASSERT_EQUAL(t.n, 3);
+    CU_ASSERT_TRUE(payload_is(t.got[0], "1"));
+    CU_ASSERT_EQUAL(t.got[0]->tag, 11);
+    CU_ASSERT_EQUAL(t.got[0]->count, 2);
+    CU_ASSERT_TRUE(payload_is(t.got[1], "2"));
+    CU_ASSERT_EQUAL(t.got[1]->state, 7);
+    CU_ASSERT_TRUE(payload_is(t.got[2], "4"));
+    CU_ASSERT_EQUAL(t.got[2]->count, 1);
+    tn_queue_detach(c);
+    tn_queue_free(q); /* frees queued deliveries: ASan checks */
+}
+
+static void
+test_release_redelivers_first(void)
+{
+    tn_queue *q = tn_queue_new(100, 0);
+    sink s = {0};
+    tn_consumer *c = tn_queue_attach(q, &sink_ops, &s, 1);
+    push(q, "a", true);
+    push(q, "b", true);
+    CU_ASSERT_EQUAL(s.n, 1);
+    tn_queue_release(s.got[0]);
+    CU_ASSERT_EQUAL(s.n, 2);
+    CU_ASSERT_TRUE(payload_is(s.got[1], "a"));
+    CU_ASSERT_EQUAL(s.got[1]->count, 2);
+    tn_queue_ack(s.got[1]);
+    CU_ASSERT_TRUE(payload_is(s.got[2], "b"));
+    tn_queue_ack(s.got[2]);
+    tn_queue_detach(c);
+    tn_queue_free(q);
+}
+
+static void
+test_paused_consumer(void)
+{
+    tn_queue *q = tn_queue_new(100, 0);
+    sink s = {.refuse = true};
+    tn_consumer *c = tn_queue_attach(q, &sink_ops, &s, 10);
+    push(q, "a", false);
+    CU_ASSERT_EQUAL(s.n, 0);
+    CU_ASSERT_EQUAL(tn_queue_depth(q), 1);
+    s.refuse = false;
+    push(q, "b", false); /* still paused until ready */
+    CU_ASSERT_EQUAL(s.n, 0);
+    tn_queue_consumer_ready(c);
+    CU_ASSERT_EQUAL(s.n, 2);
+    CU_ASSERT_EQUAL(s.count[0], 1); /* a refusal is not a delivery */
+    tn_queue_detach(c);
+    tn_queue_free(q);
+}
+
+static int resumed;
+static void
+on_resume(tn_flow *f)
+{
+    (void)f;
+    resumed++;
+}
+
+static void
+test_limits_and_flow(void)
+{
+    tn_queue *q = tn_queue_new(4, 6);
+    tn_flow f;
+    tn_flow_init(&f, on_resume);
+    resumed = 0;
+    for (int i = 0; i < 4; i++)
+        push(q, "m", true);
+    CU_ASSERT_TRUE(tn_queue_is_congested(q));
+    tn_message *m = msg("zero");
+    CU_ASSERT_EQUAL(tn_queue_push(q, m, 0, false, 0), TN_ETOOBIG); /* QoS 0 dropped */
+    CU_ASSERT_EQUAL(tn_queue_dropped(q), 1);
+    CU_ASSERT_EQUAL(tn_queue_push(q, m, 1, true, 0), 0); /* acked: accepted past high */
+    CU_ASSERT_EQUAL(tn_queue_push(q, m, 1, true, 0), 0);
+    CU_ASSERT_EQUAL(tn_queue_push(q, m, 1, true, 0), TN_ETOOBIG); /* hard */
+    CU_ASSERT_EQUAL(tn_queue_dropped(q), 2);
+    tn_message_unref(m);
+    tn_queue_wait(q, &f);
+    tn_queue_wait(q, &f); /* once per queue */
+    CU_ASSERT_EQUAL(f.blocked, 1);
+    sink s = {0};
+    tn_consumer *c = tn_queue_attach(q, &sink_ops, &s, 3); /* depth 6 -> 3: > high/2 */
+    CU_ASSERT_EQUAL(resumed, 0);
+    tn_queue_ack(s.got[0]); /* depth 2 = high/2: resumed */
+    CU_ASSERT_EQUAL(resumed, 1);
+    CU_ASSERT_EQUAL(f.blocked, 0);
+    tn_queue_detach(c);
+    tn_queue_free(q);
+}
+
+static void
+test_flow_fini_and_free_with_waiters(void)
+{
+    tn_queue *q1 = tn_queue_new(1, 0), *q2 = tn_queue_new(1, 0);
+    push(q1, "a", true);
+    push(q2, "b", true);
+    tn_flow f, g;
+    tn_flow_init(&f, on_resume);
+    tn_flow_init(&g, on_resume);
+    tn_queue_wait(q1, &f);
+    tn_queue_wait(q2, &f);
+    tn_queue_wait(q1, &g);
+    CU_ASSERT_EQUAL(f.blocked, 2);
+    tn_flow_fini(&f);
+    CU_ASSERT_EQUAL(f.blocked, 0);
+    resumed = 0;
+    tn_queue_free(q1); /* releases g without resuming it */
+    CU_ASSERT_EQUAL(g.blocked, 0);
+    CU_ASSERT_EQUAL(resumed, 0);
+    tn_queue_free(q2);
+}
+
+int
+main(void)
+{
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("queue", NULL, NULL);
+    CU_add_test(s, "fifo_and_credit", test_fifo_and_credit);
+    CU_add_test(s, "no_ack_no_credit", test_no_ack_deliveries_need_no_credit);
+    CU_add_test(s, "competing_consumers", test_competing_consumers_round_robin);
+    CU_add_test(s, "detach_requeues_in_order", test_detach_requeues_in_order_keeping_tags);
+    CU_add_test(s, "release_redelivers_first", test_release_redelivers_first);
+    CU_add_test(s, "paused_consumer", test_paused_consumer);
+    CU_add_test(s, "limits_and_flow", test_limits_and_flow);
+    CU_add_test(s, "flow_fini_and_free", test_flow_fini_and_free_with_waiters);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return bad ? 1 : 0;
+}

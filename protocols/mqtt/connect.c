@@ -1,0 +1,95 @@
+/* CONNECT: client id rules, authentication, will, session open/resume, CONNACK. */
+#include "protocols/mqtt/mqtt_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const tn_session_ops session_ops = {tn_mqtt__deliver, tn_mqtt__kick};
+
+static int
+refuse(mconn *c, uint8_t version, uint8_t rc, const char *why)
+{
+    tn_log_info("MQTT-CONNECT-REFUSED", "%s: %s (CONNACK %u), closing", c->io->peer(c->ioc), why,
+                rc);
+    tn_mqtt_encode_connack(c->io->out(c->ioc), version, false, rc);
+    c->state = ST_CLOSING;
+    c->io->set_deadline(c->ioc, 0);
+    c->io->close(c->ioc);
+    return 0;
+}
+
+/* A NUL-terminated copy of a string field, or NULL when absent. */
+static char *
+dup_field(bool present, tn_mqtt_bytes b)
+{
+    if (!present)
+        return NULL;
+    char *s = tn_xmalloc(b.len + 1);
+    memcpy(s, b.p, b.len);
+    s[b.len] = '\0';
+    return s;
+}
+
+int
+tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p)
+{
+    tn_mqtt *m = c->m;
+    if (p->version == TN_MQTT_V5) /* until MQTT 5 lands, answer as a 3.1.1 server must */
+        return refuse(c, TN_MQTT_V311, TN_MQTT_CONNACK_BAD_VERSION, "MQTT 5 is not supported yet");
+    c->version = p->version;
+
+    char idbuf[32];
+    const char *id = (const char *)p->client_id.p;
+    size_t id_len = p->client_id.len;
+    if (id_len == 0) {
+        /* [MQTT-3.1.3-7] [MQTT-3.1.3-8]: an empty id is allowed only with a clean session; 3.1
+         * did not allow it at all. */
+        if (!p->clean || p->version == TN_MQTT_V31)
+            return refuse(c, p->version, TN_MQTT_CONNACK_ID_REJECTED,
+                          "empty client id without clean session");
+        id_len = (size_t)snprintf(idbuf, sizeof idbuf, "tern-%llx",
+                                  (unsigned long long)++m->next_anon_id);
+        id = idbuf;
+    } else if (p->version == TN_MQTT_V31 && id_len > 23) {
+        return refuse(c, p->version, TN_MQTT_CONNACK_ID_REJECTED, "MQTT 3.1 client id over 23");
+    }
+
+    if (m->conf.auth.check) {
+        char *cid = dup_field(true, (tn_mqtt_bytes){(const uint8_t *)id, (uint32_t)id_len});
+        char *user = dup_field(p->has_username, p->username);
+        int rc =
+            m->conf.auth.check(m->conf.auth.ctx, cid, user, p->has_password ? p->password.p : NULL,
+                               p->has_password ? p->password.len : 0);
+        free(cid);
+        free(user);
+        if (rc == TN_EINVAL)
+            return refuse(c, p->version, TN_MQTT_CONNACK_BAD_CREDENTIALS,
+                          "bad user name or password");
+        if (rc != 0)
+            return refuse(c, p->version, TN_MQTT_CONNACK_NOT_AUTHORIZED, "not authorized");
+    }
+
+    if (p->will) {
+        const char *name = tn_mqtt__core_name(m, p->will_topic.p, p->will_topic.len);
+        c->will = tn_message_new(name, p->will_topic.len, p->will_payload.p, p->will_payload.len,
+                                 p->will_qos, p->will_retain);
+        if (!c->will)
+            return refuse(c, p->version, TN_MQTT_CONNACK_UNAVAILABLE, "out of memory");
+    }
+
+    bool present = false;
+    tn_broker_session_open(m->broker, id, id_len, p->clean, &session_ops, c, &c->s, &present);
+    c->state = ST_CONNECTED;
+    c->keepalive_ms = (uint32_t)p->keepalive * 1500u; /* 1.5 x keepalive [MQTT-3.1.2-24] */
+    c->io->set_deadline(c->ioc, c->keepalive_ms ? c->io->now(c->ioc) + c->keepalive_ms : 0);
+    /* 3.1 has no session present flag; 3.1.1 sets it when a stored session resumed. */
+    int rc = tn_mqtt_encode_connack(c->io->out(c->ioc), c->version,
+                                    present && c->version == TN_MQTT_V311, 0);
+    if (rc != 0)
+        return tn_mqtt__out_result(c, rc);
+    tn_log_debug("MQTT-CONNECT", "%s: client %s connected (clean %d, keepalive %u, present %d)",
+                 c->io->peer(c->ioc), tn_session_id(c->s), p->clean, p->keepalive, present);
+    tn_session_start(c->s); /* resumed deliveries go out after CONNACK */
+    return 0;
+}

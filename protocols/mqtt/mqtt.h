@@ -1,0 +1,47 @@
+/*
+ * mqtt: the MQTT 3.1.1 adapter: the per-connection session state machine between the codec
+ * (codec.h) and the broker core. Sans-IO: it reads bytes handed to it by net and writes bytes
+ * into the connection's output buffer through tn_io.
+ *
+ * Names: MQTT topic levels are separated by '/', core names by '.'; the two characters swap, and
+ * in filters '+' is '*' and '#' is '>' (ActiveMQ's mapping: MQTT "a/b" is STOMP "/topic/a.b").
+ */
+#ifndef TN_MQTT_H
+#define TN_MQTT_H
+
+#include "core/broker/broker.h"
+#include "protocols/net/net.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Authenticator: decides whether a CONNECT may proceed. Called on the loop thread; must not
+ * block. Returns 0 to allow, TN_EDENIED to refuse (CONNACK 5) or TN_EINVAL for bad credentials
+ * (CONNACK 4). user/password may be NULL when absent. */
+typedef struct tn_mqtt_auth {
+    int (*check)(void *ctx, const char *client_id, const char *user, const uint8_t *password,
+                 size_t password_len);
+    void *ctx;
+} tn_mqtt_auth;
+
+typedef struct tn_mqtt_conf {
+    uint32_t max_packet;         /* largest packet accepted, bytes */
+    uint32_t connect_timeout_ms; /* time allowed between accept and CONNECT */
+    tn_mqtt_auth auth;           /* check == NULL: everyone is allowed */
+} tn_mqtt_conf;
+
+typedef struct tn_mqtt tn_mqtt;
+
+tn_mqtt *tn_mqtt_new(tn_broker *b, const tn_mqtt_conf *conf);
+void tn_mqtt_free(tn_mqtt *m);
+
+/* Plug into tn_net_listen(..., &tn_mqtt_adapter, m, ...). */
+extern const tn_adapter_ops tn_mqtt_adapter;
+
+/* Name mapping, writing len bytes to dst (same length): MQTT topic or filter -> core, and
+ * core name -> MQTT topic. */
+void tn_mqtt_to_core(const uint8_t *src, size_t len, char *dst);
+void tn_mqtt_from_core(const char *src, size_t len, uint8_t *dst);
+
+#endif

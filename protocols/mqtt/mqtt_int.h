@@ -1,0 +1,52 @@
+/* Private to protocols/mqtt: the per-connection state shared by the adapter's files. */
+#ifndef TN_MQTT_INT_H
+#define TN_MQTT_INT_H
+
+#include "protocols/mqtt/codec.h"
+#include "protocols/mqtt/mqtt.h"
+
+enum { ST_CONNECT, ST_CONNECTED, ST_CLOSING };
+
+/* tn_delivery.state for outgoing QoS 2: PUBREC received, PUBREL sent, PUBCOMP awaited. */
+#define DELIVERY_PUBREL 1
+
+struct tn_mqtt {
+    tn_broker *broker;
+    tn_mqtt_conf conf;
+    uint64_t next_anon_id;
+    tn_buf scratch; /* name conversions of input; loop thread only */
+    tn_buf topic;   /* name conversion for deliveries (which may run while scratch is in use) */
+};
+
+typedef struct mconn {
+    tn_mqtt *m;
+    const tn_io *io;
+    void *ioc;
+    tn_mqtt_decoder dec;
+    tn_session *s;
+    tn_message *will;
+    tn_flow flow;
+    /* Packets read while the flow is blocked, in order, waiting to be handled (see mqtt.c). */
+    tn_buf deferred;
+    bool paused; /* socket reads paused because deferred is full */
+    uint32_t keepalive_ms;
+    uint8_t version;
+    uint8_t state;
+    bool disconnected; /* DISCONNECT received: no will [MQTT-3.14.4-3] */
+} mconn;
+
+/* Each returns 0, or a negative TN_E* after logging: the connection is then closed. */
+int tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p);
+int tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p);
+int tn_mqtt__ack(mconn *c, tn_mqtt_type type, uint16_t pid);
+int tn_mqtt__subscribe(mconn *c, const tn_mqtt_list *l);
+int tn_mqtt__unsubscribe(mconn *c, const tn_mqtt_list *l);
+int tn_mqtt__deliver(void *ctx, tn_delivery *d);
+void tn_mqtt__kick(void *ctx);
+
+/* Writes the CONNACK/PUBACK/... output; fails (logged) only when the output buffer is full. */
+int tn_mqtt__out_result(mconn *c, int rc);
+/* Converts an MQTT name or filter into m->scratch as a NUL-terminated core name. */
+const char *tn_mqtt__core_name(tn_mqtt *m, const uint8_t *p, size_t len);
+
+#endif

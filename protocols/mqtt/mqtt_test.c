@@ -1,0 +1,562 @@
+/* The MQTT adapter driven through a fake tn_io: no sockets, exact bytes. */
+#include "protocols/mqtt/codec.h"
+#include "protocols/mqtt/mqtt.h"
+
+#include <CUnit/Basic.h>
+#include <string.h>
+
+typedef struct fake_io {
+    tn_buf out;
+    bool closed;
+    bool paused;
+    int woken;
+    uint64_t deadline;
+    void *a; /* adapter state */
+    bool gone;
+} fake_io;
+
+static uint64_t now_ms = 1000;
+
+static tn_buf *
+f_out(void *ctx)
+{
+    return &((fake_io *)ctx)->out;
+}
+static bool
+f_full(void *ctx)
+{
+    return ((fake_io *)ctx)->out.len > 1 << 20;
+}
+static void
+f_close(void *ctx)
+{
+    ((fake_io *)ctx)->closed = true;
+}
+static void
+f_pause(void *ctx, bool p)
+{
+    ((fake_io *)ctx)->paused = p;
+}
+static void
+f_deadline(void *ctx, uint64_t at)
+{
+    ((fake_io *)ctx)->deadline = at;
+}
+static uint64_t
+f_now(void *ctx)
+{
+    (void)ctx;
+    return now_ms;
+}
+static const char *
+f_peer(void *ctx)
+{
+    (void)ctx;
+    return "test:1";
+}
+static void
+f_wake(void *ctx)
+{
+    ((fake_io *)ctx)->woken++;
+}
+static const tn_io fio = {f_out, f_full, f_close, f_pause, f_wake, f_deadline, f_now, f_peer};
+
+static tn_broker *broker;
+static tn_mqtt *mqtt;
+
+static int
+setup(void)
+{
+    tn_broker_limits bl = {.max_inflight = 10, .max_queued = 100, .max_offline = 100};
+    broker = tn_broker_new(&bl);
+    tn_mqtt_conf mc = {.max_packet = 1024, .connect_timeout_ms = 5000};
+    mqtt = tn_mqtt_new(broker, &mc);
+    return 0;
+}
+
+static int
+teardown(void)
+{
+    tn_mqtt_free(mqtt);
+    tn_broker_free(broker);
+    return 0;
+}
+
+static void
+conn_open(fake_io *f)
+{
+    memset(f, 0, sizeof *f);
+    tn_buf_init(&f->out, 1 << 22);
+    f->a = tn_mqtt_adapter.open(mqtt, &fio, f);
+}
+
+/* Feeds bytes as net does: returns the adapter's result. */
+static ssize_t
+feed(fake_io *f, const void *p, size_t n)
+{
+    return tn_mqtt_adapter.input(f->a, p, n);
+}
+
+static void
+feed_buf(fake_io *f, tn_buf *b)
+{
+    CU_ASSERT_EQUAL(feed(f, b->data, b->len), (ssize_t)b->len);
+    b->len = 0;
+}
+
+static void
+conn_close(fake_io *f, int reason)
+{
+    tn_mqtt_adapter.closed(f->a, reason);
+    tn_buf_fini(&f->out);
+    f->gone = true;
+}
+
+static bool
+out_is(fake_io *f, const char *hex_bytes, size_t n)
+{
+    bool eq = f->out.len == n && memcmp(f->out.data, hex_bytes, n) == 0;
+    f->out.len = 0;
+    return eq;
+}
+
+static void
+connect_as(fake_io *f, const char *id, bool clean, const char *will_topic, uint16_t keepalive)
+{
+    tn_buf b;
+    tn_buf_init(&b, 4096);
+    tn_mqtt_connect c = {.version = TN_MQTT_V311, .clean = clean, .keepalive = keepalive};
+    c.client_id = (tn_mqtt_bytes){(const uint8_t *)id, (uint32_t)strlen(id)};
+    if (will_topic) {
+        c.will = true;
+        c.will_qos = 1;
+        c.will_topic = (tn_mqtt_bytes){(const uint8_t *)will_topic, (uint32_t)strlen(will_topic)};
+        c.will_payload = (tn_mqtt_bytes){(const uint8_t *)"bye", 3};
+    }
+    CU_ASSERT_EQUAL(tn_mqtt_encode_connect(&b, &c), 0);
+    feed_buf(f, &b);
+    tn_buf_fini(&b);
+}
+
+static void
+subscribe(fake_io *f, const char *filter, uint8_t qos)
+{
+    tn_buf b;
+    tn_buf_init(&b, 4096);
+    tn_mqtt_bytes fb = {(const uint8_t *)filter, (uint32_t)strlen(filter)};
+    CU_ASSERT_EQUAL(tn_mqtt_encode_subscribe(&b, TN_MQTT_V311, 1, &fb, &qos, 1), 0);
+    feed_buf(f, &b);
+    tn_buf_fini(&b);
+}
+
+static void
+publish(fake_io *f, const char *topic, const char *payload, uint8_t qos, uint16_t pid, bool retain)
+{
+    tn_buf b;
+    tn_buf_init(&b, 4096);
+    tn_mqtt_publish p = {.qos = qos, .retain = retain, .pid = pid};
+    p.topic = (tn_mqtt_bytes){(const uint8_t *)topic, (uint32_t)strlen(topic)};
+    p.payload = (tn_mqtt_bytes){(const uint8_t *)payload, (uint32_t)strlen(payload)};
+    CU_ASSERT_EQUAL(tn_mqtt_encode_publish(&b, TN_MQTT_V311, &p), 0);
+    feed_buf(f, &b);
+    tn_buf_fini(&b);
+}
+
+/* Decodes the next server packet from f->out (consuming it). */
+static bool
+next_packet(fake_io *f, tn_mqtt_packet *pkt, tn_buf *keep)
+{
+    tn_mqtt_decoder d;
+    tn_mqtt_decoder_init(&d, TN_MQTT_ROLE_CLIENT, 1 << 20);
+    d.version = TN_MQTT_V311;
+    size_t used = 0;
+    if (f->out.len == 0 || tn_mqtt_decode(&d, f->out.data, f->out.len, &used, pkt) != 0)
+        return false;
+    /* keep a copy so views stay valid after consuming */
+    keep->len = 0;
+    tn_buf_append(keep, f->out.data, used);
+    tn_mqtt_decode(&d, keep->data, keep->len, &used, pkt);
+    tn_buf_consume(&f->out, used);
+    return true;
+}
+
+static void
+test_connect_accepted(void)
+{
+    fake_io f;
+    conn_open(&f);
+    CU_ASSERT_EQUAL(f.deadline, now_ms + 5000); /* connect timeout armed */
+    connect_as(&f, "c1", true, NULL, 10);
+    CU_ASSERT_TRUE(out_is(&f, "\x20\x02\x00\x00", 4));
+    CU_ASSERT_FALSE(f.closed);
+    CU_ASSERT_EQUAL(f.deadline, now_ms + 15000); /* 1.5 x keepalive */
+    static const uint8_t ping[] = {0xc0, 0x00};
+    CU_ASSERT_EQUAL(feed(&f, ping, 2), 2);
+    CU_ASSERT_TRUE(out_is(&f, "\xd0\x00", 2));
+    static const uint8_t disc[] = {0xe0, 0x00};
+    CU_ASSERT_EQUAL(feed(&f, disc, 2), 2);
+    CU_ASSERT_TRUE(f.closed);
+    conn_close(&f, TN_CLOSE_LOCAL);
+}
+
+static void
+test_bad_version_gets_connack_1(void)
+{
+    fake_io f;
+    conn_open(&f);
+    static const uint8_t c[] = {0x10, 0x0e, 0, 4, 'M', 'Q', 'T', 'T', 6, 2, 0, 10, 0, 2, 'i', 'd'};
+    CU_ASSERT_TRUE(feed(&f, c, sizeof c) < 0);
+    CU_ASSERT_TRUE(out_is(&f, "\x20\x02\x00\x01", 4));
+    CU_ASSERT_TRUE(f.closed);
+    conn_close(&f, TN_CLOSE_LOCAL);
+}
+
+static void
+test_bad_protocol_name_closes_silently(void)
+{
+    fake_io f;
+    conn_open(&f);
+    static const uint8_t c[] = {0x10, 0x0e, 0, 4, 'M', 'Q', 'T', 'X', 4, 2, 0, 10, 0, 2, 'i', 'd'};
+    CU_ASSERT_TRUE(feed(&f, c, sizeof c) < 0);
+    CU_ASSERT_EQUAL(f.out.len, 0);
+    CU_ASSERT_TRUE(f.closed);
+    conn_close(&f, TN_CLOSE_LOCAL);
+}
+
+static void
+test_first_packet_must_be_connect(void)
+{
+    fake_io f;
+    conn_open(&f);
+    static const uint8_t ping[] = {0xc0, 0x00};
+    CU_ASSERT_TRUE(feed(&f, ping, 2) < 0);
+    CU_ASSERT_EQUAL(f.out.len, 0);
+    CU_ASSERT_TRUE(f.closed);
+    conn_close(&f, TN_CLOSE_LOCAL);
+}
+
+static void
+test_second_connect_closes(void)
+{
+    fake_io f;
+    conn_open(&f);
+    connect_as(&f, "c2", true, NULL, 0);
+    f.out.len = 0;
+    tn_buf b;
+    tn_buf_init(&b, 256);
+    tn_mqtt_connect c = {.version = TN_MQTT_V311, .clean = true};
+    c.client_id = (tn_mqtt_bytes){(const uint8_t *)"c2", 2};
+    tn_mqtt_encode_connect(&b, &c);
+    CU_ASSERT_TRUE(feed(&f, b.data, b.len) < 0);
+    CU_ASSERT_TRUE(f.closed);
+    tn_buf_fini(&b);
+    conn_close(&f, TN_CLOSE_LOCAL);
+}
+
+static void
+test_empty_client_id(void)
+{
+    fake_io f;
+    conn_open(&f);
+    /* [MQTT-3.1.3-8]: CONNACK 2, then close */
+    static const uint8_t c[] = {0x10, 0x0c, 0, 4, 'M', 'Q', 'T', 'T', 4, 0, 0, 10, 0, 0};
+    CU_ASSERT_TRUE(feed(&f, c, sizeof c) < 0);
+    CU_ASSERT_TRUE(out_is(&f, "\x20\x02\x00\x02", 4));
+    CU_ASSERT_TRUE(f.closed);
+    conn_close(&f, TN_CLOSE_LOCAL);
+    conn_open(&f);
+    connect_as(&f, "", true, NULL, 0); /* [MQTT-3.1.3-6] */
+    CU_ASSERT_TRUE(out_is(&f, "\x20\x02\x00\x00", 4));
+    CU_ASSERT_FALSE(f.closed);
+    conn_close(&f, TN_CLOSE_PEER);
+}
+
+static void
+test_bad_publish_topics_close(void)
+{
+    static const uint8_t wild[] = {0x30, 0x05, 0, 3, 'a', '/', '#'};
+    static const uint8_t bad_utf8[] = {0x30, 0x05, 0, 3, 'a', 0xc0, 0x80};
+    static const uint8_t qos3[] = {0x36, 0x05, 0, 1, 'a', 0, 1};
+    static const uint8_t long_len[] = {0x30, 0xff, 0xff, 0xff, 0xff, 0x01};
+    static const uint8_t too_big[] = {0x30, 0x80, 0x10}; /* 2048 > max 1024 */
+    const uint8_t *cases[] = {wild, bad_utf8, qos3, long_len, too_big};
+    size_t sizes[] = {sizeof wild, sizeof bad_utf8, sizeof qos3, sizeof long_len, sizeof too_big};
+    for (int i = 0; i < 5; i++) {
+        fake_io f;
+        conn_open(&f);
+        connect_as(&f, "bad", true, NULL, 0);
+        f.out.len = 0;
+        CU_ASSERT_TRUE(feed(&f, cases[i], sizes[i]) < 0);
+        CU_ASSERT_TRUE(f.closed);
+        CU_ASSERT_EQUAL(f.out.len, 0);
+        conn_close(&f, TN_CLOSE_LOCAL);
+    }
+}
+
+static void
+test_pubsub_qos1_and_session_present(void)
+{
+    fake_io sub, pub;
+    tn_mqtt_packet pkt;
+    tn_buf keep;
+    tn_buf_init(&keep, 1 << 20);
+    conn_open(&sub);
+    connect_as(&sub, "sub", false, NULL, 0);
+    CU_ASSERT_TRUE(out_is(&sub, "\x20\x02\x00\x00", 4));
+    subscribe(&sub, "a/+", 1);
+    CU_ASSERT_TRUE(out_is(&sub, "\x90\x03\x00\x01\x01", 5));
+    conn_open(&pub);
+    connect_as(&pub, "pub", true, NULL, 0);
+    pub.out.len = 0;
+    publish(&pub, "a/b", "hi", 1, 7, false);
+    CU_ASSERT_TRUE(out_is(&pub, "\x40\x02\x00\x07", 4)); /* PUBACK */
+    CU_ASSERT_TRUE_FATAL(next_packet(&sub, &pkt, &keep));
+    CU_ASSERT_EQUAL(pkt.type, TN_MQTT_PUBLISH);
+    CU_ASSERT_EQUAL(pkt.u.publish.qos, 1);
+    CU_ASSERT_FALSE(pkt.u.publish.dup);
+    CU_ASSERT_EQUAL(pkt.u.publish.topic.len, 3);
+    CU_ASSERT_EQUAL(memcmp(pkt.u.publish.topic.p, "a/b", 3), 0);
+    uint16_t pid = pkt.u.publish.pid;
+    /* Not acked: the subscriber drops off and comes back: re-sent with DUP, same id. */
+    conn_close(&sub, TN_CLOSE_PEER);
+    conn_open(&sub);
+    connect_as(&sub, "sub", false, NULL, 0);
+    CU_ASSERT_TRUE_FATAL(next_packet(&sub, &pkt, &keep));
+    CU_ASSERT_EQUAL(pkt.type, TN_MQTT_CONNACK);
+    CU_ASSERT_TRUE(pkt.u.connack.session_present);
+    CU_ASSERT_TRUE_FATAL(next_packet(&sub, &pkt, &keep));
+    CU_ASSERT_EQUAL(pkt.type, TN_MQTT_PUBLISH);
+    CU_ASSERT_TRUE(pkt.u.publish.dup);
+    CU_ASSERT_EQUAL(pkt.u.publish.pid, pid);
+    uint8_t ack[4] = {0x40, 0x02, (uint8_t)(pid >> 8), (uint8_t)pid};
+    CU_ASSERT_EQUAL(feed(&sub, ack, 4), 4);
+    /* clean session 1 discards it */
+    conn_close(&sub, TN_CLOSE_PEER);
+    conn_open(&sub);
+    connect_as(&sub, "sub", true, NULL, 0);
+    CU_ASSERT_TRUE(out_is(&sub, "\x20\x02\x00\x00", 4));
+    publish(&pub, "a/b", "again", 1, 8, false);
+    CU_ASSERT_EQUAL(sub.out.len, 0);
+    conn_close(&sub, TN_CLOSE_PEER);
+    conn_close(&pub, TN_CLOSE_PEER);
+    tn_buf_fini(&keep);
+}
+
+static void
+test_qos2_both_ways(void)
+{
+    fake_io sub, pub;
+    tn_mqtt_packet pkt;
+    tn_buf keep;
+    tn_buf_init(&keep, 1 << 20);
+    conn_open(&sub);
+    connect_as(&sub, "s2", true, NULL, 0);
+    subscribe(&sub, "q", 2);
+    sub.out.len = 0;
+    conn_open(&pub);
+    connect_as(&pub, "p2", true, NULL, 0);
+    pub.out.len = 0;
+    publish(&pub, "q", "x", 2, 9, false);
+    CU_ASSERT_TRUE(out_is(&pub, "\x50\x02\x00\x09", 4)); /* PUBREC */
+    publish(&pub, "q", "x", 2, 9, false); /* re-sent before PUBREL: not published again */
+    CU_ASSERT_TRUE(out_is(&pub, "\x50\x02\x00\x09", 4));
+    static const uint8_t rel[] = {0x62, 0x02, 0x00, 0x09};
+    CU_ASSERT_EQUAL(feed(&pub, rel, 4), 4);
+    CU_ASSERT_TRUE(out_is(&pub, "\x70\x02\x00\x09", 4)); /* PUBCOMP */
+    CU_ASSERT_TRUE_FATAL(next_packet(&sub, &pkt, &keep));
+    CU_ASSERT_EQUAL(pkt.u.publish.qos, 2);
+    CU_ASSERT_EQUAL(sub.out.len, 0); /* exactly once */
+    uint16_t pid = pkt.u.publish.pid;
+    uint8_t rec[4] = {0x50, 0x02, (uint8_t)(pid >> 8), (uint8_t)pid};
+    CU_ASSERT_EQUAL(feed(&sub, rec, 4), 4);
+    uint8_t want_rel[4] = {0x62, 0x02, (uint8_t)(pid >> 8), (uint8_t)pid};
+    CU_ASSERT_TRUE(out_is(&sub, (const char *)want_rel, 4));
+    uint8_t comp[4] = {0x70, 0x02, (uint8_t)(pid >> 8), (uint8_t)pid};
+    CU_ASSERT_EQUAL(feed(&sub, comp, 4), 4);
+    conn_close(&sub, TN_CLOSE_PEER);
+    conn_close(&pub, TN_CLOSE_PEER);
+    tn_buf_fini(&keep);
+}
+
+static void
+test_will(void)
+{
+    fake_io w, obs;
+    tn_mqtt_packet pkt;
+    tn_buf keep;
+    tn_buf_init(&keep, 1 << 20);
+    conn_open(&obs);
+    connect_as(&obs, "obs", true, NULL, 0);
+    subscribe(&obs, "will/#", 1);
+    obs.out.len = 0;
+    /* DISCONNECT: no will */
+    conn_open(&w);
+    connect_as(&w, "w", true, "will/w", 0);
+    static const uint8_t disc[] = {0xe0, 0x00};
+    feed(&w, disc, 2);
+    conn_close(&w, TN_CLOSE_LOCAL);
+    CU_ASSERT_EQUAL(obs.out.len, 0);
+    /* keepalive expiry: will */
+    conn_open(&w);
+    connect_as(&w, "w", true, "will/w", 2);
+    CU_ASSERT_EQUAL(w.deadline, now_ms + 3000);
+    tn_mqtt_adapter.timeout(w.a, now_ms + 3000);
+    CU_ASSERT_TRUE(w.closed);
+    conn_close(&w, TN_CLOSE_LOCAL);
+    CU_ASSERT_TRUE_FATAL(next_packet(&obs, &pkt, &keep));
+    CU_ASSERT_EQUAL(pkt.type, TN_MQTT_PUBLISH);
+    CU_ASSERT_EQUAL(memcmp(pkt.u.publish.payload.p, "bye", 3), 0);
+    /* shutdown: no will */
+    conn_open(&w);
+    connect_as(&w, "w", true, "will/w", 0);
+    conn_close(&w, TN_CLOSE_SHUTDOWN);
+    CU_ASSERT_EQUAL(obs.out.len, 0);
+    conn_close(&obs, TN_CLOSE_PEER);
+    tn_buf_fini(&keep);
+}
+
+static void
+test_takeover_closes_first(void)
+{
+    fake_io a, b;
+    conn_open(&a);
+    connect_as(&a, "dup", false, NULL, 0);
+    conn_open(&b);
+    connect_as(&b, "dup", false, NULL, 0);
+    CU_ASSERT_TRUE(a.closed);
+    CU_ASSERT_TRUE(out_is(&b, "\x20\x02\x01\x00", 4)); /* the session is resumed */
+    conn_close(&a, TN_CLOSE_LOCAL);
+    conn_close(&b, TN_CLOSE_PEER);
+}
+
+static void
+test_retained_then_subscribe(void)
+{
+    fake_io p, s;
+    tn_mqtt_packet pkt;
+    tn_buf keep;
+    tn_buf_init(&keep, 1 << 20);
+    conn_open(&p);
+    connect_as(&p, "rp", true, NULL, 0);
+    publish(&p, "r/1", "kept", 0, 0, true);
+    conn_open(&s);
+    connect_as(&s, "rs", true, NULL, 0);
+    s.out.len = 0;
+    subscribe(&s, "r/+", 0);
+    CU_ASSERT_TRUE_FATAL(next_packet(&s, &pkt, &keep));
+    CU_ASSERT_EQUAL(pkt.type, TN_MQTT_SUBACK); /* SUBACK before the retained message */
+    CU_ASSERT_TRUE_FATAL(next_packet(&s, &pkt, &keep));
+    CU_ASSERT_EQUAL(pkt.type, TN_MQTT_PUBLISH);
+    CU_ASSERT_TRUE(pkt.u.publish.retain);
+    publish(&p, "r/1", "", 0, 0, true); /* clear */
+    s.out.len = 0;
+    subscribe(&s, "r/+", 0);
+    CU_ASSERT_TRUE(out_is(&s, "\x90\x03\x00\x01\x00", 5)); /* nothing retained any more */
+    conn_close(&s, TN_CLOSE_PEER);
+    conn_close(&p, TN_CLOSE_PEER);
+    tn_buf_fini(&keep);
+}
+
+static void
+test_suback_failure_for_bad_filter(void)
+{
+    fake_io f;
+    conn_open(&f);
+    connect_as(&f, "sf", true, NULL, 0);
+    f.out.len = 0;
+    subscribe(&f, "a/#/b", 1);
+    CU_ASSERT_TRUE(out_is(&f, "\x90\x03\x00\x01\x80", 5));
+    subscribe(&f, "a/x*y", 1); /* can't be mapped to the core */
+    CU_ASSERT_TRUE(out_is(&f, "\x90\x03\x00\x01\x80", 5));
+    CU_ASSERT_FALSE(f.closed);
+    conn_close(&f, TN_CLOSE_PEER);
+}
+
+/* A client that publishes to its own subscription faster than it acks: its publishes wait for
+ * flow control, but its PUBACKs must still be read, or it would wait for itself forever. */
+static void
+test_flow_blocked_client_still_acks(void)
+{
+    fake_io f;
+    tn_mqtt_packet pkt;
+    tn_buf keep, in;
+    tn_buf_init(&keep, 1 << 20);
+    tn_buf_init(&in, 1 << 20);
+    conn_open(&f);
+    connect_as(&f, "self", true, NULL, 0);
+    subscribe(&f, "loop", 1);
+    f.out.len = 0;
+    const int n = 300; /* > max_queued (100) + max_inflight (10) */
+    for (int i = 0; i < n; i++) {
+        tn_mqtt_publish p = {.qos = 1, .pid = (uint16_t)(i + 1)};
+        p.topic = (tn_mqtt_bytes){(const uint8_t *)"loop", 4};
+        p.payload = (tn_mqtt_bytes){(const uint8_t *)"x", 1};
+        tn_mqtt_encode_publish(&in, TN_MQTT_V311, &p);
+    }
+    CU_ASSERT_EQUAL(feed(&f, in.data, in.len), (ssize_t)in.len); /* taken, some deferred */
+    int delivered = 0, pubacks = 0, rounds = 0;
+    while ((delivered < n || pubacks < n) && rounds++ < 10000) {
+        in.len = 0;
+        while (next_packet(&f, &pkt, &keep)) {
+            if (pkt.type == TN_MQTT_PUBLISH) {
+                delivered++;
+                tn_mqtt_encode_ack(&in, TN_MQTT_V311, TN_MQTT_PUBACK, pkt.u.publish.pid, 0);
+            } else if (pkt.type == TN_MQTT_PUBACK) {
+                pubacks++;
+            }
+        }
+        if (rounds == 1)
+            CU_ASSERT_TRUE(pubacks < n); /* the rest of the publishes were made to wait */
+        if (in.len)
+            CU_ASSERT_EQUAL(feed(&f, in.data, in.len), (ssize_t)in.len);
+        if (f.woken) { /* what net does on wake: input() again on the next loop turn */
+            f.woken = 0;
+            CU_ASSERT_EQUAL(feed(&f, NULL, 0), 0);
+        }
+    }
+    CU_ASSERT_EQUAL(delivered, n);
+    CU_ASSERT_EQUAL(pubacks, n);
+    CU_ASSERT_FALSE(f.paused);
+    conn_close(&f, TN_CLOSE_PEER);
+    tn_buf_fini(&keep);
+    tn_buf_fini(&in);
+}
+
+static void
+test_name_mapping(void)
+{
+    char core[16];
+    tn_mqtt_to_core((const uint8_t *)"a/b.c/+/#", 9, core);
+    CU_ASSERT_EQUAL(memcmp(core, "a.b/c.*.>", 9), 0);
+    uint8_t back[16];
+    tn_mqtt_from_core("a.b/c", 5, back);
+    CU_ASSERT_EQUAL(memcmp(back, "a/b.c", 5), 0);
+}
+
+int
+main(void)
+{
+    tn_log_set_level(TN_LOG_ERROR);
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("mqtt_adapter", setup, teardown);
+    CU_add_test(s, "connect_accepted", test_connect_accepted);
+    CU_add_test(s, "bad_version_connack_1", test_bad_version_gets_connack_1);
+    CU_add_test(s, "bad_protocol_name", test_bad_protocol_name_closes_silently);
+    CU_add_test(s, "first_packet_connect", test_first_packet_must_be_connect);
+    CU_add_test(s, "second_connect", test_second_connect_closes);
+    CU_add_test(s, "empty_client_id", test_empty_client_id);
+    CU_add_test(s, "bad_publish_topics", test_bad_publish_topics_close);
+    CU_add_test(s, "pubsub_qos1_session_present", test_pubsub_qos1_and_session_present);
+    CU_add_test(s, "qos2_both_ways", test_qos2_both_ways);
+    CU_add_test(s, "will", test_will);
+    CU_add_test(s, "takeover", test_takeover_closes_first);
+    CU_add_test(s, "retained", test_retained_then_subscribe);
+    CU_add_test(s, "suback_failure", test_suback_failure_for_bad_filter);
+    CU_add_test(s, "flow_blocked_client_acks", test_flow_blocked_client_still_acks);
+    CU_add_test(s, "name_mapping", test_name_mapping);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return bad ? 1 : 0;
+}

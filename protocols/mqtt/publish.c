@@ -1,0 +1,114 @@
+/* PUBLISH both ways, and the acks of QoS 1 (PUBACK) and QoS 2 (PUBREC, PUBREL, PUBCOMP). */
+#include "protocols/mqtt/mqtt_int.h"
+
+int
+tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p)
+{
+    tn_mqtt *m = c->m;
+    tn_buf *out = c->io->out(c->ioc);
+    if (p->qos == 2 && !tn_session_rx_mark(c->s, p->pid)) {
+        /* A re-sent QoS 2 message we already published: acknowledge only [MQTT-4.3.3-2]. */
+        return tn_mqtt__out_result(c,
+                                   tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBREC, p->pid, 0));
+    }
+    const char *name = tn_mqtt__core_name(m, p->topic.p, p->topic.len);
+    tn_message *msg =
+        tn_message_new(name, p->topic.len, p->payload.p, p->payload.len, p->qos, p->retain);
+    if (!msg) {
+        tn_log_error("MQTT-NOMEM", "%s: out of memory for a %u byte message, closing",
+                     c->io->peer(c->ioc), p->payload.len);
+        return TN_ENOMEM;
+    }
+    tn_broker_publish(m->broker, msg, &c->flow);
+    tn_message_unref(msg);
+    if (p->qos == 1)
+        return tn_mqtt__out_result(c,
+                                   tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBACK, p->pid, 0));
+    if (p->qos == 2)
+        return tn_mqtt__out_result(c,
+                                   tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBREC, p->pid, 0));
+    return 0;
+}
+
+/* The unacked delivery with packet id pid; acks mostly come in order, so the first is usual. */
+static tn_delivery *
+find_unacked(mconn *c, uint16_t pid)
+{
+    tn_consumer *con = tn_session_consumer(c->s);
+    if (!con)
+        return NULL;
+    for (tn_delivery *d = tn_queue_unacked_first(con); d; d = tn_queue_unacked_next(d))
+        if (d->tag == pid)
+            return d;
+    return NULL;
+}
+
+static void
+finish(mconn *c, tn_delivery *d)
+{
+    tn_session_tx_free(c->s, d->tag);
+    tn_queue_ack(d);
+}
+
+int
+tn_mqtt__ack(mconn *c, tn_mqtt_type type, uint16_t pid)
+{
+    tn_buf *out = c->io->out(c->ioc);
+    tn_delivery *d;
+    switch (type) {
+    case TN_MQTT_PUBACK:
+        d = find_unacked(c, pid);
+        if (d && d->qos == 1)
+            finish(c, d);
+        else
+            tn_log_debug("MQTT-ACK-UNKNOWN", "%s: PUBACK for unknown id %u", c->io->peer(c->ioc),
+                         pid);
+        return 0;
+    case TN_MQTT_PUBREC:
+        d = find_unacked(c, pid);
+        if (d && d->qos == 2)
+            d->state = DELIVERY_PUBREL; /* from now on we re-send PUBREL, never PUBLISH */
+        return tn_mqtt__out_result(c, tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBREL, pid, 0));
+    case TN_MQTT_PUBCOMP:
+        d = find_unacked(c, pid);
+        if (d && d->qos == 2 && d->state == DELIVERY_PUBREL)
+            finish(c, d);
+        return 0;
+    case TN_MQTT_PUBREL:
+        tn_session_rx_release(c->s, pid); /* the id may be used for a new message now */
+        return tn_mqtt__out_result(c, tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBCOMP, pid, 0));
+    default:
+        return TN_EINVAL;
+    }
+}
+
+int
+tn_mqtt__deliver(void *ctx, tn_delivery *d)
+{
+    mconn *c = ctx;
+    if (c->state != ST_CONNECTED || c->io->out_full(c->ioc))
+        return TN_EAGAIN;
+    tn_buf *out = c->io->out(c->ioc);
+    if (d->qos > 0 && d->tag == 0) {
+        d->tag = tn_session_tx_alloc(c->s);
+        if (d->tag == 0)
+            return TN_EAGAIN; /* all 65535 ids in flight: cannot happen with max_inflight */
+    }
+    if (d->state == DELIVERY_PUBREL)
+        return tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBREL, d->tag, 0) == 0 ? 0 : TN_EAGAIN;
+    tn_mqtt *m = c->m;
+    const tn_message *msg = d->msg;
+    m->topic.len = 0;
+    uint8_t *topic = tn_buf_reserve(&m->topic, msg->name_len + 1);
+    tn_assert(topic || msg->name_len == 0);
+    tn_mqtt_from_core(msg->name, msg->name_len, topic);
+    tn_mqtt_publish p = {
+        .qos = d->qos,
+        .dup = d->qos > 0 && d->count > 1,                /* re-sent [MQTT-3.3.1-1] */
+        .retain = (d->flags & TN_DELIVERY_RETAINED) != 0, /* [MQTT-3.3.1-8] [MQTT-3.3.1-9] */
+        .topic = {topic, msg->name_len},
+        .pid = d->tag,
+        .payload = {msg->payload, msg->payload_len},
+    };
+    return tn_mqtt_encode_publish(out, c->version, &p) == 0 ? 0 : TN_EAGAIN;
+}

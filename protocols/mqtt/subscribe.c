@@ -1,0 +1,59 @@
+/* SUBSCRIBE and UNSUBSCRIBE. */
+#include "protocols/mqtt/mqtt_int.h"
+
+#include "core/topictree/topictree.h"
+
+#include <stdlib.h>
+
+/* The granted QoS for one SUBSCRIBE entry, or TN_MQTT_SUBACK_FAILURE for a bad filter. */
+static uint8_t
+grant(mconn *c, tn_mqtt_bytes f, uint8_t opts)
+{
+    if (!tn_mqtt_filter_valid(f.p, f.len))
+        return TN_MQTT_SUBACK_FAILURE;
+    /* '*' or '>' inside an MQTT level would read as wildcards in the core ('a*b' can't be
+     * mapped): refuse those filters rather than match the wrong topics. */
+    if (!tn_topictree_filter_valid(tn_mqtt__core_name(c->m, f.p, f.len)))
+        return TN_MQTT_SUBACK_FAILURE;
+    return opts & 3;
+}
+
+int
+tn_mqtt__subscribe(mconn *c, const tn_mqtt_list *l)
+{
+    uint8_t stack_rcs[64];
+    uint8_t *rcs = l->count <= 64 ? stack_rcs : tn_xmalloc(l->count);
+    tn_mqtt_list_iter it;
+    tn_mqtt_bytes f;
+    uint8_t opts;
+    uint32_t i = 0;
+    /* SUBACK first, then the retained messages the new subscriptions bring. */
+    tn_mqtt_list_begin(l, &it);
+    while (tn_mqtt_list_next(&it, TN_MQTT_SUBSCRIBE, &f, &opts) && i < l->count)
+        rcs[i++] = grant(c, f, opts);
+    int rc = tn_mqtt_encode_suback(c->io->out(c->ioc), c->version, l->pid, rcs, i);
+    if (rc == 0) {
+        i = 0;
+        tn_mqtt_list_begin(l, &it);
+        while (tn_mqtt_list_next(&it, TN_MQTT_SUBSCRIBE, &f, &opts) && i < l->count) {
+            if (rcs[i++] != TN_MQTT_SUBACK_FAILURE)
+                tn_session_subscribe(c->s, tn_mqtt__core_name(c->m, f.p, f.len), opts & 3);
+        }
+    }
+    if (rcs != stack_rcs)
+        free(rcs);
+    return tn_mqtt__out_result(c, rc);
+}
+
+int
+tn_mqtt__unsubscribe(mconn *c, const tn_mqtt_list *l)
+{
+    tn_mqtt_list_iter it;
+    tn_mqtt_bytes f;
+    uint8_t opts;
+    tn_mqtt_list_begin(l, &it);
+    while (tn_mqtt_list_next(&it, TN_MQTT_UNSUBSCRIBE, &f, &opts))
+        tn_session_unsubscribe(c->s, tn_mqtt__core_name(c->m, f.p, f.len)); /* absent is fine */
+    return tn_mqtt__out_result(
+        c, tn_mqtt_encode_ack(c->io->out(c->ioc), c->version, TN_MQTT_UNSUBACK, l->pid, 0));
+}

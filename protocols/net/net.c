@@ -1,0 +1,563 @@
+#include "protocols/net/net.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define READ_CHUNK 65536
+#define SWEEP_MS 250
+
+typedef struct conn conn;
+
+/* An output buffer being written asynchronously (only when a direct write came up short). */
+typedef struct wreq {
+    uv_write_t req;
+    tn_buf buf;
+} wreq;
+
+struct conn {
+    uv_tcp_t tcp; /* first: the handle's address is the conn's */
+    tn_net *net;
+    const tn_adapter_ops *ops;
+    void *a;
+    tn_buf in;  /* unparsed input */
+    tn_buf out; /* output not yet handed to the kernel */
+    wreq *wr;   /* async write in flight, or NULL */
+    uint64_t deadline;
+    conn *next, *prev; /* all connections */
+    conn *dirty_next;  /* output or input waiting for this loop turn's prepare */
+    int close_reason;
+    bool dirty;
+    bool closing;        /* no more input; uv_close once output is flushed */
+    bool handle_closing; /* uv_close called */
+    bool paused;         /* the adapter paused input */
+    bool wake;           /* the adapter asked for input() again */
+    bool reading;
+    bool full; /* out_full() said true; drained() is due once below half */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+};
+
+typedef struct listener {
+    uv_tcp_t tcp;
+    tn_net *net;
+    const tn_adapter_ops *ops;
+    void *proto;
+    struct listener *next;
+} listener;
+
+struct tn_net {
+    uv_loop_t *loop;
+    tn_net_limits limits;
+    uv_prepare_t prepare;
+    uv_timer_t sweep;
+    listener *listeners;
+    conn *conns;
+    conn *dirty;
+    uint32_t n_conns;
+    uint32_t n_handles; /* open handles, for shutdown */
+    bool closing;
+    bool warned_max;
+    void (*done)(void *arg);
+    void *done_arg;
+    char peerbuf[64];
+    uint8_t rbuf[READ_CHUNK];
+};
+
+static void conn_update_reading(conn *c);
+static void conn_flush(conn *c);
+static const char *io_peer(void *ctx);
+
+static size_t
+pending_out(const conn *c)
+{
+    return c->out.len + (c->wr ? c->wr->buf.len : 0);
+}
+
+static void
+mark_dirty(conn *c)
+{
+    if (c->dirty || c->handle_closing)
+        return;
+    c->dirty = true;
+    c->dirty_next = c->net->dirty;
+    c->net->dirty = c;
+}
+
+static void
+handle_closed(tn_net *n)
+{
+    if (--n->n_handles == 0 && n->closing && n->done)
+        n->done(n->done_arg);
+}
+
+static void
+conn_close_cb(uv_handle_t *h)
+{
+    conn *c = (conn *)h;
+    tn_net *n = c->net;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        n->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    n->n_conns--;
+    if (c->a)
+        c->ops->closed(c->a, c->close_reason);
+    tn_buf_fini(&c->in);
+    tn_buf_fini(&c->out);
+    free(c);
+    handle_closed(n);
+}
+
+/* Closes the socket now; pending output is dropped. */
+static void
+conn_abort(conn *c, int reason)
+{
+    if (c->handle_closing)
+        return;
+    if (!c->closing)
+        c->close_reason = reason;
+    c->closing = true;
+    c->handle_closing = true;
+    uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+}
+
+static void
+conn_maybe_finish(conn *c)
+{
+    if (c->closing && !c->handle_closing && pending_out(c) == 0)
+        conn_abort(c, c->close_reason);
+}
+
+static void
+write_cb(uv_write_t *req, int status)
+{
+    wreq *w = (wreq *)req;
+    conn *c = req->data;
+    tn_buf_fini(&w->buf);
+    free(w);
+    c->wr = NULL;
+    if (c->handle_closing)
+        return;
+    if (status < 0) {
+        tn_log_debug("NET-WRITE-FAIL", "%s: write failed: %s", io_peer(c), uv_strerror(status));
+        conn_abort(c, TN_CLOSE_PEER);
+        return;
+    }
+    conn_flush(c);
+}
+
+/* Hands c's output to the kernel: directly when it takes it all, else one async write. */
+static void
+conn_flush(conn *c)
+{
+    if (c->handle_closing)
+        return;
+    if (!c->wr && c->out.len > 0) {
+        uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r == UV_EAGAIN || r == UV_ENOSYS)
+            r = 0;
+        if (r < 0) {
+            conn_abort(c, TN_CLOSE_PEER);
+            return;
+        }
+        if ((size_t)r == c->out.len) {
+            tn_buf_reset(&c->out); /* idle connections keep no output memory */
+        } else {
+            if (r > 0)
+                tn_buf_consume(&c->out, (size_t)r);
+            wreq *w = tn_xmalloc(sizeof *w);
+            w->buf = c->out;
+            w->req.data = c;
+            tn_buf_init(&c->out, c->out.max);
+            c->wr = w;
+            b = uv_buf_init((char *)w->buf.data, (unsigned)w->buf.len);
+            r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
+            if (r < 0) {
+                c->wr = NULL;
+                tn_buf_fini(&w->buf);
+                free(w);
+                conn_abort(c, TN_CLOSE_PEER);
+                return;
+            }
+        }
+    }
+    size_t pend = pending_out(c);
+    if (c->full && pend < c->net->limits.max_output / 2) {
+        c->full = false;
+        if (!c->closing)
+            c->ops->drained(c->a);
+    }
+    conn_maybe_finish(c);
+}
+
+static void
+alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    conn *c = (conn *)h;
+    *buf = uv_buf_init((char *)c->net->rbuf, sizeof c->net->rbuf);
+}
+
+/* Offers p[0..len) to the adapter; keeps what it did not consume in c->in. from_in: p is c->in. */
+static void
+conn_feed(conn *c, const uint8_t *p, size_t len, bool from_in)
+{
+    ssize_t used = c->ops->input(c->a, p, len);
+    if (used < 0) {
+        /* The adapter queued its error reply: write it, then close. */
+        c->closing = true;
+        c->close_reason = TN_CLOSE_LOCAL;
+        conn_update_reading(c);
+        mark_dirty(c);
+        return;
+    }
+    if (c->closing)
+        return;
+    size_t rest = len - (size_t)used;
+    if (from_in) {
+        tn_buf_consume(&c->in, (size_t)used);
+        if (c->in.len == 0)
+            tn_buf_reset(&c->in);
+    } else if (rest > 0 && tn_buf_append(&c->in, p + used, rest) != 0) {
+        tn_log_warn("NET-INPUT-LIMIT",
+                    "%s: %zu unparsed input bytes over the %u byte limit, closing", io_peer(c),
+                    rest, c->net->limits.max_input);
+        conn_abort(c, TN_CLOSE_LOCAL);
+        return;
+    }
+}
+
+static void
+read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn *c = (conn *)s;
+    if (nread == 0 || c->closing)
+        return;
+    if (nread < 0) {
+        conn_abort(c, TN_CLOSE_PEER);
+        return;
+    }
+    const uint8_t *p = (const uint8_t *)buf->base;
+    if (c->in.len == 0) {
+        conn_feed(c, p, (size_t)nread, false);
+    } else if (tn_buf_append(&c->in, p, (size_t)nread) != 0) {
+        tn_log_warn("NET-INPUT-LIMIT", "%s: unparsed input over the %u byte limit, closing",
+                    io_peer(c), c->net->limits.max_input);
+        conn_abort(c, TN_CLOSE_LOCAL);
+        return;
+    } else {
+        conn_feed(c, c->in.data, c->in.len, true);
+    }
+    mark_dirty(c);
+}
+
+static void
+conn_update_reading(conn *c)
+{
+    bool want = !c->closing && !c->paused;
+    if (want == c->reading || c->handle_closing)
+        return;
+    if (want)
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    else
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = want;
+    /* Input kept while paused may hold whole packets: offer it again this loop turn. */
+    if (want && c->in.len > 0)
+        mark_dirty(c);
+}
+
+static void
+prepare_cb(uv_prepare_t *h)
+{
+    tn_net *n = h->data;
+    /* Input first (resumed connections), then every output: one write per connection. */
+    while (n->dirty) {
+        conn *list = n->dirty;
+        n->dirty = NULL;
+        for (conn *c = list; c; c = c->dirty_next)
+            c->dirty = false;
+        for (conn *c = list, *next; c; c = next) {
+            next = c->dirty_next;
+            bool wake = c->wake;
+            c->wake = false;
+            if (c->reading && (c->in.len > 0 || wake) && !c->handle_closing)
+                conn_feed(c, c->in.data, c->in.len, true);
+        }
+        for (conn *c = list, *next; c; c = next) {
+            next = c->dirty_next;
+            conn_flush(c);
+        }
+    }
+}
+
+/* tn_io for TCP connections */
+static tn_buf *
+io_out(void *ctx)
+{
+    conn *c = ctx;
+    mark_dirty(c);
+    return &c->out;
+}
+
+static bool
+io_out_full(void *ctx)
+{
+    conn *c = ctx;
+    if (pending_out(c) >= c->net->limits.max_output)
+        c->full = true;
+    return c->full;
+}
+
+static void
+io_close(void *ctx)
+{
+    conn *c = ctx;
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->close_reason = TN_CLOSE_LOCAL;
+    conn_update_reading(c);
+    mark_dirty(c);
+}
+
+static void
+io_pause(void *ctx, bool paused)
+{
+    conn *c = ctx;
+    c->paused = paused;
+    conn_update_reading(c);
+}
+
+static void
+io_wake(void *ctx)
+{
+    conn *c = ctx;
+    c->wake = true;
+    mark_dirty(c);
+}
+
+static void
+io_set_deadline(void *ctx, uint64_t at)
+{
+    ((conn *)ctx)->deadline = at;
+}
+
+static uint64_t
+io_now(void *ctx)
+{
+    return uv_now(((conn *)ctx)->net->loop);
+}
+
+static const char *
+io_peer(void *ctx)
+{
+    conn *c = ctx;
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (c->peer.sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &c->peer.in4.sin_addr, host, sizeof host);
+        port = ntohs(c->peer.in4.sin_port);
+        snprintf(c->net->peerbuf, sizeof c->net->peerbuf, "%s:%u", host, port);
+    } else if (c->peer.sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, host, sizeof host);
+        port = ntohs(c->peer.in6.sin6_port);
+        snprintf(c->net->peerbuf, sizeof c->net->peerbuf, "[%s]:%u", host, port);
+    } else {
+        snprintf(c->net->peerbuf, sizeof c->net->peerbuf, "unknown");
+    }
+    return c->net->peerbuf;
+}
+
+static const tn_io tcp_io = {
+    .out = io_out,
+    .out_full = io_out_full,
+    .close = io_close,
+    .pause = io_pause,
+    .wake = io_wake,
+    .set_deadline = io_set_deadline,
+    .now = io_now,
+    .peer = io_peer,
+};
+
+static void
+refused_close_cb(uv_handle_t *h)
+{
+    conn *c = (conn *)h;
+    tn_net *n = c->net;
+    free(c);
+    handle_closed(n);
+}
+
+static void
+connection_cb(uv_stream_t *server, int status)
+{
+    listener *l = server->data;
+    tn_net *n = l->net;
+    if (status < 0) {
+        tn_log_warn("NET-ACCEPT-FAIL", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    conn *c = tn_xcalloc(1, sizeof *c);
+    c->net = n;
+    c->ops = l->ops;
+    tn_buf_init(&c->in, n->limits.max_input);
+    tn_buf_init(&c->out, (size_t)n->limits.max_output * 2 + n->limits.max_input);
+    uv_tcp_init(n->loop, &c->tcp);
+    n->n_handles++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || n->closing ||
+        n->n_conns >= n->limits.max_connections) {
+        if (n->n_conns >= n->limits.max_connections && !n->warned_max) {
+            n->warned_max = true;
+            tn_log_warn("NET-MAX-CONN", "%u connections open (max_connections): refusing new ones",
+                        n->n_conns);
+        }
+        uv_close((uv_handle_t *)&c->tcp, refused_close_cb);
+        return;
+    }
+    if (n->n_conns < n->limits.max_connections / 2)
+        n->warned_max = false;
+    int len = sizeof c->peer;
+    uv_tcp_getpeername(&c->tcp, &c->peer.sa, &len);
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->next = n->conns;
+    if (n->conns)
+        n->conns->prev = c;
+    n->conns = c;
+    n->n_conns++;
+    c->a = l->ops->open(l->proto, &tcp_io, c);
+    if (!c->a) {
+        conn_abort(c, TN_CLOSE_LOCAL);
+        return;
+    }
+    conn_update_reading(c);
+}
+
+static void
+sweep_cb(uv_timer_t *t)
+{
+    tn_net *n = t->data;
+    uint64_t now = uv_now(n->loop);
+    for (conn *c = n->conns; c; c = c->next) {
+        if (c->deadline && c->deadline <= now && !c->closing) {
+            c->deadline = 0;
+            c->ops->timeout(c->a, now);
+        }
+    }
+}
+
+tn_net *
+tn_net_new(uv_loop_t *loop, const tn_net_limits *limits)
+{
+    tn_net *n = tn_xcalloc(1, sizeof *n);
+    n->loop = loop;
+    n->limits = *limits;
+    uv_prepare_init(loop, &n->prepare);
+    n->prepare.data = n;
+    uv_prepare_start(&n->prepare, prepare_cb);
+    uv_timer_init(loop, &n->sweep);
+    n->sweep.data = n;
+    uv_timer_start(&n->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
+    uv_unref((uv_handle_t *)&n->sweep);
+    n->n_handles = 2;
+    return n;
+}
+
+int
+tn_net_listen(tn_net *n, const char *address, uint16_t port, const tn_adapter_ops *ops, void *proto,
+              uint16_t *bound)
+{
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } addr;
+    int r;
+    if (strchr(address, ':'))
+        r = uv_ip6_addr(address, port, &addr.in6);
+    else
+        r = uv_ip4_addr(address, port, &addr.in4);
+    if (r != 0)
+        return TN_EINVAL;
+    listener *l = tn_xcalloc(1, sizeof *l);
+    l->net = n;
+    l->ops = ops;
+    l->proto = proto;
+    uv_tcp_init(n->loop, &l->tcp);
+    l->tcp.data = l;
+    n->n_handles++;
+    l->next = n->listeners;
+    n->listeners = l;
+    r = uv_tcp_bind(&l->tcp, &addr.sa, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&l->tcp, 1024, connection_cb);
+    if (r != 0) {
+        tn_log_error("NET-LISTEN-FAIL", "cannot listen on %s port %u: %s", address, port,
+                     uv_strerror(r));
+        return TN_EIO;
+    }
+    int len = sizeof addr;
+    uv_tcp_getsockname(&l->tcp, &addr.sa, &len);
+    if (bound)
+        *bound = ntohs(addr.sa.sa_family == AF_INET6 ? addr.in6.sin6_port : addr.in4.sin_port);
+    return 0;
+}
+
+static void
+plain_close_cb(uv_handle_t *h)
+{
+    handle_closed(h->data);
+}
+
+static void
+listener_close_cb(uv_handle_t *h)
+{
+    listener *l = h->data;
+    tn_net *n = l->net;
+    free(l);
+    handle_closed(n);
+}
+
+void
+tn_net_close(tn_net *n, void (*done)(void *arg), void *arg)
+{
+    n->closing = true;
+    n->done = done;
+    n->done_arg = arg;
+    for (listener *l = n->listeners; l; l = l->next)
+        uv_close((uv_handle_t *)&l->tcp, listener_close_cb);
+    n->listeners = NULL;
+    for (conn *c = n->conns; c; c = c->next) {
+        if (!c->handle_closing) {
+            c->close_reason = TN_CLOSE_SHUTDOWN;
+            c->closing = false; /* so conn_abort records the shutdown reason */
+            conn_abort(c, TN_CLOSE_SHUTDOWN);
+        }
+    }
+    n->prepare.data = n;
+    n->sweep.data = n;
+    uv_close((uv_handle_t *)&n->prepare, plain_close_cb);
+    uv_close((uv_handle_t *)&n->sweep, plain_close_cb);
+}
+
+void
+tn_net_free(tn_net *n)
+{
+    free(n);
+}
+
+uint32_t
+tn_net_connections(const tn_net *n)
+{
+    return n->n_conns;
+}

@@ -1,0 +1,226 @@
+/* ternd: the Tern broker daemon. */
+#include "conf/conf.h"
+#include "core/base/base.h"
+#include "core/broker/broker.h"
+#include "protocols/mqtt/mqtt.h"
+#include "protocols/net/net.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+static const char usage[] =
+    "Usage: ternd [OPTION]...\n"
+    "Tern message broker: MQTT 3.1.1 on one event loop.\n"
+    "\n"
+    "  -c, --config FILE      read FILE (YAML; see conf/tern.conf); without it the built-in\n"
+    "                         defaults apply: MQTT on 127.0.0.1:1883, data in ./data\n"
+    "  -l, --listen URL       listen on URL, e.g. mqtt://127.0.0.1:1883 or mqtt://[::1]:1883;\n"
+    "                         repeatable; replaces the config's listeners; port 0 picks a free\n"
+    "                         port (the TERN-READY log line tells which)\n"
+    "  -d, --data DIR         keep data in DIR (created if missing)\n"
+    "      --log-level LEVEL  error, warn, info or debug\n"
+    "  -h, --help             show this help and exit\n"
+    "  -V, --version          show the version and exit\n"
+    "\n"
+    "SIGINT or SIGTERM shut the broker down cleanly.\n";
+
+typedef struct ternd {
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm;
+    tn_net *net;
+    bool stopping;
+} ternd;
+
+static void
+signal_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    ternd *t = h->data;
+    if (t->stopping)
+        return;
+    t->stopping = true;
+    tn_log_info("TERN-STOP", "signal %d: shutting down", signum);
+    tn_net_close(t->net, NULL, NULL);
+    uv_close((uv_handle_t *)&t->sigint, signal_closed);
+    uv_close((uv_handle_t *)&t->sigterm, signal_closed);
+}
+
+/* mkdir -p */
+static int
+make_dirs(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return -1;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN); /* a write to a reset peer must not kill the broker */
+    enum { OPT_LOG_LEVEL = 256 };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, 'l'},
+        {"data", required_argument, NULL, 'd'},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL, *data = NULL, *level = NULL;
+    tn_conf_listener *listen = NULL;
+    size_t n_listen = 0;
+    char err[512];
+    int ret = 1;
+    tn_conf conf;
+    tn_conf_init(&conf);
+
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:l:d:hV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'l':
+            listen = tn_xrealloc(listen, (n_listen + 1) * sizeof *listen);
+            if (tn_conf_parse_listen_url(optarg, &listen[n_listen], err, sizeof err) != 0) {
+                fprintf(stderr, "ternd: --listen %s: %s\n", optarg, err);
+                goto out;
+            }
+            n_listen++;
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case OPT_LOG_LEVEL:
+            level = optarg;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            ret = 0;
+            goto out;
+        case 'V':
+            printf("ternd %s\n", TERN_VERSION);
+            ret = 0;
+            goto out;
+        default:
+            fputs("Try 'ternd --help'.\n", stderr);
+            ret = 2;
+            goto out;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ternd: unexpected argument '%s'\nTry 'ternd --help'.\n", argv[optind]);
+        ret = 2;
+        goto out;
+    }
+    if (config && tn_conf_load_file(&conf, config, err, sizeof err) != 0) {
+        fprintf(stderr, "ternd: %s\n", err);
+        goto out;
+    }
+    if (n_listen)
+        tn_conf_set_listeners(&conf, listen, n_listen);
+    if (data) {
+        free(conf.data_dir);
+        conf.data_dir = tn_xstrdup(data);
+    }
+    if (level) {
+        free(conf.log_level);
+        conf.log_level = tn_xstrdup(level);
+    }
+    if (tn_conf_validate(&conf, err, sizeof err) != 0) {
+        fprintf(stderr, "ternd: %s\n", err);
+        goto out;
+    }
+    tn_log_level lvl = TN_LOG_INFO;
+    tn_log_parse_level(conf.log_level, &lvl);
+    tn_log_set_level(lvl);
+    if (make_dirs(conf.data_dir) != 0) {
+        tn_log_error("TERN-DATA-DIR", "cannot create data folder %s: %s", conf.data_dir,
+                     strerror(errno));
+        goto out;
+    }
+
+    ternd t = {0};
+    uv_loop_init(&t.loop);
+    tn_broker_limits bl = {
+        .max_inflight = conf.limits.max_inflight,
+        .max_queued = conf.limits.max_queued_messages,
+        .max_offline = conf.limits.max_offline_messages,
+    };
+    tn_broker *broker = tn_broker_new(&bl);
+    tn_mqtt_conf mc = {.max_packet = conf.limits.max_packet_size, .connect_timeout_ms = 10000};
+    tn_mqtt *mqtt = tn_mqtt_new(broker, &mc);
+    tn_net_limits nl = {
+        .max_connections = conf.limits.max_connections,
+        .max_input = conf.limits.max_packet_size + 8,
+        .max_output = conf.limits.max_output_buffer,
+    };
+    t.net = tn_net_new(&t.loop, &nl);
+    bool ok = true;
+    for (size_t i = 0; i < conf.n_listeners && ok; i++) {
+        tn_conf_listener *l = &conf.listeners[i];
+        const char *scheme = tn_conf_proto_name(l->proto);
+        if (l->proto != TN_PROTO_MQTT) {
+            tn_log_error("TERN-LISTEN-PROTO", "%s:// listeners are not supported yet", scheme);
+            ok = false;
+            break;
+        }
+        uint16_t port = 0;
+        if (tn_net_listen(t.net, l->address, l->port, &tn_mqtt_adapter, mqtt, &port) != 0) {
+            ok = false;
+            break;
+        }
+        bool v6 = strchr(l->address, ':') != NULL;
+        tn_log_info("TERN-READY", "listening on %s://%s%s%s:%u", scheme, v6 ? "[" : "", l->address,
+                    v6 ? "]" : "", port);
+    }
+    if (ok) {
+        uv_signal_init(&t.loop, &t.sigint);
+        uv_signal_init(&t.loop, &t.sigterm);
+        t.sigint.data = t.sigterm.data = &t;
+        uv_signal_start(&t.sigint, on_signal, SIGINT);
+        uv_signal_start(&t.sigterm, on_signal, SIGTERM);
+        tn_log_info("TERN-START", "ternd %s started, data in %s", TERN_VERSION, conf.data_dir);
+    } else {
+        tn_net_close(t.net, NULL, NULL);
+    }
+    uv_run(&t.loop, UV_RUN_DEFAULT);
+    tn_net_free(t.net);
+    tn_mqtt_free(mqtt);
+    tn_broker_free(broker);
+    if (uv_loop_close(&t.loop) != 0)
+        tn_log_warn("TERN-LEAK", "event loop closed with open handles");
+    if (ok)
+        tn_log_info("TERN-STOPPED", "ternd stopped");
+    ret = ok ? 0 : 1;
+out:
+    for (size_t i = 0; i < n_listen; i++)
+        tn_conf_listener_fini(&listen[i]);
+    free(listen);
+    tn_conf_fini(&conf);
+    return ret;
+}
