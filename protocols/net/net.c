@@ -28,13 +28,14 @@ struct conn {
     wreq *wr;   /* async write in flight, or NULL */
     uint64_t deadline;
     conn *next, *prev; /* all connections */
-    conn *dirty_next;  /* output or input waiting for this loop turn's prepare */
+    conn *dirty_next;  /* in net's dirty list: output to write this loop turn */
+    conn *wake_next;   /* in net's wake list: input() to call again this loop turn */
     int close_reason;
     bool dirty;
+    bool woken;
     bool closing;        /* no more input; uv_close once output is flushed */
     bool handle_closing; /* uv_close called */
     bool paused;         /* the adapter paused input */
-    bool wake;           /* the adapter asked for input() again */
     bool reading;
     bool full; /* out_full() said true; drained() is due once below half */
     union {
@@ -60,6 +61,7 @@ struct tn_net {
     listener *listeners;
     conn *conns;
     conn *dirty;
+    conn *wakeq;
     uint32_t n_conns;
     uint32_t n_handles; /* open handles, for shutdown */
     bool closing;
@@ -90,6 +92,17 @@ mark_dirty(conn *c)
     c->net->dirty = c;
 }
 
+/* Queues c for input() in this loop turn's prepare (unparsed input, or the adapter asked). */
+static void
+mark_woken(conn *c)
+{
+    if (c->woken || c->handle_closing)
+        return;
+    c->woken = true;
+    c->wake_next = c->net->wakeq;
+    c->net->wakeq = c;
+}
+
 static void
 handle_closed(tn_net *n)
 {
@@ -97,11 +110,32 @@ handle_closed(tn_net *n)
         n->done(n->done_arg);
 }
 
+/* Removes c from the loop-turn lists it may still be on (it is about to be freed). */
+static void
+unlist(conn *c)
+{
+    tn_net *n = c->net;
+    if (c->dirty)
+        for (conn **pp = &n->dirty; *pp; pp = &(*pp)->dirty_next)
+            if (*pp == c) {
+                *pp = c->dirty_next;
+                break;
+            }
+    if (c->woken)
+        for (conn **pp = &n->wakeq; *pp; pp = &(*pp)->wake_next)
+            if (*pp == c) {
+                *pp = c->wake_next;
+                break;
+            }
+    c->dirty = c->woken = false;
+}
+
 static void
 conn_close_cb(uv_handle_t *h)
 {
     conn *c = (conn *)h;
     tn_net *n = c->net;
+    unlist(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -274,28 +308,29 @@ conn_update_reading(conn *c)
     c->reading = want;
     /* Input kept while paused may hold whole packets: offer it again this loop turn. */
     if (want && c->in.len > 0)
-        mark_dirty(c);
+        mark_woken(c);
 }
 
+/*
+ * Once per loop turn, before polling: first input() for connections that asked for it, then one
+ * write per connection with output. Each list is popped one node at a time because handling one
+ * connection can queue others (a delivery to a subscriber, a producer woken by flow control).
+ */
 static void
 prepare_cb(uv_prepare_t *h)
 {
     tn_net *n = h->data;
-    /* Input first (resumed connections), then every output: one write per connection. */
-    while (n->dirty) {
-        conn *list = n->dirty;
-        n->dirty = NULL;
-        for (conn *c = list; c; c = c->dirty_next)
-            c->dirty = false;
-        for (conn *c = list, *next; c; c = next) {
-            next = c->dirty_next;
-            bool wake = c->wake;
-            c->wake = false;
-            if (c->reading && (c->in.len > 0 || wake) && !c->handle_closing)
+    while (n->wakeq || n->dirty) {
+        conn *c;
+        while ((c = n->wakeq)) {
+            n->wakeq = c->wake_next;
+            c->woken = false;
+            if (!c->closing && !c->handle_closing)
                 conn_feed(c, c->in.data, c->in.len, true);
         }
-        for (conn *c = list, *next; c; c = next) {
-            next = c->dirty_next;
+        while ((c = n->dirty)) {
+            n->dirty = c->dirty_next;
+            c->dirty = false;
             conn_flush(c);
         }
     }
@@ -342,9 +377,7 @@ io_pause(void *ctx, bool paused)
 static void
 io_wake(void *ctx)
 {
-    conn *c = ctx;
-    c->wake = true;
-    mark_dirty(c);
+    mark_woken(ctx);
 }
 
 static void
