@@ -1,0 +1,395 @@
+/* net over real loopback sockets, in one process and one loop, with small test adapters. */
+#include "protocols/net/net.h"
+
+#include <CUnit/Basic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+/* ---- server side: a test adapter ---- */
+
+typedef enum { MODE_ECHO, MODE_BYE, MODE_SLOW, MODE_FANOUT } mode;
+
+typedef struct sconn {
+    const tn_io *io;
+    void *ioc;
+    struct sconn *next;
+} sconn;
+
+static struct {
+    mode mode;
+    int opened, closed, closed_peer, closed_local, closed_shutdown;
+    sconn *all;
+} srv;
+
+static void *
+t_open(void *proto, const tn_io *io, void *ioc)
+{
+    (void)proto;
+    sconn *s = calloc(1, sizeof *s);
+    s->io = io;
+    s->ioc = ioc;
+    s->next = srv.all;
+    srv.all = s;
+    srv.opened++;
+    return s;
+}
+
+static ssize_t
+t_input(void *a, const uint8_t *p, size_t len)
+{
+    sconn *s = a;
+    if (len == 0)
+        return 0;
+    switch (srv.mode) {
+    case MODE_ECHO:
+        tn_buf_append(s->io->out(s->ioc), p, len);
+        return (ssize_t)len;
+    case MODE_BYE:
+        tn_buf_append(s->io->out(s->ioc), "ok", 2);
+        s->io->close(s->ioc);
+        return (ssize_t)len;
+    case MODE_SLOW: /* one byte per call; asks to be called again for the rest */
+        tn_buf_append(s->io->out(s->ioc), p, 1);
+        if (len > 1)
+            s->io->wake(s->ioc);
+        return 1;
+    case MODE_FANOUT:
+        /* Every byte goes to every connection, one byte per call: the rest is handled from the
+         * wake list while other connections are put on the output list (a regression test for
+         * the lists being relinked while walked). */
+        for (sconn *o = srv.all; o; o = o->next) {
+            tn_buf_append(o->io->out(o->ioc), p, 1);
+            if (len > 1)
+                o->io->wake(o->ioc); /* wakes connections further down the list too */
+        }
+        return 1;
+    }
+    return -1;
+}
+
+static void
+t_drained(void *a)
+{
+    (void)a;
+}
+
+static void
+t_timeout(void *a, uint64_t now)
+{
+    (void)a;
+    (void)now;
+}
+
+static void
+t_closed(void *a, int reason)
+{
+    sconn *s = a;
+    for (sconn **pp = &srv.all; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    free(s);
+    srv.closed++;
+    if (reason == TN_CLOSE_PEER)
+        srv.closed_peer++;
+    else if (reason == TN_CLOSE_LOCAL)
+        srv.closed_local++;
+    else if (reason == TN_CLOSE_SHUTDOWN)
+        srv.closed_shutdown++;
+}
+
+static const tn_adapter_ops test_ops = {"test", t_open, t_input, t_drained, t_timeout, t_closed};
+
+/* ---- client side ---- */
+
+typedef struct client {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    char got[4096];
+    size_t n;
+    bool eof;
+    const char *send;
+} client;
+
+static uv_loop_t loop;
+static tn_net *net;
+static uint16_t port;
+
+static void
+c_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+    (void)h;
+    static char buf[65536];
+    (void)sz;
+    *b = uv_buf_init(buf, sizeof buf);
+}
+
+static void
+c_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    client *c = (client *)s;
+    if (n < 0) {
+        c->eof = true;
+        uv_read_stop(s);
+        return;
+    }
+    if (c->n + (size_t)n <= sizeof c->got) {
+        memcpy(c->got + c->n, b->base, (size_t)n);
+        c->n += (size_t)n;
+    }
+}
+
+static void
+c_written(uv_write_t *w, int status)
+{
+    (void)w;
+    CU_ASSERT_EQUAL(status, 0);
+}
+
+static void
+c_connected(uv_connect_t *r, int status)
+{
+    client *c = r->data;
+    CU_ASSERT_EQUAL_FATAL(status, 0);
+    uv_read_start((uv_stream_t *)&c->tcp, c_alloc, c_read);
+    if (c->send) {
+        uv_buf_t b = uv_buf_init((char *)c->send, (unsigned)strlen(c->send));
+        uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, c_written);
+    }
+}
+
+static void
+c_start(client *c, const char *send)
+{
+    memset(c, 0, sizeof *c);
+    c->send = send;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", port, &a);
+    uv_tcp_init(&loop, &c->tcp);
+    c->creq.data = c;
+    uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&a, c_connected);
+}
+
+static void
+c_close(client *c)
+{
+    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, NULL);
+}
+
+/* Runs the loop until cond() holds; a timer bounds the wait (fails the test). */
+static bool timed_out;
+static void
+on_timeout(uv_timer_t *t)
+{
+    (void)t;
+    timed_out = true;
+}
+static void
+run_until(bool (*cond)(void *), void *arg)
+{
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    timed_out = false;
+    uv_timer_start(&t, on_timeout, 5000, 0);
+    while (!cond(arg) && !timed_out)
+        uv_run(&loop, UV_RUN_ONCE);
+    CU_ASSERT_FALSE(timed_out);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static bool
+got_n(void *arg)
+{
+    client *c = arg;
+    return c->n >= strlen(c->send) || c->eof;
+}
+static bool
+got_eof(void *arg)
+{
+    return ((client *)arg)->eof;
+}
+static bool
+all_closed(void *arg)
+{
+    (void)arg;
+    return srv.closed == srv.opened;
+}
+
+static int
+setup(int max_conns)
+{
+    memset(&srv, 0, sizeof srv);
+    uv_loop_init(&loop);
+    tn_net_limits l = {
+        .max_connections = (uint32_t)max_conns, .max_input = 1024, .max_output = 4096};
+    net = tn_net_new(&loop, &l);
+    return tn_net_listen(net, "127.0.0.1", 0, &test_ops, NULL, &port);
+}
+
+static bool net_done;
+static void
+on_done(void *arg)
+{
+    (void)arg;
+    net_done = true;
+}
+static bool
+is_done(void *arg)
+{
+    (void)arg;
+    return net_done;
+}
+
+static void
+teardown(void)
+{
+    net_done = false;
+    tn_net_close(net, on_done, NULL);
+    run_until(is_done, NULL);
+    tn_net_free(net);
+}
+
+static void
+test_echo_and_peer_close(void)
+{
+    CU_ASSERT_EQUAL_FATAL(setup(10), 0);
+    CU_ASSERT_NOT_EQUAL(port, 0);
+    srv.mode = MODE_ECHO;
+    client c;
+    c_start(&c, "hello hello hello");
+    run_until(got_n, &c);
+    CU_ASSERT_EQUAL(c.n, 17);
+    CU_ASSERT_EQUAL(memcmp(c.got, "hello hello hello", 17), 0);
+    c_close(&c);
+    run_until(all_closed, NULL);
+    CU_ASSERT_EQUAL(srv.closed_peer, 1);
+    teardown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0); /* every handle closed */
+}
+
+static void
+test_close_after_flush(void)
+{
+    CU_ASSERT_EQUAL_FATAL(setup(10), 0);
+    srv.mode = MODE_BYE;
+    client c;
+    c_start(&c, "bye");
+    run_until(got_eof, &c);
+    CU_ASSERT_EQUAL(c.n, 2); /* the last bytes arrive before the close */
+    CU_ASSERT_EQUAL(memcmp(c.got, "ok", 2), 0);
+    run_until(all_closed, NULL);
+    CU_ASSERT_EQUAL(srv.closed_local, 1);
+    c_close(&c);
+    teardown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+}
+
+static void
+test_wake_refeeds_unparsed_input(void)
+{
+    CU_ASSERT_EQUAL_FATAL(setup(10), 0);
+    srv.mode = MODE_SLOW;
+    client c;
+    c_start(&c, "abcdefghij");
+    run_until(got_n, &c);
+    CU_ASSERT_EQUAL(c.n, 10);
+    CU_ASSERT_EQUAL(memcmp(c.got, "abcdefghij", 10), 0);
+    c_close(&c);
+    run_until(all_closed, NULL);
+    teardown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+}
+
+typedef struct many {
+    client c[16];
+    size_t want;
+} many;
+static bool
+many_got(void *arg)
+{
+    many *m = arg;
+    for (int i = 0; i < 16; i++)
+        if (m->c[i].n < m->want)
+            return false;
+    return true;
+}
+static bool
+opened_16(void *arg)
+{
+    (void)arg;
+    return srv.opened == 16;
+}
+
+static void
+test_fanout_with_wakeups(void)
+{
+    CU_ASSERT_EQUAL_FATAL(setup(100), 0);
+    srv.mode = MODE_FANOUT;
+    static many m;
+    memset(&m, 0, sizeof m);
+    for (int i = 0; i < 16; i++)
+        c_start(&m.c[i], NULL);
+    run_until(opened_16, NULL);
+    /* every client sends four bytes; every client must get all 64 */
+    for (int i = 0; i < 16; i++) {
+        m.c[i].send = "wxyz";
+        uv_buf_t b = uv_buf_init("wxyz", 4);
+        uv_write(&m.c[i].wreq, (uv_stream_t *)&m.c[i].tcp, &b, 1, c_written);
+    }
+    m.want = 64;
+    run_until(many_got, &m);
+    for (int i = 0; i < 16; i++) {
+        CU_ASSERT_EQUAL(m.c[i].n, 64);
+        c_close(&m.c[i]);
+    }
+    run_until(all_closed, NULL);
+    teardown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+}
+
+static void
+test_max_connections_and_shutdown(void)
+{
+    CU_ASSERT_EQUAL_FATAL(setup(1), 0);
+    srv.mode = MODE_ECHO;
+    client a, b;
+    c_start(&a, "a");
+    run_until(got_n, &a);
+    c_start(&b, "b");
+    run_until(got_eof, &b); /* refused: closed at once */
+    CU_ASSERT_EQUAL(b.n, 0);
+    CU_ASSERT_EQUAL(srv.opened, 1);
+    c_close(&b);
+    teardown(); /* a is still open: closed with the shutdown reason */
+    CU_ASSERT_EQUAL(srv.closed_shutdown, 1);
+    c_close(&a);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+}
+
+int
+main(void)
+{
+    tn_log_set_level(TN_LOG_ERROR);
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("net", NULL, NULL);
+    CU_add_test(s, "echo_and_peer_close", test_echo_and_peer_close);
+    CU_add_test(s, "close_after_flush", test_close_after_flush);
+    CU_add_test(s, "wake_refeeds_input", test_wake_refeeds_unparsed_input);
+    CU_add_test(s, "fanout_with_wakeups", test_fanout_with_wakeups);
+    CU_add_test(s, "max_connections_and_shutdown", test_max_connections_and_shutdown);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return bad ? 1 : 0;
+}
