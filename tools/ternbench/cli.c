@@ -1,0 +1,339 @@
+/*
+ * ternbench's command line: the --help text and getopt_long parsing into tn_bench_opts.
+ */
+#include "tools/ternbench/ternbench.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "Usage: ternbench [OPTION]...\n"
+    "MQTT 3.1.1 load generator: many connections on one event loop, batched writes.\n"
+    "\n"
+    "  -u, --url URL            broker, mqtt://HOST:PORT with an IPv4 HOST\n"
+    "                           (default mqtt://127.0.0.1:1883)\n"
+    "      --scenario NAME      pubsub (default): publishers and subscribers, measures\n"
+    "                           throughput, loss and latency;\n"
+    "                           conns: open --conns idle connections, measure broker memory\n"
+    "\n"
+    "pubsub:\n"
+    "  -p, --publishers P       publishing connections (default 1)\n"
+    "  -s, --subscribers S      subscribing connections (default 1; 0 is allowed)\n"
+    "      --topics MODE        shared (default): everyone uses bench/t, so each subscriber\n"
+    "                           gets every message (fan-out with S, fan-in with P);\n"
+    "                           per-publisher: publisher i publishes to bench/<i>, subscriber\n"
+    "                           j subscribes to bench/<j mod P> (pairs when P == S)\n"
+    "  -q, --qos Q              QoS of publishes and subscriptions, 0, 1 or 2 (default 0)\n"
+    "      --size BYTES         payload size, at least 24 (default 64): run id, publisher,\n"
+    "                           sequence number, send time, then filler\n"
+    "  -n, --count N            messages per publisher (default 100000)\n"
+    "  -w, --inflight W         per publisher: unacknowledged QoS 1/2 messages (default 20);\n"
+    "                           at QoS 0 up to W*size+64KiB bytes may wait unwritten\n"
+    "  -r, --rate R             fixed rate: R messages/s across all publishers, paced every\n"
+    "                           millisecond (for latency); default: as fast as windows allow\n"
+    "      --clean              subscribers use clean sessions (default)\n"
+    "      --persistent         subscribers use persistent sessions (clean session 0);\n"
+    "                           messages left by an earlier run are counted as stale\n"
+    "\n"
+    "conns:\n"
+    "      --conns N            idle connections to open (default 1000), at most 500\n"
+    "                           connecting at once\n"
+    "      --hold SECONDS       keep them open this long once all are answered (default 2)\n"
+    "      --source-ips RANGE   bind to source addresses round-robin, e.g.\n"
+    "                           127.0.0.1-127.0.0.20 (or 127.0.0.1-20): each address adds\n"
+    "                           about 28,000 ephemeral ports\n"
+    "\n"
+    "common:\n"
+    "  -d, --duration SECONDS   hard bound for the whole run (default 60)\n"
+    "      --client-prefix STR  client ids are STR-p<i>, STR-s<j>, STR-c<k>\n"
+    "                           (default ternbench)\n"
+    "      --keepalive S        MQTT keepalive in seconds (default 60; 0: none); a PINGREQ\n"
+    "                           goes out after S/2 seconds without writes\n"
+    "      --broker-pid PID     also report the broker's CPU seconds over the run and its\n"
+    "                           RSS (from /proc); conns needs it for rss_per_conn_b\n"
+    "      --quiet              no progress line on stderr every second\n"
+    "  -h, --help               show this help and exit\n"
+    "  -V, --version            show the version and exit\n"
+    "\n"
+    "A run stops by itself: when every expected message arrived (and, at QoS 1/2, every\n"
+    "publish was acknowledged), when nothing arrived for 5 s after the publishers finished,\n"
+    "or after --duration. SIGINT or SIGTERM stop it early and still report.\n"
+    "\n"
+    "Output: a table on stdout, then one line 'RESULT key=value ...' with scenario, pubs,\n"
+    "subs, topics, qos, size, count, sent, expected (sent x matching subscribers), received,\n"
+    "lost (expected - unique received), dup, reordered (seq lower than the highest seen, per\n"
+    "publisher and subscriber), secs (first publish to last receive), msgs_per_sec\n"
+    "(received/secs), pub_per_sec (sent/secs), p50_us, p99_us, p999_us, max_us (end-to-end\n"
+    "latency, -1 without samples), bench_cpu_s, broker_cpu_s and broker_rss_kb (-1 without\n"
+    "--broker-pid), then conns, conns_failed, rss_per_conn_b (conns), stale, bad, stop.\n"
+    "CPU seconds cover the run (pubsub: publishing to the end; conns: connecting to the end\n"
+    "of --hold).\n"
+    "\n"
+    "Exit status: 0 when the run completed (loss is a measurement), 1 when the set-up failed\n"
+    "(cannot connect, CONNACK or SUBACK refused), 2 on bad arguments.\n";
+
+static bool
+parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    if (!s || !*s || *s == '-')
+        return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool
+parse_double(const char *s, double min, double max, double *out)
+{
+    char *end;
+    if (!s || !*s)
+        return false;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !(v >= min && v <= max))
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool
+parse_url(const char *url, struct sockaddr_in *out)
+{
+    char host[64];
+    const char *p = url;
+    if (strncmp(p, "mqtt://", 7) == 0)
+        p += 7;
+    const char *colon = strrchr(p, ':');
+    if (!colon || (size_t)(colon - p) >= sizeof host || colon == p)
+        return false;
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+    uint64_t port;
+    if (!parse_u64(colon + 1, 1, 65535, &port))
+        return false;
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    return uv_ip4_addr(host, (int)port, out) == 0;
+}
+
+/* A.B.C.D, A.B.C.D-E or A.B.C.D-A.B.C.E */
+static bool
+parse_source_ips(const char *s, uint32_t *first, uint32_t *n)
+{
+    char a[64];
+    struct in_addr lo, hi;
+    const char *dash = strchr(s, '-');
+    size_t len = dash ? (size_t)(dash - s) : strlen(s);
+    if (len >= sizeof a)
+        return false;
+    memcpy(a, s, len);
+    a[len] = '\0';
+    if (inet_pton(AF_INET, a, &lo) != 1)
+        return false;
+    uint32_t l = ntohl(lo.s_addr), h = l;
+    if (dash) {
+        uint64_t octet;
+        if (inet_pton(AF_INET, dash + 1, &hi) == 1)
+            h = ntohl(hi.s_addr);
+        else if (parse_u64(dash + 1, 0, 255, &octet))
+            h = (l & 0xffffff00u) | (uint32_t)octet;
+        else
+            return false;
+    }
+    if ((l & 0xffffff00u) != (h & 0xffffff00u) || h < l)
+        return false; /* a range in the last octet */
+    *first = l;
+    *n = h - l + 1;
+    return true;
+}
+
+int
+tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
+{
+    enum {
+        OPT_SCENARIO = 256,
+        OPT_TOPICS,
+        OPT_SIZE,
+        OPT_CLEAN,
+        OPT_PERSISTENT,
+        OPT_PREFIX,
+        OPT_KEEPALIVE,
+        OPT_BROKER_PID,
+        OPT_CONNS,
+        OPT_HOLD,
+        OPT_SOURCE_IPS,
+        OPT_QUIET,
+    };
+    static const struct option opts[] = {
+        {"url", required_argument, NULL, 'u'},
+        {"scenario", required_argument, NULL, OPT_SCENARIO},
+        {"publishers", required_argument, NULL, 'p'},
+        {"subscribers", required_argument, NULL, 's'},
+        {"topics", required_argument, NULL, OPT_TOPICS},
+        {"qos", required_argument, NULL, 'q'},
+        {"size", required_argument, NULL, OPT_SIZE},
+        {"count", required_argument, NULL, 'n'},
+        {"duration", required_argument, NULL, 'd'},
+        {"inflight", required_argument, NULL, 'w'},
+        {"rate", required_argument, NULL, 'r'},
+        {"clean", no_argument, NULL, OPT_CLEAN},
+        {"persistent", no_argument, NULL, OPT_PERSISTENT},
+        {"client-prefix", required_argument, NULL, OPT_PREFIX},
+        {"keepalive", required_argument, NULL, OPT_KEEPALIVE},
+        {"broker-pid", required_argument, NULL, OPT_BROKER_PID},
+        {"conns", required_argument, NULL, OPT_CONNS},
+        {"hold", required_argument, NULL, OPT_HOLD},
+        {"source-ips", required_argument, NULL, OPT_SOURCE_IPS},
+        {"quiet", no_argument, NULL, OPT_QUIET},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    *o = (tn_bench_opts){
+        .scenario = TN_BENCH_PUBSUB,
+        .topics = TN_BENCH_SHARED,
+        .pubs = 1,
+        .subs = 1,
+        .size = 64,
+        .count = 100000,
+        .duration = 60,
+        .inflight = 20,
+        .clean = true,
+        .prefix = "ternbench",
+        .keepalive = 60,
+        .conns = 1000,
+        .hold = 2,
+    };
+    parse_url("mqtt://127.0.0.1:1883", &o->addr);
+    const char *bad = NULL;
+    uint64_t v;
+    int ch;
+    optind = 1;
+    while (!bad && (ch = getopt_long(argc, argv, "u:p:s:q:n:d:w:r:hV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'u':
+            if (!parse_url(optarg, &o->addr))
+                bad = "--url wants mqtt://IPV4:PORT";
+            break;
+        case OPT_SCENARIO:
+            if (strcmp(optarg, "pubsub") == 0)
+                o->scenario = TN_BENCH_PUBSUB;
+            else if (strcmp(optarg, "conns") == 0)
+                o->scenario = TN_BENCH_CONNS;
+            else
+                bad = "--scenario wants pubsub or conns";
+            break;
+        case 'p':
+            if (!parse_u64(optarg, 1, 100000, &v))
+                bad = "--publishers wants 1..100000";
+            o->pubs = (uint32_t)v;
+            break;
+        case 's':
+            if (!parse_u64(optarg, 0, 1000000, &v))
+                bad = "--subscribers wants 0..1000000";
+            o->subs = (uint32_t)v;
+            break;
+        case OPT_TOPICS:
+            if (strcmp(optarg, "shared") == 0)
+                o->topics = TN_BENCH_SHARED;
+            else if (strcmp(optarg, "per-publisher") == 0)
+                o->topics = TN_BENCH_PER_PUBLISHER;
+            else
+                bad = "--topics wants shared or per-publisher";
+            break;
+        case 'q':
+            if (!parse_u64(optarg, 0, 2, &v))
+                bad = "--qos wants 0, 1 or 2";
+            o->qos = (uint8_t)v;
+            break;
+        case OPT_SIZE:
+            if (!parse_u64(optarg, TN_BENCH_HEADER, 16u << 20, &v))
+                bad = "--size wants 24..16777216 bytes";
+            o->size = (uint32_t)v;
+            break;
+        case 'n':
+            if (!parse_u64(optarg, 1, 1ull << 40, &v))
+                bad = "--count wants a positive number";
+            o->count = v;
+            break;
+        case 'd':
+            if (!parse_double(optarg, 0.001, 1e7, &o->duration))
+                bad = "--duration wants seconds > 0";
+            break;
+        case 'w':
+            if (!parse_u64(optarg, 1, 65534, &v))
+                bad = "--inflight wants 1..65534";
+            o->inflight = (uint32_t)v;
+            break;
+        case 'r':
+            if (!parse_double(optarg, 0.001, 1e9, &o->rate))
+                bad = "--rate wants messages/s > 0";
+            break;
+        case OPT_CLEAN:
+            o->clean = true;
+            break;
+        case OPT_PERSISTENT:
+            o->clean = false;
+            break;
+        case OPT_PREFIX:
+            if (strlen(optarg) == 0 || strlen(optarg) > 64)
+                bad = "--client-prefix wants 1..64 characters";
+            o->prefix = optarg;
+            break;
+        case OPT_KEEPALIVE:
+            if (!parse_u64(optarg, 0, 65535, &v))
+                bad = "--keepalive wants 0..65535 seconds";
+            o->keepalive = (uint16_t)v;
+            break;
+        case OPT_BROKER_PID:
+            if (!parse_u64(optarg, 1, 0x7fffffff, &v))
+                bad = "--broker-pid wants a process id";
+            o->broker_pid = (int)v;
+            break;
+        case OPT_CONNS:
+            if (!parse_u64(optarg, 1, 10000000, &v))
+                bad = "--conns wants a positive number";
+            o->conns = (uint32_t)v;
+            break;
+        case OPT_HOLD:
+            if (!parse_double(optarg, 0, 1e7, &o->hold))
+                bad = "--hold wants seconds >= 0";
+            break;
+        case OPT_SOURCE_IPS:
+            if (!parse_source_ips(optarg, &o->src_first, &o->src_n))
+                bad = "--source-ips wants A.B.C.D-E or A.B.C.D-A.B.C.E";
+            break;
+        case OPT_QUIET:
+            o->quiet = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        case 'V':
+            printf("ternbench %s\n", TERN_VERSION);
+            return -1;
+        default:
+            fputs("Try 'ternbench --help'.\n", stderr);
+            return 2;
+        }
+    }
+    if (!bad && optind < argc) {
+        fprintf(stderr, "ternbench: unexpected argument '%s'\n", argv[optind]);
+        bad = "";
+    }
+    if (bad) {
+        if (*bad)
+            fprintf(stderr, "ternbench: %s\n", bad);
+        fputs("Try 'ternbench --help'.\n", stderr);
+        return 2;
+    }
+    return 0;
+}

@@ -1,0 +1,417 @@
+/*
+ * One MQTT client connection: TCP connect (optionally from a chosen source address), CONNECT,
+ * CONNACK, SUBSCRIBE/SUBACK for subscribers, then packets go to pubsub.c. Reads land in one
+ * buffer shared by all connections; only the start of a packet cut by the read is copied to the
+ * connection's own buffer. Writes are batched: encoders append to c->out and the uv_prepare
+ * callback flushes every dirty connection with one uv_write.
+ */
+#include "tools/ternbench/ternbench.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+static void fail(tn_bench_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+void
+tn_bench_conn_init(tn_bench *b, tn_bench_conn *c, tn_bench_role role, uint32_t id)
+{
+    memset(c, 0, sizeof *c);
+    c->b = b;
+    c->role = role;
+    c->id = id;
+    c->next_pid = 1;
+    tn_buf_init(&c->out, TN_BENCH_MAX_OUT);
+    tn_buf_init(&c->wbuf, TN_BENCH_MAX_OUT);
+    /* Room for the largest packet we accept plus one read. */
+    uint32_t max_packet = b->o.size + 1024 < 65536 ? 65536 : b->o.size + 1024;
+    tn_buf_init(&c->in, (size_t)max_packet + TN_BENCH_READ_SIZE);
+    tn_mqtt_decoder_init(&c->dec, TN_MQTT_ROLE_CLIENT, max_packet);
+    c->dec.version = TN_MQTT_V311;
+}
+
+void
+tn_bench_conn_fini(tn_bench_conn *c)
+{
+    tn_assert(!c->open);
+    tn_buf_fini(&c->out);
+    tn_buf_fini(&c->wbuf);
+    tn_buf_fini(&c->in);
+    free(c->pid_busy);
+    free(c->pid_rel);
+    free(c->qos2_held);
+    c->pid_busy = c->pid_rel = c->qos2_held = NULL;
+}
+
+bool
+tn_bench_conn_is_active(const tn_bench_conn *c)
+{
+    return c->open && !uv_is_closing((const uv_handle_t *)&c->tcp);
+}
+
+static void
+on_close(uv_handle_t *h)
+{
+    tn_bench_conn *c = h->data;
+    c->open = false;
+    c->writing = false;
+    /* Give the memory back now: the conns scenario closes tens of thousands. */
+    tn_buf_reset(&c->out);
+    tn_buf_reset(&c->wbuf);
+    tn_buf_reset(&c->in);
+    tn_bench_on_closed(c);
+}
+
+void
+tn_bench_conn_abort(tn_bench_conn *c)
+{
+    if (!tn_bench_conn_is_active(c))
+        return;
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+/* Closes c on an error and tells the scenario (once). */
+static void
+fail(tn_bench_conn *c, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+    if (c->state == TN_BENCH_CS_FAILED)
+        return;
+    bool closing = c->state == TN_BENCH_CS_CLOSING;
+    c->state = TN_BENCH_CS_FAILED;
+    tn_bench_conn_abort(c);
+    if (closing)
+        return; /* we were leaving anyway */
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    tn_bench_on_fail(c, why);
+}
+
+void
+tn_bench_conn_dirty(tn_bench_conn *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = true;
+    c->b->dirty[c->b->n_dirty++] = c;
+}
+
+static void
+on_write(uv_write_t *req, int status)
+{
+    tn_bench_conn *c = req->data;
+    c->writing = false;
+    c->wbuf.len = 0;
+    if (status == UV_ECANCELED)
+        return; /* closing */
+    if (status < 0) {
+        fail(c, "write: %s", uv_strerror(status));
+        return;
+    }
+    if (c->out.len)
+        tn_bench_conn_dirty(c);
+    else if (c->state == TN_BENCH_CS_CLOSING)
+        tn_bench_conn_abort(c);
+}
+
+void
+tn_bench_conn_flush(tn_bench_conn *c)
+{
+    c->dirty = false;
+    if (!tn_bench_conn_is_active(c) || c->writing || c->out.len == 0)
+        return;
+    c->last_tx_ms = uv_now(&c->b->loop);
+    /* Straight to the kernel when it takes everything: no request, no callback next turn. */
+    uv_buf_t ub = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+    if (n == UV_EAGAIN || n == UV_ENOSYS)
+        n = 0;
+    if (n < 0) {
+        fail(c, "write: %s", uv_strerror(n));
+        return;
+    }
+    if ((size_t)n == c->out.len) {
+        c->out.len = 0;
+        if (c->state == TN_BENCH_CS_CLOSING)
+            tn_bench_conn_abort(c);
+        return;
+    }
+    /* The rest goes through libuv; encoders keep appending to the other buffer meanwhile. */
+    tn_buf t = c->wbuf;
+    c->wbuf = c->out;
+    c->out = t;
+    ub = uv_buf_init((char *)c->wbuf.data + n, (unsigned)(c->wbuf.len - (size_t)n));
+    c->write_req.data = c;
+    c->writing = true;
+    int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &ub, 1, on_write);
+    if (rc != 0) {
+        c->writing = false;
+        c->wbuf.len = 0;
+        fail(c, "write: %s", uv_strerror(rc));
+    }
+}
+
+void
+tn_bench_conn_close(tn_bench_conn *c)
+{
+    if (!tn_bench_conn_is_active(c))
+        return;
+    if (c->state < TN_BENCH_CS_CONNACK || c->state == TN_BENCH_CS_FAILED) {
+        tn_bench_conn_abort(c);
+        return;
+    }
+    if (c->state == TN_BENCH_CS_CLOSING)
+        return;
+    c->state = TN_BENCH_CS_CLOSING;
+    if (tn_mqtt_encode_simple(&c->out, TN_MQTT_DISCONNECT) != 0) {
+        tn_bench_conn_abort(c);
+        return;
+    }
+    tn_bench_conn_dirty(c);
+}
+
+void
+tn_bench_conn_keepalive(tn_bench_conn *c, uint64_t now_ms)
+{
+    uint64_t ka = c->b->o.keepalive;
+    if (ka == 0 || c->state != TN_BENCH_CS_READY || !tn_bench_conn_is_active(c))
+        return;
+    if (c->writing || c->out.len || now_ms - c->last_tx_ms < ka * 500)
+        return;
+    if (tn_mqtt_encode_simple(&c->out, TN_MQTT_PINGREQ) == 0)
+        tn_bench_conn_dirty(c);
+}
+
+/* ---- reading ---- */
+
+static void
+on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    tn_bench_conn *c = h->data;
+    if (c->in.len == 0) {
+        *buf = uv_buf_init((char *)c->b->rbuf, sizeof c->b->rbuf);
+        return;
+    }
+    /* A packet is cut: read straight behind its start. */
+    uint8_t *p = tn_buf_reserve(&c->in, TN_BENCH_READ_SIZE);
+    *buf = uv_buf_init((char *)p, p ? TN_BENCH_READ_SIZE : 0); /* NULL: read_cb gets ENOBUFS */
+}
+
+static void
+send_subscribe(tn_bench_conn *c)
+{
+    char topic[32];
+    tn_mqtt_bytes filter = tn_bench_sub_filter(c, topic, sizeof topic);
+    uint8_t opts = c->b->o.qos;
+    if (tn_mqtt_encode_subscribe(&c->out, TN_MQTT_V311, 1, &filter, &opts, 1) != 0) {
+        fail(c, "cannot encode SUBSCRIBE");
+        return;
+    }
+    c->state = TN_BENCH_CS_SUBACK;
+    tn_bench_conn_dirty(c);
+}
+
+static void
+on_connack(tn_bench_conn *c, const tn_mqtt_packet *pkt)
+{
+    if (pkt->type != TN_MQTT_CONNACK) {
+        fail(c, "expected CONNACK, got packet type %d", (int)pkt->type);
+        return;
+    }
+    if (pkt->u.connack.rc != TN_MQTT_CONNACK_ACCEPTED) {
+        fail(c, "CONNACK refused the connection (return code %u)", pkt->u.connack.rc);
+        return;
+    }
+    if (c->role == TN_BENCH_SUB) {
+        send_subscribe(c);
+        return;
+    }
+    c->state = TN_BENCH_CS_READY;
+    c->ready = true;
+    tn_bench_on_ready(c);
+}
+
+static void
+on_suback(tn_bench_conn *c, const tn_mqtt_packet *pkt)
+{
+    tn_mqtt_list_iter it;
+    tn_mqtt_bytes filter;
+    uint8_t rc = TN_MQTT_SUBACK_FAILURE;
+    if (pkt->u.list.pid != 1) {
+        fail(c, "SUBACK for unknown packet id %u", pkt->u.list.pid);
+        return;
+    }
+    if (tn_mqtt_list_begin(&pkt->u.list, &it))
+        tn_mqtt_list_next(&it, TN_MQTT_SUBACK, &filter, &rc);
+    if (rc == TN_MQTT_SUBACK_FAILURE) {
+        fail(c, "SUBACK refused the subscription");
+        return;
+    }
+    if (rc != c->b->o.qos && c->b->errors_logged++ < 5)
+        tn_log_warn("BENCH-SUB-QOS", "subscriber %u: asked for QoS %u, granted %u", c->id,
+                    c->b->o.qos, rc);
+    c->state = TN_BENCH_CS_READY;
+    c->ready = true;
+    tn_bench_on_ready(c);
+}
+
+static void
+on_packet(tn_bench_conn *c, const tn_mqtt_packet *pkt, uint64_t now_ns)
+{
+    switch (c->state) {
+    case TN_BENCH_CS_CONNACK:
+        on_connack(c, pkt);
+        return;
+    case TN_BENCH_CS_SUBACK:
+        if (pkt->type == TN_MQTT_SUBACK) {
+            on_suback(c, pkt);
+            return;
+        }
+        break; /* a persistent session may get its queued messages first */
+    case TN_BENCH_CS_READY:
+        break;
+    default:
+        return; /* closing: ignore */
+    }
+    switch (pkt->type) {
+    case TN_MQTT_PINGRESP:
+        return;
+    case TN_MQTT_PUBLISH:
+    case TN_MQTT_PUBACK:
+    case TN_MQTT_PUBREC:
+    case TN_MQTT_PUBREL:
+    case TN_MQTT_PUBCOMP:
+        tn_bench_on_packet(c, pkt, now_ns);
+        return;
+    default:
+        c->b->bad++;
+        if (c->b->errors_logged++ < 5)
+            tn_log_warn("BENCH-UNEXPECTED", "connection %u: unexpected packet type %d", c->id,
+                        (int)pkt->type);
+    }
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    tn_bench_conn *c = s->data;
+    if (n == 0)
+        return;
+    if (n < 0) {
+        if (n == UV_ENOBUFS)
+            fail(c, "packet larger than %zu bytes", c->in.max);
+        else
+            fail(c, "%s", n == UV_EOF ? "closed by the broker" : uv_strerror((int)n));
+        return;
+    }
+    bool shared = (uint8_t *)buf->base == c->b->rbuf;
+    const uint8_t *p;
+    size_t len, off = 0;
+    if (shared) {
+        p = c->b->rbuf;
+        len = (size_t)n;
+    } else {
+        tn_buf_commit(&c->in, (size_t)n);
+        p = c->in.data;
+        len = c->in.len;
+    }
+    /* One clock read per read: the packets in it arrived together. */
+    uint64_t now = tn_bench_now_ns();
+    while (off < len) {
+        tn_mqtt_packet pkt;
+        size_t used;
+        int rc = tn_mqtt_decode(&c->dec, p + off, len - off, &used, &pkt);
+        if (rc == TN_EAGAIN)
+            break;
+        if (rc != 0) {
+            fail(c, "bad packet from the broker: %s",
+                 c->dec.error ? c->dec.error : tn_strerror(rc));
+            return;
+        }
+        on_packet(c, &pkt, now);
+        off += used;
+        if (!tn_bench_conn_is_active(c))
+            return;
+    }
+    if (!shared) {
+        tn_buf_consume(&c->in, off);
+    } else if (off < len && tn_buf_append(&c->in, p + off, len - off) != 0) {
+        fail(c, "out of memory for a partial packet");
+    }
+}
+
+static void
+on_connect(uv_connect_t *req, int status)
+{
+    tn_bench_conn *c = req->data;
+    if (status == UV_ECANCELED)
+        return;
+    if (status < 0) {
+        fail(c, "connect: %s", uv_strerror(status));
+        return;
+    }
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc != 0) {
+        fail(c, "read: %s", uv_strerror(rc));
+        return;
+    }
+    char id[96];
+    tn_bench *b = c->b;
+    static const char roles[] = {'p', 's', 'c'};
+    int len = snprintf(id, sizeof id, "%s-%c%u", b->o.prefix, roles[c->role], c->id);
+    tn_mqtt_connect cn = {
+        .version = TN_MQTT_V311,
+        .clean = c->role == TN_BENCH_SUB ? b->o.clean : true,
+        .keepalive = b->o.keepalive,
+        .client_id = {(const uint8_t *)id, (uint32_t)len},
+    };
+    if (tn_mqtt_encode_connect(&c->out, &cn) != 0) {
+        fail(c, "cannot encode CONNECT");
+        return;
+    }
+    c->state = TN_BENCH_CS_CONNACK;
+    tn_bench_conn_dirty(c);
+}
+
+void
+tn_bench_conn_start(tn_bench_conn *c)
+{
+    tn_bench *b = c->b;
+    int rc = uv_tcp_init_ex(&b->loop, &c->tcp, AF_INET);
+    if (rc != 0) {
+        c->state = TN_BENCH_CS_FAILED;
+        tn_bench_on_fail(c, uv_strerror(rc));
+        return;
+    }
+    c->open = true;
+    c->tcp.data = c;
+    c->connect_req.data = c;
+    c->state = TN_BENCH_CS_CONNECTING;
+    b->n_open++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (b->o.src_n) {
+        /* Without IP_BIND_ADDRESS_NO_PORT, bind() picks the port before the destination is
+         * known, which caps each source address at the ephemeral range once more. */
+        uv_os_fd_t fd;
+        int one = 1;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+            (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(b->o.src_first + b->src_next++ % b->o.src_n);
+        rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&src, 0);
+        if (rc != 0) {
+            fail(c, "bind: %s", uv_strerror(rc));
+            return;
+        }
+    }
+    rc = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&b->o.addr, on_connect);
+    if (rc != 0)
+        fail(c, "connect: %s", uv_strerror(rc));
+}

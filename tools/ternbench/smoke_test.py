@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""ternbench smoke test: a short QoS 1 run against a real ternd.
+
+Usage: smoke_test.py TERND TERNBENCH
+
+Starts ternd on a free port (parsed from its TERN-READY line), runs 2,000 QoS 1 messages through
+one publisher and one subscriber, checks the RESULT line (received=2000, lost=0), then stops
+ternd with SIGTERM and checks that it exits with 0.
+"""
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def wait_ready(proc, timeout):
+    """Reads ternd's stderr until TERN-READY; returns the port."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while time.monotonic() < deadline:
+        if not sel.select(max(0.0, deadline - time.monotonic())):
+            continue
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        buf += chunk
+        m = re.search(rb"TERN-READY listening on mqtt://127\.0\.0\.1:(\d+)", buf)
+        if m:
+            return int(m.group(1))
+    fail("ternd did not print TERN-READY; stderr:\n" + buf.decode(errors="replace"))
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    ternd, ternbench = sys.argv[1], sys.argv[2]
+    with tempfile.TemporaryDirectory(prefix="ternbench-smoke-") as data:
+        broker = subprocess.Popen(
+            [ternd, "--listen", "mqtt://127.0.0.1:0", "--data", data],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            port = wait_ready(broker, 30)
+            # Keep draining ternd's stderr so it never blocks on a full pipe.
+            threading.Thread(target=broker.stderr.read, daemon=True).start()
+            run = subprocess.run(
+                [ternbench, "--url", "mqtt://127.0.0.1:%d" % port, "--count", "2000",
+                 "--qos", "1", "--quiet", "--duration", "60", "--broker-pid", str(broker.pid)],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90)
+            sys.stdout.write(run.stdout)
+            sys.stderr.write(run.stderr)
+            if run.returncode != 0:
+                fail("ternbench exited with %d" % run.returncode)
+            lines = [l for l in run.stdout.splitlines() if l.startswith("RESULT ")]
+            if len(lines) != 1:
+                fail("expected one RESULT line")
+            result = dict(kv.split("=", 1) for kv in lines[0].split()[1:])
+            for key, want in (("sent", "2000"), ("expected", "2000"), ("received", "2000"),
+                              ("lost", "0"), ("dup", "0"), ("stop", "complete")):
+                if result.get(key) != want:
+                    fail("%s=%s, want %s" % (key, result.get(key), want))
+        finally:
+            if broker.poll() is None:
+                broker.send_signal(signal.SIGTERM)
+            try:
+                code = broker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                broker.kill()
+                broker.wait()
+                fail("ternd did not stop within 30 s of SIGTERM")
+        if code != 0:
+            fail("ternd exited with %d after SIGTERM" % code)
+    print("ternbench smoke test passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+/*
+ * ternbench: the load generator. Private header shared by its files:
+ *
+ *   ternbench.c  scenarios (pubsub, conns), the run's clock and the report
+ *   cli.c        command line
+ *   conns.c      one MQTT client connection: connect, CONNACK/SUBACK, reads, batched writes
+ *   pubsub.c     publishers (windows, pacing, QoS 1/2 flows) and subscribers (acks, bookkeeping)
+ *   stats.c      latency histogram, CPU and memory of this process and of the broker
+ *
+ * Everything runs on one libuv loop, on one thread. Encoded packets are appended to a
+ * per-connection buffer and written once per loop turn (the uv_prepare callback), so a turn that
+ * encodes a thousand messages costs one write(2). No allocation happens per message: buffers
+ * reach their working size in the first turns and stay there.
+ */
+#ifndef TN_BENCH_H
+#define TN_BENCH_H
+
+#include "core/base/base.h"
+#include "protocols/mqtt/codec.h"
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Payload header: run id (u32), publisher (u32), sequence (u64), send time in ns from
+ * CLOCK_MONOTONIC (u64), in host byte order (only this process reads it). The rest is filler. */
+#define TN_BENCH_HEADER 24
+#define TN_BENCH_MAX_CONNECTING 500     /* connects in flight at once */
+#define TN_BENCH_READ_SIZE 65536        /* one read */
+#define TN_BENCH_MAX_OUT (64u << 20)    /* bytes waiting to be written, per connection */
+#define TN_BENCH_DRAIN_NS 5000000000ull /* no progress after the publishers finished: stop */
+#define TN_BENCH_LINGER_MS 5000         /* then give DISCONNECTs this long before closing */
+#define TN_BENCH_MAX_SEEN (1ull << 30)  /* bytes of duplicate-tracking bitmaps, at most */
+
+typedef enum { TN_BENCH_PUBSUB, TN_BENCH_CONNS } tn_bench_scenario;
+typedef enum { TN_BENCH_SHARED, TN_BENCH_PER_PUBLISHER } tn_bench_topics;
+
+typedef struct tn_bench_opts {
+    struct sockaddr_in addr; /* the broker */
+    tn_bench_scenario scenario;
+    tn_bench_topics topics;
+    uint32_t pubs, subs;
+    uint8_t qos;
+    uint32_t size;     /* payload bytes, >= TN_BENCH_HEADER */
+    uint64_t count;    /* messages per publisher */
+    double duration;   /* seconds, hard bound for the whole run */
+    uint32_t inflight; /* per publisher: unacked QoS 1/2 messages; QoS 0: see qos0_window */
+    double rate;       /* messages/s across publishers; 0: as fast as the windows allow */
+    bool clean;        /* subscribers' clean session flag */
+    const char *prefix;
+    uint16_t keepalive;
+    int broker_pid; /* 0: unknown */
+    uint32_t conns;
+    double hold;
+    uint32_t src_first, src_n; /* source addresses (host order) for conns; 0: the kernel's */
+    bool quiet;
+} tn_bench_opts;
+
+/* Latency histogram, log-linear like HDR: values below 256 are exact, above that each power of
+ * two is cut in 128 buckets, so a reported value is within 0.8% of the true one. Fixed size:
+ * adding a sample never allocates. */
+#define TN_BENCH_HIST_BUCKETS 7424
+typedef struct tn_bench_hist {
+    uint64_t n, max;
+    uint64_t counts[TN_BENCH_HIST_BUCKETS];
+} tn_bench_hist;
+
+void tn_bench_hist_add(tn_bench_hist *h, uint64_t v);
+/* The value at percentile pct (0..100], the top of its bucket capped at the maximum; 0 when
+ * empty. */
+uint64_t tn_bench_hist_percentile(const tn_bench_hist *h, double pct);
+
+uint64_t tn_bench_now_ns(void);
+/* CPU seconds (user + system) of this process. */
+double tn_bench_self_cpu(void);
+/* CPU seconds of process pid from /proc/PID/stat, or -1. */
+double tn_bench_proc_cpu(int pid);
+/* VmRSS of process pid in KiB from /proc/PID/status, or -1. */
+long tn_bench_proc_rss_kb(int pid);
+
+/* One (publisher, subscriber) pair: what the subscriber has seen of that publisher. */
+typedef struct tn_bench_stream {
+    uint64_t top;   /* highest sequence seen + 1; 0 before the first */
+    uint64_t *seen; /* count bits, or NULL when duplicate tracking is off */
+} tn_bench_stream;
+
+typedef enum { TN_BENCH_PUB, TN_BENCH_SUB, TN_BENCH_IDLE } tn_bench_role;
+
+typedef enum {
+    TN_BENCH_CS_NEW = 0,
+    TN_BENCH_CS_CONNECTING, /* TCP connect pending */
+    TN_BENCH_CS_CONNACK,    /* CONNECT sent */
+    TN_BENCH_CS_SUBACK,     /* SUBSCRIBE sent */
+    TN_BENCH_CS_READY,
+    TN_BENCH_CS_CLOSING, /* DISCONNECT queued; the handle closes once it is written */
+    TN_BENCH_CS_FAILED,  /* closed on an error */
+} tn_bench_conn_state;
+
+typedef struct tn_bench tn_bench;
+
+typedef struct tn_bench_conn {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    tn_bench *b;
+    uint32_t id; /* publisher, subscriber or connection number */
+    tn_bench_role role;
+    tn_bench_conn_state state;
+    bool open;  /* tcp initialized and its close callback not yet run */
+    bool ready; /* got its CONNACK (and SUBACK): set-up is over for it */
+    bool writing, dirty;
+    tn_buf out;  /* encoded this turn, not yet handed to uv_write */
+    tn_buf wbuf; /* being written (one uv_write in flight at most); swapped with out */
+    tn_buf in;   /* the start of a packet that did not fit in the last read */
+    tn_mqtt_decoder dec;
+    uint64_t last_tx_ms; /* loop time of the last write, for PINGREQ */
+
+    /* publisher */
+    char topic[24];
+    uint16_t topic_len;
+    uint64_t sent, acked;
+    uint64_t fanout; /* subscribers that get each message */
+    uint32_t inflight;
+    uint16_t next_pid;
+    uint64_t *pid_busy; /* 65536 bits: sent, not yet PUBACKed / PUBCOMPed */
+    uint64_t *pid_rel;  /* 65536 bits: PUBREL sent (QoS 2) */
+
+    /* subscriber */
+    tn_bench_stream *streams; /* by publisher (shared topic) or one (per-publisher) */
+    uint32_t stream_pub;      /* per-publisher topics: the publisher of streams[0] */
+    uint64_t *qos2_held;      /* 65536 bits: PUBREC sent, PUBREL not yet received */
+} tn_bench_conn;
+
+typedef enum {
+    TN_BENCH_SETUP_SUBS,
+    TN_BENCH_SETUP_PUBS,
+    TN_BENCH_SETUP_IDLE,
+    TN_BENCH_RUN,
+    TN_BENCH_HOLD,
+    TN_BENCH_DONE,
+} tn_bench_phase;
+
+struct tn_bench {
+    tn_bench_opts o;
+    uv_loop_t loop;
+    uv_prepare_t prepare;
+    uv_idle_t spin; /* keeps the loop from blocking while a QoS 0 publisher can write */
+    uv_timer_t tick, pace, stop, hold, linger;
+    uv_signal_t sigint, sigterm;
+    tn_bench_phase phase;
+    const char *stop_reason;
+    int exit_code;
+
+    tn_bench_conn *conns; /* subscribers, then publishers; or the idle connections */
+    uint32_t n_conns;
+    tn_bench_conn *subs, *pubs;
+    tn_bench_conn **dirty; /* connections with bytes to flush this turn */
+    uint32_t n_dirty;
+    uint32_t n_open;
+
+    /* connection set-up: conns[setup_next..setup_end) still to start */
+    uint32_t setup_begin, setup_next, setup_end, setup_inflight, setup_ok, setup_failed;
+    bool pumping;
+    uint32_t src_next;
+    uint32_t opened, failed, lost; /* conns scenario; lost: closed by the broker while held */
+    uint32_t errors_logged;
+
+    /* the run */
+    uint32_t run_id;
+    uint8_t *payload; /* one message's payload, rewritten before each encode */
+    size_t qos0_window;
+    uint64_t sent, expected, acked, received, unique, dup, reordered, stale, bad;
+    bool track_dups;
+    uint64_t *seen_bits;
+    tn_bench_stream *streams;
+    tn_bench_hist *hist;
+    uint64_t t_start, t_end, t_last_rx, t_last_ack, t_last_progress, t_pubs_sent;
+    uint64_t t_connected; /* conns: all connects answered */
+    double cpu0_self, cpu0_broker, cpu_self, cpu_broker;
+    long rss0_kb, rss_kb;
+    uint64_t last_report_sent, last_report_received, last_report_ns;
+
+    uint8_t rbuf[TN_BENCH_READ_SIZE]; /* shared by all reads: the loop reads one socket at once */
+};
+
+/* cli.c: fills o from the command line. Returns 0 to run, -1 after --help or --version (exit
+ * 0), or 2 after a bad argument (the message is printed). */
+int tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o);
+
+/* conns.c */
+void tn_bench_conn_init(tn_bench *b, tn_bench_conn *c, tn_bench_role role, uint32_t id);
+/* Opens the socket and starts the TCP connect; errors end in tn_bench_on_fail(). */
+void tn_bench_conn_start(tn_bench_conn *c);
+/* Queues c for the flush at the end of this loop turn. */
+void tn_bench_conn_dirty(tn_bench_conn *c);
+/* Hands c->out to uv_write unless a write is already in flight (then its callback re-queues). */
+void tn_bench_conn_flush(tn_bench_conn *c);
+/* Sends DISCONNECT, then closes. */
+void tn_bench_conn_close(tn_bench_conn *c);
+/* Closes now. */
+void tn_bench_conn_abort(tn_bench_conn *c);
+/* Frees what conn_init and the scenario allocated; the handle must be closed. */
+void tn_bench_conn_fini(tn_bench_conn *c);
+bool tn_bench_conn_is_active(const tn_bench_conn *c);
+/* A PINGREQ when nothing was written for half the keepalive. */
+void tn_bench_conn_keepalive(tn_bench_conn *c, uint64_t now_ms);
+
+/* ternbench.c: called by conns.c */
+void tn_bench_on_ready(tn_bench_conn *c);
+void tn_bench_on_fail(tn_bench_conn *c, const char *why);
+void tn_bench_on_closed(tn_bench_conn *c);
+
+/* pubsub.c */
+/* Sets up the publisher and subscriber connections' topics, windows and streams. */
+int tn_bench_pubsub_init(tn_bench *b);
+void tn_bench_pubsub_fini(tn_bench *b);
+/* Encodes publisher c's messages up to sequence due (exclusive), within its window. */
+void tn_bench_pub_fill(tn_bench_conn *c, uint64_t due, uint64_t now_ns);
+/* True when publisher c has sent all its messages (and, at QoS 1/2, got them acknowledged). */
+bool tn_bench_pub_is_sent(const tn_bench_conn *c);
+bool tn_bench_pub_is_done(const tn_bench_conn *c);
+/* PUBLISH, PUBACK, PUBREC, PUBREL and PUBCOMP on a ready connection; now_ns is the read's time. */
+void tn_bench_on_packet(tn_bench_conn *c, const tn_mqtt_packet *pkt, uint64_t now_ns);
+/* The topic filter subscriber c subscribes to. */
+tn_mqtt_bytes tn_bench_sub_filter(tn_bench_conn *c, char *buf, size_t size);
+
+#endif
