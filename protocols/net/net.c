@@ -16,6 +16,7 @@ typedef struct conn conn;
 typedef struct wreq {
     uv_write_t req;
     tn_buf buf;
+    size_t off; /* bytes of buf the direct write already took */
 } wreq;
 
 struct conn {
@@ -38,6 +39,7 @@ struct conn {
     bool paused;         /* the adapter paused input */
     bool reading;
     bool full; /* out_full() said true; drained() is due once below half */
+    bool busy; /* read or wrote since the last sweep (else its buffers are freed) */
     union {
         struct sockaddr sa;
         struct sockaddr_in in4;
@@ -79,12 +81,13 @@ static const char *io_peer(void *ctx);
 static size_t
 pending_out(const conn *c)
 {
-    return c->out.len + (c->wr ? c->wr->buf.len : 0);
+    return c->out.len + (c->wr ? c->wr->buf.len - c->wr->off : 0);
 }
 
 static void
 mark_dirty(conn *c)
 {
+    c->busy = true;
     if (c->dirty || c->handle_closing)
         return;
     c->dirty = true;
@@ -176,7 +179,13 @@ write_cb(uv_write_t *req, int status)
 {
     wreq *w = (wreq *)req;
     conn *c = req->data;
-    tn_buf_fini(&w->buf);
+    if (c->out.cap == 0 && !c->handle_closing) {
+        c->out.data = w->buf.data; /* reuse the written buffer's memory */
+        c->out.cap = w->buf.cap;
+        c->out.len = 0;
+    } else {
+        tn_buf_fini(&w->buf);
+    }
     free(w);
     c->wr = NULL;
     if (c->handle_closing)
@@ -205,16 +214,15 @@ conn_flush(conn *c)
             return;
         }
         if ((size_t)r == c->out.len) {
-            tn_buf_reset(&c->out); /* idle connections keep no output memory */
+            c->out.len = 0; /* keep the memory for the next turn; the sweep trims idle ones */
         } else {
-            if (r > 0)
-                tn_buf_consume(&c->out, (size_t)r);
             wreq *w = tn_xmalloc(sizeof *w);
             w->buf = c->out;
+            w->off = (size_t)r;
             w->req.data = c;
             tn_buf_init(&c->out, c->out.max);
             c->wr = w;
-            b = uv_buf_init((char *)w->buf.data, (unsigned)w->buf.len);
+            b = uv_buf_init((char *)w->buf.data + w->off, (unsigned)(w->buf.len - w->off));
             r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
             if (r < 0) {
                 c->wr = NULL;
@@ -260,8 +268,6 @@ conn_feed(conn *c, const uint8_t *p, size_t len, bool from_in)
     size_t rest = len - (size_t)used;
     if (from_in) {
         tn_buf_consume(&c->in, (size_t)used);
-        if (c->in.len == 0)
-            tn_buf_reset(&c->in);
     } else if (rest > 0 && tn_buf_append(&c->in, p + used, rest) != 0) {
         tn_log_warn("NET-INPUT-LIMIT",
                     "%s: %zu unparsed input bytes over the %u byte limit, closing", io_peer(c),
@@ -282,6 +288,7 @@ read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     const uint8_t *p = (const uint8_t *)buf->base;
+    c->busy = true;
     if (c->in.len == 0) {
         conn_feed(c, p, (size_t)nread, false);
     } else if (tn_buf_append(&c->in, p, (size_t)nread) != 0) {
@@ -482,6 +489,15 @@ sweep_cb(uv_timer_t *t)
     tn_net *n = t->data;
     uint64_t now = uv_now(n->loop);
     for (conn *c = n->conns; c; c = c->next) {
+        /* Connections idle for a whole sweep give their buffers back: 50,000 idle clients
+         * must cost no buffer memory, busy ones must not realloc every loop turn. */
+        if (!c->busy) {
+            if (c->out.len == 0 && c->out.cap)
+                tn_buf_reset(&c->out);
+            if (c->in.len == 0 && c->in.cap)
+                tn_buf_reset(&c->in);
+        }
+        c->busy = false;
         if (c->deadline && c->deadline <= now && !c->closing) {
             c->deadline = 0;
             c->ops->timeout(c->a, now);
