@@ -180,6 +180,12 @@ main(int argc, char **argv)
         .max_output = conf.limits.max_output_buffer,
     };
     t.net = tn_net_new(&t.loop, &nl);
+    /* Signals first: a script may send SIGTERM as soon as it sees TERN-READY. */
+    uv_signal_init(&t.loop, &t.sigint);
+    uv_signal_init(&t.loop, &t.sigterm);
+    t.sigint.data = t.sigterm.data = &t;
+    uv_signal_start(&t.sigint, on_signal, SIGINT);
+    uv_signal_start(&t.sigterm, on_signal, SIGTERM);
     bool ok = true;
     for (size_t i = 0; i < conf.n_listeners && ok; i++) {
         tn_conf_listener *l = &conf.listeners[i];
@@ -199,14 +205,12 @@ main(int argc, char **argv)
                     v6 ? "]" : "", port);
     }
     if (ok) {
-        uv_signal_init(&t.loop, &t.sigint);
-        uv_signal_init(&t.loop, &t.sigterm);
-        t.sigint.data = t.sigterm.data = &t;
-        uv_signal_start(&t.sigint, on_signal, SIGINT);
-        uv_signal_start(&t.sigterm, on_signal, SIGTERM);
         tn_log_info("TERN-START", "ternd %s started, data in %s", TERN_VERSION, conf.data_dir);
     } else {
+        t.stopping = true;
         tn_net_close(t.net, NULL, NULL);
+        uv_close((uv_handle_t *)&t.sigint, signal_closed);
+        uv_close((uv_handle_t *)&t.sigterm, signal_closed);
     }
     uv_run(&t.loop, UV_RUN_DEFAULT);
     tn_net_free(t.net);
