@@ -15,6 +15,7 @@ tn_mqtt_new(tn_broker *b, const tn_mqtt_conf *conf)
     m->conf = *conf;
     tn_buf_init(&m->scratch, 65536 + 1);
     tn_buf_init(&m->topic, 65536 + 1);
+    tn_buf_init(&m->frame.buf, FRAME_CACHE_MAX);
     return m;
 }
 
@@ -25,6 +26,7 @@ tn_mqtt_free(tn_mqtt *m)
         return;
     tn_buf_fini(&m->scratch);
     tn_buf_fini(&m->topic);
+    tn_buf_fini(&m->frame.buf);
     free(m);
 }
 

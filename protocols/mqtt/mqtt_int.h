@@ -7,8 +7,23 @@
 
 enum { ST_CONNECT, ST_CONNECTED, ST_CLOSING };
 
+/* Larger PUBLISHes are encoded per delivery: copying dominates them anyway. */
+#define FRAME_CACHE_MAX 65536
+
 /* tn_delivery.state for outgoing QoS 2: PUBREC received, PUBREL sent, PUBCOMP awaited. */
 #define DELIVERY_PUBREL 1
+
+/* The last PUBLISH encoded for delivery: a message fanned out to many subscribers at the same
+ * QoS is encoded once and copied, with its packet id and DUP flag patched per subscriber. */
+typedef struct frame_cache {
+    const tn_message *msg;
+    uint64_t id; /* with msg: a freed message's address may come back, its id never does */
+    uint8_t qos;
+    uint8_t version;
+    bool retain;
+    size_t pid_off; /* where the packet id sits in buf */
+    tn_buf buf;
+} frame_cache;
 
 struct tn_mqtt {
     tn_broker *broker;
@@ -16,6 +31,7 @@ struct tn_mqtt {
     uint64_t next_anon_id;
     tn_buf scratch; /* name conversions of input; loop thread only */
     tn_buf topic;   /* name conversion for deliveries (which may run while scratch is in use) */
+    frame_cache frame;
 };
 
 typedef struct mconn {

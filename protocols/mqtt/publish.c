@@ -1,6 +1,8 @@
 /* PUBLISH both ways, and the acks of QoS 1 (PUBACK) and QoS 2 (PUBREC, PUBREL, PUBCOMP). */
 #include "protocols/mqtt/mqtt_int.h"
 
+#include <string.h>
+
 int
 tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p)
 {
@@ -98,17 +100,46 @@ tn_mqtt__deliver(void *ctx, tn_delivery *d)
         return tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBREL, d->tag, 0) == 0 ? 0 : TN_EAGAIN;
     tn_mqtt *m = c->m;
     const tn_message *msg = d->msg;
-    m->topic.len = 0;
-    uint8_t *topic = tn_buf_reserve(&m->topic, msg->name_len + 1);
-    tn_assert(topic || msg->name_len == 0);
-    tn_mqtt_from_core(msg->name, msg->name_len, topic);
-    tn_mqtt_publish p = {
-        .qos = d->qos,
-        .dup = d->qos > 0 && d->count > 1,                /* re-sent [MQTT-3.3.1-1] */
-        .retain = (d->flags & TN_DELIVERY_RETAINED) != 0, /* [MQTT-3.3.1-8] [MQTT-3.3.1-9] */
-        .topic = {topic, msg->name_len},
-        .pid = d->tag,
-        .payload = {msg->payload, msg->payload_len},
-    };
-    return tn_mqtt_encode_publish(out, c->version, &p) == 0 ? 0 : TN_EAGAIN;
+    bool retain = (d->flags & TN_DELIVERY_RETAINED) != 0; /* [MQTT-3.3.1-8] [MQTT-3.3.1-9] */
+    frame_cache *fc = &m->frame;
+    if (fc->msg != msg || fc->id != msg->id || fc->qos != d->qos || fc->retain != retain ||
+        fc->version != c->version) {
+        m->topic.len = 0;
+        uint8_t *topic = tn_buf_reserve(&m->topic, msg->name_len + 1);
+        tn_assert(topic);
+        tn_mqtt_from_core(msg->name, msg->name_len, topic);
+        tn_mqtt_publish p = {
+            .qos = d->qos,
+            .retain = retain,
+            .topic = {topic, msg->name_len},
+            .pid = 1, /* patched per delivery */
+            .payload = {msg->payload, msg->payload_len},
+        };
+        fc->msg = NULL;
+        fc->buf.len = 0;
+        if (tn_mqtt_encode_publish(&fc->buf, c->version, &p) != 0) {
+            /* Too big to cache: encode straight into the output. */
+            p.pid = d->tag;
+            p.dup = d->qos > 0 && d->count > 1;
+            return tn_mqtt_encode_publish(out, c->version, &p) == 0 ? 0 : TN_EAGAIN;
+        }
+        fc->msg = msg;
+        fc->id = msg->id;
+        fc->qos = d->qos;
+        fc->retain = retain;
+        fc->version = c->version;
+        fc->pid_off = fc->buf.len - msg->payload_len - 2;
+    }
+    uint8_t *dst = tn_buf_reserve(out, fc->buf.len);
+    if (!dst)
+        return TN_EAGAIN;
+    memcpy(dst, fc->buf.data, fc->buf.len);
+    if (d->qos > 0) {
+        dst[fc->pid_off] = (uint8_t)(d->tag >> 8);
+        dst[fc->pid_off + 1] = (uint8_t)d->tag;
+        if (d->count > 1)
+            dst[0] |= 0x08; /* DUP: re-sent [MQTT-3.3.1-1] */
+    }
+    tn_buf_commit(out, fc->buf.len);
+    return 0;
 }
