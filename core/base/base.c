@@ -136,7 +136,7 @@ tn_buf_reserve(tn_buf *b, size_t n)
     if (n > b->max || b->len > b->max - n)
         return NULL;
     if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
+        size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n)
             cap *= 2;
         if (cap > b->max)
