@@ -17,6 +17,7 @@ typedef struct tn_message {
     uint8_t qos;     /* QoS the publisher sent it with (0, 1, 2) */
     bool retain;     /* published as retained */
     bool persistent; /* must survive a restart (the store, issue 5) */
+    bool small;      /* private: allocated from the small-block free list */
     uint32_t name_len;
     uint32_t payload_len;
     uint64_t id;      /* broker-wide sequence number, set by the broker on publish */

@@ -68,6 +68,7 @@ struct tn_net {
     uint32_t n_handles; /* open handles, for shutdown */
     bool closing;
     bool warned_max;
+    bool warned_accept;
     void (*done)(void *arg);
     void *done_arg;
     char peerbuf[64];
@@ -445,9 +446,14 @@ connection_cb(uv_stream_t *server, int status)
     listener *l = server->data;
     tn_net *n = l->net;
     if (status < 0) {
-        tn_log_warn("NET-ACCEPT-FAIL", "accept failed: %s", uv_strerror(status));
+        /* Out of file descriptors, mostly: say so once, not per attempt. */
+        if (!n->warned_accept)
+            tn_log_warn("NET-ACCEPT-FAIL", "accept failed with %u connections open: %s", n->n_conns,
+                        uv_strerror(status));
+        n->warned_accept = true;
         return;
     }
+    n->warned_accept = false;
     conn *c = tn_xcalloc(1, sizeof *c);
     c->net = n;
     c->ops = l->ops;

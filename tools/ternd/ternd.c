@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <uv.h>
 
@@ -162,6 +163,19 @@ main(int argc, char **argv)
         tn_log_error("TERN-DATA-DIR", "cannot create data folder %s: %s", conf.data_dir,
                      strerror(errno));
         goto out;
+    }
+
+    /* One descriptor per connection: take all the kernel allows us, and say when it is less
+     * than max_connections needs. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)conf.limits.max_connections + 64)
+            tn_log_warn("TERN-FD-LIMIT",
+                        "open file limit %llu allows fewer than max_connections %u connections "
+                        "(raise it with ulimit -n or LimitNOFILE=)",
+                        (unsigned long long)rl.rlim_cur, conf.limits.max_connections);
     }
 
     ternd t = {0};
