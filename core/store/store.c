@@ -1,0 +1,563 @@
+#include "core/store/store.h"
+
+#include "core/base/base.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define PAD8(n) (((n) + 7u) & ~(uint64_t)7u)
+#define PROBE_BYTES (64 * 1024)
+
+typedef struct waiter {
+    uint64_t lsn;
+    tn_store_done_cb cb;
+    void *arg;
+} waiter;
+
+struct tn_store {
+    tn_store_conf conf;
+    char *dir;
+    int dirfd;
+    uint64_t *segs; /* first LSN of each segment found at open, ascending */
+    size_t n_segs;
+
+    /* Writer thread's (the loop's before start) */
+    int fd;
+    uint64_t seg_bytes;
+    bool unsynced;
+
+    /* Loop thread's */
+    uint64_t next_lsn;
+    bool replayed;
+    waiter *w;
+    size_t w_head, w_len, w_cap;
+
+    /* Shared, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    tn_buf pending;
+    uint64_t pending_first, pending_last;
+    uint64_t durable;
+    int error;
+    bool stop;
+    bool started;
+    pthread_t thread;
+};
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void
+errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void
+seg_name(const tn_store *s, uint64_t first, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/%020" PRIu64 ".seg", s->dir, first);
+}
+
+static int
+mkdirs(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return -1;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+int
+tn_store_open(const tn_store_conf *conf, tn_store **out, char *err, size_t errlen)
+{
+    if (mkdirs(conf->dir) != 0) {
+        errf(err, errlen, "%s: cannot create: %s", conf->dir, strerror(errno));
+        return TN_EIO;
+    }
+    DIR *d = opendir(conf->dir);
+    if (!d) {
+        errf(err, errlen, "%s: %s", conf->dir, strerror(errno));
+        return TN_EIO;
+    }
+    tn_store *s = tn_xcalloc(1, sizeof *s);
+    s->conf = *conf;
+    s->dir = tn_xstrdup(conf->dir);
+    s->conf.dir = s->dir;
+    if (!s->conf.segment_size)
+        s->conf.segment_size = 64u << 20;
+    if (!s->conf.max_record)
+        s->conf.max_record = 16u << 20;
+    s->fd = -1;
+    s->next_lsn = 1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        uint64_t first = strtoull(e->d_name, &end, 10);
+        if (end == e->d_name + 20 && strcmp(end, ".seg") == 0 && first > 0) {
+            s->segs = tn_xrealloc(s->segs, (s->n_segs + 1) * sizeof *s->segs);
+            s->segs[s->n_segs++] = first;
+        }
+    }
+    closedir(d);
+    if (s->n_segs > 1)
+        qsort(s->segs, s->n_segs, sizeof *s->segs, cmp_u64);
+    s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    tn_buf_init(&s->pending, SIZE_MAX);
+    *out = s;
+    return 0;
+}
+
+/* The CRC of a record: everything after the crc field, padding excluded. */
+static uint32_t
+record_crc(const uint8_t *rec, uint32_t len)
+{
+    return (uint32_t)crc32(0L, rec + 4, (uInt)(TN_STORE_HEADER - 4 + len));
+}
+
+static uint32_t
+rd32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t
+rd64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* A valid record at off in p[0..size) (any LSN), returning its size in *rec_size. */
+static bool
+valid_at(const tn_store *s, const uint8_t *p, uint64_t size, uint64_t off, uint64_t *rec_size)
+{
+    if (size - off < TN_STORE_HEADER)
+        return false;
+    uint32_t len = rd32(p + off + 4);
+    if (len > s->conf.max_record || size - off - TN_STORE_HEADER < len)
+        return false;
+    if (rd32(p + off) != record_crc(p + off, len))
+        return false;
+    *rec_size = PAD8((uint64_t)TN_STORE_HEADER + len);
+    return true;
+}
+
+/* Any valid record after off with an LSN above last? Then the damage is not just a torn tail. */
+static bool
+valid_after(const tn_store *s, const uint8_t *p, uint64_t size, uint64_t off, uint64_t last)
+{
+    uint64_t rs;
+    for (uint64_t o = (off + 8) & ~(uint64_t)7; o + TN_STORE_HEADER <= size; o += 8)
+        if (valid_at(s, p, size, o, &rs) && rd64(p + o + 8) > last)
+            return true;
+    return false;
+}
+
+int
+tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t errlen)
+{
+    tn_assert(!s->replayed && !s->started);
+    s->replayed = true;
+    uint64_t expected = s->n_segs ? s->segs[0] : 1;
+    int rc = 0;
+    for (size_t i = 0; i < s->n_segs && rc == 0; i++) {
+        char path[4200];
+        seg_name(s, s->segs[i], path, sizeof path);
+        bool last_seg = i + 1 == s->n_segs;
+        if (s->segs[i] != expected) {
+            if (!s->conf.salvage) {
+                errf(err, errlen,
+                     "%s: journal gap: expected LSN %" PRIu64 ", segment starts at %" PRIu64
+                     " (start with salvage to skip)",
+                     path, expected, s->segs[i]);
+                return TN_EIO;
+            }
+            tn_log_error("STORE-SALVAGE", "%s: skipping LSNs %" PRIu64 "..%" PRIu64, path, expected,
+                         s->segs[i] - 1);
+            expected = s->segs[i];
+        }
+        int fd = open(path, O_RDWR);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            errf(err, errlen, "%s: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return TN_EIO;
+        }
+        uint64_t size = (uint64_t)st.st_size, off = 0;
+        const uint8_t *p = NULL;
+        if (size > 0) {
+            p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED) {
+                errf(err, errlen, "%s: mmap: %s", path, strerror(errno));
+                close(fd);
+                return TN_EIO;
+            }
+        }
+        while (off < size && rc == 0) {
+            uint64_t rs = 0;
+            if (valid_at(s, p, size, off, &rs) && rd64(p + off + 8) == expected) {
+                uint32_t len = rd32(p + off + 4);
+                uint16_t type;
+                memcpy(&type, p + off + 16, 2);
+                rc = cb(arg, expected, type, p + off + TN_STORE_HEADER, len);
+                expected++;
+                off += rs;
+                continue;
+            }
+            /* A bad record at off. */
+            if (last_seg && !valid_after(s, p, size, off, expected - 1)) {
+                tn_log_warn("STORE-TORN-TAIL",
+                            "%s: cutting a torn or corrupt tail of %" PRIu64
+                            " bytes at offset %" PRIu64 " (last good LSN %" PRIu64 ")",
+                            path, size - off, off, expected - 1);
+                if (ftruncate(fd, (off_t)off) != 0 || fsync(fd) != 0) {
+                    errf(err, errlen, "%s: cannot cut the torn tail: %s", path, strerror(errno));
+                    rc = TN_EIO;
+                }
+                size = off;
+                break;
+            }
+            if (!s->conf.salvage) {
+                errf(err, errlen,
+                     "%s: corrupt record at offset %" PRIu64 " (expected LSN %" PRIu64
+                     ") with valid records after it; refusing to start (salvage skips it)",
+                     path, off, expected);
+                rc = TN_EIO;
+                break;
+            }
+            tn_log_error("STORE-SALVAGE", "%s: skipping %" PRIu64 " bytes from offset %" PRIu64,
+                         path, size - off, off);
+            break;
+        }
+        if (off > size && rc == 0 && ftruncate(fd, (off_t)off) == 0)
+            size = off; /* only the last record's padding was cut: put it back */
+        if (p)
+            munmap((void *)p, st.st_size);
+        if (last_seg && rc == 0) {
+            s->fd = fd; /* appends continue here */
+            s->seg_bytes = size;
+        } else {
+            close(fd);
+        }
+    }
+    s->next_lsn = expected;
+    s->durable = expected - 1;
+    return rc;
+}
+
+/* Creates the segment whose first record is first, and makes its name durable. */
+static int
+new_segment(tn_store *s, uint64_t first)
+{
+    char path[4200];
+    seg_name(s, first, path, sizeof path);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return TN_EIO;
+    if (s->dirfd >= 0 && fsync(s->dirfd) != 0) {
+        close(fd);
+        return TN_EIO;
+    }
+    if (s->fd >= 0) {
+        fdatasync(s->fd);
+        close(s->fd);
+    }
+    s->fd = fd;
+    s->seg_bytes = 0;
+    return 0;
+}
+
+static int
+write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return TN_EIO;
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+static uint64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* After a failed write: is there room again? (fallocate a probe, then give it back.) */
+static bool
+space_again(tn_store *s)
+{
+    if (s->fd < 0)
+        return true;
+    if (posix_fallocate(s->fd, (off_t)s->seg_bytes, PROBE_BYTES) != 0)
+        return false;
+    return ftruncate(s->fd, (off_t)s->seg_bytes) == 0;
+}
+
+static void *
+writer(void *arg)
+{
+    tn_store *s = arg;
+    tn_buf batch;
+    tn_buf_init(&batch, SIZE_MAX);
+    uint64_t last_sync = now_ms();
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->pending.len == 0 && !s->stop) {
+            bool timed = (s->unsynced && s->conf.sync == TN_SYNC_INTERVAL) || s->error;
+            if (!timed) {
+                pthread_cond_wait(&s->cv, &s->mu);
+                continue;
+            }
+            uint32_t wait_ms = s->error ? 1000 : s->conf.interval_ms;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait_ms / 1000;
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+            pthread_mutex_unlock(&s->mu);
+            if (s->unsynced && now_ms() - last_sync >= s->conf.interval_ms) {
+                fdatasync(s->fd);
+                s->unsynced = false;
+                last_sync = now_ms();
+            }
+            bool recovered = s->error && space_again(s);
+            pthread_mutex_lock(&s->mu);
+            if (recovered) {
+                tn_log_warn("STORE-RECOVERED", "%s: writing again", s->dir);
+                s->error = 0;
+                s->conf.notify(s->conf.notify_arg);
+            }
+        }
+        if (s->pending.len == 0 && s->stop)
+            break;
+        /* Take everything pending: group commit. */
+        tn_buf tmp = batch;
+        batch = s->pending;
+        s->pending = tmp;
+        s->pending.len = 0;
+        uint64_t first = s->pending_first, last = s->pending_last;
+        pthread_mutex_unlock(&s->mu);
+
+        int rc = 0;
+        if (s->fd < 0 || (s->seg_bytes >= s->conf.segment_size && s->seg_bytes > 0))
+            rc = new_segment(s, first);
+        if (rc == 0)
+            rc = write_all(s->fd, batch.data, batch.len, s->seg_bytes);
+        if (rc == 0) {
+            s->seg_bytes += batch.len;
+            if (s->conf.sync == TN_SYNC_ALWAYS) {
+                rc = fdatasync(s->fd) == 0 ? 0 : TN_EIO;
+                last_sync = now_ms();
+            } else {
+                s->unsynced = true;
+            }
+        }
+        if (rc != 0 && s->fd >= 0) {
+            /* Nothing half-written stays behind: the journal ends at the last good record. */
+            int e = errno;
+            if (ftruncate(s->fd, (off_t)s->seg_bytes) != 0)
+                (void)0;
+            tn_log_error("STORE-WRITE-FAIL",
+                         "%s: cannot write records %" PRIu64 "..%" PRIu64 ": %s; persistent "
+                         "publishes are refused until it works again",
+                         s->dir, first, last, strerror(e));
+        }
+        batch.len = 0;
+        pthread_mutex_lock(&s->mu);
+        if (rc == 0)
+            s->durable = last;
+        else
+            s->error = TN_EIO;
+        s->conf.notify(s->conf.notify_arg);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (s->fd >= 0 && s->conf.sync != TN_SYNC_NEVER)
+        fdatasync(s->fd);
+    tn_buf_fini(&batch);
+    return NULL;
+}
+
+int
+tn_store_start(tn_store *s)
+{
+    tn_assert(!s->started);
+    s->replayed = true;
+    s->durable = s->next_lsn - 1;
+    if (pthread_create(&s->thread, NULL, writer, s) != 0)
+        return TN_EIO;
+    s->started = true;
+    return 0;
+}
+
+int
+tn_store_append(tn_store *s, uint16_t type, const void *p, uint32_t len, uint64_t *lsn)
+{
+    if (len > s->conf.max_record)
+        return TN_ETOOBIG;
+    pthread_mutex_lock(&s->mu);
+    int err = s->error;
+    if (err) {
+        pthread_mutex_unlock(&s->mu);
+        return err;
+    }
+    uint64_t size = PAD8((uint64_t)TN_STORE_HEADER + len);
+    uint8_t *r = tn_buf_reserve(&s->pending, size);
+    tn_assert(r);
+    uint64_t n = s->next_lsn++;
+    uint16_t zero = 0;
+    memcpy(r + 4, &len, 4);
+    memcpy(r + 8, &n, 8);
+    memcpy(r + 16, &type, 2);
+    memcpy(r + 18, &zero, 2);
+    if (len)
+        memcpy(r + TN_STORE_HEADER, p, len);
+    memset(r + TN_STORE_HEADER + len, 0, size - TN_STORE_HEADER - len);
+    uint32_t crc = record_crc(r, len);
+    memcpy(r, &crc, 4);
+    tn_buf_commit(&s->pending, size);
+    if (s->pending.len == size)
+        s->pending_first = n;
+    s->pending_last = n;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    *lsn = n;
+    return 0;
+}
+
+void
+tn_store_when_durable(tn_store *s, uint64_t lsn, tn_store_done_cb cb, void *arg)
+{
+    if (s->w_len == s->w_cap) {
+        size_t cap = s->w_cap ? s->w_cap * 2 : 64;
+        waiter *w = tn_xmalloc(cap * sizeof *w);
+        for (size_t i = 0; i < s->w_len; i++)
+            w[i] = s->w[(s->w_head + i) % s->w_cap];
+        free(s->w);
+        s->w = w;
+        s->w_cap = cap;
+        s->w_head = 0;
+    }
+    s->w[(s->w_head + s->w_len++) % s->w_cap] = (waiter){lsn, cb, arg};
+}
+
+void
+tn_store_poll(tn_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t durable = s->durable;
+    int error = s->error;
+    pthread_mutex_unlock(&s->mu);
+    while (s->w_len) {
+        waiter *w = &s->w[s->w_head];
+        int status = 0;
+        if (w->lsn > durable) {
+            if (!error)
+                break;
+            status = error;
+        }
+        waiter done = *w;
+        s->w_head = (s->w_head + 1) % s->w_cap;
+        s->w_len--;
+        done.cb(done.arg, status);
+    }
+}
+
+uint64_t
+tn_store_last_lsn(const tn_store *s)
+{
+    return s->next_lsn - 1;
+}
+
+uint64_t
+tn_store_durable_lsn(tn_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t d = s->durable;
+    pthread_mutex_unlock(&s->mu);
+    return d;
+}
+
+int
+tn_store_error(tn_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int e = s->error;
+    pthread_mutex_unlock(&s->mu);
+    return e;
+}
+
+void
+tn_store_close(tn_store *s)
+{
+    if (!s)
+        return;
+    if (s->started) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = true;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL);
+    }
+    tn_store_poll(s);
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->dirfd >= 0)
+        close(s->dirfd);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    tn_buf_fini(&s->pending);
+    free(s->w);
+    free(s->segs);
+    free(s->dir);
+    free(s);
+}

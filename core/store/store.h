@@ -1,0 +1,88 @@
+/*
+ * store: the append-only journal that makes messages survive kill -9 and restart.
+ *
+ * The journal is a folder of segment files, DIR/NNNNNNNNNNNNNNNNNNNN.seg, named by the log
+ * sequence number (LSN) of their first record. Each record is self-describing, so the same bytes
+ * can be replayed at start and shipped to a standby:
+ *
+ *     u32 crc     CRC-32 (zlib) of everything after this field, padding excluded
+ *     u32 len     payload bytes
+ *     u64 lsn     1, 2, 3, ... with no gaps across segments
+ *     u16 type    the record's meaning, owned by the caller (the broker)
+ *     u16 zero    reserved
+ *     payload, then zero padding to a multiple of 8 bytes
+ *
+ * Threads: appends are encoded on the loop thread into a pending buffer; a writer thread takes
+ * everything pending in one batch, writes it, syncs it per the policy (group commit: records
+ * arriving during a sync ride the next one), publishes the durable LSN and calls notify(), which
+ * must wake the loop (uv_async_send). The loop then calls tn_store_poll(), which runs the
+ * tn_store_when_durable() callbacks that are due, in LSN order. The loop never blocks on disk.
+ *
+ * Recovery: tn_store_replay() walks every record in order before tn_store_start(). A torn or
+ * corrupt tail of the last segment (a record cut short, a bad CRC with nothing valid after it) is
+ * cut off, synced, and logged with the number of bytes dropped. A bad record with valid records
+ * after it, or in an older segment, is corruption in the middle: replay fails with a message
+ * naming the file and offset, unless salvage is set (then the rest of that segment is skipped
+ * and logged).
+ */
+#ifndef TN_STORE_H
+#define TN_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tn_store tn_store;
+
+typedef enum {
+    TN_SYNC_ALWAYS = 0, /* fdatasync before a record counts as durable (the default) */
+    TN_SYNC_INTERVAL,   /* durable once written; synced every interval_ms */
+    TN_SYNC_NEVER,      /* durable once written (survives kill -9, not power loss) */
+} tn_sync_policy;
+
+#define TN_STORE_HEADER 20 /* bytes before the payload */
+
+typedef struct tn_store_conf {
+    const char *dir; /* the journal folder; created if missing */
+    tn_sync_policy sync;
+    uint32_t interval_ms;  /* TN_SYNC_INTERVAL */
+    uint64_t segment_size; /* start a new segment past this many bytes */
+    uint32_t max_record;   /* largest payload accepted */
+    bool salvage;          /* skip corruption in the middle instead of refusing to start */
+    /* Called from the writer thread when records became durable or writing failed. */
+    void (*notify)(void *arg);
+    void *notify_arg;
+} tn_store_conf;
+
+/* Opens (creating) the folder. No thread runs yet. err gets a one-line reason on failure. */
+int tn_store_open(const tn_store_conf *conf, tn_store **out, char *err, size_t errlen);
+
+/* Calls cb for every record in LSN order; cb returning non-zero stops the replay with that
+ * result. Repairs a torn tail as described above. Call once, before tn_store_start(). */
+typedef int (*tn_store_replay_cb)(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p,
+                                  uint32_t len);
+int tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t errlen);
+
+/* Starts the writer thread; appends are accepted from now on. */
+int tn_store_start(tn_store *s);
+
+/* Appends one record (loop thread). Returns its LSN in *lsn, TN_ETOOBIG over max_record, or the
+ * sticky write error (TN_EIO) once writing has failed. */
+int tn_store_append(tn_store *s, uint16_t type, const void *p, uint32_t len, uint64_t *lsn);
+
+/* Calls cb(arg, 0) on the loop thread, from tn_store_poll(), once every record up to lsn is
+ * durable; cb(arg, TN_EIO) if writing failed first. Callbacks run in LSN order. */
+typedef void (*tn_store_done_cb)(void *arg, int status);
+void tn_store_when_durable(tn_store *s, uint64_t lsn, tn_store_done_cb cb, void *arg);
+
+/* Runs the callbacks that became due (loop thread, after notify). */
+void tn_store_poll(tn_store *s);
+
+uint64_t tn_store_last_lsn(const tn_store *s); /* last appended (or replayed) */
+uint64_t tn_store_durable_lsn(tn_store *s);    /* last durable */
+int tn_store_error(tn_store *s);               /* 0, or the sticky write error */
+
+/* Writes and syncs what is pending, stops the thread, runs due callbacks, frees everything. */
+void tn_store_close(tn_store *s);
+
+#endif

@@ -1,0 +1,427 @@
+#include "core/store/store.h"
+
+#include "core/base/base.h"
+
+#include <CUnit/Basic.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The writer thread's notify() writes a byte to a pipe; tests wait on it (never sleep). */
+static int wake[2];
+
+static void
+notify(void *arg)
+{
+    (void)arg;
+    (void)!write(wake[1], "x", 1);
+}
+
+static bool
+wait_notify(int ms)
+{
+    struct pollfd p = {.fd = wake[0], .events = POLLIN};
+    if (poll(&p, 1, ms) != 1)
+        return false;
+    char buf[256];
+    (void)!read(wake[0], buf, sizeof buf);
+    return true;
+}
+
+static char dir[128];
+
+static void
+fresh_dir(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/tern-store-test-XXXXXX");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+}
+
+static void
+rm_dir(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+static tn_store *
+open_store(uint64_t seg_size, bool salvage, tn_sync_policy sync, char *err)
+{
+    tn_store_conf c = {.dir = dir,
+                       .sync = sync,
+                       .interval_ms = 5,
+                       .segment_size = seg_size,
+                       .max_record = 1 << 20,
+                       .salvage = salvage,
+                       .notify = notify};
+    tn_store *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(tn_store_open(&c, &s, err, 256), 0);
+    return s;
+}
+
+/* Replay collects records here. */
+typedef struct seen {
+    uint64_t first, last;
+    int n;
+    bool ok; /* payloads as written by put() */
+} seen;
+
+static int
+collect(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
+{
+    seen *s = arg;
+    if (s->n == 0)
+        s->first = lsn;
+    s->last = lsn;
+    s->n++;
+    /* put() writes type = lsn % 7, len = lsn % 50, bytes = (lsn + i) & 0xff */
+    if (type != lsn % 7 || len != lsn % 50)
+        s->ok = false;
+    for (uint32_t i = 0; i < len; i++)
+        if (p[i] != (uint8_t)(lsn + i))
+            s->ok = false;
+    return 0;
+}
+
+static uint64_t
+put(tn_store *s)
+{
+    uint64_t want = tn_store_last_lsn(s) + 1, lsn = 0;
+    uint8_t buf[64];
+    for (uint32_t i = 0; i < want % 50; i++)
+        buf[i] = (uint8_t)(want + i);
+    CU_ASSERT_EQUAL(tn_store_append(s, (uint16_t)(want % 7), buf, (uint32_t)(want % 50), &lsn), 0);
+    CU_ASSERT_EQUAL(lsn, want);
+    return lsn;
+}
+
+static int durable_calls, durable_status;
+static uint64_t durable_seen;
+static void
+on_durable(void *arg, int status)
+{
+    durable_calls++;
+    durable_status = status;
+    durable_seen = (uint64_t)(uintptr_t)arg;
+}
+
+/* Appends n records and waits until the last is durable. */
+static void
+put_n_durable(tn_store *s, int n)
+{
+    uint64_t last = 0;
+    for (int i = 0; i < n; i++)
+        last = put(s);
+    durable_calls = 0;
+    tn_store_when_durable(s, last, on_durable, (void *)(uintptr_t)last);
+    for (int i = 0; i < 100 && durable_calls == 0; i++) {
+        wait_notify(1000);
+        tn_store_poll(s);
+    }
+    CU_ASSERT_EQUAL(durable_calls, 1);
+    CU_ASSERT_EQUAL(durable_status, 0);
+    CU_ASSERT_EQUAL(durable_seen, last);
+    CU_ASSERT_TRUE(tn_store_durable_lsn(s) >= last);
+}
+
+static seen
+replay(tn_store *s, int expect_rc)
+{
+    seen sn = {.ok = true};
+    char err[256] = "";
+    CU_ASSERT_EQUAL(tn_store_replay(s, collect, &sn, err, sizeof err), expect_rc);
+    return sn;
+}
+
+static int
+count_segments(void)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strstr(e->d_name, ".seg") != NULL;
+    closedir(d);
+    return n;
+}
+
+/* Path of the newest (or oldest) segment. */
+static void
+segment_path(bool newest, char *out, size_t n)
+{
+    char best[300] = "";
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strstr(e->d_name, ".seg"))
+            continue;
+        if (!best[0] || (newest ? strcmp(e->d_name, best) > 0 : strcmp(e->d_name, best) < 0))
+            snprintf(best, sizeof best, "%s", e->d_name);
+    }
+    closedir(d);
+    snprintf(out, n, "%s/%s", dir, best);
+}
+
+static long
+file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void
+flip_byte(const char *p, long off)
+{
+    int fd = open(p, O_RDWR);
+    uint8_t b;
+    CU_ASSERT_EQUAL(pread(fd, &b, 1, off), 1);
+    b ^= 0x5a;
+    CU_ASSERT_EQUAL(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+static void
+test_round_trip_and_continue(void)
+{
+    char err[256];
+    fresh_dir();
+    tn_store *s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    seen sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 0);
+    CU_ASSERT_EQUAL(tn_store_start(s), 0);
+    put_n_durable(s, 1000);
+    tn_store_close(s);
+
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 1000);
+    CU_ASSERT_EQUAL(sn.first, 1);
+    CU_ASSERT_EQUAL(sn.last, 1000);
+    CU_ASSERT_TRUE(sn.ok);
+    CU_ASSERT_EQUAL(tn_store_start(s), 0);
+    put_n_durable(s, 10); /* continues at 1001 in the same segment */
+    tn_store_close(s);
+    CU_ASSERT_EQUAL(count_segments(), 1);
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.last, 1010);
+    CU_ASSERT_TRUE(sn.ok);
+    tn_store_close(s);
+    rm_dir();
+}
+
+static void
+test_segments_roll_over(void)
+{
+    char err[256];
+    fresh_dir();
+    tn_store *s = open_store(4096, false, TN_SYNC_ALWAYS, err);
+    replay(s, 0);
+    tn_store_start(s);
+    for (int i = 0; i < 20; i++)
+        put_n_durable(s, 50); /* 20 batches of ~2 KB: several segments */
+    tn_store_close(s);
+    CU_ASSERT_TRUE(count_segments() > 3);
+    s = open_store(4096, false, TN_SYNC_ALWAYS, err);
+    seen sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 1000);
+    CU_ASSERT_TRUE(sn.ok);
+    tn_store_close(s);
+    rm_dir();
+}
+
+static void
+test_torn_tail_is_cut(void)
+{
+    char err[256], seg[512];
+    fresh_dir();
+    tn_store *s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    replay(s, 0);
+    tn_store_start(s);
+    put_n_durable(s, 100);
+    tn_store_close(s);
+    segment_path(true, seg, sizeof seg);
+    long size = file_size(seg);
+    CU_ASSERT_EQUAL(truncate(seg, size - 10), 0); /* the last record is cut short */
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    seen sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 99);
+    CU_ASSERT_TRUE(sn.ok);
+    CU_ASSERT_TRUE(file_size(seg) < size - 10); /* cut back to the last good record */
+    tn_store_start(s);
+    put_n_durable(s, 1); /* LSN 100 again, cleanly */
+    tn_store_close(s);
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 100);
+    CU_ASSERT_TRUE(sn.ok);
+    tn_store_close(s);
+
+    /* A flipped byte in the last record: a corrupt tail, also cut. */
+    segment_path(true, seg, sizeof seg);
+    flip_byte(seg, file_size(seg) - 16); /* inside the last record (24 bytes) */
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 99);
+    tn_store_close(s);
+
+    /* Zeros after the end (a preallocated or half-synced tail): cut, nothing lost. */
+    long good = file_size(seg);
+    CU_ASSERT_EQUAL(truncate(seg, good + 4096), 0);
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 99);
+    CU_ASSERT_EQUAL(file_size(seg), good);
+    tn_store_close(s);
+    rm_dir();
+}
+
+static void
+test_corruption_in_the_middle_stops_unless_salvage(void)
+{
+    char err[256], seg[512];
+    fresh_dir();
+    tn_store *s = open_store(4096, false, TN_SYNC_ALWAYS, err);
+    replay(s, 0);
+    tn_store_start(s);
+    for (int i = 0; i < 10; i++)
+        put_n_durable(s, 50);
+    tn_store_close(s);
+    /* A byte in the oldest segment: corruption with valid records after it. */
+    segment_path(false, seg, sizeof seg);
+    flip_byte(seg, 30);
+    s = open_store(4096, false, TN_SYNC_ALWAYS, err);
+    seen sn = {.ok = true};
+    CU_ASSERT_EQUAL(tn_store_replay(s, collect, &sn, err, sizeof err), TN_EIO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "corrupt record at offset"));
+    CU_ASSERT_EQUAL(sn.last, 1); /* stopped at the damage (record 2) */
+    tn_store_close(s);
+    s = open_store(4096, true, TN_SYNC_ALWAYS, err); /* salvage: skip the damaged part */
+    sn = replay(s, 0);
+    CU_ASSERT_TRUE(sn.n > 0 && sn.n < 500);
+    CU_ASSERT_EQUAL(sn.last, 500);
+    CU_ASSERT_TRUE(sn.ok);
+    tn_store_close(s);
+    rm_dir();
+
+    /* In the last segment, with valid records after the bad one: also refused. */
+    fresh_dir();
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    replay(s, 0);
+    tn_store_start(s);
+    put_n_durable(s, 100);
+    tn_store_close(s);
+    segment_path(true, seg, sizeof seg);
+    flip_byte(seg, 100);
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    replay(s, TN_EIO);
+    tn_store_close(s);
+    rm_dir();
+}
+
+static void
+test_policies_and_limits(void)
+{
+    char err[256];
+    tn_sync_policy pol[] = {TN_SYNC_INTERVAL, TN_SYNC_NEVER};
+    for (int i = 0; i < 2; i++) {
+        fresh_dir();
+        tn_store *s = open_store(0, false, pol[i], err);
+        replay(s, 0);
+        tn_store_start(s);
+        put_n_durable(s, 200);
+        uint64_t lsn;
+        static uint8_t big[(1 << 20) + 1];
+        CU_ASSERT_EQUAL(tn_store_append(s, 1, big, sizeof big, &lsn), TN_ETOOBIG);
+        tn_store_close(s);
+        s = open_store(0, false, pol[i], err);
+        seen sn = replay(s, 0);
+        CU_ASSERT_EQUAL(sn.n, 200);
+        tn_store_close(s);
+        rm_dir();
+    }
+}
+
+/* A full disk, simulated with RLIMIT_FSIZE: appends fail with an error, waiters are told, what
+ * is stored stays intact, and writing resumes once there is room again. */
+static void
+test_write_failure_and_recovery(void)
+{
+    char err[256];
+    fresh_dir();
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    tn_store *s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    replay(s, 0);
+    tn_store_start(s);
+    put_n_durable(s, 10);
+    uint64_t good = tn_store_durable_lsn(s);
+    lim = old;
+    lim.rlim_cur = 4096;
+    setrlimit(RLIMIT_FSIZE, &lim);
+    uint64_t last = 0;
+    for (int i = 0; i < 200; i++)
+        last = put(s);
+    durable_calls = 0;
+    tn_store_when_durable(s, last, on_durable, NULL);
+    for (int i = 0; i < 100 && durable_calls == 0; i++) {
+        wait_notify(1000);
+        tn_store_poll(s);
+    }
+    CU_ASSERT_EQUAL(durable_calls, 1);
+    CU_ASSERT_EQUAL(durable_status, TN_EIO);
+    CU_ASSERT_EQUAL(tn_store_error(s), TN_EIO);
+    uint64_t lsn;
+    CU_ASSERT_EQUAL(tn_store_append(s, 1, "x", 1, &lsn), TN_EIO);
+    setrlimit(RLIMIT_FSIZE, &old); /* room again */
+    for (int i = 0; i < 10 && tn_store_error(s); i++)
+        wait_notify(2000);
+    CU_ASSERT_EQUAL(tn_store_error(s), 0);
+    tn_store_close(s);
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    seen sn = replay(s, 0);
+    CU_ASSERT_TRUE(sn.last >= good); /* nothing stored was damaged */
+    CU_ASSERT_TRUE(sn.ok);
+    tn_store_close(s);
+    rm_dir();
+}
+
+int
+main(void)
+{
+    tn_log_set_level(TN_LOG_ERROR);
+    if (pipe(wake) != 0)
+        return 1;
+    fcntl(wake[0], F_SETFL, O_NONBLOCK);
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("store", NULL, NULL);
+    CU_add_test(s, "round_trip_and_continue", test_round_trip_and_continue);
+    CU_add_test(s, "segments_roll_over", test_segments_roll_over);
+    CU_add_test(s, "torn_tail_is_cut", test_torn_tail_is_cut);
+    CU_add_test(s, "corruption_in_middle", test_corruption_in_the_middle_stops_unless_salvage);
+    CU_add_test(s, "policies_and_limits", test_policies_and_limits);
+    CU_add_test(s, "write_failure_and_recovery", test_write_failure_and_recovery);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return bad ? 1 : 0;
+}
