@@ -50,6 +50,7 @@ struct tn_store {
     uint64_t pending_first, pending_last;
     uint64_t durable;
     int error;
+    bool room; /* after an error: the writer found room again; the loop resumes in poll */
     bool stop;
     bool started;
     pthread_t thread;
@@ -349,7 +350,8 @@ writer(void *arg)
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (s->pending.len == 0 && !s->stop) {
-            bool timed = (s->unsynced && s->conf.sync == TN_SYNC_INTERVAL) || s->error;
+            bool timed =
+                (s->unsynced && s->conf.sync == TN_SYNC_INTERVAL) || (s->error && !s->room);
             if (!timed) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
@@ -370,11 +372,10 @@ writer(void *arg)
                 s->unsynced = false;
                 last_sync = now_ms();
             }
-            bool recovered = s->error && space_again(s);
+            bool recovered = s->error && !s->room && space_again(s);
             pthread_mutex_lock(&s->mu);
             if (recovered) {
-                tn_log_warn("STORE-RECOVERED", "%s: writing again", s->dir);
-                s->error = 0;
+                s->room = true; /* the loop resumes appends from tn_store_poll() */
                 s->conf.notify(s->conf.notify_arg);
             }
         }
@@ -414,10 +415,14 @@ writer(void *arg)
         }
         batch.len = 0;
         pthread_mutex_lock(&s->mu);
-        if (rc == 0)
+        if (rc == 0) {
             s->durable = last;
-        else
+        } else {
+            /* Records after the failed batch must not be written either (they would leave a
+             * gap): drop them; their LSNs are handed out again once writing resumes. */
             s->error = TN_EIO;
+            s->pending.len = 0;
+        }
         s->conf.notify(s->conf.notify_arg);
     }
     pthread_mutex_unlock(&s->mu);
@@ -496,7 +501,9 @@ tn_store_poll(tn_store *s)
     pthread_mutex_lock(&s->mu);
     uint64_t durable = s->durable;
     int error = s->error;
+    bool resume = error && s->room;
     pthread_mutex_unlock(&s->mu);
+    /* In LSN order: durable ones succeed; after a write error, all others fail. */
     while (s->w_len) {
         waiter *w = &s->w[s->w_head];
         int status = 0;
@@ -510,12 +517,25 @@ tn_store_poll(tn_store *s)
         s->w_len--;
         done.cb(done.arg, status);
     }
+    if (resume) {
+        /* Every waiter of a dropped record has been failed above: its LSN may be used again. */
+        pthread_mutex_lock(&s->mu);
+        s->next_lsn = s->durable + 1;
+        s->error = 0;
+        s->room = false;
+        pthread_mutex_unlock(&s->mu);
+        tn_log_warn("STORE-RECOVERED", "%s: writing again from LSN %llu", s->dir,
+                    (unsigned long long)(durable + 1));
+    }
 }
 
 uint64_t
-tn_store_last_lsn(const tn_store *s)
+tn_store_last_lsn(tn_store *s)
 {
-    return s->next_lsn - 1;
+    pthread_mutex_lock(&s->mu);
+    uint64_t n = s->next_lsn - 1;
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 uint64_t

@@ -75,12 +75,14 @@ int tn_store_append(tn_store *s, uint16_t type, const void *p, uint32_t len, uin
 typedef void (*tn_store_done_cb)(void *arg, int status);
 void tn_store_when_durable(tn_store *s, uint64_t lsn, tn_store_done_cb cb, void *arg);
 
-/* Runs the callbacks that became due (loop thread, after notify). */
+/* Runs the callbacks that became due (loop thread, after notify). After a write error, every
+ * record not yet durable is failed (cb with TN_EIO) and appends return TN_EIO; once the writer
+ * finds room again, the next poll resumes appends, reusing the failed records' LSNs. */
 void tn_store_poll(tn_store *s);
 
-uint64_t tn_store_last_lsn(const tn_store *s); /* last appended (or replayed) */
-uint64_t tn_store_durable_lsn(tn_store *s);    /* last durable */
-int tn_store_error(tn_store *s);               /* 0, or the sticky write error */
+uint64_t tn_store_last_lsn(tn_store *s);    /* last appended (or replayed) */
+uint64_t tn_store_durable_lsn(tn_store *s); /* last durable */
+int tn_store_error(tn_store *s);            /* 0, or the sticky write error */
 
 /* Writes and syncs what is pending, stops the thread, runs due callbacks, frees everything. */
 void tn_store_close(tn_store *s);
