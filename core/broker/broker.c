@@ -1,55 +1,13 @@
 #include "core/broker/broker.h"
 
+#include "core/broker/broker_int.h"
+
 #include "core/base/base.h"
 #include "core/topictree/topictree.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
-
-typedef struct tn_sub {
-    char *filter; /* canonical; also the key in the session's table */
-    uint8_t qos;
-    tn_session *s;
-    UT_hash_handle hh;
-} tn_sub;
-
-struct tn_session {
-    tn_broker *b;
-    char *id;
-    size_t id_len;
-    bool clean;
-    bool warned_full; /* logged a drop since the last attach */
-    bool attached;    /* a connection owns it (consumer is set once started) */
-    uint16_t tx_next;
-    uint32_t rx_count, tx_count;
-    uint64_t *rx_ids; /* bitmaps of 65536 ids, allocated on first use, freed when empty */
-    uint64_t *tx_ids;
-    tn_queue *queue;
-    tn_consumer *consumer; /* NULL while detached */
-    const tn_session_ops *ops;
-    void *ctx;
-    tn_sub *subs;
-    uint64_t mark; /* publish routing: last message id that matched, and its best QoS */
-    uint8_t mark_qos;
-    UT_hash_handle hh;
-};
-
-/* A session matched by the message being routed, with its best granted QoS. */
-typedef struct route {
-    tn_session *s;
-} route;
-
-struct tn_broker {
-    tn_broker_limits limits;
-    tn_session *sessions;
-    tn_topictree *subs;     /* filter -> tn_sub */
-    tn_topictree *retained; /* name -> tn_message */
-    uint64_t seq;
-    route *routes; /* scratch, reused by every publish */
-    size_t n_routes, cap_routes;
-    tn_broker_stats stats;
-};
 
 static void
 session_deliver_limits(tn_session *s)
@@ -68,13 +26,17 @@ tn_broker_new(const tn_broker_limits *limits)
     b->limits = *limits;
     b->subs = tn_topictree_new();
     b->retained = tn_topictree_new();
+    tn_buf_init(&b->rec, (size_t)1 << 30);
     return b;
 }
 
+/* Frees s; log: the session is gone for good (journal it), not just the broker shutting down. */
 static void
-session_free(tn_session *s)
+session_free(tn_session *s, bool log)
 {
     tn_broker *b = s->b;
+    if (log && !s->clean)
+        tn_broker__log_session(b, s, false);
     tn_sub *sub, *tmp;
     HASH_ITER(hh, s->subs, sub, tmp)
     {
@@ -109,12 +71,13 @@ tn_broker_free(tn_broker *b)
     HASH_ITER(hh, b->sessions, s, tmp)
     {
         tn_assert(!s->attached);
-        session_free(s);
+        session_free(s, false);
     }
     tn_topictree_walk(b->retained, free_retained, NULL);
     tn_topictree_free(b->retained);
     tn_topictree_free(b->subs);
     free(b->routes);
+    tn_buf_fini(&b->rec);
     free(b);
 }
 
@@ -125,8 +88,8 @@ tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out)
     out->retained = (uint32_t)tn_topictree_count(b->retained);
 }
 
-static tn_session *
-session_find(tn_broker *b, const char *id, size_t len)
+tn_session *
+tn_broker__session_find(tn_broker *b, const char *id, size_t len)
 {
     tn_session *s = NULL;
     HASH_FIND(hh, b->sessions, id, len, s);
@@ -146,29 +109,20 @@ int
 tn_broker_session_open(tn_broker *b, const char *client_id, size_t len, bool clean,
                        const tn_session_ops *ops, void *ctx, tn_session **out, bool *present)
 {
-    tn_session *s = session_find(b, client_id, len);
+    tn_session *s = tn_broker__session_find(b, client_id, len);
     if (s && s->attached) {
         /* Takeover: the owner detaches (which frees a clean session), so look again after. */
         s->ops->kick(s->ctx);
-        s = session_find(b, client_id, len);
+        s = tn_broker__session_find(b, client_id, len);
         tn_assert(!s || !s->attached);
     }
     if (s && clean) {
-        session_free(s);
+        session_free(s, true);
         s = NULL;
     }
     *present = s != NULL;
-    if (!s) {
-        s = tn_xcalloc(1, sizeof *s);
-        s->b = b;
-        s->id = tn_xmalloc(len + 1);
-        memcpy(s->id, client_id, len);
-        s->id[len] = '\0';
-        s->id_len = len;
-        s->queue = tn_queue_new(b->limits.max_queued, 0);
-        HASH_ADD_KEYPTR(hh, b->sessions, s->id, s->id_len, s);
-        b->stats.sessions++;
-    }
+    if (!s)
+        s = tn_broker__session_create(b, client_id, len, clean);
     s->clean = clean;
     s->ops = ops;
     s->ctx = ctx;
@@ -177,6 +131,30 @@ tn_broker_session_open(tn_broker *b, const char *client_id, size_t len, bool cle
     session_deliver_limits(s);
     *out = s;
     return 0;
+}
+
+tn_session *
+tn_broker__session_create(tn_broker *b, const char *id, size_t len, bool clean)
+{
+    tn_session *s = tn_xcalloc(1, sizeof *s);
+    s->b = b;
+    s->id = tn_xmalloc(len + 1);
+    memcpy(s->id, id, len);
+    s->id[len] = '\0';
+    s->id_len = len;
+    s->clean = clean;
+    s->queue = tn_queue_new(b->limits.max_queued, b->limits.max_offline);
+    HASH_ADD_KEYPTR(hh, b->sessions, s->id, s->id_len, s);
+    b->stats.sessions++;
+    if (!clean)
+        tn_broker__log_session(b, s, true);
+    return s;
+}
+
+void
+tn_broker__session_free(tn_session *s, bool log)
+{
+    session_free(s, log);
 }
 
 void
@@ -197,7 +175,7 @@ tn_session_detach(tn_session *s)
     s->ops = NULL;
     s->ctx = NULL;
     if (s->clean) {
-        session_free(s);
+        session_free(s, false);
         return;
     }
     session_deliver_limits(s);
@@ -207,7 +185,15 @@ void
 tn_session_discard(tn_session *s)
 {
     tn_assert(!s->attached);
-    session_free(s);
+    session_free(s, true);
+}
+
+void
+tn_session_ack(tn_session *s, tn_delivery *d)
+{
+    if (!s->clean)
+        tn_broker__log_ack(s->b, s, d->msg->id);
+    tn_queue_ack(d);
 }
 
 static bool
@@ -241,6 +227,8 @@ tn_session_rx_mark(tn_session *s, uint16_t id)
         return false;
     bit_set(&s->rx_ids, id);
     s->rx_count++;
+    if (!s->clean)
+        tn_broker__log_rx(s->b, s, id, true);
     return true;
 }
 
@@ -250,6 +238,8 @@ tn_session_rx_release(tn_session *s, uint16_t id)
     if (!bit_test(s->rx_ids, id))
         return false;
     bit_clear(&s->rx_ids, &s->rx_count, id);
+    if (!s->clean)
+        tn_broker__log_rx(s->b, s, id, false);
     return true;
 }
 
@@ -298,6 +288,8 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
         return; /* QoS 0 is not queued for offline clients */
     int rc = tn_queue_push(s->queue, m, qos, qos > 0, flags);
     if (rc == 0) {
+        if (qos > 0 && !s->clean)
+            tn_broker__log_enq(b, s, m, qos);
         b->stats.delivered++;
         if (qos > 0 && producer && s->attached)
             tn_queue_wait(s->queue, producer);
@@ -358,6 +350,8 @@ tn_session_subscribe(tn_session *s, const char *filter, uint8_t qos)
         }
         HASH_ADD_KEYPTR(hh, s->subs, sub->filter, strlen(sub->filter), sub);
     }
+    if (!s->clean)
+        tn_broker__log_sub(s->b, s, filter, qos, true);
     /* Retained messages are sent on every SUBSCRIBE, also when it replaces one [MQTT-3.8.4-3]. */
     retained_ctx rc = {s, qos};
     tn_topictree_find(s->b->retained, filter, push_retained, &rc);
@@ -371,6 +365,8 @@ tn_session_unsubscribe(tn_session *s, const char *filter)
     HASH_FIND_STR(s->subs, filter, sub);
     if (!sub)
         return TN_ENOENT;
+    if (!s->clean)
+        tn_broker__log_sub(s->b, s, filter, 0, false);
     tn_topictree_remove(s->b->subs, sub->filter, sub);
     HASH_DEL(s->subs, sub);
     free(sub->filter);
@@ -405,8 +401,11 @@ retain(tn_broker *b, tn_message *m)
     void *old = NULL;
     if (m->payload_len == 0) {
         tn_topictree_take(b->retained, m->name, &old);
+        if (old)
+            tn_broker__log_retain(b, m, false);
     } else {
         tn_topictree_put(b->retained, m->name, tn_message_ref(m), &old);
+        tn_broker__log_retain(b, m, true);
     }
     tn_message_unref(old);
 }

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 typedef struct tn_broker tn_broker;
+struct tn_store;
 typedef struct tn_session tn_session;
 
 typedef struct tn_broker_limits {
@@ -52,6 +53,18 @@ typedef struct tn_session_ops {
 } tn_session_ops;
 
 tn_broker *tn_broker_new(const tn_broker_limits *limits);
+
+/*
+ * Durability (core/store). attach before anything else happens; recover then replays the
+ * journal into the broker (sessions, subscriptions, queued QoS 1/2 messages of persistent
+ * sessions, retained messages). From then on every change to that state is appended to the
+ * journal, and tn_broker_lsn() tells the last record appended: a protocol confirms a publish
+ * (PUBACK, PUBREC) only once the store says that LSN is durable.
+ */
+void tn_broker_attach_store(tn_broker *b, struct tn_store *store);
+int tn_broker_recover(tn_broker *b, char *err, size_t errlen);
+uint64_t tn_broker_lsn(const tn_broker *b);
+struct tn_store *tn_broker_store(const tn_broker *b);
 /* Frees every session (all must be detached), subscription and retained message. */
 void tn_broker_free(tn_broker *b);
 void tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out);
@@ -83,6 +96,10 @@ bool tn_session_rx_release(tn_session *s, uint16_t id);
  * are in use; free gives one back. */
 uint16_t tn_session_tx_alloc(tn_session *s);
 void tn_session_tx_free(tn_session *s, uint16_t id);
+
+/* Acknowledges a delivery this session's connection took (journals it for a persistent
+ * session): use this, not tn_queue_ack(), for session deliveries. */
+void tn_session_ack(tn_session *s, tn_delivery *d);
 
 /* The attached consumer (for tn_queue_unacked_first/next); NULL before start and detached. */
 tn_consumer *tn_session_consumer(tn_session *s);

@@ -414,6 +414,20 @@ tn_queue_release(tn_delivery *d)
     dispatch(q);
 }
 
+bool
+tn_queue_drop(tn_queue *q, uint64_t msg_id)
+{
+    for (tn_delivery *d = q->head; d; d = d->next) {
+        if (d->msg->id == msg_id) {
+            LIST_REMOVE(q->head, q->tail, d);
+            q->depth--;
+            delivery_free(d);
+            return true;
+        }
+    }
+    return false;
+}
+
 uint32_t
 tn_queue_depth(const tn_queue *q)
 {

@@ -97,6 +97,10 @@ void tn_queue_ack(tn_delivery *d);
 /* Gives d back: it goes to the head of the queue, to be delivered again (count kept). */
 void tn_queue_release(tn_delivery *d);
 
+/* Removes the first queued (not in flight) delivery of the message with this id; false if none.
+ * Searches from the head, where acknowledged messages usually are (journal replay). */
+bool tn_queue_drop(tn_queue *q, uint64_t msg_id);
+
 /* Queued (not in flight) deliveries, unacked deliveries, and drops so far. */
 uint32_t tn_queue_depth(const tn_queue *q);
 uint32_t tn_queue_inflight(const tn_queue *q);

@@ -1,6 +1,8 @@
 /* The MQTT adapter's connection lifecycle: input loop, keepalive, close, flow control. */
 #include "protocols/mqtt/mqtt_int.h"
 
+#include "core/store/store.h"
+
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +87,93 @@ tn_mqtt__out_result(mconn *c, int rc)
 
 /* The subscribers this connection waited for have caught up: handle its deferred packets, on
  * the next loop turn (never from inside the queue that woke us). */
+struct ticket {
+    mconn *c; /* NULL once the connection is gone */
+    ticket *next;
+    bool release_hold;
+    uint32_t len;
+    uint8_t data[];
+};
+
+static void
+release(mconn *c)
+{
+    c->hold = false;
+    if (c->s && tn_session_consumer(c->s))
+        tn_queue_consumer_ready(tn_session_consumer(c->s));
+}
+
+static void
+ticket_done(void *arg, int status)
+{
+    ticket *t = arg;
+    mconn *c = t->c;
+    if (c) {
+        tn_assert(c->tickets == t); /* the store completes in LSN order */
+        c->tickets = t->next;
+        if (!c->tickets)
+            c->tickets_tail = NULL;
+        if (status != 0) {
+            tn_log_warn("MQTT-STORE-FAIL",
+                        "%s: the journal cannot be written; closing without confirming",
+                        c->io->peer(c->ioc));
+            c->state = ST_CLOSING;
+            c->io->set_deadline(c->ioc, 0);
+            c->io->close(c->ioc);
+        } else if (c->state != ST_CLOSING) {
+            if (tn_buf_append(c->io->out(c->ioc), t->data, t->len) != 0)
+                tn_mqtt__out_result(c, TN_ETOOBIG), c->io->close(c->ioc);
+            if (t->release_hold)
+                release(c);
+        }
+    }
+    free(t);
+}
+
+int
+tn_mqtt__respond(mconn *c, const uint8_t *p, size_t n, bool release_hold)
+{
+    tn_broker *b = c->m->broker;
+    tn_store *st = tn_broker_store(b);
+    uint64_t lsn = tn_broker_lsn(b);
+    if (!st || (!c->tickets && lsn <= tn_store_durable_lsn(st))) {
+        int rc = tn_buf_append(c->io->out(c->ioc), p, n);
+        if (release_hold)
+            release(c);
+        return tn_mqtt__out_result(c, rc);
+    }
+    ticket *t = tn_xmalloc(sizeof *t + n);
+    t->c = c;
+    t->next = NULL;
+    t->release_hold = release_hold;
+    t->len = (uint32_t)n;
+    memcpy(t->data, p, n);
+    if (c->tickets_tail)
+        c->tickets_tail->next = t;
+    else
+        c->tickets = t;
+    c->tickets_tail = t;
+    tn_store_when_durable(st, lsn, ticket_done, t);
+    return 0;
+}
+
+int
+tn_mqtt__respond_ack(mconn *c, tn_mqtt_type type, uint16_t pid)
+{
+    uint8_t buf[8];
+    tn_buf b = {buf, 0, sizeof buf, sizeof buf};
+    tn_assert(tn_mqtt_encode_ack(&b, c->version, type, pid, 0) == 0);
+    return tn_mqtt__respond(c, b.data, b.len, false);
+}
+
+void
+tn_mqtt__tickets_cancel(mconn *c)
+{
+    for (ticket *t = c->tickets; t; t = t->next)
+        t->c = NULL; /* freed by ticket_done when the store gets to them */
+    c->tickets = c->tickets_tail = NULL;
+}
+
 static void
 flow_resume(tn_flow *f)
 {
@@ -306,6 +395,7 @@ mqtt_closed(void *a, int reason)
     if (c->will && reason != TN_CLOSE_SHUTDOWN)
         tn_broker_publish(c->m->broker, c->will, NULL);
     tn_message_unref(c->will);
+    tn_mqtt__tickets_cancel(c);
     tn_flow_fini(&c->flow);
     tn_buf_fini(&c->deferred);
     free(c);

@@ -34,6 +34,9 @@ struct tn_mqtt {
     frame_cache frame;
 };
 
+/* A response that must wait until the journal has what it confirms (see tn_mqtt__respond). */
+typedef struct ticket ticket;
+
 typedef struct mconn {
     tn_mqtt *m;
     const tn_io *io;
@@ -48,7 +51,9 @@ typedef struct mconn {
     uint32_t keepalive_ms;
     uint8_t version;
     uint8_t state;
-    bool disconnected; /* DISCONNECT received: no will [MQTT-3.14.4-3] */
+    bool disconnected;              /* DISCONNECT received: no will [MQTT-3.14.4-3] */
+    bool hold;                      /* deliveries wait for a SUBACK still waiting for the journal */
+    ticket *tickets, *tickets_tail; /* waiting responses, oldest first */
 } mconn;
 
 /* Each returns 0, or a negative TN_E* after logging: the connection is then closed. */
@@ -59,6 +64,14 @@ int tn_mqtt__subscribe(mconn *c, const tn_mqtt_list *l);
 int tn_mqtt__unsubscribe(mconn *c, const tn_mqtt_list *l);
 int tn_mqtt__deliver(void *ctx, tn_delivery *d);
 void tn_mqtt__kick(void *ctx);
+
+/* Sends a response that confirms something (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK): at once
+ * when the journal holds everything appended so far, else once it does, in order with earlier
+ * responses. release_hold: resume deliveries held for a SUBACK once it is sent. */
+int tn_mqtt__respond(mconn *c, const uint8_t *p, size_t n, bool release_hold);
+int tn_mqtt__respond_ack(mconn *c, tn_mqtt_type type, uint16_t pid);
+/* Connection going away: waiting responses are dropped. */
+void tn_mqtt__tickets_cancel(mconn *c);
 
 /* Writes the CONNACK/PUBACK/... output; fails (logged) only when the output buffer is full. */
 int tn_mqtt__out_result(mconn *c, int rc);

@@ -7,11 +7,9 @@ int
 tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p)
 {
     tn_mqtt *m = c->m;
-    tn_buf *out = c->io->out(c->ioc);
     if (p->qos == 2 && !tn_session_rx_mark(c->s, p->pid)) {
         /* A re-sent QoS 2 message we already published: acknowledge only [MQTT-4.3.3-2]. */
-        return tn_mqtt__out_result(c,
-                                   tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBREC, p->pid, 0));
+        return tn_mqtt__respond_ack(c, TN_MQTT_PUBREC, p->pid);
     }
     const char *name = tn_mqtt__core_name(m, p->topic.p, p->topic.len);
     tn_message *msg =
@@ -23,12 +21,11 @@ tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p)
     }
     tn_broker_publish(m->broker, msg, &c->flow);
     tn_message_unref(msg);
+    /* Confirmed only once the journal holds what the message became [issue 5]. */
     if (p->qos == 1)
-        return tn_mqtt__out_result(c,
-                                   tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBACK, p->pid, 0));
+        return tn_mqtt__respond_ack(c, TN_MQTT_PUBACK, p->pid);
     if (p->qos == 2)
-        return tn_mqtt__out_result(c,
-                                   tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBREC, p->pid, 0));
+        return tn_mqtt__respond_ack(c, TN_MQTT_PUBREC, p->pid);
     return 0;
 }
 
@@ -49,7 +46,7 @@ static void
 finish(mconn *c, tn_delivery *d)
 {
     tn_session_tx_free(c->s, d->tag);
-    tn_queue_ack(d);
+    tn_session_ack(c->s, d);
 }
 
 int
@@ -78,7 +75,7 @@ tn_mqtt__ack(mconn *c, tn_mqtt_type type, uint16_t pid)
         return 0;
     case TN_MQTT_PUBREL:
         tn_session_rx_release(c->s, pid); /* the id may be used for a new message now */
-        return tn_mqtt__out_result(c, tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBCOMP, pid, 0));
+        return tn_mqtt__respond_ack(c, TN_MQTT_PUBCOMP, pid);
     default:
         return TN_EINVAL;
     }
@@ -88,7 +85,7 @@ int
 tn_mqtt__deliver(void *ctx, tn_delivery *d)
 {
     mconn *c = ctx;
-    if (c->state != ST_CONNECTED || c->io->out_full(c->ioc))
+    if (c->state != ST_CONNECTED || c->hold || c->io->out_full(c->ioc))
         return TN_EAGAIN;
     tn_buf *out = c->io->out(c->ioc);
     if (d->qos > 0 && d->tag == 0) {

@@ -27,22 +27,27 @@ tn_mqtt__subscribe(mconn *c, const tn_mqtt_list *l)
     tn_mqtt_bytes f;
     uint8_t opts;
     uint32_t i = 0;
-    /* SUBACK first, then the retained messages the new subscriptions bring. */
     tn_mqtt_list_begin(l, &it);
     while (tn_mqtt_list_next(&it, TN_MQTT_SUBSCRIBE, &f, &opts) && i < l->count)
         rcs[i++] = grant(c, f, opts);
-    int rc = tn_mqtt_encode_suback(c->io->out(c->ioc), c->version, l->pid, rcs, i);
-    if (rc == 0) {
-        i = 0;
-        tn_mqtt_list_begin(l, &it);
-        while (tn_mqtt_list_next(&it, TN_MQTT_SUBSCRIBE, &f, &opts) && i < l->count) {
-            if (rcs[i++] != TN_MQTT_SUBACK_FAILURE)
-                tn_session_subscribe(c->s, tn_mqtt__core_name(c->m, f.p, f.len), opts & 3);
-        }
+    /* Deliveries (the retained messages these subscriptions bring) wait until the SUBACK is
+     * out, and the SUBACK waits until the journal holds the subscriptions. */
+    c->hold = true;
+    i = 0;
+    tn_mqtt_list_begin(l, &it);
+    while (tn_mqtt_list_next(&it, TN_MQTT_SUBSCRIBE, &f, &opts) && i < l->count) {
+        if (rcs[i++] != TN_MQTT_SUBACK_FAILURE)
+            tn_session_subscribe(c->s, tn_mqtt__core_name(c->m, f.p, f.len), opts & 3);
     }
+    tn_buf ack;
+    tn_buf_init(&ack, (size_t)l->count + 16);
+    int rc = tn_mqtt_encode_suback(&ack, c->version, l->pid, rcs, i);
+    if (rc == 0)
+        rc = tn_mqtt__respond(c, ack.data, ack.len, true);
+    tn_buf_fini(&ack);
     if (rcs != stack_rcs)
         free(rcs);
-    return tn_mqtt__out_result(c, rc);
+    return rc;
 }
 
 int
@@ -54,6 +59,5 @@ tn_mqtt__unsubscribe(mconn *c, const tn_mqtt_list *l)
     tn_mqtt_list_begin(l, &it);
     while (tn_mqtt_list_next(&it, TN_MQTT_UNSUBSCRIBE, &f, &opts))
         tn_session_unsubscribe(c->s, tn_mqtt__core_name(c->m, f.p, f.len)); /* absent is fine */
-    return tn_mqtt__out_result(
-        c, tn_mqtt_encode_ack(c->io->out(c->ioc), c->version, TN_MQTT_UNSUBACK, l->pid, 0));
+    return tn_mqtt__respond_ack(c, TN_MQTT_UNSUBACK, l->pid);
 }

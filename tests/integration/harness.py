@@ -246,6 +246,18 @@ class Broker:
         proc.wait(STOP_TIMEOUT)
         self._reader.join(STOP_TIMEOUT)
 
+    def crash(self):
+        """SIGKILL the broker (a crash: nothing flushed, no clean exit) and wait for it. The
+        data folder is kept for the next start()."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.kill()
+        proc.wait(STOP_TIMEOUT)
+        self._reader.join(STOP_TIMEOUT)
+        if SANITIZER_RE.search(self.log_text()):
+            raise BrokerError("sanitizer report before the crash:\n" + self.log_text())
+
     def stop(self, show_log=False, sig=signal.SIGTERM):
         """Send sig (SIGTERM), wait, and raise BrokerError unless the broker exited 0 with no
         sanitizer report; then, and with show_log, print the broker's stderr. Idempotent."""

@@ -2,6 +2,7 @@
 #include "conf/conf.h"
 #include "core/base/base.h"
 #include "core/broker/broker.h"
+#include "core/store/store.h"
 #include "protocols/mqtt/mqtt.h"
 #include "protocols/net/net.h"
 
@@ -34,9 +35,35 @@ static const char usage[] =
 typedef struct ternd {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
+    uv_async_t store_wake; /* the journal's writer thread says records became durable */
     tn_net *net;
+    tn_store *store;
     bool stopping;
 } ternd;
+
+static void
+store_notify(void *arg)
+{
+    uv_async_send(arg); /* from the writer thread; coalesces */
+}
+
+static void
+on_store_wake(uv_async_t *h)
+{
+    ternd *t = h->data;
+    if (t->store)
+        tn_store_poll(t->store);
+}
+
+/* Every connection is closed: flush and close the journal, then let the loop end. */
+static void
+net_closed(void *arg)
+{
+    ternd *t = arg;
+    tn_store_close(t->store);
+    t->store = NULL;
+    uv_close((uv_handle_t *)&t->store_wake, NULL);
+}
 
 static void
 signal_closed(uv_handle_t *h)
@@ -52,7 +79,7 @@ on_signal(uv_signal_t *h, int signum)
         return;
     t->stopping = true;
     tn_log_info("TERN-STOP", "signal %d: shutting down", signum);
-    tn_net_close(t->net, NULL, NULL);
+    tn_net_close(t->net, net_closed, t);
     uv_close((uv_handle_t *)&t->sigint, signal_closed);
     uv_close((uv_handle_t *)&t->sigterm, signal_closed);
 }
@@ -186,6 +213,24 @@ main(int argc, char **argv)
         .max_offline = conf.limits.max_offline_messages,
     };
     tn_broker *broker = tn_broker_new(&bl);
+
+    /* The journal: replayed before any listener opens. */
+    char jdir[4200];
+    snprintf(jdir, sizeof jdir, "%s/journal", conf.data_dir);
+    uv_async_init(&t.loop, &t.store_wake, on_store_wake);
+    t.store_wake.data = &t;
+    tn_store_conf sc = {.dir = jdir,
+                        .sync = TN_SYNC_ALWAYS,
+                        .max_record = conf.limits.max_packet_size + 4096,
+                        .notify = store_notify,
+                        .notify_arg = &t.store_wake};
+    bool store_ok = tn_store_open(&sc, &t.store, err, sizeof err) == 0;
+    if (store_ok) {
+        tn_broker_attach_store(broker, t.store);
+        store_ok = tn_broker_recover(broker, err, sizeof err) == 0 && tn_store_start(t.store) == 0;
+    }
+    if (!store_ok)
+        tn_log_error("TERN-STORE", "cannot use the journal: %s", err);
     tn_mqtt_conf mc = {.max_packet = conf.limits.max_packet_size, .connect_timeout_ms = 10000};
     tn_mqtt *mqtt = tn_mqtt_new(broker, &mc);
     tn_net_limits nl = {
@@ -200,7 +245,7 @@ main(int argc, char **argv)
     t.sigint.data = t.sigterm.data = &t;
     uv_signal_start(&t.sigint, on_signal, SIGINT);
     uv_signal_start(&t.sigterm, on_signal, SIGTERM);
-    bool ok = true;
+    bool ok = store_ok;
     for (size_t i = 0; i < conf.n_listeners && ok; i++) {
         tn_conf_listener *l = &conf.listeners[i];
         const char *scheme = tn_conf_proto_name(l->proto);
@@ -222,7 +267,7 @@ main(int argc, char **argv)
         tn_log_info("TERN-START", "ternd %s started, data in %s", TERN_VERSION, conf.data_dir);
     } else {
         t.stopping = true;
-        tn_net_close(t.net, NULL, NULL);
+        tn_net_close(t.net, net_closed, &t);
         uv_close((uv_handle_t *)&t.sigint, signal_closed);
         uv_close((uv_handle_t *)&t.sigterm, signal_closed);
     }

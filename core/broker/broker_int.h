@@ -1,0 +1,90 @@
+/* Private to core/broker: the structures broker.c and persist.c share. */
+#ifndef TN_BROKER_INT_H
+#define TN_BROKER_INT_H
+
+#include "core/broker/broker.h"
+#include "core/base/base.h"
+#include "core/store/store.h"
+#include "core/topictree/topictree.h"
+
+#include <uthash.h>
+
+typedef struct tn_sub {
+    char *filter; /* canonical; also the key in the session's table */
+    uint8_t qos;
+    tn_session *s;
+    UT_hash_handle hh;
+} tn_sub;
+
+struct tn_session {
+    tn_broker *b;
+    char *id;
+    size_t id_len;
+    bool clean;
+    bool warned_full; /* logged a drop since the last attach */
+    bool attached;    /* a connection owns it (consumer is set once started) */
+    uint16_t tx_next;
+    uint32_t rx_count, tx_count;
+    uint64_t *rx_ids; /* bitmaps of 65536 ids, allocated on first use, freed when empty */
+    uint64_t *tx_ids;
+    tn_queue *queue;
+    tn_consumer *consumer; /* NULL while detached */
+    const tn_session_ops *ops;
+    void *ctx;
+    tn_sub *subs;
+    uint64_t mark; /* publish routing: last message id that matched, and its best QoS */
+    uint8_t mark_qos;
+    UT_hash_handle hh;
+};
+
+/* A session matched by the message being routed, with its best granted QoS. */
+typedef struct route {
+    tn_session *s;
+} route;
+
+struct tn_broker {
+    tn_broker_limits limits;
+    tn_store *store;     /* NULL: nothing is durable */
+    uint64_t lsn;        /* last record this broker appended */
+    uint64_t logged_msg; /* id of the last message written as a MSG record */
+    tn_buf rec;          /* record encoding scratch */
+    bool replaying;
+    tn_session *sessions;
+    tn_topictree *subs;     /* filter -> tn_sub */
+    tn_topictree *retained; /* name -> tn_message */
+    uint64_t seq;
+    route *routes; /* scratch, reused by every publish */
+    size_t n_routes, cap_routes;
+    tn_broker_stats stats;
+};
+
+/* Record types of the journal (core/store). Payloads: s = u16 length + bytes, u8/u64 little
+ * endian. */
+enum {
+    REC_SESSION_PUT = 1, /* s id: a persistent session exists */
+    REC_SESSION_DEL = 2, /* s id */
+    REC_SUB_PUT = 3,     /* s id, s filter, u8 qos */
+    REC_SUB_DEL = 4,     /* s id, s filter */
+    REC_MSG = 5,         /* u64 msg id, u8 qos, u8 retain, s name, rest payload */
+    REC_ENQ = 6,         /* s id, u64 msg id, u8 qos: queued for a persistent session */
+    REC_ACK = 7,         /* s id, u64 msg id: that delivery is done */
+    REC_RETAIN_PUT = 8,  /* s name, u64 msg id */
+    REC_RETAIN_DEL = 9,  /* s name */
+    REC_RX_MARK = 10,    /* s id, u16 packet id: QoS 2 received, not released */
+    REC_RX_REL = 11,     /* s id, u16 packet id */
+};
+
+/* Journal hooks: each a no-op without a store or while replaying. */
+void tn_broker__log_session(tn_broker *b, tn_session *s, bool put);
+void tn_broker__log_sub(tn_broker *b, tn_session *s, const char *filter, uint8_t qos, bool put);
+void tn_broker__log_enq(tn_broker *b, tn_session *s, tn_message *m, uint8_t qos);
+void tn_broker__log_ack(tn_broker *b, tn_session *s, uint64_t msg_id);
+void tn_broker__log_retain(tn_broker *b, tn_message *m, bool put);
+void tn_broker__log_rx(tn_broker *b, tn_session *s, uint16_t pid, bool mark);
+
+/* broker.c internals persist.c uses to rebuild state. */
+tn_session *tn_broker__session_find(tn_broker *b, const char *id, size_t len);
+tn_session *tn_broker__session_create(tn_broker *b, const char *id, size_t len, bool clean);
+void tn_broker__session_free(tn_session *s, bool log);
+
+#endif

@@ -1,0 +1,170 @@
+"""Durability (issue 5): what ternd confirmed survives kill -9 and a restart.
+
+Each test keeps one data folder across broker processes: SIGKILL is a crash (nothing flushed,
+no shutdown code), start() replays the journal. Mosquitto is not run here: it keeps its state
+in a snapshot written at intervals and at exit, so it loses confirmed messages on kill -9."""
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import unittest
+
+from harness import Broker, BROKER_KIND, Client, TIMEOUT
+
+N_CYCLES = int(os.environ.get("TERN_CRASH_CYCLES", "20"))
+
+
+@unittest.skipIf(BROKER_KIND == "mosquitto", "tern only: Mosquitto persists by snapshot")
+class DurabilityTest(unittest.TestCase):
+    def setUp(self):
+        self.data = tempfile.mkdtemp(prefix="tern-dur-")
+        self.broker = Broker(data_dir=self.data)
+        self.clients = []
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
+        for c in self.clients:
+            c.close()
+        self.broker.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def client(self, name, **kw):
+        c = Client(self.broker, client_id=name, **kw)
+        self.clients.append(c)
+        c.connect()
+        return c
+
+    def restart(self, crash=True):
+        for c in self.clients:
+            c.close()
+        self.clients = []
+        if crash:
+            self.broker.crash()
+        else:
+            self.broker.stop()
+        self.broker.start()
+
+    def test_offline_session_messages_survive_kill(self):
+        self.broker.start()
+        sub = self.client("dur-sub", clean_session=False)
+        self.assertEqual(sub.subscribe([("d/#", 2)]), [2])
+        sub.disconnect()
+        pub = self.client("dur-pub")
+        for i in range(300):
+            pub.publish("d/1", b"q1-%d" % i, qos=1, wait=False)
+        for i in range(100):
+            pub.publish("d/2", b"q2-%d" % i, qos=2, wait=False)
+        pub.wait_published(400, timeout=TIMEOUT)  # every one confirmed (PUBACK/PUBCOMP)
+        self.restart(crash=True)
+        sub = self.client("dur-sub", clean_session=False)
+        got = sub.get_n(400, timeout=TIMEOUT)
+        self.assertEqual([m.payload for m in got if m.topic == "d/1"],
+                         [b"q1-%d" % i for i in range(300)])
+        self.assertEqual([m.payload for m in got if m.topic == "d/2"],
+                         [b"q2-%d" % i for i in range(100)])
+        # Acknowledged now; after a clean stop and a start they must not come back.
+        pub = self.client("dur-pub2")
+        self.assertEqual(sub.until_marker(pub), [])
+        sub.disconnect()
+        self.restart(crash=False)
+        sub = self.client("dur-sub", clean_session=False)
+        pub = self.client("dur-pub3")
+        self.assertEqual(sub.until_marker(pub), [])
+
+    def test_retained_and_subscriptions_survive_kill(self):
+        self.broker.start()
+        pub = self.client("ret-pub")
+        pub.publish("r/a", b"A", qos=1, retain=True)
+        pub.publish("r/b", b"B", qos=1, retain=True)
+        pub.publish("r/b", b"", qos=1, retain=True)  # cleared
+        sub = self.client("ret-sub", clean_session=False)
+        sub.subscribe([("live/+", 1)])
+        self.restart(crash=True)
+        obs = self.client("ret-obs")
+        obs.subscribe([("r/#", 1)])
+        m = obs.get()
+        self.assertEqual((m.topic, m.payload, m.retain), ("r/a", b"A", True))
+        pub = self.client("ret-pub2")
+        self.assertEqual(obs.until_marker(pub), [])  # r/b stayed cleared
+        # The persistent session kept its subscription: a message published while it is
+        # offline waits for it.
+        pub.publish("live/x", b"waiting", qos=1)
+        sub = self.client("ret-sub", clean_session=False)
+        self.assertEqual(sub.get().payload, b"waiting")
+
+    def test_kill_loop_loses_nothing_confirmed(self):
+        # Publish with confirmations and consume with acks while ternd is SIGKILLed at random
+        # moments; afterwards every confirmed message was delivered at least once, in order.
+        rnd = random.Random(5)
+        confirmed = set()
+        received = []
+        seq = 0
+        self.broker.start()
+        sub = self.client("loop-sub", clean_session=False)
+        sub.subscribe([("loop/t", 1)])
+        sub.disconnect()
+        for cycle in range(N_CYCLES):
+            # The subscriber is online every other cycle: in the others, what is confirmed
+            # must wait in its persistent session through the crash.
+            sub = None
+            if cycle % 2:
+                sub = self.client("loop-sub", clean_session=False)
+            pub = Client(self.broker, client_id="loop-pub")
+            self.clients.append(pub)
+            pub.connect()
+            mids = {}  # packet id -> seq, until confirmed
+            early = set()  # confirmations that came before publish() returned
+            cond = threading.Condition()
+
+            def on_publish(c, userdata, mid, mids=mids, early=early, cond=cond):
+                with cond:
+                    if mid in mids:
+                        confirmed.add(mids.pop(mid))
+                    else:
+                        early.add(mid)
+                    cond.notify()
+
+            pub.mqtt.on_publish = on_publish
+            pub.mqtt.max_inflight_messages_set(20)
+            deadline = time.monotonic() + rnd.uniform(0.05, 0.4)
+            while time.monotonic() < deadline:
+                with cond:  # at most 100 unconfirmed at a time; wait for confirmations
+                    cond.wait_for(lambda: len(mids) < 100,
+                                  timeout=max(deadline - time.monotonic(), 0))
+                    if len(mids) >= 100:
+                        break
+                seq += 1
+                info = pub.mqtt.publish("loop/t", b"%d" % seq, qos=1)  # not under cond
+                with cond:
+                    if info.mid in early:
+                        early.discard(info.mid)
+                        confirmed.add(seq)
+                    else:
+                        mids[info.mid] = seq
+            self.broker.crash()
+            while sub and not sub.messages.empty():
+                received.append(int(sub.messages.get().payload))
+            for c in self.clients:
+                c.close()
+            self.clients = []
+            self.broker.start()
+        # Drain: a last, clean run.
+        sub = self.client("loop-sub", clean_session=False)
+        pub = self.client("loop-final")
+        received += [int(m.payload) for m in sub.until_marker(pub, timeout=30)]
+        self.assertTrue(len(confirmed) > N_CYCLES, "too few confirmed messages to mean much")
+        missing = sorted(confirmed - set(received))
+        self.assertEqual(missing, [], "confirmed but never delivered")
+        firsts = []
+        seen = set()
+        for x in received:
+            if x not in seen:
+                seen.add(x)
+                firsts.append(x)
+        self.assertEqual(firsts, sorted(firsts), "first deliveries out of publish order")
+
+
+if __name__ == "__main__":
+    unittest.main()
