@@ -1,6 +1,11 @@
 #include "core/broker/broker.h"
 
 #include "core/base/base.h"
+#include "core/store/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <CUnit/Basic.h>
 #include <string.h>
@@ -68,7 +73,7 @@ ack_all(fake *f)
 {
     for (int i = 0; i < f->n; i++)
         if (f->got[i]) {
-            tn_queue_ack(f->got[i]);
+            tn_session_ack(f->s, f->got[i]);
             f->got[i] = NULL;
         }
 }
@@ -275,6 +280,109 @@ test_packet_ids(void)
     tn_broker_free(b);
 }
 
+/* ---- durability: the broker's journal, replayed into a new broker ---- */
+
+static void
+nop_notify(void *arg)
+{
+    (void)arg;
+}
+
+static tn_store *
+store_open(const char *dir)
+{
+    tn_store_conf c = {.dir = dir, .sync = TN_SYNC_NEVER, .notify = nop_notify};
+    tn_store *st = NULL;
+    char err[256];
+    CU_ASSERT_EQUAL_FATAL(tn_store_open(&c, &st, err, sizeof err), 0);
+    return st;
+}
+
+static tn_broker *
+recovered(const char *dir, tn_store **st)
+{
+    tn_broker *b = tn_broker_new(&limits);
+    *st = store_open(dir);
+    tn_broker_attach_store(b, *st);
+    char err[256];
+    CU_ASSERT_EQUAL_FATAL(tn_broker_recover(b, err, sizeof err), 0);
+    CU_ASSERT_EQUAL_FATAL(tn_store_start(*st), 0);
+    return b;
+}
+
+static void
+test_journal_replay(void)
+{
+    char dir[] = "/tmp/tern-broker-test-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    tn_store *st;
+    tn_broker *b = recovered(dir, &st);
+    fake a = {0}, c = {0};
+    open_session(b, &a, "keep", false, NULL);
+    tn_session_subscribe(a.s, "j.*", 2);
+    tn_session_subscribe(a.s, "gone", 1);
+    tn_session_unsubscribe(a.s, "gone");
+    open_session(b, &c, "clean", true, NULL); /* clean sessions are not journaled */
+    tn_session_subscribe(c.s, "j.*", 1);
+    publish(b, "j.1", "one", 1, false);
+    publish(b, "j.2", "two", 2, false);
+    publish(b, "j.3", "three", 0, false); /* QoS 0: not journaled */
+    CU_ASSERT_EQUAL(a.n, 3);
+    tn_session_ack(a.s, a.got[0]); /* "one" is done; "two" stays unacked */
+    tn_session_detach(a.s);
+    publish(b, "j.4", "four", 1, false); /* queued while offline */
+    publish(b, "r.x", "kept", 1, true);
+    publish(b, "r.y", "soon gone", 1, true);
+    publish(b, "r.y", "", 1, true);
+    CU_ASSERT_TRUE(tn_session_rx_mark(c.s, 9)); /* clean: not journaled */
+    tn_session_detach(c.s);
+    tn_store_close(st);
+    tn_broker_free(b);
+
+    b = recovered(dir, &st);
+    tn_broker_stats stats;
+    tn_broker_get_stats(b, &stats);
+    CU_ASSERT_EQUAL(stats.sessions, 1);
+    CU_ASSERT_EQUAL(stats.retained, 1);
+    fake a2 = {0};
+    bool present = false;
+    open_session(b, &a2, "keep", false, &present);
+    CU_ASSERT_TRUE(present);
+    CU_ASSERT_EQUAL(a2.n, 2); /* "two" (unacked), then "four", in order */
+    CU_ASSERT_STRING_EQUAL(a2.payload[0], "two");
+    CU_ASSERT_EQUAL(a2.qos[0], 2);
+    CU_ASSERT_STRING_EQUAL(a2.payload[1], "four");
+    ack_all(&a2);
+    publish(b, "j.5", "five", 1, false); /* the subscription came back */
+    CU_ASSERT_EQUAL(a2.n, 3);
+    publish(b, "gone", "x", 1, false); /* the unsubscribed one did not */
+    CU_ASSERT_EQUAL(a2.n, 3);
+    ack_all(&a2);
+    tn_session_detach(a2.s);
+    fake r = {0};
+    open_session(b, &r, "r", true, NULL);
+    tn_session_subscribe(r.s, "r.*", 1);
+    CU_ASSERT_EQUAL(r.n, 1);
+    CU_ASSERT_STRING_EQUAL(r.payload[0], "kept");
+    ack_all(&r);
+    tn_session_detach(r.s);
+    /* A persistent session reopened clean is gone for good, also after a restart. */
+    fake a3 = {0};
+    open_session(b, &a3, "keep", true, &present);
+    tn_session_detach(a3.s);
+    tn_store_close(st);
+    tn_broker_free(b);
+
+    b = recovered(dir, &st);
+    tn_broker_get_stats(b, &stats);
+    CU_ASSERT_EQUAL(stats.sessions, 0);
+    tn_store_close(st);
+    tn_broker_free(b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -288,6 +396,7 @@ main(void)
     CU_add_test(s, "takeover", test_takeover);
     CU_add_test(s, "slow_subscriber", test_slow_subscriber_slows_producer);
     CU_add_test(s, "packet_ids", test_packet_ids);
+    CU_add_test(s, "journal_replay", test_journal_replay);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
