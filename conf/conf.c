@@ -60,12 +60,18 @@ typedef struct file_limits {
     char *max_output_buffer;
 } file_limits;
 
+typedef struct file_store {
+    char *sync;
+    char *sync_interval_ms;
+} file_store;
+
 typedef struct file_conf {
     file_listener *listeners;
     unsigned n_listeners;
     char *data_dir;
     char *log_level;
     file_limits *limits;
+    file_store *store;
 } file_conf;
 
 /* One row per limit: its key, where it lives in both structs, its largest sane value. */
@@ -113,6 +119,12 @@ static const cyaml_schema_field_t limits_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t store_fields[] = {
+    OPT_STRING("sync", file_store, sync),
+    OPT_STRING("sync_interval_ms", file_store, sync_interval_ms),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t conf_fields[] = {
     /* At least one entry: an empty list would leave the broker deaf. */
     CYAML_FIELD_SEQUENCE_COUNT("listeners", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf,
@@ -122,6 +134,8 @@ static const cyaml_schema_field_t conf_fields[] = {
     OPT_STRING("log_level", file_conf, log_level),
     CYAML_FIELD_MAPPING_PTR("limits", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, limits,
                             limits_fields),
+    CYAML_FIELD_MAPPING_PTR("store", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, store,
+                            store_fields),
     CYAML_FIELD_END,
 };
 
@@ -174,6 +188,8 @@ conf_copy(tn_conf *dst, const tn_conf *src)
     dst->data_dir = src->data_dir ? tn_xstrdup(src->data_dir) : NULL;
     dst->log_level = src->log_level ? tn_xstrdup(src->log_level) : NULL;
     dst->limits = src->limits;
+    dst->store.sync = src->store.sync ? tn_xstrdup(src->store.sync) : NULL;
+    dst->store.sync_interval_ms = src->store.sync_interval_ms;
 }
 
 static void
@@ -230,6 +246,8 @@ tn_conf_init(tn_conf *c)
     c->data_dir = tn_xstrdup("./data");
     c->log_level = tn_xstrdup("info");
     c->limits = default_limits;
+    c->store.sync = tn_xstrdup("always");
+    c->store.sync_interval_ms = 100;
 }
 
 void
@@ -238,6 +256,7 @@ tn_conf_fini(tn_conf *c)
     free_listeners(c->listeners, c->n_listeners);
     free(c->data_dir);
     free(c->log_level);
+    free(c->store.sync);
     memset(c, 0, sizeof *c);
 }
 
@@ -423,6 +442,19 @@ check(const tn_conf *c, char *path, size_t pathlen, char *what, size_t whatlen)
         seterr(path, pathlen, "log_level");
         seterr(what, whatlen, "'%s' is not one of error, warn, info, debug",
                c->log_level ? c->log_level : "(null)");
+        return TN_EINVAL;
+    }
+    if (!c->store.sync ||
+        (strcmp(c->store.sync, "always") != 0 && strcmp(c->store.sync, "interval") != 0 &&
+         strcmp(c->store.sync, "never") != 0)) {
+        seterr(path, pathlen, "store.sync");
+        seterr(what, whatlen, "'%s' is not one of always, interval, never",
+               c->store.sync ? c->store.sync : "(null)");
+        return TN_EINVAL;
+    }
+    if (c->store.sync_interval_ms == 0) {
+        seterr(path, pathlen, "store.sync_interval_ms");
+        seterr(what, whatlen, "must be at least 1");
         return TN_EINVAL;
     }
     for (size_t i = 0; i < N_LIMITS; i++) {
@@ -785,6 +817,15 @@ apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, si
         replace_string(&n->data_dir, f->data_dir);
     if (f->log_level)
         replace_string(&n->log_level, f->log_level);
+    if (f->store && f->store->sync)
+        replace_string(&n->store.sync, f->store->sync);
+    if (f->store && f->store->sync_interval_ms &&
+        parse_u32(f->store->sync_interval_ms, &n->store.sync_interval_ms) != 0) {
+        seterr(path, pathlen, "store.sync_interval_ms");
+        seterr(what, whatlen, "'%s' is not a whole number from 0 to %u", f->store->sync_interval_ms,
+               (unsigned)UINT32_MAX);
+        return TN_EINVAL;
+    }
     for (size_t i = 0; f->limits && i < N_LIMITS; i++) {
         const char *s = *(char *const *)((const char *)f->limits + limit_fields[i].file_off);
         if (!s)

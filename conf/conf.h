@@ -39,12 +39,18 @@ typedef struct tn_conf_limits {
                                       delivery to it pauses, default 1 MiB */
 } tn_conf_limits;
 
+typedef struct tn_conf_store {
+    char *sync;                /* "always" (default), "interval" or "never" */
+    uint32_t sync_interval_ms; /* with "interval": fdatasync at least this often, default 100 */
+} tn_conf_store;
+
 typedef struct tn_conf {
     tn_conf_listener *listeners;
     size_t n_listeners;
     char *data_dir;  /* default "./data" */
     char *log_level; /* "error", "warn", "info" (default), "debug" */
     tn_conf_limits limits;
+    tn_conf_store store;
 } tn_conf;
 
 /* Fills c with the built-in defaults: MQTT on 127.0.0.1:1883, data in ./data, info logs. */

@@ -67,7 +67,8 @@ is_default(const tn_conf *c)
            strcmp(c->data_dir, "./data") == 0 && strcmp(c->log_level, "info") == 0 &&
            c->limits.max_packet_size == 1048576 && c->limits.max_connections == 100000 &&
            c->limits.max_inflight == 100 && c->limits.max_queued_messages == 1000 &&
-           c->limits.max_offline_messages == 100000 && c->limits.max_output_buffer == 1048576;
+           c->limits.max_offline_messages == 100000 && c->limits.max_output_buffer == 1048576 &&
+           strcmp(c->store.sync, "always") == 0 && c->store.sync_interval_ms == 100;
 }
 
 /* Writes text to a new temporary file; returns its path (free it, unlink it). */
@@ -540,12 +541,38 @@ test_example(void)
     c.data_dir = tn_xstrdup("/elsewhere");
     c.log_level = tn_xstrdup("debug");
     c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6};
+    free(c.store.sync);
+    c.store.sync = tn_xstrdup("never");
+    c.store.sync_interval_ms = 7;
     int rv = tn_conf_load_file(&c, example_path, err, sizeof err);
     if (rv != 0)
         fprintf(stderr, "\n%s\n", err);
     CU_ASSERT_EQUAL_FATAL(rv, 0);
     CU_ASSERT_TRUE(is_default(&c));
     tn_conf_fini(&c);
+}
+
+static void
+test_store_section(void)
+{
+    tn_conf c;
+    char err[512] = "";
+    tn_conf_init(&c);
+    CU_ASSERT_STRING_EQUAL(c.store.sync, "always");
+    CU_ASSERT_EQUAL(c.store.sync_interval_ms, 100);
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "t.conf",
+                                        "store:\n  sync: interval\n"
+                                        "  sync_interval_ms: 250\n",
+                                        err, sizeof err),
+                    0);
+    CU_ASSERT_STRING_EQUAL(c.store.sync, "interval");
+    CU_ASSERT_EQUAL(c.store.sync_interval_ms, 250);
+    tn_conf_fini(&c);
+    expect_error("store:\n  sync: sometimes\n",
+                 "t.conf:2:9: store.sync: 'sometimes' is not one of always, interval, never");
+    expect_error("store:\n  sync_interval_ms: 0\n",
+                 "t.conf:2:21: store.sync_interval_ms: must be at least 1");
+    expect_error("store:\n  fsync: always\n", "t.conf:2:3: store: unknown key 'fsync'");
 }
 
 int
@@ -558,6 +585,7 @@ main(int argc, char **argv)
         CU_add_test(s, "example", test_example);
     } else {
         CU_add_test(s, "defaults", test_defaults);
+        CU_add_test(s, "store_section", test_store_section);
         CU_add_test(s, "full_file", test_full_file);
         CU_add_test(s, "partial_file", test_partial_file);
         CU_add_test(s, "yaml_forms", test_yaml_forms);

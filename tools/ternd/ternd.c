@@ -219,8 +219,12 @@ main(int argc, char **argv)
     snprintf(jdir, sizeof jdir, "%s/journal", conf.data_dir);
     uv_async_init(&t.loop, &t.store_wake, on_store_wake);
     t.store_wake.data = &t;
+    tn_sync_policy sync = strcmp(conf.store.sync, "never") == 0      ? TN_SYNC_NEVER
+                          : strcmp(conf.store.sync, "interval") == 0 ? TN_SYNC_INTERVAL
+                                                                     : TN_SYNC_ALWAYS;
     tn_store_conf sc = {.dir = jdir,
-                        .sync = TN_SYNC_ALWAYS,
+                        .sync = sync,
+                        .interval_ms = conf.store.sync_interval_ms,
                         .max_record = conf.limits.max_packet_size + 4096,
                         .notify = store_notify,
                         .notify_arg = &t.store_wake};
