@@ -63,6 +63,7 @@ typedef struct file_limits {
 typedef struct file_store {
     char *sync;
     char *sync_interval_ms;
+    char *compact_bytes;
 } file_store;
 
 typedef struct file_conf {
@@ -122,6 +123,7 @@ static const cyaml_schema_field_t limits_fields[] = {
 static const cyaml_schema_field_t store_fields[] = {
     OPT_STRING("sync", file_store, sync),
     OPT_STRING("sync_interval_ms", file_store, sync_interval_ms),
+    OPT_STRING("compact_bytes", file_store, compact_bytes),
     CYAML_FIELD_END,
 };
 
@@ -190,6 +192,7 @@ conf_copy(tn_conf *dst, const tn_conf *src)
     dst->limits = src->limits;
     dst->store.sync = src->store.sync ? tn_xstrdup(src->store.sync) : NULL;
     dst->store.sync_interval_ms = src->store.sync_interval_ms;
+    dst->store.compact_bytes = src->store.compact_bytes;
 }
 
 static void
@@ -248,6 +251,7 @@ tn_conf_init(tn_conf *c)
     c->limits = default_limits;
     c->store.sync = tn_xstrdup("always");
     c->store.sync_interval_ms = 100;
+    c->store.compact_bytes = 64u << 20;
 }
 
 void
@@ -450,6 +454,11 @@ check(const tn_conf *c, char *path, size_t pathlen, char *what, size_t whatlen)
         seterr(path, pathlen, "store.sync");
         seterr(what, whatlen, "'%s' is not one of always, interval, never",
                c->store.sync ? c->store.sync : "(null)");
+        return TN_EINVAL;
+    }
+    if (c->store.compact_bytes < 4096) {
+        seterr(path, pathlen, "store.compact_bytes");
+        seterr(what, whatlen, "must be at least 4096");
         return TN_EINVAL;
     }
     if (c->store.sync_interval_ms == 0) {
@@ -823,6 +832,13 @@ apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, si
         parse_u32(f->store->sync_interval_ms, &n->store.sync_interval_ms) != 0) {
         seterr(path, pathlen, "store.sync_interval_ms");
         seterr(what, whatlen, "'%s' is not a whole number from 0 to %u", f->store->sync_interval_ms,
+               (unsigned)UINT32_MAX);
+        return TN_EINVAL;
+    }
+    if (f->store && f->store->compact_bytes &&
+        parse_u32(f->store->compact_bytes, &n->store.compact_bytes) != 0) {
+        seterr(path, pathlen, "store.compact_bytes");
+        seterr(what, whatlen, "'%s' is not a whole number from 0 to %u", f->store->compact_bytes,
                (unsigned)UINT32_MAX);
         return TN_EINVAL;
     }

@@ -42,6 +42,7 @@ typedef struct tn_conf_limits {
 typedef struct tn_conf_store {
     char *sync;                /* "always" (default), "interval" or "never" */
     uint32_t sync_interval_ms; /* with "interval": fdatasync at least this often, default 100 */
+    uint32_t compact_bytes;    /* journal bytes between checkpoints (compaction), default 64 MiB */
 } tn_conf_store;
 
 typedef struct tn_conf {

@@ -68,7 +68,8 @@ is_default(const tn_conf *c)
            c->limits.max_packet_size == 1048576 && c->limits.max_connections == 100000 &&
            c->limits.max_inflight == 100 && c->limits.max_queued_messages == 1000 &&
            c->limits.max_offline_messages == 100000 && c->limits.max_output_buffer == 1048576 &&
-           strcmp(c->store.sync, "always") == 0 && c->store.sync_interval_ms == 100;
+           strcmp(c->store.sync, "always") == 0 && c->store.sync_interval_ms == 100 &&
+           c->store.compact_bytes == 64u << 20;
 }
 
 /* Writes text to a new temporary file; returns its path (free it, unlink it). */
@@ -544,6 +545,7 @@ test_example(void)
     free(c.store.sync);
     c.store.sync = tn_xstrdup("never");
     c.store.sync_interval_ms = 7;
+    c.store.compact_bytes = 9999;
     int rv = tn_conf_load_file(&c, example_path, err, sizeof err);
     if (rv != 0)
         fprintf(stderr, "\n%s\n", err);
@@ -573,6 +575,8 @@ test_store_section(void)
     expect_error("store:\n  sync_interval_ms: 0\n",
                  "t.conf:2:21: store.sync_interval_ms: must be at least 1");
     expect_error("store:\n  fsync: always\n", "t.conf:2:3: store: unknown key 'fsync'");
+    expect_error("store:\n  compact_bytes: 100\n",
+                 "t.conf:2:18: store.compact_bytes: must be at least 4096");
 }
 
 int

@@ -30,9 +30,11 @@ struct tn_store;
 typedef struct tn_session tn_session;
 
 typedef struct tn_broker_limits {
-    uint32_t max_inflight; /* unacked QoS 1/2 deliveries per attached session */
-    uint32_t max_queued;   /* queued deliveries per session before producers wait / QoS 0 drops */
-    uint32_t max_offline;  /* queued deliveries per detached session; more are dropped (logged) */
+    uint32_t max_inflight;  /* unacked QoS 1/2 deliveries per attached session */
+    uint32_t max_queued;    /* queued deliveries per session before producers wait / QoS 0 drops */
+    uint32_t max_offline;   /* queued deliveries per detached session; more are dropped (logged) */
+    uint64_t compact_bytes; /* journal bytes written before a checkpoint rewrites the live state
+                               and deletes older segments (0: 64 MiB) */
 } tn_broker_limits;
 
 typedef struct tn_broker_stats {
@@ -64,6 +66,10 @@ tn_broker *tn_broker_new(const tn_broker_limits *limits);
 void tn_broker_attach_store(tn_broker *b, struct tn_store *store);
 int tn_broker_recover(tn_broker *b, char *err, size_t errlen);
 uint64_t tn_broker_lsn(const tn_broker *b);
+/* Housekeeping at a safe point (not inside a broker call): once compact_bytes have been written
+ * since the last checkpoint (and twice the last checkpoint's size), writes a checkpoint of the
+ * live state and has the store delete the segments it makes dead. */
+void tn_broker_maintain(tn_broker *b);
 struct tn_store *tn_broker_store(const tn_broker *b);
 /* Frees every session (all must be detached), subscription and retained message. */
 void tn_broker_free(tn_broker *b);

@@ -49,6 +49,8 @@ struct tn_broker {
     uint64_t logged_msg; /* id of the last message written as a MSG record */
     tn_buf rec;          /* record encoding scratch */
     bool replaying;
+    uint64_t since_ckpt; /* journal bytes appended since the last checkpoint */
+    uint64_t ckpt_size;  /* bytes the last checkpoint took */
     tn_session *sessions;
     tn_topictree *subs;     /* filter -> tn_sub */
     tn_topictree *retained; /* name -> tn_message */
@@ -72,6 +74,8 @@ enum {
     REC_RETAIN_DEL = 9,  /* s name */
     REC_RX_MARK = 10,    /* s id, u16 packet id: QoS 2 received, not released */
     REC_RX_REL = 11,     /* s id, u16 packet id */
+    REC_CKPT_BEGIN = 12, /* (empty): a checkpoint starts; it restates all live state */
+    REC_CKPT_END = 13,   /* u64 LSN of its BEGIN: complete; everything before BEGIN is dead */
 };
 
 /* Journal hooks: each a no-op without a store or while replaying. */

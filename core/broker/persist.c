@@ -59,6 +59,7 @@ static void
 append(tn_broker *b, uint16_t type)
 {
     uint64_t lsn;
+    b->since_ckpt += TN_STORE_HEADER + b->rec.len;
     if (tn_store_append(b->store, type, b->rec.data, (uint32_t)b->rec.len, &lsn) == 0)
         b->lsn = lsn;
     else
@@ -164,6 +165,144 @@ tn_broker_store(const tn_broker *b)
     return b->store;
 }
 
+/* ---- checkpoints ---- */
+
+typedef struct id_entry {
+    uint64_t id;
+    UT_hash_handle hh;
+} id_entry;
+
+/* Writes m's MSG record unless this checkpoint already has. */
+static void
+ckpt_msg(tn_broker *b, id_entry **written, tn_message *m)
+{
+    id_entry *e = NULL;
+    HASH_FIND(hh, *written, &m->id, sizeof m->id, e);
+    if (e)
+        return;
+    e = tn_xcalloc(1, sizeof *e);
+    e->id = m->id;
+    HASH_ADD(hh, *written, id, sizeof e->id, e);
+    b->logged_msg = 0;
+    log_msg(b, m);
+}
+
+static void
+ckpt_delivery(tn_broker *b, id_entry **written, tn_session *s, tn_delivery *d)
+{
+    if (!d->ack)
+        return;
+    ckpt_msg(b, written, d->msg);
+    put_str(&b->rec, s->id, s->id_len);
+    put_u64(&b->rec, d->msg->id);
+    put_u8(&b->rec, d->qos);
+    append(b, REC_ENQ);
+}
+
+typedef struct ckpt_ctx {
+    tn_broker *b;
+    id_entry **written;
+} ckpt_ctx;
+
+static void
+ckpt_retained(void *arg, const char *name, void *value)
+{
+    (void)name;
+    ckpt_ctx *c = arg;
+    tn_message *m = value;
+    ckpt_msg(c->b, c->written, m);
+    put_str(&c->b->rec, m->name, m->name_len);
+    put_u64(&c->b->rec, m->id);
+    append(c->b, REC_RETAIN_PUT);
+}
+
+typedef struct drop_ticket {
+    tn_store *store;
+    uint64_t begin;
+} drop_ticket;
+
+/* The checkpoint is durable: what came before it is dead. A failed one deletes nothing; the
+ * next checkpoint tries again. */
+static void
+ckpt_done(void *arg, int status)
+{
+    drop_ticket *t = arg;
+    if (status == 0)
+        tn_store_drop_before(t->store, t->begin);
+    free(t);
+}
+
+static void
+checkpoint(tn_broker *b)
+{
+    uint64_t start = b->since_ckpt;
+    tn_store_roll(b->store);
+    append(b, REC_CKPT_BEGIN);
+    uint64_t begin = b->lsn;
+    id_entry *written = NULL;
+    tn_session *s, *tmp;
+    HASH_ITER(hh, b->sessions, s, tmp)
+    {
+        if (s->clean)
+            continue;
+        put_str(&b->rec, s->id, s->id_len);
+        append(b, REC_SESSION_PUT);
+        tn_sub *sub, *stmp;
+        HASH_ITER(hh, s->subs, sub, stmp)
+        {
+            put_str(&b->rec, s->id, s->id_len);
+            put_str(&b->rec, sub->filter, strlen(sub->filter));
+            put_u8(&b->rec, sub->qos);
+            append(b, REC_SUB_PUT);
+        }
+        for (uint32_t id = 1; s->rx_ids && id <= 65535; id++) {
+            if ((s->rx_ids[id >> 6] >> (id & 63)) & 1) {
+                put_str(&b->rec, s->id, s->id_len);
+                put_u16(&b->rec, (uint16_t)id);
+                append(b, REC_RX_MARK);
+            }
+        }
+        /* In the order they will be offered again: in flight first, then queued. */
+        if (s->consumer)
+            for (tn_delivery *d = tn_queue_unacked_first(s->consumer); d;
+                 d = tn_queue_unacked_next(d))
+                ckpt_delivery(b, &written, s, d);
+        for (tn_delivery *d = tn_queue_first(s->queue); d; d = d->next)
+            ckpt_delivery(b, &written, s, d);
+    }
+    ckpt_ctx cc = {b, &written};
+    tn_topictree_walk(b->retained, ckpt_retained, &cc);
+    put_u64(&b->rec, begin);
+    append(b, REC_CKPT_END);
+    id_entry *e, *etmp;
+    HASH_ITER(hh, written, e, etmp)
+    {
+        HASH_DEL(written, e);
+        free(e);
+    }
+    b->logged_msg = 0;
+    b->ckpt_size = b->since_ckpt - start;
+    b->since_ckpt = 0;
+    if (b->lsn == UINT64_MAX)
+        return; /* the store is failing: try again later */
+    drop_ticket *t = tn_xmalloc(sizeof *t);
+    t->store = b->store;
+    t->begin = begin;
+    tn_store_when_durable(b->store, b->lsn, ckpt_done, t);
+    tn_log_info("STORE-CHECKPOINT", "checkpoint of %" PRIu64 " bytes at LSN %" PRIu64, b->ckpt_size,
+                begin);
+}
+
+void
+tn_broker_maintain(tn_broker *b)
+{
+    if (!b->store || b->replaying || tn_store_error(b->store))
+        return;
+    uint64_t limit = b->limits.compact_bytes ? b->limits.compact_bytes : (uint64_t)64 << 20;
+    if (b->since_ckpt >= limit && b->since_ckpt >= 2 * b->ckpt_size)
+        checkpoint(b);
+}
+
 /* ---- replay ---- */
 
 typedef struct msg_entry {
@@ -174,7 +313,10 @@ typedef struct msg_entry {
 
 typedef struct replay {
     tn_broker *b;
-    msg_entry *msgs; /* messages by id while replaying; holds one reference each */
+    uint64_t from;       /* apply records from this LSN (the last complete checkpoint) */
+    uint64_t until;      /* and below this one (an incomplete checkpoint), 0: no limit */
+    uint64_t open_begin; /* scan: a BEGIN not yet ended */
+    msg_entry *msgs;     /* messages by id while replaying; holds one reference each */
     uint64_t records;
     char *err;
     size_t errlen;
@@ -250,12 +392,35 @@ cstr(tn_broker *b, const char *p, size_t n)
     return (const char *)b->rec.data;
 }
 
+/* First pass: where the last complete checkpoint begins, and whether one was cut short. */
+static int
+scan(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
+{
+    replay *rp = arg;
+    if (type == REC_CKPT_BEGIN) {
+        rp->open_begin = lsn;
+    } else if (type == REC_CKPT_END && len >= 8) {
+        uint64_t begin;
+        memcpy(&begin, p, 8);
+        if (begin == rp->open_begin) {
+            rp->from = begin;
+            rp->open_begin = 0;
+        }
+    }
+    return 0;
+}
+
 static int
 apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
 {
     replay *rp = arg;
     tn_broker *b = rp->b;
     reader r = {p, p + len, false};
+    if (lsn < rp->from || (rp->until && lsn >= rp->until) || type == REC_CKPT_BEGIN ||
+        type == REC_CKPT_END) {
+        b->lsn = lsn;
+        return 0;
+    }
     size_t id_len = 0;
     const char *id = NULL;
     tn_session *s = NULL;
@@ -305,7 +470,13 @@ apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
         m->persistent = true;
         if (mid > b->seq)
             b->seq = mid;
-        msg_entry *e = tn_xcalloc(1, sizeof *e);
+        msg_entry *e = NULL;
+        HASH_FIND(hh, rp->msgs, &mid, sizeof mid, e);
+        if (e) { /* restated by a checkpoint: the same message */
+            tn_message_unref(m);
+            break;
+        }
+        e = tn_xcalloc(1, sizeof *e);
         e->id = mid;
         e->m = m;
         HASH_ADD(hh, rp->msgs, id, sizeof e->id, e);
@@ -370,7 +541,11 @@ tn_broker_recover(tn_broker *b, char *err, size_t errlen)
         return 0;
     replay rp = {.b = b, .err = err, .errlen = errlen};
     b->replaying = true;
-    int rc = tn_store_replay(b->store, apply, &rp, err, errlen);
+    int rc = tn_store_replay(b->store, scan, &rp, err, errlen);
+    rp.until = rp.open_begin; /* a checkpoint cut short by a crash: its records are ignored */
+    if (rc == 0)
+        rc = tn_store_replay(b->store, apply, &rp, err, errlen);
+    b->since_ckpt = tn_store_bytes(b->store);
     b->replaying = false;
     msg_entry *e, *tmp;
     HASH_ITER(hh, rp.msgs, e, tmp)

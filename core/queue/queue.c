@@ -373,6 +373,12 @@ tn_queue_consumer_ready(tn_consumer *c)
 }
 
 tn_delivery *
+tn_queue_first(tn_queue *q)
+{
+    return q->head;
+}
+
+tn_delivery *
 tn_queue_unacked_first(tn_consumer *c)
 {
     return c->ua_head;

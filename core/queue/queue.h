@@ -92,6 +92,9 @@ void tn_queue_consumer_ready(tn_consumer *c);
 tn_delivery *tn_queue_unacked_first(tn_consumer *c);
 tn_delivery *tn_queue_unacked_next(tn_delivery *d);
 
+/* Walks the queued (not in flight) deliveries in order (journal checkpoints). */
+tn_delivery *tn_queue_first(tn_queue *q);
+
 /* Acknowledges d (taken by a consumer): frees it and opens one credit. */
 void tn_queue_ack(tn_delivery *d);
 /* Gives d back: it goes to the head of the queue, to be delivered again (count kept). */

@@ -51,6 +51,9 @@ struct tn_store {
     uint64_t durable;
     int error;
     bool room; /* after an error: the writer found room again; the loop resumes in poll */
+    bool roll; /* start a new segment with the next batch */
+    uint64_t drop_before; /* delete segments holding only records below this LSN */
+    uint64_t total_bytes; /* all segments */
     bool stop;
     bool started;
     pthread_t thread;
@@ -193,10 +196,15 @@ valid_after(const tn_store *s, const uint8_t *p, uint64_t size, uint64_t off, ui
 int
 tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t errlen)
 {
-    tn_assert(!s->replayed && !s->started);
+    tn_assert(!s->started);
     s->replayed = true;
+    if (s->fd >= 0) { /* an earlier pass kept the last segment open */
+        close(s->fd);
+        s->fd = -1;
+    }
     uint64_t expected = s->n_segs ? s->segs[0] : 1;
     int rc = 0;
+    s->total_bytes = 0;
     for (size_t i = 0; i < s->n_segs && rc == 0; i++) {
         char path[4200];
         seg_name(s, s->segs[i], path, sizeof path);
@@ -269,6 +277,7 @@ tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t
         }
         if (off > size && rc == 0 && ftruncate(fd, (off_t)off) == 0)
             size = off; /* only the last record's padding was cut: put it back */
+        s->total_bytes += size;
         if (p)
             munmap((void *)p, st.st_size);
         if (last_seg && rc == 0) {
@@ -302,7 +311,46 @@ new_segment(tn_store *s, uint64_t first)
     }
     s->fd = fd;
     s->seg_bytes = 0;
+    pthread_mutex_lock(&s->mu);
+    s->segs = tn_xrealloc(s->segs, (s->n_segs + 1) * sizeof *s->segs);
+    s->segs[s->n_segs++] = first;
+    pthread_mutex_unlock(&s->mu);
     return 0;
+}
+
+/* Deletes the segments whose records all have LSNs below lsn (writer thread). */
+static void
+drop_segments(tn_store *s, uint64_t lsn)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    while (n + 1 < s->n_segs && s->segs[n + 1] <= lsn)
+        n++;
+    uint64_t *gone = tn_xmalloc((n ? n : 1) * sizeof *gone);
+    memcpy(gone, s->segs, n * sizeof *gone);
+    pthread_mutex_unlock(&s->mu);
+    size_t done = 0;
+    for (; done < n; done++) {
+        char path[4200];
+        struct stat st;
+        seg_name(s, gone[done], path, sizeof path);
+        uint64_t size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        if (unlink(path) != 0)
+            break;
+        pthread_mutex_lock(&s->mu);
+        s->total_bytes -= size < s->total_bytes ? size : s->total_bytes;
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (done && s->dirfd >= 0)
+        fsync(s->dirfd);
+    pthread_mutex_lock(&s->mu);
+    memmove(s->segs, s->segs + done, (s->n_segs - done) * sizeof *s->segs);
+    s->n_segs -= done;
+    pthread_mutex_unlock(&s->mu);
+    if (done)
+        tn_log_info("STORE-COMPACTED", "%s: deleted %zu segments below LSN %" PRIu64, s->dir, done,
+                    lsn);
+    free(gone);
 }
 
 static int
@@ -349,7 +397,7 @@ writer(void *arg)
     uint64_t last_sync = now_ms();
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (s->pending.len == 0 && !s->stop) {
+        while (s->pending.len == 0 && !s->stop && !s->drop_before) {
             bool timed =
                 (s->unsynced && s->conf.sync == TN_SYNC_INTERVAL) || (s->error && !s->room);
             if (!timed) {
@@ -379,6 +427,14 @@ writer(void *arg)
                 s->conf.notify(s->conf.notify_arg);
             }
         }
+        if (s->drop_before) {
+            uint64_t lsn = s->drop_before;
+            s->drop_before = 0;
+            pthread_mutex_unlock(&s->mu);
+            drop_segments(s, lsn);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
         if (s->pending.len == 0 && s->stop)
             break;
         /* Take everything pending: group commit. */
@@ -387,10 +443,12 @@ writer(void *arg)
         s->pending = tmp;
         s->pending.len = 0;
         uint64_t first = s->pending_first, last = s->pending_last;
+        bool roll = s->roll;
+        s->roll = false;
         pthread_mutex_unlock(&s->mu);
 
         int rc = 0;
-        if (s->fd < 0 || (s->seg_bytes >= s->conf.segment_size && s->seg_bytes > 0))
+        if (s->fd < 0 || ((roll || s->seg_bytes >= s->conf.segment_size) && s->seg_bytes > 0))
             rc = new_segment(s, first);
         if (rc == 0)
             rc = write_all(s->fd, batch.data, batch.len, s->seg_bytes);
@@ -413,10 +471,12 @@ writer(void *arg)
                          "publishes are refused until it works again",
                          s->dir, first, last, strerror(e));
         }
+        uint64_t written = rc == 0 ? batch.len : 0;
         batch.len = 0;
         pthread_mutex_lock(&s->mu);
         if (rc == 0) {
             s->durable = last;
+            s->total_bytes += written;
         } else {
             /* Records after the failed batch must not be written either (they would leave a
              * gap): drop them; their LSNs are handed out again once writing resumes. */
@@ -554,6 +614,32 @@ tn_store_error(tn_store *s)
     int e = s->error;
     pthread_mutex_unlock(&s->mu);
     return e;
+}
+
+void
+tn_store_roll(tn_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->roll = true;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void
+tn_store_drop_before(tn_store *s, uint64_t lsn)
+{
+    pthread_mutex_lock(&s->mu);
+    s->drop_before = lsn;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+uint64_t
+tn_store_bytes(tn_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t n = s->total_bytes;
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 void

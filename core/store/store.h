@@ -58,7 +58,8 @@ typedef struct tn_store_conf {
 int tn_store_open(const tn_store_conf *conf, tn_store **out, char *err, size_t errlen);
 
 /* Calls cb for every record in LSN order; cb returning non-zero stops the replay with that
- * result. Repairs a torn tail as described above. Call once, before tn_store_start(). */
+ * result. Repairs a torn tail as described above. Call before tn_store_start(), once or more
+ * (a caller may scan first, then apply). */
 typedef int (*tn_store_replay_cb)(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p,
                                   uint32_t len);
 int tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t errlen);
@@ -83,6 +84,14 @@ void tn_store_poll(tn_store *s);
 uint64_t tn_store_last_lsn(tn_store *s);    /* last appended (or replayed) */
 uint64_t tn_store_durable_lsn(tn_store *s); /* last durable */
 int tn_store_error(tn_store *s);            /* 0, or the sticky write error */
+
+/* Compaction, driven by the caller, which knows what is live: roll makes the next batch start a
+ * new segment; drop_before asks the writer thread to delete every segment whose records all
+ * have LSNs below lsn (the caller has rewritten what still matters above it, and it is durable).
+ * bytes: the journal's size on disk. */
+void tn_store_roll(tn_store *s);
+void tn_store_drop_before(tn_store *s, uint64_t lsn);
+uint64_t tn_store_bytes(tn_store *s);
 
 /* Writes and syncs what is pending, stops the thread, runs due callbacks, frees everything. */
 void tn_store_close(tn_store *s);

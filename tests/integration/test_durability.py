@@ -18,9 +18,12 @@ N_CYCLES = int(os.environ.get("TERN_CRASH_CYCLES", "20"))
 
 @unittest.skipIf(BROKER_KIND == "mosquitto", "tern only: Mosquitto persists by snapshot")
 class DurabilityTest(unittest.TestCase):
+    extra_args = ()
+
     def setUp(self):
         self.data = tempfile.mkdtemp(prefix="tern-dur-")
-        self.broker = Broker(data_dir=self.data)
+        self.broker = Broker(data_dir=self.data, extra_args=self.extra_args(self.data)
+                             if callable(self.extra_args) else self.extra_args)
         self.clients = []
         self.addCleanup(self._cleanup)
 
@@ -164,6 +167,19 @@ class DurabilityTest(unittest.TestCase):
                 seen.add(x)
                 firsts.append(x)
         self.assertEqual(firsts, sorted(firsts), "first deliveries out of publish order")
+
+
+def _compacting_args(data):
+    conf = os.path.join(data, "compact.conf")
+    with open(conf, "w") as f:
+        f.write("store:\n  compact_bytes: 4096\n")
+    return ("-c", conf)
+
+
+class CompactingDurabilityTest(DurabilityTest):
+    """The same with a checkpoint every 4 KiB of journal, so crashes also land during
+    checkpoints and right after segments were deleted."""
+    extra_args = staticmethod(_compacting_args)
 
 
 if __name__ == "__main__":

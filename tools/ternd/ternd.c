@@ -38,6 +38,7 @@ typedef struct ternd {
     uv_async_t store_wake; /* the journal's writer thread says records became durable */
     tn_net *net;
     tn_store *store;
+    tn_broker *broker;
     bool stopping;
 } ternd;
 
@@ -51,8 +52,10 @@ static void
 on_store_wake(uv_async_t *h)
 {
     ternd *t = h->data;
-    if (t->store)
+    if (t->store) {
         tn_store_poll(t->store);
+        tn_broker_maintain(t->broker); /* a safe point: no broker call is running */
+    }
 }
 
 /* Every connection is closed: flush and close the journal, then let the loop end. */
@@ -211,8 +214,10 @@ main(int argc, char **argv)
         .max_inflight = conf.limits.max_inflight,
         .max_queued = conf.limits.max_queued_messages,
         .max_offline = conf.limits.max_offline_messages,
+        .compact_bytes = conf.store.compact_bytes,
     };
     tn_broker *broker = tn_broker_new(&bl);
+    t.broker = broker;
 
     /* The journal: replayed before any listener opens. */
     char jdir[4200];
