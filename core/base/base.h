@@ -65,6 +65,22 @@ void tn_log(tn_log_level level, const char *id, const char *fmt, ...)
             tn_log(TN_LOG_DEBUG, id, __VA_ARGS__);                                                 \
     } while (0)
 
+/* TN_SANITIZED is 1 in AddressSanitizer builds, where free lists that recycle memory are turned
+ * off so that a use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TN_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TN_SANITIZED 1
+#endif
+#endif
+#ifndef TN_SANITIZED
+#define TN_SANITIZED 0
+#endif
+
+/* mkdir -p: creates path and its missing parents (mode 0755). 0 or -1 with errno set. */
+int tn_mkdirs(const char *path);
+
 /* For our own bugs only, never for peer input: logs and aborts. Always on. */
 #define tn_assert(cond)                                                                            \
     do {                                                                                           \

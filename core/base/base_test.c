@@ -1,7 +1,10 @@
 #include "core/base/base.h"
 
 #include <CUnit/Basic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void
 test_strerror(void)
@@ -47,6 +50,30 @@ test_buf_limits(void)
     tn_buf_fini(&b);
 }
 
+static void
+test_mkdirs(void)
+{
+    char dir[] = "/tmp/tern-base-test-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char deep[256];
+    snprintf(deep, sizeof deep, "%s/a/b/c", dir);
+    CU_ASSERT_EQUAL(tn_mkdirs(deep), 0);
+    CU_ASSERT_EQUAL(tn_mkdirs(deep), 0); /* already there: fine */
+    struct stat st;
+    CU_ASSERT_EQUAL(stat(deep, &st), 0);
+    CU_ASSERT_TRUE(S_ISDIR(st.st_mode));
+    char file[300];
+    snprintf(file, sizeof file, "%s/a/f", dir);
+    FILE *f = fopen(file, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fclose(f);
+    snprintf(deep, sizeof deep, "%s/a/f/x", dir);
+    CU_ASSERT_EQUAL(tn_mkdirs(deep), -1); /* a file in the way */
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -55,6 +82,7 @@ main(void)
     CU_add_test(s, "strerror", test_strerror);
     CU_add_test(s, "log_level", test_log_level);
     CU_add_test(s, "buf_limits", test_buf_limits);
+    CU_add_test(s, "mkdirs", test_mkdirs);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();

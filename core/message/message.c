@@ -12,16 +12,7 @@
  */
 #define SMALL_BLOCK 256
 #define SMALL_KEEP 4096 /* blocks kept free at most (1 MiB) */
-#if defined(__SANITIZE_ADDRESS__)
-#define USE_FREE_LIST 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define USE_FREE_LIST 0
-#endif
-#endif
-#ifndef USE_FREE_LIST
-#define USE_FREE_LIST 1
-#endif
+#define USE_FREE_LIST (!TN_SANITIZED)
 
 typedef struct free_block {
     struct free_block *next;

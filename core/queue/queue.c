@@ -73,16 +73,7 @@ struct tn_queue {
 /* Deliveries come from a per-thread free list, so routing a message allocates nothing once warm;
  * sanitizer builds use malloc for each, so use after free is still caught. */
 #define DELIVERY_KEEP 16384
-#if defined(__SANITIZE_ADDRESS__)
-#define USE_FREE_LIST 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define USE_FREE_LIST 0
-#endif
-#endif
-#ifndef USE_FREE_LIST
-#define USE_FREE_LIST 1
-#endif
+#define USE_FREE_LIST (!TN_SANITIZED)
 
 static _Thread_local tn_delivery *free_deliveries;
 static _Thread_local unsigned n_free_deliveries;

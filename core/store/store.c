@@ -85,27 +85,10 @@ seg_name(const tn_store *s, uint64_t first, char *buf, size_t n)
     snprintf(buf, n, "%s/%020" PRIu64 ".seg", s->dir, first);
 }
 
-static int
-mkdirs(const char *path)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return -1;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 int
 tn_store_open(const tn_store_conf *conf, tn_store **out, char *err, size_t errlen)
 {
-    if (mkdirs(conf->dir) != 0) {
+    if (tn_mkdirs(conf->dir) != 0) {
         errf(err, errlen, "%s: cannot create: %s", conf->dir, strerror(errno));
         return TN_EIO;
     }

@@ -87,26 +87,6 @@ on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&t->sigterm, signal_closed);
 }
 
-/* mkdir -p */
-static int
-make_dirs(const char *path)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return -1;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -189,7 +169,7 @@ main(int argc, char **argv)
     tn_log_level lvl = TN_LOG_INFO;
     tn_log_parse_level(conf.log_level, &lvl);
     tn_log_set_level(lvl);
-    if (make_dirs(conf.data_dir) != 0) {
+    if (tn_mkdirs(conf.data_dir) != 0) {
         tn_log_error("TERN-DATA-DIR", "cannot create data folder %s: %s", conf.data_dir,
                      strerror(errno));
         goto out;
