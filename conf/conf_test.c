@@ -5,6 +5,8 @@
 #include "conf/conf.h"
 #include "core/base/base.h"
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -603,9 +605,5 @@ main(int argc, char **argv)
         CU_add_test(s, "validate", test_validate);
         CU_add_test(s, "load_file", test_load_file);
     }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }

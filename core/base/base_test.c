@@ -1,5 +1,7 @@
 #include "core/base/base.h"
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,9 +85,5 @@ main(void)
     CU_add_test(s, "log_level", test_log_level);
     CU_add_test(s, "buf_limits", test_buf_limits);
     CU_add_test(s, "mkdirs", test_mkdirs);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }

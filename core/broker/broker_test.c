@@ -10,6 +10,8 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <string.h>
 
@@ -503,9 +505,5 @@ main(void)
     CU_add_test(s, "packet_ids", test_packet_ids);
     CU_add_test(s, "journal_replay", test_journal_replay);
     CU_add_test(s, "journal_compaction", test_journal_compaction);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }

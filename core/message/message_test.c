@@ -1,5 +1,7 @@
 #include "core/message/message.h"
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <string.h>
 
@@ -40,9 +42,5 @@ main(void)
     CU_pSuite s = CU_add_suite("message", NULL, NULL);
     CU_add_test(s, "new_ref_unref", test_new_ref_unref);
     CU_add_test(s, "empty_payload", test_empty_payload);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }

@@ -2,6 +2,8 @@
 
 #include "core/base/base.h"
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <string.h>
 
@@ -254,9 +256,5 @@ main(void)
     CU_add_test(s, "paused_consumer", test_paused_consumer);
     CU_add_test(s, "limits_and_flow", test_limits_and_flow);
     CU_add_test(s, "flow_fini_and_free", test_flow_fini_and_free_with_waiters);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }

@@ -2,6 +2,8 @@
 
 #include "core/base/base.h"
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -434,9 +436,5 @@ main(void)
     CU_add_test(s, "corruption_in_middle", test_corruption_in_the_middle_stops_unless_salvage);
     CU_add_test(s, "policies_and_limits", test_policies_and_limits);
     CU_add_test(s, "write_failure_and_recovery", test_write_failure_and_recovery);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }

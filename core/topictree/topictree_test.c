@@ -3,6 +3,8 @@
 
 #include "core/base/base.h"
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -759,9 +761,5 @@ main(void)
     CU_add_test(s, "deep", test_deep);
     CU_add_test(s, "random_match", test_random_match);
     CU_add_test(s, "random_find", test_random_find);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }

@@ -1,5 +1,7 @@
 #include "protocols/mqtt/codec.h"
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1081,9 +1083,5 @@ main(void)
     CU_pSuite s = CU_add_suite("mqtt_codec", NULL, NULL);
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
         CU_add_test(s, tests[i].name, tests[i].fn);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }

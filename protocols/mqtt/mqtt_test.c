@@ -2,6 +2,8 @@
 #include "protocols/mqtt/codec.h"
 #include "protocols/mqtt/mqtt.h"
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <string.h>
 
@@ -554,9 +556,5 @@ main(void)
     CU_add_test(s, "suback_failure", test_suback_failure_for_bad_filter);
     CU_add_test(s, "flow_blocked_client_acks", test_flow_blocked_client_still_acks);
     CU_add_test(s, "name_mapping", test_name_mapping);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }

@@ -1,6 +1,8 @@
 /* net over real loopback sockets, in one process and one loop, with small test adapters. */
 #include "protocols/net/net.h"
 
+#include "tests/unit/tn_test.h"
+
 #include <CUnit/Basic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,9 +389,5 @@ main(void)
     CU_add_test(s, "wake_refeeds_input", test_wake_refeeds_unparsed_input);
     CU_add_test(s, "fanout_with_wakeups", test_fanout_with_wakeups);
     CU_add_test(s, "max_connections_and_shutdown", test_max_connections_and_shutdown);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned bad = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return bad ? 1 : 0;
+    return tn_test_run();
 }
