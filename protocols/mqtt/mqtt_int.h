@@ -32,6 +32,7 @@ struct tn_mqtt {
     tn_buf scratch; /* name conversions of input; loop thread only */
     tn_buf topic;   /* name conversion for deliveries (which may run while scratch is in use) */
     frame_cache frame;
+    uint64_t durable_known; /* the store's durable LSN as last read */
 };
 
 /* A response that must wait until the journal has what it confirms (see tn_mqtt__respond). */
