@@ -41,8 +41,9 @@ static const tn_conf_limits default_limits = {
     .max_connections = 100000,
     .max_inflight = 100,
     .max_queued_messages = 1000,
-    .max_offline_messages = 100000,
+    .max_offline_messages = 1000000,
     .max_output_buffer = 1048576,
+    .max_queue_memory = 8388608,
 };
 
 /* ---- the file as libcyaml loads it: strings only, NULL where the key is absent ---- */
@@ -58,6 +59,7 @@ typedef struct file_limits {
     char *max_queued_messages;
     char *max_offline_messages;
     char *max_output_buffer;
+    char *max_queue_memory;
 } file_limits;
 
 typedef struct file_store {
@@ -93,6 +95,7 @@ static const struct {
     LIMIT(max_queued_messages, UINT32_MAX, NULL),
     LIMIT(max_offline_messages, UINT32_MAX, NULL),
     LIMIT(max_output_buffer, UINT32_MAX, NULL),
+    LIMIT(max_queue_memory, UINT32_MAX, NULL),
 #undef LIMIT
 };
 #define N_LIMITS (sizeof limit_fields / sizeof limit_fields[0])
@@ -117,6 +120,7 @@ static const cyaml_schema_field_t limits_fields[] = {
     OPT_STRING("max_queued_messages", file_limits, max_queued_messages),
     OPT_STRING("max_offline_messages", file_limits, max_offline_messages),
     OPT_STRING("max_output_buffer", file_limits, max_output_buffer),
+    OPT_STRING("max_queue_memory", file_limits, max_queue_memory),
     CYAML_FIELD_END,
 };
 

@@ -34,9 +34,11 @@ typedef struct tn_conf_limits {
     uint32_t max_inflight;         /* QoS 1/2 messages in flight to one client, default 100 */
     uint32_t max_queued_messages;  /* per-subscriber queue length before producers are slowed
                                       (QoS 1/2) or QoS 0 messages are dropped, default 1000 */
-    uint32_t max_offline_messages; /* per offline persistent session, default 100000 */
+    uint32_t max_offline_messages; /* per offline persistent session, default 1000000 */
     uint32_t max_output_buffer;    /* bytes waiting to be written to one connection before
                                       delivery to it pauses, default 1 MiB */
+    uint32_t max_queue_memory;     /* bytes of queued messages a persistent session keeps in
+                                      memory; the rest are read back from the journal, 8 MiB */
 } tn_conf_limits;
 
 typedef struct tn_conf_store {

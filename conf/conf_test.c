@@ -69,9 +69,9 @@ is_default(const tn_conf *c)
            strcmp(c->data_dir, "./data") == 0 && strcmp(c->log_level, "info") == 0 &&
            c->limits.max_packet_size == 1048576 && c->limits.max_connections == 100000 &&
            c->limits.max_inflight == 100 && c->limits.max_queued_messages == 1000 &&
-           c->limits.max_offline_messages == 100000 && c->limits.max_output_buffer == 1048576 &&
-           strcmp(c->store.sync, "always") == 0 && c->store.sync_interval_ms == 100 &&
-           c->store.compact_bytes == 64u << 20;
+           c->limits.max_offline_messages == 1000000 && c->limits.max_output_buffer == 1048576 &&
+           c->limits.max_queue_memory == 8388608 && strcmp(c->store.sync, "always") == 0 &&
+           c->store.sync_interval_ms == 100 && c->store.compact_bytes == 64u << 20;
 }
 
 /* Writes text to a new temporary file; returns its path (free it, unlink it). */
@@ -543,7 +543,7 @@ test_example(void)
     free(c.log_level);
     c.data_dir = tn_xstrdup("/elsewhere");
     c.log_level = tn_xstrdup("debug");
-    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6};
+    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6, 7};
     free(c.store.sync);
     c.store.sync = tn_xstrdup("never");
     c.store.sync_interval_ms = 7;

@@ -27,6 +27,7 @@ tn_broker_new(const tn_broker_limits *limits)
     b->subs = tn_topictree_new();
     b->retained = tn_topictree_new();
     tn_buf_init(&b->rec, (size_t)1 << 30);
+    tn_buf_init(&b->page, (size_t)1 << 30);
     return b;
 }
 
@@ -78,6 +79,7 @@ tn_broker_free(tn_broker *b)
     tn_topictree_free(b->subs);
     free(b->routes);
     tn_buf_fini(&b->rec);
+    tn_buf_fini(&b->page);
     free(b);
 }
 
@@ -86,6 +88,9 @@ tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out)
 {
     *out = b->stats;
     out->retained = (uint32_t)tn_topictree_count(b->retained);
+    out->paged = 0;
+    for (const tn_session *s = b->sessions; s; s = s->hh.next)
+        out->paged += tn_queue_paged(s->queue);
 }
 
 tn_session *
@@ -133,6 +138,8 @@ tn_broker_session_open(tn_broker *b, const char *client_id, size_t len, bool cle
     return 0;
 }
 
+static const tn_pager_ops pager_ops = {tn_broker__load};
+
 tn_session *
 tn_broker__session_create(tn_broker *b, const char *id, size_t len, bool clean)
 {
@@ -144,6 +151,8 @@ tn_broker__session_create(tn_broker *b, const char *id, size_t len, bool clean)
     s->id_len = len;
     s->clean = clean;
     s->queue = tn_queue_new(b->limits.max_queued, b->limits.max_offline);
+    if (b->store && !clean)
+        tn_queue_set_pager(s->queue, &pager_ops, b, b->limits.max_queue_memory);
     HASH_ADD_KEYPTR(hh, b->sessions, s->id, s->id_len, s);
     b->stats.sessions++;
     if (!clean)
@@ -244,20 +253,24 @@ tn_session_rx_release(tn_session *s, uint16_t id)
 }
 
 uint16_t
-tn_session_tx_alloc(tn_session *s)
+tn_session_tx_alloc(tn_session *s, uint64_t msg_id)
 {
     if (s->tx_count >= 65535)
         return 0;
-    for (;;) {
-        uint16_t id = ++s->tx_next;
-        if (id == 0)
-            continue;
-        if (!bit_test(s->tx_ids, id)) {
-            bit_set(&s->tx_ids, id);
-            s->tx_count++;
-            return id;
-        }
-    }
+    uint16_t id = (uint16_t)(msg_id % 65535 + 1);
+    while (bit_test(s->tx_ids, id))
+        id = id == 65535 ? 1 : id + 1;
+    bit_set(&s->tx_ids, id);
+    s->tx_count++;
+    return id;
+}
+
+void
+tn_session_set_state(tn_session *s, tn_delivery *d, uint8_t state)
+{
+    d->state = state;
+    if (!s->clean)
+        tn_broker__log_state(s->b, s, d->msg->id, state);
 }
 
 void
@@ -286,10 +299,20 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
     tn_broker *b = s->b;
     if (!s->attached && qos == 0)
         return; /* QoS 0 is not queued for offline clients */
-    int rc = tn_queue_push(s->queue, m, qos, qos > 0, flags);
+    int rc;
+    tn_paged where;
+    if (qos > 0 && !s->clean && b->store) {
+        /* Journaled first, so a queue past its memory limit can keep just where it is. */
+        if (tn_queue_is_full(s->queue))
+            rc = tn_queue_push(s->queue, m, qos, true, flags); /* refused and counted */
+        else if (tn_broker__log_enq(b, s, m, qos, flags, &where))
+            rc = tn_queue_push_ref(s->queue, m, &where);
+        else
+            rc = tn_queue_push(s->queue, m, qos, true, flags); /* not on disk: memory only */
+    } else {
+        rc = tn_queue_push(s->queue, m, qos, qos > 0, flags);
+    }
     if (rc == 0) {
-        if (qos > 0 && !s->clean)
-            tn_broker__log_enq(b, s, m, qos);
         b->stats.delivered++;
         if (qos > 0 && producer && s->attached)
             tn_queue_wait(s->queue, producer);
@@ -352,7 +375,10 @@ tn_session_subscribe(tn_session *s, const char *filter, uint8_t qos)
     }
     if (!s->clean)
         tn_broker__log_sub(s->b, s, filter, qos, true);
-    /* Retained messages are sent on every SUBSCRIBE, also when it replaces one [MQTT-3.8.4-3]. */
+    /* Retained messages are sent on every SUBSCRIBE, also when it replaces one [MQTT-3.8.4-3];
+     * not when replaying one: the journal has what they queued. */
+    if (s->b->replaying)
+        return 0;
     retained_ctx rc = {s, qos};
     tn_topictree_find(s->b->retained, filter, push_retained, &rc);
     return 0;

@@ -30,11 +30,14 @@ struct tn_store;
 typedef struct tn_session tn_session;
 
 typedef struct tn_broker_limits {
-    uint32_t max_inflight;  /* unacked QoS 1/2 deliveries per attached session */
-    uint32_t max_queued;    /* queued deliveries per session before producers wait / QoS 0 drops */
-    uint32_t max_offline;   /* queued deliveries per detached session; more are dropped (logged) */
-    uint64_t compact_bytes; /* journal bytes written before a checkpoint rewrites the live state
-                               and deletes older segments (0: 64 MiB) */
+    uint32_t max_inflight; /* unacked QoS 1/2 deliveries per attached session */
+    uint32_t max_queued;   /* queued deliveries per session before producers wait / QoS 0 drops */
+    uint32_t max_offline;  /* queued deliveries per detached session; more are dropped (logged) */
+    uint64_t max_queue_memory; /* bytes of queued deliveries a persistent session keeps in memory
+                                  with a store; past it they are paged (read back from the
+                                  journal as its client catches up). 0: no paging */
+    uint64_t compact_bytes;    /* journal bytes written before a checkpoint rewrites the live state
+                                  and deletes older segments (0: 64 MiB) */
 } tn_broker_limits;
 
 typedef struct tn_broker_stats {
@@ -44,6 +47,7 @@ typedef struct tn_broker_stats {
     uint64_t dropped_offline; /* QoS 1/2 deliveries dropped for full offline sessions */
     uint32_t sessions;
     uint32_t retained;
+    uint64_t paged; /* queued deliveries held on disk only (read back as clients catch up) */
 } tn_broker_stats;
 
 typedef struct tn_session_ops {
@@ -99,13 +103,20 @@ void tn_session_discard(tn_session *s);
 bool tn_session_rx_mark(tn_session *s, uint16_t id);
 bool tn_session_rx_release(tn_session *s, uint16_t id);
 /* Outgoing packet ids: a free id in 1..65535 not used by another unacked delivery, or 0 when all
- * are in use; free gives one back. */
-uint16_t tn_session_tx_alloc(tn_session *s);
+ * are in use; free gives one back. The id tried first is derived from the message id, so a
+ * delivery replayed after a restart gets the packet id it had before (MQTT requires the original
+ * id when re-sending [MQTT-4.4.0-1]; a QoS 2 receiver relies on it to drop the duplicate). */
+uint16_t tn_session_tx_alloc(tn_session *s, uint64_t msg_id);
 void tn_session_tx_free(tn_session *s, uint16_t id);
 
 /* Acknowledges a delivery this session's connection took (journals it for a persistent
  * session): use this, not tn_queue_ack(), for session deliveries. */
 void tn_session_ack(tn_session *s, tn_delivery *d);
+
+/* Sets an unacked delivery's protocol state (tn_delivery.state) and journals it for a persistent
+ * session, so a restart resumes it (MQTT: PUBREC received, re-send PUBREL not PUBLISH). The
+ * protocol waits for tn_broker_lsn() to be durable before acting on it. */
+void tn_session_set_state(tn_session *s, tn_delivery *d, uint8_t state);
 
 /* The attached consumer (for tn_queue_unacked_first/next); NULL before start and detached. */
 tn_consumer *tn_session_consumer(tn_session *s);

@@ -23,7 +23,6 @@ struct tn_session {
     bool clean;
     bool warned_full; /* logged a drop since the last attach */
     bool attached;    /* a connection owns it (consumer is set once started) */
-    uint16_t tx_next;
     uint32_t rx_count, tx_count;
     uint64_t *rx_ids; /* bitmaps of 65536 ids, allocated on first use, freed when empty */
     uint64_t *tx_ids;
@@ -44,10 +43,13 @@ typedef struct route {
 
 struct tn_broker {
     tn_broker_limits limits;
-    tn_store *store;     /* NULL: nothing is durable */
-    uint64_t lsn;        /* last record this broker appended */
-    uint64_t logged_msg; /* id of the last message written as a MSG record */
-    tn_buf rec;          /* record encoding scratch */
+    tn_store *store;         /* NULL: nothing is durable */
+    uint64_t lsn;            /* last record this broker appended */
+    uint64_t logged_msg;     /* id of the last message written as a MSG record */
+    tn_store_pos logged_pos; /* where that record is; seg 0 when its append failed */
+    tn_buf rec;              /* record encoding scratch */
+    tn_buf page;             /* records read back (paging) */
+    bool refill_wanted;      /* a paged read found its record not written yet: retry */
     bool replaying;
     uint64_t since_ckpt; /* journal bytes appended since the last checkpoint */
     uint64_t ckpt_size;  /* bytes the last checkpoint took */
@@ -68,20 +70,31 @@ enum {
     REC_SUB_PUT = 3,     /* s id, s filter, u8 qos */
     REC_SUB_DEL = 4,     /* s id, s filter */
     REC_MSG = 5,         /* u64 msg id, u8 qos, u8 retain, s name, rest payload */
-    REC_ENQ = 6,         /* s id, u64 msg id, u8 qos: queued for a persistent session */
+    REC_ENQ = 6,         /* s id, u64 msg id, u8 qos, u8 flags, pos: queued for a persistent
+                            session; pos (u64 seg, u32 off, u32 size) is where its MSG record
+                            is, which may be in a segment older than the last checkpoint */
     REC_ACK = 7,         /* s id, u64 msg id: that delivery is done */
-    REC_RETAIN_PUT = 8,  /* s name, u64 msg id */
+    REC_RETAIN_PUT = 8,  /* s name, u64 msg id, pos */
     REC_RETAIN_DEL = 9,  /* s name */
     REC_RX_MARK = 10,    /* s id, u16 packet id: QoS 2 received, not released */
     REC_RX_REL = 11,     /* s id, u16 packet id */
     REC_CKPT_BEGIN = 12, /* (empty): a checkpoint starts; it restates all live state */
-    REC_CKPT_END = 13,   /* u64 LSN of its BEGIN: complete; everything before BEGIN is dead */
+    REC_CKPT_END = 13,   /* u64 LSN of its BEGIN: complete; everything before BEGIN is dead
+                            except the MSG records that ENQ records point to */
+    REC_STATE = 14,      /* s id, u64 msg id, u8 state: the protocol's state of an unacked
+                            delivery (MQTT: PUBREC received, so PUBREL is re-sent, not PUBLISH) */
 };
 
 /* Journal hooks: each a no-op without a store or while replaying. */
 void tn_broker__log_session(tn_broker *b, tn_session *s, bool put);
 void tn_broker__log_sub(tn_broker *b, tn_session *s, const char *filter, uint8_t qos, bool put);
-void tn_broker__log_enq(tn_broker *b, tn_session *s, tn_message *m, uint8_t qos);
+/* Journals m (once) and its queueing; fills *where with the reference a paged queue keeps.
+ * False when the message could not be appended (it then stays in memory only). */
+bool tn_broker__log_enq(tn_broker *b, tn_session *s, tn_message *m, uint8_t qos, uint8_t flags,
+                        tn_paged *where);
+void tn_broker__log_state(tn_broker *b, tn_session *s, uint64_t msg_id, uint8_t state);
+/* Reads a paged message back: the tn_pager_ops.load of persistent sessions' queues. */
+int tn_broker__load(void *ctx, const tn_paged *p, tn_message **out);
 void tn_broker__log_ack(tn_broker *b, tn_session *s, uint64_t msg_id);
 void tn_broker__log_retain(tn_broker *b, tn_message *m, bool put);
 void tn_broker__log_rx(tn_broker *b, tn_session *s, uint16_t pid, bool mark);

@@ -274,13 +274,13 @@ test_packet_ids(void)
     CU_ASSERT_FALSE(tn_session_rx_mark(a.s, 7));
     CU_ASSERT_TRUE(tn_session_rx_release(a.s, 7));
     CU_ASSERT_FALSE(tn_session_rx_release(a.s, 7));
-    uint16_t first = tn_session_tx_alloc(a.s);
-    CU_ASSERT_NOT_EQUAL(first, 0);
-    for (int i = 0; i < 65534; i++)
-        CU_ASSERT_NOT_EQUAL_FATAL(tn_session_tx_alloc(a.s), 0);
-    CU_ASSERT_EQUAL(tn_session_tx_alloc(a.s), 0); /* all in use */
+    CU_ASSERT_EQUAL(tn_session_tx_alloc(a.s, 41), 42);         /* derived from the message id */
+    CU_ASSERT_EQUAL(tn_session_tx_alloc(a.s, 41 + 65535), 43); /* taken: the next free one */
+    for (int i = 0; i < 65533; i++)
+        CU_ASSERT_NOT_EQUAL_FATAL(tn_session_tx_alloc(a.s, (uint64_t)i), 0);
+    CU_ASSERT_EQUAL(tn_session_tx_alloc(a.s, 7), 0); /* all in use */
     tn_session_tx_free(a.s, 500);
-    CU_ASSERT_EQUAL(tn_session_tx_alloc(a.s), 500);
+    CU_ASSERT_EQUAL(tn_session_tx_alloc(a.s, 9), 500);
     tn_session_detach(a.s);
     tn_broker_free(b);
 }
@@ -487,16 +487,161 @@ test_journal_replay(void)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
+/* Takes and acks what f's session offers, in rounds, until it offers nothing or limit were
+ * taken; payloads must be "N", "N+1", ... from *next on. Returns how many. */
+static int
+drain_in_order(tn_broker *b, tn_store *st, fake *f, int *next, int limit)
+{
+    int total = 0;
+    for (int rounds = 0; rounds < 100000 && total < limit; rounds++) {
+        settle(b, st);
+        tn_broker_maintain(b); /* retries paged reads that were not on disk yet */
+        if (f->n == 0)
+            break;
+        int n = f->n;
+        tn_delivery *got[256];
+        for (int i = 0; i < n; i++) {
+            char want[16];
+            snprintf(want, sizeof want, "%d", (*next)++);
+            CU_ASSERT_STRING_EQUAL(f->payload[i], want);
+            got[i] = f->got[i];
+        }
+        f->n = 0; /* acking makes room: new deliveries land from got[0] again */
+        for (int i = 0; i < n; i++)
+            tn_session_ack(f->s, got[i]);
+        total += n;
+    }
+    return total;
+}
+
+/* A deep offline queue keeps only max_queue_memory in memory, the rest stays in the journal and
+ * comes back in order, across a restart and across checkpoints that move it forward. */
+static void
+test_paging_deep_queue(void)
+{
+    char dir[] = "/tmp/tern-broker-page-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    tn_broker_limits l = limits;
+    l.max_offline = 100000;
+    l.max_queue_memory = 8192; /* a few dozen messages */
+    l.compact_bytes = 16384;
+    tn_store *st;
+    tn_broker *b = recovered_with(dir, &st, &l);
+    fake a = {0}, noise = {0};
+    open_session(b, &a, "deep", false, NULL);
+    tn_session_subscribe(a.s, "d", 1);
+    tn_session_detach(a.s);
+    open_session(b, &noise, "noise", false, NULL);
+    tn_session_subscribe(noise.s, "n", 1);
+    enum { N = 3000 };
+    char p[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(p, sizeof p, "%d", i);
+        publish(b, "d", p, 1, false);
+    }
+    settle(b, st);
+    uint64_t one_copy = tn_store_bytes(st);
+    tn_broker_stats stats;
+    tn_broker_get_stats(b, &stats);
+    CU_ASSERT_TRUE(stats.paged > N - 100); /* only a few dozen in memory */
+    /* Much more traffic than the deep queue holds, acked at once: checkpoints run, and the
+     * segments the deep queue pins are copied forward when they are mostly dead. */
+    int next_noise = 0;
+    for (int round = 0; round < 1000; round++) {
+        for (int i = 0; i < 10; i++) {
+            snprintf(p, sizeof p, "%d", round * 10 + i);
+            publish(b, "n", p, 1, false);
+        }
+        CU_ASSERT_EQUAL(drain_in_order(b, st, &noise, &next_noise, 1 << 30), 10);
+        tn_broker_maintain(b);
+        settle(b, st);
+    }
+    tn_session_detach(noise.s);
+    char buf[64];
+    for (int i = 0; i < 50 && tn_store_bytes(st) > 3 * one_copy + 4 * 16384; i++) {
+        struct pollfd pf = {.fd = notify_pipe[0], .events = POLLIN};
+        if (poll(&pf, 1, 100) == 1)
+            (void)!read(notify_pipe[0], buf, sizeof buf);
+    }
+    CU_ASSERT_TRUE(tn_store_bytes(st) <= 3 * one_copy + 4 * 16384); /* proportional to live */
+    tn_store_close(st);
+    tn_broker_free(b);
+
+    /* Restart: the deep queue comes back paged, and drains in order. */
+    b = recovered_with(dir, &st, &l);
+    tn_broker_get_stats(b, &stats);
+    CU_ASSERT_TRUE(stats.paged > N - 100);
+    fake a2 = {0};
+    bool present = false;
+    open_session(b, &a2, "deep", false, &present);
+    CU_ASSERT_TRUE(present);
+    int next = 0;
+    /* Half now, then more published behind the paged ones, then the rest. */
+    CU_ASSERT_TRUE(drain_in_order(b, st, &a2, &next, N / 2) >= N / 2);
+    for (int i = N; i < N + 100; i++) {
+        snprintf(p, sizeof p, "%d", i);
+        publish(b, "d", p, 1, false);
+    }
+    int rest = drain_in_order(b, st, &a2, &next, 1 << 30);
+    CU_ASSERT_EQUAL(next, N + 100);
+    CU_ASSERT_TRUE(rest > 0);
+    tn_session_detach(a2.s);
+    tn_store_close(st);
+    tn_broker_free(b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
+/* The protocol's state of an unacked delivery and its packet id survive a restart. */
+static void
+test_delivery_state_survives_restart(void)
+{
+    char dir[] = "/tmp/tern-broker-state-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    tn_store *st;
+    tn_broker *b = recovered(dir, &st);
+    fake a = {0};
+    open_session(b, &a, "q2", false, NULL);
+    tn_session_subscribe(a.s, "x", 2);
+    publish(b, "x", "first", 2, false);
+    publish(b, "x", "second", 2, false);
+    CU_ASSERT_EQUAL_FATAL(a.n, 2);
+    uint16_t pid = tn_session_tx_alloc(a.s, a.got[0]->msg->id);
+    tn_session_set_state(a.s, a.got[0], 1); /* "PUBREC received" */
+    tn_session_detach(a.s);
+    settle(b, st);
+    tn_store_close(st);
+    tn_broker_free(b);
+
+    b = recovered(dir, &st);
+    fake a2 = {0};
+    open_session(b, &a2, "q2", false, NULL);
+    CU_ASSERT_EQUAL_FATAL(a2.n, 2);
+    CU_ASSERT_STRING_EQUAL(a2.payload[0], "first");
+    CU_ASSERT_EQUAL(a2.got[0]->state, 1);
+    CU_ASSERT_EQUAL(a2.got[1]->state, 0);
+    CU_ASSERT_EQUAL(tn_session_tx_alloc(a2.s, a2.got[0]->msg->id), pid);
+    tn_session_detach(a2.s);
+    tn_store_close(st);
+    tn_broker_free(b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 int
 main(void)
 {
-    tn_log_set_level(TN_LOG_ERROR);
+    tn_log_set_level(getenv("TN_TEST_LOG") ? TN_LOG_INFO : TN_LOG_ERROR);
     if (pipe(notify_pipe) != 0)
         return 1;
     fcntl(notify_pipe[0], F_SETFL, O_NONBLOCK);
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("broker", NULL, NULL);
     CU_add_test(s, "route_and_qos", test_route_and_qos);
+    CU_add_test(s, "paging_deep_queue", test_paging_deep_queue);
+    CU_add_test(s, "delivery_state_survives_restart", test_delivery_state_survives_restart);
     CU_add_test(s, "overlapping_once", test_overlapping_once_at_highest_qos);
     CU_add_test(s, "retained", test_retained);
     CU_add_test(s, "persistent_offline_queue", test_persistent_session_offline_queue);

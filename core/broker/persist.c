@@ -40,6 +40,20 @@ put_u64(tn_buf *r, uint64_t v)
 }
 
 static void
+put_u32(tn_buf *r, uint32_t v)
+{
+    put_bytes(r, &v, 4);
+}
+
+static void
+put_pos(tn_buf *r, const tn_store_pos *p)
+{
+    put_u64(r, p->seg);
+    put_u32(r, p->off);
+    put_u32(r, p->size);
+}
+
+static void
 put_str(tn_buf *r, const char *s, size_t n)
 {
     tn_assert(n <= UINT16_MAX);
@@ -47,280 +61,7 @@ put_str(tn_buf *r, const char *s, size_t n)
     put_bytes(r, s, n);
 }
 
-static bool
-active(tn_broker *b)
-{
-    return b->store && !b->replaying;
-}
-
-/* Appends b->rec as one record. A failing store (disk full) is reported by the protocol when it
- * waits for the LSN; the in-memory state goes on regardless. */
-static void
-append(tn_broker *b, uint16_t type)
-{
-    uint64_t lsn;
-    b->since_ckpt += TN_STORE_HEADER + b->rec.len;
-    if (tn_store_append(b->store, type, b->rec.data, (uint32_t)b->rec.len, &lsn) == 0)
-        b->lsn = lsn;
-    else
-        b->lsn = UINT64_MAX; /* never durable: the waiter gets the store's error */
-    b->rec.len = 0;
-}
-
-void
-tn_broker__log_session(tn_broker *b, tn_session *s, bool put)
-{
-    if (!active(b))
-        return;
-    put_str(&b->rec, s->id, s->id_len);
-    append(b, put ? REC_SESSION_PUT : REC_SESSION_DEL);
-}
-
-void
-tn_broker__log_sub(tn_broker *b, tn_session *s, const char *filter, uint8_t qos, bool put)
-{
-    if (!active(b))
-        return;
-    put_str(&b->rec, s->id, s->id_len);
-    put_str(&b->rec, filter, strlen(filter));
-    if (put)
-        put_u8(&b->rec, qos);
-    append(b, put ? REC_SUB_PUT : REC_SUB_DEL);
-}
-
-static void
-log_msg(tn_broker *b, tn_message *m)
-{
-    if (b->logged_msg == m->id)
-        return;
-    b->logged_msg = m->id;
-    put_u64(&b->rec, m->id);
-    put_u8(&b->rec, m->qos);
-    put_u8(&b->rec, m->retain);
-    put_str(&b->rec, m->name, m->name_len);
-    put_bytes(&b->rec, m->payload, m->payload_len);
-    append(b, REC_MSG);
-}
-
-void
-tn_broker__log_enq(tn_broker *b, tn_session *s, tn_message *m, uint8_t qos)
-{
-    if (!active(b))
-        return;
-    log_msg(b, m);
-    put_str(&b->rec, s->id, s->id_len);
-    put_u64(&b->rec, m->id);
-    put_u8(&b->rec, qos);
-    append(b, REC_ENQ);
-}
-
-void
-tn_broker__log_ack(tn_broker *b, tn_session *s, uint64_t msg_id)
-{
-    if (!active(b))
-        return;
-    put_str(&b->rec, s->id, s->id_len);
-    put_u64(&b->rec, msg_id);
-    append(b, REC_ACK);
-}
-
-void
-tn_broker__log_retain(tn_broker *b, tn_message *m, bool put)
-{
-    if (!active(b))
-        return;
-    if (put)
-        log_msg(b, m);
-    put_str(&b->rec, m->name, m->name_len);
-    if (put)
-        put_u64(&b->rec, m->id);
-    append(b, put ? REC_RETAIN_PUT : REC_RETAIN_DEL);
-}
-
-void
-tn_broker__log_rx(tn_broker *b, tn_session *s, uint16_t pid, bool mark)
-{
-    if (!active(b))
-        return;
-    put_str(&b->rec, s->id, s->id_len);
-    put_u16(&b->rec, pid);
-    append(b, mark ? REC_RX_MARK : REC_RX_REL);
-}
-
-void
-tn_broker_attach_store(tn_broker *b, tn_store *store)
-{
-    b->store = store;
-}
-
-uint64_t
-tn_broker_lsn(const tn_broker *b)
-{
-    return b->lsn;
-}
-
-tn_store *
-tn_broker_store(const tn_broker *b)
-{
-    return b->store;
-}
-
-/* ---- checkpoints ---- */
-
-typedef struct id_entry {
-    uint64_t id;
-    UT_hash_handle hh;
-} id_entry;
-
-/* Writes m's MSG record unless this checkpoint already has. */
-static void
-ckpt_msg(tn_broker *b, id_entry **written, tn_message *m)
-{
-    id_entry *e = NULL;
-    HASH_FIND(hh, *written, &m->id, sizeof m->id, e);
-    if (e)
-        return;
-    e = tn_xcalloc(1, sizeof *e);
-    e->id = m->id;
-    HASH_ADD(hh, *written, id, sizeof e->id, e);
-    b->logged_msg = 0;
-    log_msg(b, m);
-}
-
-static void
-ckpt_delivery(tn_broker *b, id_entry **written, tn_session *s, tn_delivery *d)
-{
-    if (!d->ack)
-        return;
-    ckpt_msg(b, written, d->msg);
-    put_str(&b->rec, s->id, s->id_len);
-    put_u64(&b->rec, d->msg->id);
-    put_u8(&b->rec, d->qos);
-    append(b, REC_ENQ);
-}
-
-typedef struct ckpt_ctx {
-    tn_broker *b;
-    id_entry **written;
-} ckpt_ctx;
-
-static void
-ckpt_retained(void *arg, const char *name, void *value)
-{
-    (void)name;
-    ckpt_ctx *c = arg;
-    tn_message *m = value;
-    ckpt_msg(c->b, c->written, m);
-    put_str(&c->b->rec, m->name, m->name_len);
-    put_u64(&c->b->rec, m->id);
-    append(c->b, REC_RETAIN_PUT);
-}
-
-typedef struct drop_ticket {
-    tn_store *store;
-    uint64_t begin;
-} drop_ticket;
-
-/* The checkpoint is durable: what came before it is dead. A failed one deletes nothing; the
- * next checkpoint tries again. */
-static void
-ckpt_done(void *arg, int status)
-{
-    drop_ticket *t = arg;
-    if (status == 0)
-        tn_store_drop_before(t->store, t->begin);
-    free(t);
-}
-
-static void
-checkpoint(tn_broker *b)
-{
-    uint64_t start = b->since_ckpt;
-    tn_store_roll(b->store);
-    append(b, REC_CKPT_BEGIN);
-    uint64_t begin = b->lsn;
-    id_entry *written = NULL;
-    tn_session *s, *tmp;
-    HASH_ITER(hh, b->sessions, s, tmp)
-    {
-        if (s->clean)
-            continue;
-        put_str(&b->rec, s->id, s->id_len);
-        append(b, REC_SESSION_PUT);
-        tn_sub *sub, *stmp;
-        HASH_ITER(hh, s->subs, sub, stmp)
-        {
-            put_str(&b->rec, s->id, s->id_len);
-            put_str(&b->rec, sub->filter, strlen(sub->filter));
-            put_u8(&b->rec, sub->qos);
-            append(b, REC_SUB_PUT);
-        }
-        for (uint32_t id = 1; s->rx_ids && id <= 65535; id++) {
-            if ((s->rx_ids[id >> 6] >> (id & 63)) & 1) {
-                put_str(&b->rec, s->id, s->id_len);
-                put_u16(&b->rec, (uint16_t)id);
-                append(b, REC_RX_MARK);
-            }
-        }
-        /* In the order they will be offered again: in flight first, then queued. */
-        if (s->consumer)
-            for (tn_delivery *d = tn_queue_unacked_first(s->consumer); d;
-                 d = tn_queue_unacked_next(d))
-                ckpt_delivery(b, &written, s, d);
-        for (tn_delivery *d = tn_queue_first(s->queue); d; d = d->next)
-            ckpt_delivery(b, &written, s, d);
-    }
-    ckpt_ctx cc = {b, &written};
-    tn_topictree_walk(b->retained, ckpt_retained, &cc);
-    put_u64(&b->rec, begin);
-    append(b, REC_CKPT_END);
-    id_entry *e, *etmp;
-    HASH_ITER(hh, written, e, etmp)
-    {
-        HASH_DEL(written, e);
-        free(e);
-    }
-    b->logged_msg = 0;
-    b->ckpt_size = b->since_ckpt - start;
-    b->since_ckpt = 0;
-    if (b->lsn == UINT64_MAX)
-        return; /* the store is failing: try again later */
-    drop_ticket *t = tn_xmalloc(sizeof *t);
-    t->store = b->store;
-    t->begin = begin;
-    tn_store_when_durable(b->store, b->lsn, ckpt_done, t);
-    tn_log_info("STORE-CHECKPOINT", "checkpoint of %" PRIu64 " bytes at LSN %" PRIu64, b->ckpt_size,
-                begin);
-}
-
-void
-tn_broker_maintain(tn_broker *b)
-{
-    if (!b->store || b->replaying || tn_store_error(b->store))
-        return;
-    uint64_t limit = b->limits.compact_bytes ? b->limits.compact_bytes : (uint64_t)64 << 20;
-    if (b->since_ckpt >= limit && b->since_ckpt >= 2 * b->ckpt_size)
-        checkpoint(b);
-}
-
-/* ---- replay ---- */
-
-typedef struct msg_entry {
-    uint64_t id;
-    tn_message *m;
-    UT_hash_handle hh;
-} msg_entry;
-
-typedef struct replay {
-    tn_broker *b;
-    uint64_t from;       /* apply records from this LSN (the last complete checkpoint) */
-    uint64_t until;      /* and below this one (an incomplete checkpoint), 0: no limit */
-    uint64_t open_begin; /* scan: a BEGIN not yet ended */
-    msg_entry *msgs;     /* messages by id while replaying; holds one reference each */
-    uint64_t records;
-    char *err;
-    size_t errlen;
-} replay;
+/* ---- reading records ---- */
 
 typedef struct reader {
     const uint8_t *p, *end;
@@ -366,6 +107,30 @@ get_u64(reader *r)
     return v;
 }
 
+static uint32_t
+get_u32(reader *r)
+{
+    uint32_t v = 0;
+    const uint8_t *p = take(r, 4);
+    if (p)
+        memcpy(&v, p, 4);
+    return v;
+}
+
+/* A record position, as a paged reference of message id (qos and flags left 0). */
+static tn_paged
+get_ref(reader *r, uint64_t id)
+{
+    tn_paged p = {.id = id};
+    p.seg = get_u64(r);
+    p.off = get_u32(r);
+    uint32_t size = get_u32(r);
+    if (size >= (1u << 28))
+        r->bad = true;
+    p.size = size & ((1u << 28) - 1);
+    return p;
+}
+
 /* A string field: pointer into the record and its length. */
 static const char *
 get_str(reader *r, size_t *n)
@@ -374,12 +139,460 @@ get_str(reader *r, size_t *n)
     return (const char *)take(r, *n);
 }
 
-static tn_message *
-find_msg(replay *rp, uint64_t id)
+static bool
+active(tn_broker *b)
 {
-    msg_entry *e = NULL;
-    HASH_FIND(hh, rp->msgs, &id, sizeof id, e);
-    return e ? e->m : NULL;
+    return b->store && !b->replaying;
+}
+
+/* Appends b->rec as one record. A failing store (disk full) is reported by the protocol when it
+ * waits for the LSN; the in-memory state goes on regardless. */
+static void
+append(tn_broker *b, uint16_t type)
+{
+    uint64_t lsn;
+    b->since_ckpt += TN_STORE_HEADER + b->rec.len;
+    if (tn_store_append(b->store, type, b->rec.data, (uint32_t)b->rec.len, &lsn) == 0)
+        b->lsn = lsn;
+    else
+        b->lsn = UINT64_MAX; /* never durable: the waiter gets the store's error */
+    b->rec.len = 0;
+}
+
+static bool
+appended(tn_broker *b)
+{
+    return b->lsn != UINT64_MAX;
+}
+
+void
+tn_broker__log_session(tn_broker *b, tn_session *s, bool put)
+{
+    if (!active(b))
+        return;
+    put_str(&b->rec, s->id, s->id_len);
+    append(b, put ? REC_SESSION_PUT : REC_SESSION_DEL);
+}
+
+void
+tn_broker__log_sub(tn_broker *b, tn_session *s, const char *filter, uint8_t qos, bool put)
+{
+    if (!active(b))
+        return;
+    put_str(&b->rec, s->id, s->id_len);
+    put_str(&b->rec, filter, strlen(filter));
+    if (put)
+        put_u8(&b->rec, qos);
+    append(b, put ? REC_SUB_PUT : REC_SUB_DEL);
+}
+
+/* Writes m's MSG record unless it was the last one written; b->logged_pos tells where. */
+static void
+log_msg(tn_broker *b, tn_message *m)
+{
+    if (b->logged_msg == m->id)
+        return;
+    b->logged_msg = m->id;
+    put_u64(&b->rec, m->id);
+    put_u8(&b->rec, m->qos);
+    put_u8(&b->rec, m->retain);
+    put_str(&b->rec, m->name, m->name_len);
+    put_bytes(&b->rec, m->payload, m->payload_len);
+    append(b, REC_MSG);
+    if (appended(b))
+        tn_store_last_pos(b->store, &b->logged_pos);
+    else
+        b->logged_pos = (tn_store_pos){0, 0, 0};
+}
+
+static void
+log_enq_at(tn_broker *b, tn_session *s, uint64_t msg_id, uint8_t qos, uint8_t flags,
+           const tn_store_pos *pos)
+{
+    put_str(&b->rec, s->id, s->id_len);
+    put_u64(&b->rec, msg_id);
+    put_u8(&b->rec, qos);
+    put_u8(&b->rec, flags);
+    put_pos(&b->rec, pos);
+    append(b, REC_ENQ);
+}
+
+bool
+tn_broker__log_enq(tn_broker *b, tn_session *s, tn_message *m, uint8_t qos, uint8_t flags,
+                   tn_paged *where)
+{
+    if (!active(b))
+        return false;
+    log_msg(b, m);
+    tn_store_pos pos = b->logged_pos;
+    log_enq_at(b, s, m->id, qos, flags, &pos);
+    *where = (tn_paged){
+        .id = m->id, .seg = pos.seg, .off = pos.off, .size = pos.size, .qos = qos, .flags = flags};
+    return pos.seg != 0;
+}
+
+void
+tn_broker__log_state(tn_broker *b, tn_session *s, uint64_t msg_id, uint8_t state)
+{
+    if (!active(b))
+        return;
+    put_str(&b->rec, s->id, s->id_len);
+    put_u64(&b->rec, msg_id);
+    put_u8(&b->rec, state);
+    append(b, REC_STATE);
+}
+
+void
+tn_broker__log_ack(tn_broker *b, tn_session *s, uint64_t msg_id)
+{
+    if (!active(b))
+        return;
+    put_str(&b->rec, s->id, s->id_len);
+    put_u64(&b->rec, msg_id);
+    append(b, REC_ACK);
+}
+
+void
+tn_broker__log_retain(tn_broker *b, tn_message *m, bool put)
+{
+    if (!active(b))
+        return;
+    tn_store_pos pos = {0, 0, 0};
+    if (put) {
+        log_msg(b, m);
+        pos = b->logged_pos;
+    }
+    put_str(&b->rec, m->name, m->name_len);
+    if (put) {
+        put_u64(&b->rec, m->id);
+        put_pos(&b->rec, &pos);
+    }
+    append(b, put ? REC_RETAIN_PUT : REC_RETAIN_DEL);
+}
+
+void
+tn_broker__log_rx(tn_broker *b, tn_session *s, uint16_t pid, bool mark)
+{
+    if (!active(b))
+        return;
+    put_str(&b->rec, s->id, s->id_len);
+    put_u16(&b->rec, pid);
+    append(b, mark ? REC_RX_MARK : REC_RX_REL);
+}
+
+void
+tn_broker_attach_store(tn_broker *b, tn_store *store)
+{
+    b->store = store;
+}
+
+uint64_t
+tn_broker_lsn(const tn_broker *b)
+{
+    return b->lsn;
+}
+
+tn_store *
+tn_broker_store(const tn_broker *b)
+{
+    return b->store;
+}
+
+/* ---- paging ---- */
+
+int
+tn_broker__load(void *ctx, const tn_paged *p, tn_message **out)
+{
+    tn_broker *b = ctx;
+    tn_store_pos pos = {p->seg, p->off, p->size};
+    uint16_t type = 0;
+    int rc = tn_store_read(b->store, &pos, &b->page, &type);
+    if (rc == TN_EAGAIN) {
+        b->refill_wanted = true;
+        return rc;
+    }
+    reader r = {b->page.data, b->page.data + b->page.len, false};
+    uint64_t id = 0;
+    uint8_t qos = 0, retain = 0;
+    size_t n = 0;
+    const char *name = NULL;
+    if (rc == 0 && type == REC_MSG) {
+        id = get_u64(&r);
+        qos = get_u8(&r);
+        retain = get_u8(&r);
+        name = get_str(&r, &n);
+    }
+    if (rc != 0 || type != REC_MSG || r.bad || id != p->id || qos > 2) {
+        tn_log_error("STORE-PAGE-LOST",
+                     "message %" PRIu64
+                     " is not in the journal where it was stored (segment %" PRIu64
+                     ", offset %u); it is dropped from its queue",
+                     p->id, p->seg, p->off);
+        return TN_ENOENT;
+    }
+    tn_message *m = tn_message_new(name, n, r.p, (size_t)(r.end - r.p), qos, retain != 0);
+    if (!m)
+        return TN_EAGAIN;
+    m->id = id;
+    m->persistent = true;
+    *out = m;
+    return 0;
+}
+
+/* ---- checkpoints ---- */
+
+typedef struct id_entry {
+    uint64_t id;
+    tn_store_pos pos;
+    UT_hash_handle hh;
+} id_entry;
+
+static void
+free_ids(id_entry **h)
+{
+    id_entry *e, *tmp;
+    HASH_ITER(hh, *h, e, tmp)
+    {
+        HASH_DEL(*h, e);
+        free(e);
+    }
+}
+
+static id_entry *
+add_id(id_entry **h, uint64_t id, const tn_store_pos *pos)
+{
+    id_entry *e = tn_xcalloc(1, sizeof *e);
+    e->id = id;
+    e->pos = *pos;
+    HASH_ADD(hh, *h, id, sizeof e->id, e);
+    return e;
+}
+
+/* Writes m's MSG record unless this checkpoint already has; returns where it is. */
+static tn_store_pos
+ckpt_msg(tn_broker *b, id_entry **written, tn_message *m)
+{
+    id_entry *e = NULL;
+    HASH_FIND(hh, *written, &m->id, sizeof m->id, e);
+    if (e)
+        return e->pos;
+    b->logged_msg = 0;
+    log_msg(b, m);
+    return add_id(written, m->id, &b->logged_pos)->pos;
+}
+
+static void
+ckpt_delivery(tn_broker *b, id_entry **written, tn_session *s, tn_delivery *d)
+{
+    if (!d->ack)
+        return;
+    tn_store_pos pos = ckpt_msg(b, written, d->msg);
+    log_enq_at(b, s, d->msg->id, d->qos, d->flags, &pos);
+    if (d->state)
+        tn_broker__log_state(b, s, d->msg->id, d->state);
+}
+
+typedef struct ckpt_ctx {
+    tn_broker *b;
+    tn_session *s;
+    id_entry **written;
+    id_entry *moved;   /* paged messages copied forward by this checkpoint */
+    uint64_t relocate; /* copy paged messages in segments up to this one (0: none) */
+    uint64_t oldest;   /* the oldest segment a paged message is in */
+    uint64_t paged;    /* bytes of paged messages */
+} ckpt_ctx;
+
+/* Pass 1 over paged references: the oldest segment they pin, and their bytes. */
+static void
+measure_paged(void *arg, tn_paged *p)
+{
+    ckpt_ctx *c = arg;
+    if (p->seg < c->oldest)
+        c->oldest = p->seg;
+    c->paged += p->size;
+}
+
+/* Copies a paged message's record to the head of the journal so its old segment can go. */
+static void
+relocate(ckpt_ctx *c, tn_paged *p)
+{
+    tn_broker *b = c->b;
+    id_entry *e = NULL;
+    HASH_FIND(hh, c->moved, &p->id, sizeof p->id, e);
+    if (!e) {
+        tn_store_pos pos = {p->seg, p->off, p->size};
+        uint16_t type = 0;
+        if (tn_store_read(b->store, &pos, &b->page, &type) != 0 || type != REC_MSG)
+            return; /* left where it is; loading it reports the loss */
+        put_bytes(&b->rec, b->page.data, b->page.len);
+        append(b, REC_MSG);
+        if (!appended(b))
+            return;
+        tn_store_last_pos(b->store, &pos);
+        e = add_id(&c->moved, p->id, &pos);
+    }
+    p->seg = e->pos.seg;
+    p->off = e->pos.off;
+    p->size = e->pos.size;
+}
+
+static void
+ckpt_paged(void *arg, tn_paged *p)
+{
+    ckpt_ctx *c = arg;
+    if (p->seg <= c->relocate)
+        relocate(c, p);
+    tn_store_pos pos = {p->seg, p->off, p->size};
+    log_enq_at(c->b, c->s, p->id, (uint8_t)p->qos, (uint8_t)p->flags, &pos);
+    if (p->seg < c->oldest)
+        c->oldest = p->seg;
+}
+
+static void
+ckpt_retained(void *arg, const char *name, void *value)
+{
+    (void)name;
+    ckpt_ctx *c = arg;
+    tn_message *m = value;
+    tn_store_pos pos = ckpt_msg(c->b, c->written, m);
+    put_str(&c->b->rec, m->name, m->name_len);
+    put_u64(&c->b->rec, m->id);
+    put_pos(&c->b->rec, &pos);
+    append(c->b, REC_RETAIN_PUT);
+}
+
+typedef struct drop_ticket {
+    tn_store *store;
+    uint64_t before;
+} drop_ticket;
+
+/* The checkpoint is durable: what came before it is dead, but for the segments paged messages
+ * are in. A failed one deletes nothing; the next checkpoint tries again. */
+static void
+ckpt_done(void *arg, int status)
+{
+    drop_ticket *t = arg;
+    if (status == 0)
+        tn_store_drop_before(t->store, t->before);
+    free(t);
+}
+
+static void
+checkpoint(tn_broker *b)
+{
+    uint64_t start = b->since_ckpt;
+    id_entry *written = NULL;
+    ckpt_ctx cc = {.b = b, .written = &written, .oldest = UINT64_MAX};
+    tn_session *s, *tmp;
+    HASH_ITER(hh, b->sessions, s, tmp)
+    {
+        if (!s->clean)
+            tn_queue_paged_walk(s->queue, measure_paged, &cc);
+    }
+    tn_store_roll(b->store);
+    append(b, REC_CKPT_BEGIN);
+    uint64_t begin = b->lsn;
+    /* Paged messages stay where they are, pinning their segments, until the journal holds more
+     * than twice what is live: then the oldest pinned segment's are copied forward, one segment
+     * per checkpoint, so disk use stays proportional without rewriting a deep queue each time. */
+    if (cc.oldest < begin &&
+        tn_store_bytes(b->store) > 2 * (cc.paged + b->ckpt_size) + b->limits.compact_bytes)
+        cc.relocate = cc.oldest;
+    cc.oldest = UINT64_MAX;
+    HASH_ITER(hh, b->sessions, s, tmp)
+    {
+        if (s->clean)
+            continue;
+        put_str(&b->rec, s->id, s->id_len);
+        append(b, REC_SESSION_PUT);
+        tn_sub *sub, *stmp;
+        HASH_ITER(hh, s->subs, sub, stmp)
+        {
+            put_str(&b->rec, s->id, s->id_len);
+            put_str(&b->rec, sub->filter, strlen(sub->filter));
+            put_u8(&b->rec, sub->qos);
+            append(b, REC_SUB_PUT);
+        }
+        for (uint32_t id = 1; s->rx_ids && id <= 65535; id++) {
+            if ((s->rx_ids[id >> 6] >> (id & 63)) & 1) {
+                put_str(&b->rec, s->id, s->id_len);
+                put_u16(&b->rec, (uint16_t)id);
+                append(b, REC_RX_MARK);
+            }
+        }
+        /* In the order they will be offered again: in flight first, then queued, then paged. */
+        if (s->consumer)
+            for (tn_delivery *d = tn_queue_unacked_first(s->consumer); d;
+                 d = tn_queue_unacked_next(d))
+                ckpt_delivery(b, &written, s, d);
+        for (tn_delivery *d = tn_queue_first(s->queue); d; d = d->next)
+            ckpt_delivery(b, &written, s, d);
+        cc.s = s;
+        tn_queue_paged_walk(s->queue, ckpt_paged, &cc);
+    }
+    tn_topictree_walk(b->retained, ckpt_retained, &cc);
+    put_u64(&b->rec, begin);
+    append(b, REC_CKPT_END);
+    free_ids(&written);
+    free_ids(&cc.moved);
+    b->logged_msg = 0;
+    b->ckpt_size = b->since_ckpt - start;
+    b->since_ckpt = 0;
+    if (b->lsn == UINT64_MAX)
+        return; /* the store is failing: try again later */
+    drop_ticket *t = tn_xmalloc(sizeof *t);
+    t->store = b->store;
+    t->before = cc.oldest < begin ? cc.oldest : begin;
+    tn_store_when_durable(b->store, b->lsn, ckpt_done, t);
+    tn_log_info("STORE-CHECKPOINT",
+                "checkpoint of %" PRIu64 " bytes at LSN %" PRIu64
+                "; paged messages keep LSN %" PRIu64 " on",
+                b->ckpt_size, begin, t->before);
+}
+
+void
+tn_broker_maintain(tn_broker *b)
+{
+    if (!b->store || b->replaying)
+        return;
+    if (b->refill_wanted) { /* paged reads that found their record not yet written */
+        b->refill_wanted = false;
+        tn_session *s, *tmp;
+        HASH_ITER(hh, b->sessions, s, tmp)
+        {
+            if (s->consumer && tn_queue_paged(s->queue))
+                tn_queue_refill(s->queue);
+        }
+    }
+    if (tn_store_error(b->store))
+        return;
+    uint64_t limit = b->limits.compact_bytes ? b->limits.compact_bytes : (uint64_t)64 << 20;
+    if (b->since_ckpt >= limit && b->since_ckpt >= 2 * b->ckpt_size)
+        checkpoint(b);
+}
+
+/* ---- replay ---- */
+
+typedef struct replay {
+    tn_broker *b;
+    uint64_t from;       /* apply records from this LSN (the last complete checkpoint) */
+    uint64_t until;      /* and below this one (an incomplete checkpoint), 0: no limit */
+    uint64_t open_begin; /* scan: a BEGIN not yet ended */
+    tn_message *last;    /* the last MSG record's message (one reference): the ENQ records
+                            right after it share it; others are read back by position */
+    uint64_t records;
+    char *err;
+    size_t errlen;
+} replay;
+
+/* The message an ENQ or RETAIN_PUT record refers to: the one just replayed, or read back. */
+static tn_message *
+msg_at(replay *rp, const tn_paged *ref)
+{
+    if (rp->last && rp->last->id == ref->id)
+        return tn_message_ref(rp->last);
+    tn_message *m = NULL;
+    return tn_broker__load(rp->b, ref, &m) == 0 ? m : NULL;
 }
 
 /* A NUL-terminated copy of a string field in the broker's scratch (filters, names). */
@@ -470,24 +683,30 @@ apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
         m->persistent = true;
         if (mid > b->seq)
             b->seq = mid;
-        msg_entry *e = NULL;
-        HASH_FIND(hh, rp->msgs, &mid, sizeof mid, e);
-        if (e) { /* restated by a checkpoint: the same message */
-            tn_message_unref(m);
-            break;
-        }
-        e = tn_xcalloc(1, sizeof *e);
-        e->id = mid;
-        e->m = m;
-        HASH_ADD(hh, rp->msgs, id, sizeof e->id, e);
+        tn_message_unref(rp->last);
+        rp->last = m;
         break;
     }
     case REC_ENQ: {
         uint64_t mid = get_u64(&r);
-        uint8_t qos = get_u8(&r);
-        tn_message *m = find_msg(rp, mid);
-        if (s && m && !r.bad && qos > 0 && qos <= 2)
-            tn_queue_push(s->queue, m, qos, true, 0);
+        uint8_t qos = get_u8(&r), flags = get_u8(&r);
+        tn_paged ref = get_ref(&r, mid);
+        if (!s || r.bad || qos == 0 || qos > 2 || flags > 3)
+            break;
+        ref.qos = qos & 3;
+        ref.flags = flags & 3;
+        tn_message *m = rp->last && rp->last->id == mid ? rp->last : NULL;
+        tn_queue_push_ref(s->queue, m, &ref); /* in memory, or paged past the limit */
+        break;
+    }
+    case REC_STATE: {
+        uint64_t mid = get_u64(&r);
+        uint8_t state = get_u8(&r);
+        for (tn_delivery *d = s && !r.bad ? tn_queue_first(s->queue) : NULL; d; d = d->next)
+            if (d->msg->id == mid) {
+                d->state = state;
+                break;
+            }
         break;
     }
     case REC_ACK: {
@@ -505,9 +724,13 @@ apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
         const char *key = cstr(b, name, n);
         void *old = NULL;
         if (type == REC_RETAIN_PUT) {
-            tn_message *m = find_msg(rp, get_u64(&r));
-            if (m && !r.bad)
-                tn_topictree_put(b->retained, key, tn_message_ref(m), &old);
+            uint64_t mid = get_u64(&r);
+            tn_paged ref = get_ref(&r, mid);
+            char copy[65536 + 1];
+            memcpy(copy, key, n + 1); /* loading uses other buffers, but keep the key safe */
+            tn_message *m = r.bad ? NULL : msg_at(rp, &ref);
+            if (m)
+                tn_topictree_put(b->retained, copy, m, &old);
         } else {
             tn_topictree_take(b->retained, key, &old);
         }
@@ -547,13 +770,7 @@ tn_broker_recover(tn_broker *b, char *err, size_t errlen)
         rc = tn_store_replay(b->store, apply, &rp, err, errlen);
     b->since_ckpt = tn_store_bytes(b->store);
     b->replaying = false;
-    msg_entry *e, *tmp;
-    HASH_ITER(hh, rp.msgs, e, tmp)
-    {
-        HASH_DEL(rp.msgs, e);
-        tn_message_unref(e->m); /* queues and the retained tree hold their own references */
-        free(e);
-    }
+    tn_message_unref(rp.last); /* queues and the retained tree hold their own references */
     b->rec.len = 0;
     if (rc == 0)
         tn_log_info("STORE-RECOVERED", "%" PRIu64 " journal records: %u sessions, %zu retained",

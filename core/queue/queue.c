@@ -34,6 +34,15 @@ struct tn_queue {
     tn_consumer *consumers; /* circular order starts at rr */
     tn_consumer *rr;
     tn_flow_wait *waiters;
+    /* Paging */
+    const tn_pager_ops *pager;
+    void *pager_ctx;
+    uint64_t mem_limit, mem; /* bytes of queued in-memory deliveries */
+    tn_paged *pg;            /* ring of paged references, after every in-memory one */
+    size_t pg_head, pg_len, pg_cap;
+    uint32_t n_paged; /* live references in the ring (pg_len counts dropped ones too) */
+    uint64_t paged_bytes;
+    bool refilling;
 };
 
 /* Doubly-linked list helpers over (head, tail, next, prev). */
@@ -69,6 +78,37 @@ struct tn_queue {
             (tail) = (n)->prev;                                                                    \
         (n)->next = (n)->prev = NULL;                                                              \
     } while (0)
+
+static uint64_t
+mem_of(const tn_delivery *d)
+{
+    return sizeof *d + tn_message_size(d->msg);
+}
+
+/* The queued (in-memory) list, with its byte count. */
+static void
+queued_append(tn_queue *q, tn_delivery *d)
+{
+    LIST_APPEND(q->head, q->tail, d);
+    q->depth++;
+    q->mem += mem_of(d);
+}
+
+static void
+queued_prepend(tn_queue *q, tn_delivery *d)
+{
+    LIST_PREPEND(q->head, q->tail, d);
+    q->depth++;
+    q->mem += mem_of(d);
+}
+
+static void
+queued_remove(tn_queue *q, tn_delivery *d)
+{
+    LIST_REMOVE(q->head, q->tail, d);
+    q->depth--;
+    q->mem -= mem_of(d);
+}
 
 /* Deliveries come from a per-thread free list, so routing a message allocates nothing once warm;
  * sanitizer builds use malloc for each, so use after free is still caught. */
@@ -187,13 +227,142 @@ tn_queue_free(tn_queue *q)
     }
     while (q->waiters)
         wait_unlink(q->waiters);
+    free(q->pg);
     free(q);
+}
+
+static uint32_t
+total(const tn_queue *q)
+{
+    return q->depth + q->n_paged;
 }
 
 bool
 tn_queue_is_congested(const tn_queue *q)
 {
-    return q->high && q->depth >= q->high;
+    return q->high && total(q) >= q->high;
+}
+
+/* ---- paging ---- */
+
+static tn_paged *
+pg_at(tn_queue *q, size_t i)
+{
+    return &q->pg[(q->pg_head + i) % q->pg_cap];
+}
+
+static void
+pg_push(tn_queue *q, const tn_paged *p)
+{
+    if (q->pg_len == q->pg_cap) {
+        size_t cap = q->pg_cap ? q->pg_cap * 2 : 64;
+        tn_paged *n = tn_xmalloc(cap * sizeof *n);
+        for (size_t i = 0; i < q->pg_len; i++)
+            n[i] = *pg_at(q, i);
+        free(q->pg);
+        q->pg = n;
+        q->pg_cap = cap;
+        q->pg_head = 0;
+    }
+    *pg_at(q, q->pg_len++) = *p;
+    q->n_paged++;
+    q->paged_bytes += p->size;
+}
+
+/* Pops the head reference (dropped ones are skipped); the ring is freed once empty. */
+static void
+pg_pop(tn_queue *q)
+{
+    tn_paged *p = pg_at(q, 0);
+    if (p->id) {
+        q->n_paged--;
+        q->paged_bytes -= p->size;
+    }
+    q->pg_head = (q->pg_head + 1) % q->pg_cap;
+    q->pg_len--;
+    while (q->pg_len && pg_at(q, 0)->id == 0) {
+        q->pg_head = (q->pg_head + 1) % q->pg_cap;
+        q->pg_len--;
+    }
+    if (q->pg_len == 0) {
+        free(q->pg);
+        q->pg = NULL;
+        q->pg_cap = q->pg_head = 0;
+    }
+}
+
+static tn_delivery *
+delivery_new(tn_message *m, uint8_t qos, bool ack, uint8_t flags)
+{
+    tn_delivery *d = delivery_alloc();
+    d->msg = m;
+    d->owner = NULL;
+    d->count = 0;
+    d->tag = 0;
+    d->qos = qos;
+    d->state = 0;
+    d->flags = flags;
+    d->ack = ack;
+    return d;
+}
+
+/* Moves paged references into memory while there is room; stops at TN_EAGAIN. */
+static void
+refill(tn_queue *q)
+{
+    if (q->refilling)
+        return;
+    q->refilling = true;
+    while (q->n_paged && q->mem < q->mem_limit) {
+        tn_paged p = *pg_at(q, 0);
+        tn_message *m = NULL;
+        int rc = q->pager->load(q->pager_ctx, &p, &m);
+        if (rc == TN_EAGAIN)
+            break;
+        pg_pop(q);
+        if (rc == 0)
+            queued_append(q, delivery_new(m, (uint8_t)p.qos, true, (uint8_t)p.flags));
+    }
+    q->refilling = false;
+}
+
+void
+tn_queue_set_pager(tn_queue *q, const tn_pager_ops *ops, void *ctx, uint64_t mem_limit)
+{
+    q->pager = ops;
+    q->pager_ctx = ctx;
+    q->mem_limit = mem_limit;
+}
+
+uint32_t
+tn_queue_paged(const tn_queue *q)
+{
+    return q->n_paged;
+}
+
+uint64_t
+tn_queue_paged_bytes(const tn_queue *q)
+{
+    return q->paged_bytes;
+}
+
+void
+tn_queue_paged_walk(tn_queue *q, void (*cb)(void *arg, tn_paged *p), void *arg)
+{
+    for (size_t i = 0; i < q->pg_len; i++) {
+        tn_paged *p = pg_at(q, i);
+        if (p->id) {
+            uint32_t before = p->size;
+            cb(arg, p);
+            q->paged_bytes += (uint64_t)p->size - before;
+        }
+    }
+}
+
+bool
+tn_queue_is_full(const tn_queue *q)
+{
+    return q->hard && total(q) >= q->hard;
 }
 
 void
@@ -244,20 +413,22 @@ dispatch(tn_queue *q)
     if (q->dispatching)
         return;
     q->dispatching = true;
-    while (q->head && q->consumers) {
+    while (q->consumers) {
+        if (q->n_paged && q->mem < q->mem_limit / 2)
+            refill(q);
+        if (!q->head)
+            break;
         tn_delivery *d = q->head;
         tn_consumer *c = pick(q, d);
         if (!c)
             break;
-        LIST_REMOVE(q->head, q->tail, d);
-        q->depth--;
+        queued_remove(q, d);
         d->count++;
         d->owner = c;
         if (c->ops->deliver(c->ctx, d) != 0) {
             d->count--;
             d->owner = NULL;
-            LIST_PREPEND(q->head, q->tail, d);
-            q->depth++;
+            queued_prepend(q, d);
             c->paused = true;
             continue;
         }
@@ -271,28 +442,47 @@ dispatch(tn_queue *q)
         }
     }
     q->dispatching = false;
-    if (q->waiters && q->depth <= q->high / 2)
+    if (q->waiters && total(q) <= q->high / 2)
         wake_waiters(q);
 }
 
 int
 tn_queue_push(tn_queue *q, tn_message *m, uint8_t qos, bool ack, uint8_t flags)
 {
-    if ((q->hard && q->depth >= q->hard) || (!ack && q->high && q->depth >= q->high)) {
+    if ((q->hard && total(q) >= q->hard) || (!ack && q->high && total(q) >= q->high)) {
         q->dropped++;
         return TN_ETOOBIG;
     }
-    tn_delivery *d = delivery_alloc();
-    d->msg = tn_message_ref(m);
-    d->owner = NULL;
-    d->count = 0;
-    d->tag = 0;
-    d->qos = qos;
-    d->state = 0;
-    d->flags = flags;
-    d->ack = ack;
-    LIST_APPEND(q->head, q->tail, d);
-    q->depth++;
+    queued_append(q, delivery_new(tn_message_ref(m), qos, ack, flags));
+    dispatch(q);
+    return 0;
+}
+
+void
+tn_queue_refill(tn_queue *q)
+{
+    if (q->consumers)
+        dispatch(q);
+}
+
+int
+tn_queue_push_ref(tn_queue *q, tn_message *m, const tn_paged *where)
+{
+    if (q->hard && total(q) >= q->hard) {
+        q->dropped++;
+        return TN_ETOOBIG;
+    }
+    uint64_t size = m ? sizeof(tn_delivery) + tn_message_size(m) : where->size;
+    bool fits = q->n_paged == 0 && (!q->mem_limit || q->mem + size <= q->mem_limit);
+    if (fits && m)
+        tn_message_ref(m);
+    else if (fits && q->pager->load(q->pager_ctx, where, &m) != 0)
+        m = NULL; /* not readable now: keep the reference */
+    if (fits && m) {
+        queued_append(q, delivery_new(m, (uint8_t)where->qos, true, (uint8_t)where->flags));
+    } else {
+        pg_push(q, where);
+    }
     dispatch(q);
     return 0;
 }
@@ -323,8 +513,7 @@ requeue_unacked(tn_consumer *c)
         tn_delivery *d = c->ua_tail;
         LIST_REMOVE(c->ua_head, c->ua_tail, d);
         d->owner = NULL;
-        LIST_PREPEND(q->head, q->tail, d);
-        q->depth++;
+        queued_prepend(q, d);
         q->inflight--;
     }
     c->n_unacked = 0;
@@ -406,8 +595,7 @@ tn_queue_release(tn_delivery *d)
 {
     tn_queue *q = d->owner->q;
     unlink_unacked(d);
-    LIST_PREPEND(q->head, q->tail, d);
-    q->depth++;
+    queued_prepend(q, d);
     dispatch(q);
 }
 
@@ -416,11 +604,23 @@ tn_queue_drop(tn_queue *q, uint64_t msg_id)
 {
     for (tn_delivery *d = q->head; d; d = d->next) {
         if (d->msg->id == msg_id) {
-            LIST_REMOVE(q->head, q->tail, d);
-            q->depth--;
+            queued_remove(q, d);
             delivery_free(d);
             return true;
         }
+    }
+    for (size_t i = 0; i < q->pg_len; i++) {
+        tn_paged *p = pg_at(q, i);
+        if (p->id != msg_id)
+            continue;
+        if (i == 0) {
+            pg_pop(q);
+        } else {
+            p->id = 0;
+            q->n_paged--;
+            q->paged_bytes -= p->size;
+        }
+        return true;
     }
     return false;
 }
@@ -428,7 +628,7 @@ tn_queue_drop(tn_queue *q, uint64_t msg_id)
 uint32_t
 tn_queue_depth(const tn_queue *q)
 {
-    return q->depth;
+    return total(q);
 }
 
 uint32_t

@@ -52,6 +52,28 @@ typedef struct tn_consumer_ops {
     int (*deliver)(void *ctx, tn_delivery *d);
 } tn_consumer_ops;
 
+/*
+ * Paging: a queue given a pager keeps at most mem_limit bytes of queued deliveries in memory.
+ * Past that, a delivery whose message is already on disk is kept as a tn_paged reference only
+ * (24 bytes); references are loaded back through the pager, in order, as consumers take what is
+ * in memory. The queue does not interpret seg/off/size: they are the owner's (a store
+ * position).
+ */
+typedef struct tn_paged {
+    uint64_t id; /* message id (0: dropped while paged) */
+    uint64_t seg;
+    uint32_t off;
+    uint32_t size : 28;
+    uint32_t qos : 2;
+    uint32_t flags : 2; /* TN_DELIVERY_* */
+} tn_paged;
+
+typedef struct tn_pager_ops {
+    /* Loads the message p refers to: 0 and a new reference in *out; TN_EAGAIN to be asked again
+     * after tn_queue_refill(); anything else drops the reference (the owner logs why). */
+    int (*load)(void *ctx, const tn_paged *p, tn_message **out);
+} tn_pager_ops;
+
 /* Producer flow control: a producer embeds a tn_flow. While `blocked` > 0 the producer should
  * stop reading new messages; `resume` is called when it drops back to 0. */
 typedef struct tn_flow {
@@ -76,8 +98,27 @@ void tn_queue_set_limits(tn_queue *q, uint32_t high, uint32_t hard);
  * `high`, or at `hard`.
  */
 int tn_queue_push(tn_queue *q, tn_message *m, uint8_t qos, bool ack, uint8_t flags);
+/* Sets the pager and the in-memory limit (bytes of queued deliveries; 0: no paging). */
+void tn_queue_set_pager(tn_queue *q, const tn_pager_ops *ops, void *ctx, uint64_t mem_limit);
+/*
+ * As tn_queue_push (with ack), for a message whose record is at where: the delivery is paged
+ * (only the reference kept) when the queue is past its memory limit or already has paged
+ * deliveries (order is kept). m may be NULL: then it is loaded through the pager if it is to
+ * be kept in memory. The hard limit counts paged deliveries too.
+ */
+int tn_queue_push_ref(tn_queue *q, tn_message *m, const tn_paged *where);
+/* Loads paged deliveries while there is room in memory and a consumer (after TN_EAGAIN). */
+void tn_queue_refill(tn_queue *q);
+/* Paged deliveries and the bytes of their records. */
+uint32_t tn_queue_paged(const tn_queue *q);
+uint64_t tn_queue_paged_bytes(const tn_queue *q);
+/* Calls cb for every paged reference in order; cb may change seg/off/size (relocation). */
+void tn_queue_paged_walk(tn_queue *q, void (*cb)(void *arg, tn_paged *p), void *arg);
+
 /* True while the queue holds `high` or more queued (not in flight) deliveries. */
 bool tn_queue_is_congested(const tn_queue *q);
+/* True when the hard limit is reached: a push would be refused. */
+bool tn_queue_is_full(const tn_queue *q);
 /* If the queue is congested, makes f wait until it drains (at most once per queue). */
 void tn_queue_wait(tn_queue *q, tn_flow *f);
 
@@ -100,11 +141,12 @@ void tn_queue_ack(tn_delivery *d);
 /* Gives d back: it goes to the head of the queue, to be delivered again (count kept). */
 void tn_queue_release(tn_delivery *d);
 
-/* Removes the first queued (not in flight) delivery of the message with this id; false if none.
- * Searches from the head, where acknowledged messages usually are (journal replay). */
+/* Removes the first queued (not in flight, paged included) delivery of the message with this
+ * id; false if none. Searches from the head, where acknowledged messages usually are (journal
+ * replay). */
 bool tn_queue_drop(tn_queue *q, uint64_t msg_id);
 
-/* Queued (not in flight) deliveries, unacked deliveries, and drops so far. */
+/* Queued (not in flight, paged included) deliveries, unacked deliveries, and drops so far. */
 uint32_t tn_queue_depth(const tn_queue *q);
 uint32_t tn_queue_inflight(const tn_queue *q);
 uint64_t tn_queue_dropped(const tn_queue *q);

@@ -5,6 +5,7 @@
 #include "tests/unit/tn_test.h"
 
 #include <CUnit/Basic.h>
+#include <stdio.h>
 #include <string.h>
 
 /* A consumer that records what it was given. */
@@ -243,6 +244,101 @@ test_flow_fini_and_free_with_waiters(void)
     tn_queue_free(q2);
 }
 
+/* A pager over an array of messages "0".."N-1" (id i+1); `busy` answers TN_EAGAIN. */
+typedef struct {
+    tn_message *m[512];
+    int loads;
+    bool busy;
+} disk;
+
+static int
+disk_load(void *ctx, const tn_paged *p, tn_message **out)
+{
+    disk *d = ctx;
+    if (d->busy)
+        return TN_EAGAIN;
+    d->loads++;
+    if (p->seg == 999)
+        return TN_ENOENT; /* gone from disk */
+    *out = tn_message_ref(d->m[p->id - 1]);
+    return 0;
+}
+
+static const tn_pager_ops disk_ops = {disk_load};
+
+static void
+test_paging_keeps_order_and_memory_bound(void)
+{
+    disk dk = {0};
+    char buf[16];
+    for (int i = 0; i < 512; i++) {
+        snprintf(buf, sizeof buf, "%d", i);
+        dk.m[i] = msg(buf);
+        dk.m[i]->id = (uint64_t)i + 1;
+    }
+    tn_queue *q = tn_queue_new(0, 400);
+    uint64_t per = sizeof(tn_delivery) + tn_message_size(dk.m[0]);
+    tn_queue_set_pager(q, &disk_ops, &dk, 10 * per);
+    for (int i = 0; i < 400; i++) {
+        tn_paged p = {.id = (uint64_t)i + 1, .seg = 1, .off = 0, .size = 100, .qos = 1};
+        /* half given in memory, half to be loaded */
+        CU_ASSERT_EQUAL(tn_queue_push_ref(q, i % 2 ? dk.m[i] : NULL, &p), 0);
+    }
+    tn_paged extra = {.id = 401, .seg = 1, .size = 100, .qos = 1};
+    CU_ASSERT_EQUAL(tn_queue_push_ref(q, dk.m[400], &extra), TN_ETOOBIG); /* hard limit */
+    CU_ASSERT_EQUAL(tn_queue_depth(q), 400);
+    CU_ASSERT_TRUE(tn_queue_paged(q) >= 388); /* only ~10 in memory */
+    CU_ASSERT_EQUAL(tn_queue_paged_bytes(q), tn_queue_paged(q) * 100ull);
+    /* Replay acks: drop a paged one in the middle and the first paged one. */
+    uint32_t paged = tn_queue_paged(q);
+    CU_ASSERT_TRUE(tn_queue_drop(q, 200));
+    CU_ASSERT_TRUE(tn_queue_drop(q, 400 - paged + 1));
+    CU_ASSERT_FALSE(tn_queue_drop(q, 200));
+    CU_ASSERT_EQUAL(tn_queue_paged(q), paged - 2);
+    /* Nothing is loaded without a consumer. */
+    int loads = dk.loads;
+    sink s = {0};
+    dk.busy = true;
+    tn_consumer *c = tn_queue_attach(q, &sink_ops, &s, 64);
+    int expect = 1, taken = 0;
+    while (taken < 398) {
+        CU_ASSERT_FATAL(s.n > 0 || dk.busy);
+        if (s.n == 0) { /* the disk was busy: retry */
+            dk.busy = false;
+            tn_queue_refill(q);
+            continue;
+        }
+        for (int i = 0; i < s.n; i++, expect++, taken++) {
+            if (expect == 200 || expect == (int)(400 - paged + 1))
+                expect++;
+            CU_ASSERT_EQUAL(s.got[i]->msg->id, (uint64_t)expect);
+        }
+        int n = s.n;
+        s.n = 0;
+        for (int i = 0; i < n; i++)
+            tn_queue_ack(s.got[i]);
+        CU_ASSERT_TRUE(tn_queue_depth(q) + tn_queue_inflight(q) == 398u - (unsigned)taken);
+    }
+    CU_ASSERT_TRUE(dk.loads > loads);
+    CU_ASSERT_EQUAL(tn_queue_paged(q), 0);
+    CU_ASSERT_EQUAL(tn_queue_depth(q), 0);
+    /* A reference whose record is gone is dropped, the rest go on. */
+    tn_paged gone = {.id = 1, .seg = 999, .size = 100, .qos = 1};
+    tn_paged ok = {.id = 2, .seg = 1, .size = 100, .qos = 1};
+    tn_queue_set_credit(c, 0);
+    for (int i = 0; i < 12; i++)
+        tn_queue_push_ref(q, dk.m[2], &ok); /* fill memory */
+    tn_queue_push_ref(q, NULL, &gone);
+    tn_queue_push_ref(q, NULL, &ok);
+    CU_ASSERT_EQUAL(tn_queue_paged(q), 4);
+    tn_queue_set_credit(c, 64);
+    CU_ASSERT_EQUAL(s.n, 13);
+    tn_queue_detach(c);
+    tn_queue_free(q);
+    for (int i = 0; i < 512; i++)
+        tn_message_unref(dk.m[i]);
+}
+
 int
 main(void)
 {
@@ -256,5 +352,6 @@ main(void)
     CU_add_test(s, "paused_consumer", test_paused_consumer);
     CU_add_test(s, "limits_and_flow", test_limits_and_flow);
     CU_add_test(s, "flow_fini_and_free", test_flow_fini_and_free_with_waiters);
+    CU_add_test(s, "paging", test_paging_keeps_order_and_memory_bound);
     return tn_test_run();
 }

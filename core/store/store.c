@@ -25,6 +25,12 @@ typedef struct waiter {
     void *arg;
 } waiter;
 
+/* A segment starts at this offset of the pending buffer, with this LSN. */
+typedef struct roll_pt {
+    uint64_t off;
+    uint64_t lsn;
+} roll_pt;
+
 struct tn_store {
     tn_store_conf conf;
     char *dir;
@@ -34,6 +40,7 @@ struct tn_store {
 
     /* Writer thread's (the loop's before start) */
     int fd;
+    uint64_t w_seg; /* first LSN of the segment fd writes */
     uint64_t seg_bytes;
     bool unsynced;
 
@@ -42,16 +49,26 @@ struct tn_store {
     bool replayed;
     waiter *w;
     size_t w_head, w_len, w_cap;
+    uint64_t app_seg, app_off; /* where the next append lands (app_seg 0: no segment yet) */
+    bool roll_req;             /* tn_store_roll(): the next append starts a segment */
+    tn_store_pos last_pos;
+    struct {
+        uint64_t seg;
+        int fd;
+    } rfd[4]; /* segments open for tn_store_read */
+    unsigned rfd_next;
 
     /* Shared, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     tn_buf pending;
     uint64_t pending_first, pending_last;
+    roll_pt *rolls; /* where in pending a new segment starts, ascending */
+    size_t n_rolls, cap_rolls;
     uint64_t durable;
+    uint64_t wr_seg, wr_off; /* what is on disk: segment being written and its length */
     int error;
     bool room; /* after an error: the writer found room again; the loop resumes in poll */
-    bool roll; /* start a new segment with the next batch */
     uint64_t drop_before; /* delete segments holding only records below this LSN */
     uint64_t total_bytes; /* all segments */
     bool stop;
@@ -107,6 +124,8 @@ tn_store_open(const tn_store_conf *conf, tn_store **out, char *err, size_t errle
         s->conf.max_record = 16u << 20;
     s->fd = -1;
     s->next_lsn = 1;
+    for (size_t i = 0; i < sizeof s->rfd / sizeof s->rfd[0]; i++)
+        s->rfd[i].fd = -1;
     struct dirent *e;
     while ((e = readdir(d))) {
         char *end;
@@ -265,6 +284,7 @@ tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t
             munmap((void *)p, st.st_size);
         if (last_seg && rc == 0) {
             s->fd = fd; /* appends continue here */
+            s->w_seg = s->segs[i];
             s->seg_bytes = size;
         } else {
             close(fd);
@@ -272,6 +292,8 @@ tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t
     }
     s->next_lsn = expected;
     s->durable = expected - 1;
+    s->wr_seg = s->app_seg = s->w_seg;
+    s->wr_off = s->app_off = s->seg_bytes;
     return rc;
 }
 
@@ -293,6 +315,7 @@ new_segment(tn_store *s, uint64_t first)
         close(s->fd);
     }
     s->fd = fd;
+    s->w_seg = first;
     s->seg_bytes = 0;
     pthread_mutex_lock(&s->mu);
     s->segs = tn_xrealloc(s->segs, (s->n_segs + 1) * sizeof *s->segs);
@@ -420,18 +443,34 @@ writer(void *arg)
         }
         if (s->pending.len == 0 && s->stop)
             break;
-        /* Take everything pending: group commit. */
-        tn_buf tmp = batch;
-        batch = s->pending;
-        s->pending = tmp;
-        s->pending.len = 0;
+        /* Take everything pending (group commit), up to where the next segment starts: a batch
+         * is written to one segment. */
+        bool roll = false;
+        if (s->n_rolls && s->rolls[0].off == 0) {
+            roll = true;
+            memmove(s->rolls, s->rolls + 1, --s->n_rolls * sizeof *s->rolls);
+        }
         uint64_t first = s->pending_first, last = s->pending_last;
-        bool roll = s->roll;
-        s->roll = false;
+        if (s->n_rolls) {
+            size_t cut = (size_t)s->rolls[0].off;
+            last = s->rolls[0].lsn - 1;
+            batch.len = 0;
+            tn_assert(tn_buf_append(&batch, s->pending.data, cut) == 0);
+            memmove(s->pending.data, s->pending.data + cut, s->pending.len - cut);
+            s->pending.len -= cut;
+            s->pending_first = s->rolls[0].lsn;
+            for (size_t i = 0; i < s->n_rolls; i++)
+                s->rolls[i].off -= cut;
+        } else {
+            tn_buf tmp = batch;
+            batch = s->pending;
+            s->pending = tmp;
+            s->pending.len = 0;
+        }
         pthread_mutex_unlock(&s->mu);
 
         int rc = 0;
-        if (s->fd < 0 || ((roll || s->seg_bytes >= s->conf.segment_size) && s->seg_bytes > 0))
+        if (s->fd < 0 || roll)
             rc = new_segment(s, first);
         if (rc == 0)
             rc = write_all(s->fd, batch.data, batch.len, s->seg_bytes);
@@ -457,6 +496,8 @@ writer(void *arg)
         uint64_t written = rc == 0 ? batch.len : 0;
         batch.len = 0;
         pthread_mutex_lock(&s->mu);
+        s->wr_seg = s->w_seg;
+        s->wr_off = s->seg_bytes;
         if (rc == 0) {
             s->durable = last;
             s->total_bytes += written;
@@ -465,6 +506,7 @@ writer(void *arg)
              * gap): drop them; their LSNs are handed out again once writing resumes. */
             s->error = TN_EIO;
             s->pending.len = 0;
+            s->n_rolls = 0;
         }
         s->conf.notify(s->conf.notify_arg);
     }
@@ -499,9 +541,23 @@ tn_store_append(tn_store *s, uint16_t type, const void *p, uint32_t len, uint64_
         return err;
     }
     uint64_t size = PAD8((uint64_t)TN_STORE_HEADER + len);
+    uint64_t n = s->next_lsn++;
+    if (s->app_seg == 0 || ((s->roll_req || s->app_off >= s->conf.segment_size) && s->app_off)) {
+        /* This record starts a segment: segments are cut here, on the loop thread, so every
+         * record's position is known as soon as it is appended. */
+        if (s->n_rolls == s->cap_rolls) {
+            s->cap_rolls = s->cap_rolls ? 2 * s->cap_rolls : 4;
+            s->rolls = tn_xrealloc(s->rolls, s->cap_rolls * sizeof *s->rolls);
+        }
+        s->rolls[s->n_rolls++] = (roll_pt){s->pending.len, n};
+        s->app_seg = n;
+        s->app_off = 0;
+    }
+    s->roll_req = false;
+    s->last_pos = (tn_store_pos){s->app_seg, (uint32_t)s->app_off, (uint32_t)size};
+    s->app_off += size;
     uint8_t *r = tn_buf_reserve(&s->pending, size);
     tn_assert(r);
-    uint64_t n = s->next_lsn++;
     uint16_t zero = 0;
     memcpy(r + 4, &len, 4);
     memcpy(r + 8, &n, 8);
@@ -564,6 +620,8 @@ tn_store_poll(tn_store *s)
         /* Every waiter of a dropped record has been failed above: its LSN may be used again. */
         pthread_mutex_lock(&s->mu);
         s->next_lsn = s->durable + 1;
+        s->app_seg = s->wr_seg;
+        s->app_off = s->wr_off;
         s->error = 0;
         s->room = false;
         pthread_mutex_unlock(&s->mu);
@@ -602,9 +660,73 @@ tn_store_error(tn_store *s)
 void
 tn_store_roll(tn_store *s)
 {
-    pthread_mutex_lock(&s->mu);
-    s->roll = true;
-    pthread_mutex_unlock(&s->mu);
+    s->roll_req = true;
+}
+
+void
+tn_store_last_pos(tn_store *s, tn_store_pos *pos)
+{
+    *pos = s->last_pos;
+}
+
+/* A read descriptor for the segment starting at seg (a few are kept open). */
+static int
+read_fd(tn_store *s, uint64_t seg)
+{
+    const unsigned n = sizeof s->rfd / sizeof s->rfd[0];
+    for (unsigned i = 0; i < n; i++)
+        if (s->rfd[i].fd >= 0 && s->rfd[i].seg == seg)
+            return s->rfd[i].fd;
+    char path[4200];
+    seg_name(s, seg, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    unsigned i = s->rfd_next++ % n;
+    if (s->rfd[i].fd >= 0)
+        close(s->rfd[i].fd);
+    s->rfd[i].seg = seg;
+    s->rfd[i].fd = fd;
+    return fd;
+}
+
+int
+tn_store_read(tn_store *s, const tn_store_pos *pos, tn_buf *out, uint16_t *type)
+{
+    if (pos->size < TN_STORE_HEADER ||
+        pos->size > PAD8((uint64_t)TN_STORE_HEADER + s->conf.max_record))
+        return TN_ENOENT;
+    if (s->started) {
+        pthread_mutex_lock(&s->mu);
+        bool written = pos->seg < s->wr_seg ||
+                       (pos->seg == s->wr_seg && (uint64_t)pos->off + pos->size <= s->wr_off);
+        pthread_mutex_unlock(&s->mu);
+        if (!written)
+            return TN_EAGAIN;
+    }
+    int fd = read_fd(s, pos->seg);
+    if (fd < 0)
+        return TN_ENOENT;
+    out->len = 0;
+    uint8_t *p = tn_buf_reserve(out, pos->size);
+    if (!p)
+        return TN_ENOMEM;
+    size_t got = 0;
+    while (got < pos->size) {
+        ssize_t r = pread(fd, p + got, pos->size - got, (off_t)(pos->off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return TN_ENOENT;
+        got += (size_t)r;
+    }
+    uint32_t len = rd32(p + 4);
+    if (PAD8((uint64_t)TN_STORE_HEADER + len) != pos->size || rd32(p) != record_crc(p, len))
+        return TN_ENOENT;
+    memcpy(type, p + 16, 2);
+    memmove(p, p + TN_STORE_HEADER, len);
+    out->len = len;
+    return 0;
 }
 
 void
@@ -642,6 +764,10 @@ tn_store_close(tn_store *s)
         close(s->fd);
     if (s->dirfd >= 0)
         close(s->dirfd);
+    for (size_t i = 0; i < sizeof s->rfd / sizeof s->rfd[0]; i++)
+        if (s->rfd[i].fd >= 0)
+            close(s->rfd[i].fd);
+    free(s->rolls);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     tn_buf_fini(&s->pending);

@@ -28,6 +28,8 @@
 #ifndef TN_STORE_H
 #define TN_STORE_H
 
+#include "core/base/base.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -84,6 +86,22 @@ void tn_store_poll(tn_store *s);
 uint64_t tn_store_last_lsn(tn_store *s);    /* last appended (or replayed) */
 uint64_t tn_store_durable_lsn(tn_store *s); /* last durable */
 int tn_store_error(tn_store *s);            /* 0, or the sticky write error */
+
+/* Where a record lies: the first LSN of its segment, its offset there and its padded size.
+ * last_pos: the record the last successful tn_store_append() made (loop thread). */
+typedef struct tn_store_pos {
+    uint64_t seg;
+    uint32_t off;
+    uint32_t size;
+} tn_store_pos;
+void tn_store_last_pos(tn_store *s, tn_store_pos *pos);
+
+/* Reads the record at pos back (loop thread; before start too, e.g. while replaying): its
+ * payload into out (out->len = its length) and its type. TN_EAGAIN while it is not written yet
+ * (retry after a later poll); TN_ENOENT if no valid record is there (its segment was deleted, or
+ * its append failed and the position was reused). Callers check the payload is what they
+ * expect. */
+int tn_store_read(tn_store *s, const tn_store_pos *pos, tn_buf *out, uint16_t *type);
 
 /* Compaction, driven by the caller, which knows what is live: roll makes the next batch start a
  * new segment; drop_before asks the writer thread to delete every segment whose records all

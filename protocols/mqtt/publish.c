@@ -65,8 +65,12 @@ tn_mqtt__ack(mconn *c, tn_mqtt_type type, uint16_t pid)
         return 0;
     case TN_MQTT_PUBREC:
         d = find_unacked(c, pid);
-        if (d && d->qos == 2)
-            d->state = DELIVERY_PUBREL; /* from now on we re-send PUBREL, never PUBLISH */
+        if (d && d->qos == 2 && d->state != DELIVERY_PUBREL) {
+            /* From now on we re-send PUBREL, never PUBLISH, also after a restart: the PUBREL
+             * waits until the journal says so, for the receiver forgets the id on PUBREL. */
+            tn_session_set_state(c->s, d, DELIVERY_PUBREL);
+            return tn_mqtt__respond_ack(c, TN_MQTT_PUBREL, pid);
+        }
         return tn_mqtt__out_result(c, tn_mqtt_encode_ack(out, c->version, TN_MQTT_PUBREL, pid, 0));
     case TN_MQTT_PUBCOMP:
         d = find_unacked(c, pid);
@@ -89,7 +93,7 @@ tn_mqtt__deliver(void *ctx, tn_delivery *d)
         return TN_EAGAIN;
     tn_buf *out = c->io->out(c->ioc);
     if (d->qos > 0 && d->tag == 0) {
-        d->tag = tn_session_tx_alloc(c->s);
+        d->tag = tn_session_tx_alloc(c->s, d->msg->id);
         if (d->tag == 0)
             return TN_EAGAIN; /* all 65535 ids in flight: cannot happen with max_inflight */
     }

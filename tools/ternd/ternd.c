@@ -194,6 +194,7 @@ main(int argc, char **argv)
         .max_inflight = conf.limits.max_inflight,
         .max_queued = conf.limits.max_queued_messages,
         .max_offline = conf.limits.max_offline_messages,
+        .max_queue_memory = conf.limits.max_queue_memory,
         .compact_bytes = conf.store.compact_bytes,
     };
     tn_broker *broker = tn_broker_new(&bl);
