@@ -53,6 +53,7 @@ struct tn_broker {
     bool replaying;
     uint64_t since_ckpt; /* journal bytes appended since the last checkpoint */
     uint64_t ckpt_size;  /* bytes the last checkpoint took */
+    uint64_t ckpt_retry; /* since_ckpt at which to consider a skipped checkpoint again */
     tn_session *sessions;
     tn_topictree *subs;     /* filter -> tn_sub */
     tn_topictree *retained; /* name -> tn_message */

@@ -477,27 +477,51 @@ ckpt_done(void *arg, int status)
     free(t);
 }
 
+static uint64_t
+compact_limit(const tn_broker *b)
+{
+    return b->limits.compact_bytes ? b->limits.compact_bytes : (uint64_t)64 << 20;
+}
+
+/*
+ * Paged messages stay where they are, pinning their segments, until the journal holds more
+ * than twice what is live: then the oldest pinned segment's are copied forward, one segment per
+ * checkpoint, so disk use stays proportional without rewriting a deep queue each time. A
+ * checkpoint that could delete nothing (the oldest segment is pinned, nothing to copy) is
+ * skipped: it would only add to the journal.
+ */
+static bool
+checkpoint_plan(tn_broker *b, ckpt_ctx *cc)
+{
+    tn_session *s, *tmp;
+    HASH_ITER(hh, b->sessions, s, tmp)
+    {
+        if (!s->clean)
+            tn_queue_paged_walk(s->queue, measure_paged, cc);
+    }
+    if (cc->oldest == UINT64_MAX)
+        return true;
+    if (tn_store_bytes(b->store) > 2 * (cc->paged + b->ckpt_size) + compact_limit(b)) {
+        cc->relocate = cc->oldest;
+        return true;
+    }
+    return cc->oldest > tn_store_first_segment(b->store);
+}
+
 static void
 checkpoint(tn_broker *b)
 {
     uint64_t start = b->since_ckpt;
     id_entry *written = NULL;
     ckpt_ctx cc = {.b = b, .written = &written, .oldest = UINT64_MAX};
-    tn_session *s, *tmp;
-    HASH_ITER(hh, b->sessions, s, tmp)
-    {
-        if (!s->clean)
-            tn_queue_paged_walk(s->queue, measure_paged, &cc);
+    if (!checkpoint_plan(b, &cc)) {
+        b->ckpt_retry = b->since_ckpt + compact_limit(b);
+        return;
     }
+    tn_session *s, *tmp;
     tn_store_roll(b->store);
     append(b, REC_CKPT_BEGIN);
     uint64_t begin = b->lsn;
-    /* Paged messages stay where they are, pinning their segments, until the journal holds more
-     * than twice what is live: then the oldest pinned segment's are copied forward, one segment
-     * per checkpoint, so disk use stays proportional without rewriting a deep queue each time. */
-    if (cc.oldest < begin &&
-        tn_store_bytes(b->store) > 2 * (cc.paged + b->ckpt_size) + b->limits.compact_bytes)
-        cc.relocate = cc.oldest;
     cc.oldest = UINT64_MAX;
     HASH_ITER(hh, b->sessions, s, tmp)
     {
@@ -538,6 +562,7 @@ checkpoint(tn_broker *b)
     b->logged_msg = 0;
     b->ckpt_size = b->since_ckpt - start;
     b->since_ckpt = 0;
+    b->ckpt_retry = 0;
     if (b->lsn == UINT64_MAX)
         return; /* the store is failing: try again later */
     drop_ticket *t = tn_xmalloc(sizeof *t);
@@ -566,8 +591,9 @@ tn_broker_maintain(tn_broker *b)
     }
     if (tn_store_error(b->store))
         return;
-    uint64_t limit = b->limits.compact_bytes ? b->limits.compact_bytes : (uint64_t)64 << 20;
-    if (b->since_ckpt >= limit && b->since_ckpt >= 2 * b->ckpt_size)
+    uint64_t limit = compact_limit(b);
+    if (b->since_ckpt >= limit && b->since_ckpt >= 2 * b->ckpt_size &&
+        b->since_ckpt >= b->ckpt_retry)
         checkpoint(b);
 }
 

@@ -5,7 +5,7 @@
  * sequence number (LSN) of their first record. Each record is self-describing, so the same bytes
  * can be replayed at start and shipped to a standby:
  *
- *     u32 crc     CRC-32 (zlib) of everything after this field, padding excluded
+ *     u32 crc     CRC-32 (as zlib and gzip) of everything after this field, padding excluded
  *     u32 len     payload bytes
  *     u64 lsn     1, 2, 3, ... with no gaps across segments
  *     u16 type    the record's meaning, owned by the caller (the broker)
@@ -110,6 +110,8 @@ int tn_store_read(tn_store *s, const tn_store_pos *pos, tn_buf *out, uint16_t *t
 void tn_store_roll(tn_store *s);
 void tn_store_drop_before(tn_store *s, uint64_t lsn);
 uint64_t tn_store_bytes(tn_store *s);
+/* The first LSN of the oldest segment (0 when there is none). */
+uint64_t tn_store_first_segment(tn_store *s);
 
 /* Writes and syncs what is pending, stops the thread, runs due callbacks, frees everything. */
 void tn_store_close(tn_store *s);

@@ -11,7 +11,8 @@ import threading
 import time
 import unittest
 
-from harness import Broker, BROKER_KIND, Client, TIMEOUT
+from harness import (Broker, BROKER_KIND, Client, RawClient, TIMEOUT, PUBLISH, PUBREC, PUBREL,
+                     PUBCOMP, ack_packet, subscribe_packet)
 
 N_CYCLES = int(os.environ.get("TERN_CRASH_CYCLES", "20"))
 
@@ -167,6 +168,76 @@ class DurabilityTest(unittest.TestCase):
                 seen.add(x)
                 firsts.append(x)
         self.assertEqual(firsts, sorted(firsts), "first deliveries out of publish order")
+
+
+    def test_deep_queue_is_paged_and_drains_in_order(self):
+        """Far more than max_queue_memory waits for an offline session (with the paging config
+        below, nearly all of it on disk only); after kill -9 it all comes back, in order."""
+        self.broker.start()
+        sub = self.client("deep-sub", clean_session=False)
+        self.assertEqual(sub.subscribe([("deep/q", 1)]), [1])
+        sub.disconnect()
+        pub = self.client("deep-pub")
+        n = 3000
+        for i in range(n):
+            pub.publish("deep/q", b"%05d" % i + b"x" * 200, qos=1, wait=False)
+        pub.wait_published(n, TIMEOUT * 4)
+        self.restart(crash=True)
+        sub = self.client("deep-sub", clean_session=False)
+        got = [int(m.payload[:5]) for m in sub.get_n(n, timeout=TIMEOUT * 4)]
+        self.assertEqual(got, list(range(n)))
+
+    def test_qos2_delivery_resumes_with_its_packet_id_after_kill(self):
+        """Exactly once to a QoS 2 subscriber across broker crashes: an unanswered PUBLISH is
+        re-sent with the same packet id, and once PUBREC was answered with PUBREL, a restart
+        re-sends PUBREL, never the PUBLISH again [MQTT-4.3.3], [MQTT-4.4.0-1]."""
+        self.broker.start()
+        raw = RawClient(self.broker)
+        raw.connect("q2-sub", clean=False)
+        raw.send(subscribe_packet(1, [("q2/x", 2)]))
+        raw.recv_packet()  # SUBACK
+        pub = self.client("q2-pub")
+        pub.publish("q2/x", b"once", qos=2)  # PUBCOMP: the broker holds it durably
+        p = raw.recv_packet()
+        self.assertEqual(p.type, PUBLISH)
+        _, pid, payload = p.publish_fields()
+        self.assertEqual(payload, b"once")
+        raw.close()
+        self.restart(crash=True)
+
+        raw = RawClient(self.broker)
+        self.assertTrue(raw.connect("q2-sub", clean=False))
+        p = raw.recv_packet()
+        self.assertEqual((p.type, p.publish_fields()[1:]), (PUBLISH, (pid, b"once")))
+        raw.send(ack_packet(PUBREC, pid))
+        p = raw.recv_packet()  # sent once the journal has "PUBREC received"
+        self.assertEqual((p.type, p.body), (PUBREL, pid.to_bytes(2, "big")))
+        raw.close()
+        self.restart(crash=True)
+
+        raw = RawClient(self.broker)
+        self.assertTrue(raw.connect("q2-sub", clean=False))
+        p = raw.recv_packet()
+        self.assertEqual((p.type, p.body), (PUBREL, pid.to_bytes(2, "big")))
+        raw.send(ack_packet(PUBCOMP, pid))
+        pub = self.client("q2-pub")
+        pub.publish("q2/x", b"next", qos=2)
+        p = raw.recv_packet()
+        self.assertEqual((p.type, p.publish_fields()[2]), (PUBLISH, b"next"))
+        raw.close()
+
+
+def _paging_args(data):
+    conf = os.path.join(data, "paging.conf")
+    with open(conf, "w") as f:
+        f.write("limits:\n  max_queue_memory: 4096\n")
+    return ("-c", conf)
+
+
+class PagingDurabilityTest(DurabilityTest):
+    """The same with 4 KiB of each persistent session's queue in memory: nearly every queued
+    message is read back from the journal, across the crashes."""
+    extra_args = staticmethod(_paging_args)
 
 
 def _compacting_args(data):
