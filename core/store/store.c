@@ -18,6 +18,7 @@
 
 #define PAD8(n) (((n) + 7u) & ~(uint64_t)7u)
 #define PROBE_BYTES (64 * 1024)
+#define IDLE_SYNC_MS 10 /* sync always: records nobody waits for are synced this soon */
 
 typedef struct waiter {
     uint64_t lsn;
@@ -67,6 +68,8 @@ struct tn_store {
     roll_pt *rolls; /* where in pending a new segment starts, ascending */
     size_t n_rolls, cap_rolls;
     uint64_t durable;
+    uint64_t want;           /* highest LSN a tn_store_when_durable() caller waits for */
+    uint64_t written;        /* last LSN written (not necessarily synced) */
     uint64_t wr_seg, wr_off; /* what is on disk: segment being written and its length */
     int error;
     bool room; /* after an error: the writer found room again; the loop resumes in poll */
@@ -298,7 +301,7 @@ tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t
         }
     }
     s->next_lsn = expected;
-    s->durable = expected - 1;
+    s->durable = s->written = expected - 1;
     if (rc == 0 && !salvaged)
         s->verified = expected - 1;
     s->wr_seg = s->app_seg = s->w_seg;
@@ -413,13 +416,36 @@ writer(void *arg)
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (s->pending.len == 0 && !s->stop && !s->drop_before) {
-            bool timed =
-                (s->unsynced && s->conf.sync == TN_SYNC_INTERVAL) || (s->error && !s->room);
+            if (s->unsynced && s->conf.sync == TN_SYNC_ALWAYS && s->want > s->durable &&
+                !s->error) {
+                /* Someone waits for records written without a sync (nobody waited when they
+                 * were written): sync them now. */
+                uint64_t upto = s->written;
+                pthread_mutex_unlock(&s->mu);
+                int rc = fdatasync(s->fd) == 0 ? 0 : TN_EIO;
+                last_sync = now_ms();
+                pthread_mutex_lock(&s->mu);
+                s->unsynced = false;
+                if (rc == 0) {
+                    s->durable = upto;
+                } else {
+                    tn_log_error("STORE-WRITE-FAIL", "%s: cannot sync: %s", s->dir,
+                                 strerror(errno));
+                    s->error = TN_EIO;
+                    s->pending.len = 0;
+                    s->n_rolls = 0;
+                }
+                s->conf.notify(s->conf.notify_arg);
+                continue;
+            }
+            bool timed = (s->unsynced && s->conf.sync != TN_SYNC_NEVER) || (s->error && !s->room);
             if (!timed) {
                 pthread_cond_wait(&s->cv, &s->mu);
                 continue;
             }
-            uint32_t wait_ms = s->error ? 1000 : s->conf.interval_ms;
+            uint32_t wait_ms = s->error                           ? 1000
+                               : s->conf.sync == TN_SYNC_INTERVAL ? s->conf.interval_ms
+                                                                  : IDLE_SYNC_MS;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += wait_ms / 1000;
@@ -430,10 +456,19 @@ writer(void *arg)
             }
             pthread_cond_timedwait(&s->cv, &s->mu, &ts);
             pthread_mutex_unlock(&s->mu);
-            if (s->unsynced && now_ms() - last_sync >= s->conf.interval_ms) {
-                fdatasync(s->fd);
-                s->unsynced = false;
+            uint64_t upto = s->written;
+            if (s->unsynced &&
+                now_ms() - last_sync >=
+                    (s->conf.sync == TN_SYNC_INTERVAL ? s->conf.interval_ms : IDLE_SYNC_MS)) {
+                bool ok = fdatasync(s->fd) == 0;
                 last_sync = now_ms();
+                pthread_mutex_lock(&s->mu);
+                s->unsynced = false;
+                if (ok && s->conf.sync == TN_SYNC_ALWAYS && s->durable < upto) {
+                    s->durable = upto;
+                    s->conf.notify(s->conf.notify_arg);
+                }
+                pthread_mutex_unlock(&s->mu);
             }
             bool recovered = s->error && !s->room && space_again(s);
             pthread_mutex_lock(&s->mu);
@@ -455,6 +490,7 @@ writer(void *arg)
         /* Take everything pending (group commit), up to where the next segment starts: a batch
          * is written to one segment. */
         bool roll = false;
+        bool need_sync = s->want > s->durable || s->stop;
         if (s->n_rolls && s->rolls[0].off == 0) {
             roll = true;
             memmove(s->rolls, s->rolls + 1, --s->n_rolls * sizeof *s->rolls);
@@ -483,13 +519,15 @@ writer(void *arg)
             rc = new_segment(s, first);
         if (rc == 0)
             rc = write_all(s->fd, batch.data, batch.len, s->seg_bytes);
+        bool unsynced = true;
         if (rc == 0) {
             s->seg_bytes += batch.len;
-            if (s->conf.sync == TN_SYNC_ALWAYS) {
+            /* sync always, but nobody waits for these records (acks, say): the next sync that
+             * someone waits for covers them, or the idle sync IDLE_SYNC_MS later. */
+            if (s->conf.sync == TN_SYNC_ALWAYS && need_sync) {
                 rc = fdatasync(s->fd) == 0 ? 0 : TN_EIO;
                 last_sync = now_ms();
-            } else {
-                s->unsynced = true;
+                unsynced = false;
             }
         }
         if (rc != 0 && s->fd >= 0) {
@@ -507,8 +545,11 @@ writer(void *arg)
         pthread_mutex_lock(&s->mu);
         s->wr_seg = s->w_seg;
         s->wr_off = s->seg_bytes;
+        s->unsynced = unsynced;
         if (rc == 0) {
-            s->durable = last;
+            s->written = last;
+            if (s->conf.sync != TN_SYNC_ALWAYS || !s->unsynced)
+                s->durable = last;
             s->total_bytes += written;
         } else {
             /* Records after the failed batch must not be written either (they would leave a
@@ -531,7 +572,7 @@ tn_store_start(tn_store *s)
 {
     tn_assert(!s->started);
     s->replayed = true;
-    s->durable = s->next_lsn - 1;
+    s->durable = s->written = s->next_lsn - 1;
     if (pthread_create(&s->thread, NULL, writer, s) != 0)
         return TN_EIO;
     s->started = true;
@@ -601,6 +642,13 @@ tn_store_when_durable(tn_store *s, uint64_t lsn, tn_store_done_cb cb, void *arg)
         s->w_head = 0;
     }
     s->w[(s->w_head + s->w_len++) % s->w_cap] = (waiter){lsn, cb, arg};
+    pthread_mutex_lock(&s->mu);
+    if (lsn > s->want) {
+        s->want = lsn;
+        if (lsn > s->durable && s->unsynced)
+            pthread_cond_signal(&s->cv); /* written without a sync: the writer syncs now */
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 void

@@ -474,6 +474,27 @@ test_read_back_by_position(void)
     rm_dir();
 }
 
+/* sync always: records nobody waits for are written at once but synced lazily: by the next
+ * sync someone waits for, or by the idle sync soon after. */
+static void
+test_unwaited_records_are_synced_soon(void)
+{
+    char err[256];
+    fresh_dir();
+    tn_store *s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    replay(s, 0);
+    tn_store_start(s);
+    uint64_t last = 0;
+    for (int i = 0; i < 5; i++)
+        last = put(s);
+    for (int i = 0; i < 100 && tn_store_durable_lsn(s) < last; i++)
+        wait_notify(100);
+    CU_ASSERT_EQUAL(tn_store_durable_lsn(s), last);
+    put_n_durable(s, 3); /* and a waiter still gets its sync */
+    tn_store_close(s);
+    rm_dir();
+}
+
 int
 main(void)
 {
@@ -490,5 +511,6 @@ main(void)
     CU_add_test(s, "policies_and_limits", test_policies_and_limits);
     CU_add_test(s, "write_failure_and_recovery", test_write_failure_and_recovery);
     CU_add_test(s, "read_back_by_position", test_read_back_by_position);
+    CU_add_test(s, "unwaited_records_synced_soon", test_unwaited_records_are_synced_soon);
     return tn_test_run();
 }
