@@ -13,7 +13,9 @@ static void
 session_deliver_limits(tn_session *s)
 {
     const tn_broker_limits *l = &s->b->limits;
-    if (s->attached)
+    if (s->is_queue) /* producers wait past max_offline; persistent messages page */
+        tn_queue_set_limits(s->queue, l->max_offline, 0);
+    else if (s->attached)
         tn_queue_set_limits(s->queue, l->max_queued, 0);
     else
         tn_queue_set_limits(s->queue, l->max_queued, l->max_offline);
@@ -150,7 +152,11 @@ tn_broker__session_create(tn_broker *b, const char *id, size_t len, bool clean)
     s->id[len] = '\0';
     s->id_len = len;
     s->clean = clean;
+    s->is_queue =
+        len >= TN_QUEUE_PREFIX_LEN && memcmp(id, TN_QUEUE_PREFIX, TN_QUEUE_PREFIX_LEN) == 0;
     s->queue = tn_queue_new(b->limits.max_queued, b->limits.max_offline);
+    if (s->is_queue)
+        session_deliver_limits(s);
     if (b->store && !clean)
         tn_queue_set_pager(s->queue, &pager_ops, b, b->limits.max_queue_memory);
     HASH_ADD_KEYPTR(hh, b->sessions, s->id, s->id_len, s);
@@ -200,7 +206,7 @@ tn_session_discard(tn_session *s)
 void
 tn_session_ack(tn_session *s, tn_delivery *d)
 {
-    if (!s->clean)
+    if (!s->clean && d->msg->persistent)
         tn_broker__log_ack(s->b, s, d->msg->id);
     tn_queue_ack(d);
 }
@@ -292,16 +298,16 @@ tn_session_id(const tn_session *s)
     return s->id;
 }
 
-/* Queues one delivery of m to s; logs drops once per attach. */
-static void
+/* Queues one delivery of m to s; logs drops once per attach. TN_ETOOBIG when dropped. */
+static int
 session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *producer)
 {
     tn_broker *b = s->b;
     if (!s->attached && qos == 0)
-        return; /* QoS 0 is not queued for offline clients */
+        return 0; /* QoS 0 is not queued for offline clients */
     int rc;
     tn_paged where;
-    if (qos > 0 && !s->clean && b->store) {
+    if (qos > 0 && !s->clean && b->store && m->persistent) {
         /* Journaled first, so a queue past its memory limit can keep just where it is. */
         if (tn_queue_is_full(s->queue))
             rc = tn_queue_push(s->queue, m, qos, true, flags); /* refused and counted */
@@ -314,9 +320,9 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
     }
     if (rc == 0) {
         b->stats.delivered++;
-        if (qos > 0 && producer && s->attached)
+        if (qos > 0 && producer && (s->attached || s->is_queue))
             tn_queue_wait(s->queue, producer);
-        return;
+        return 0;
     }
     if (qos == 0)
         b->stats.dropped_qos0++;
@@ -334,6 +340,7 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
                         "new ones until it reconnects",
                         s->id, tn_queue_depth(s->queue));
     }
+    return TN_ETOOBIG;
 }
 
 typedef struct retained_ctx {
@@ -434,6 +441,54 @@ retain(tn_broker *b, tn_message *m)
         tn_broker__log_retain(b, m, true);
     }
     tn_message_unref(old);
+}
+
+tn_session *
+tn_broker_queue(tn_broker *b, const char *name, size_t len, bool durable)
+{
+    char stack[256];
+    size_t n = TN_QUEUE_PREFIX_LEN + len;
+    char *id = n <= sizeof stack ? stack : tn_xmalloc(n);
+    memcpy(id, TN_QUEUE_PREFIX, TN_QUEUE_PREFIX_LEN);
+    memcpy(id + TN_QUEUE_PREFIX_LEN, name, len);
+    tn_session *s = tn_broker__session_find(b, id, n);
+    if (!s) {
+        s = tn_broker__session_create(b, id, n, !durable);
+    }
+    if (id != stack)
+        free(id);
+    return s;
+}
+
+const char *
+tn_session_queue_name(const tn_session *s, size_t *len)
+{
+    if (!s->is_queue)
+        return NULL;
+    *len = s->id_len - TN_QUEUE_PREFIX_LEN;
+    return s->id + TN_QUEUE_PREFIX_LEN;
+}
+
+int
+tn_broker_send(tn_broker *b, tn_session *q, tn_message *m, tn_flow *producer)
+{
+    m->id = ++b->seq;
+    b->stats.published++;
+    uint8_t qos = m->qos ? m->qos : 1; /* on a queue, every delivery is acknowledged */
+    return session_push(q, m, qos, 0, producer);
+}
+
+void
+tn_broker_queue_free(tn_session *q)
+{
+    tn_assert(q->is_queue && tn_queue_consumers(q->queue) == 0);
+    session_free(q, true);
+}
+
+tn_queue *
+tn_session_queue(tn_session *s)
+{
+    return s->queue;
 }
 
 int

@@ -139,4 +139,27 @@ int tn_session_unsubscribe(tn_session *s, const char *filter);
  */
 int tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer);
 
+/*
+ * Named queues (STOMP /queue/NAME; AMQP later): point-to-point, each message to one of the
+ * consumers attached (tn_queue_attach on tn_session_queue(); ack with tn_session_ack). A queue
+ * is a session without a connection: created on first use, durable ones journaled (they and
+ * their persistent messages survive restarts), temporary ones (durable false) are not.
+ * Internal session ids start with '\x01'; client ids that do are refused by the protocols.
+ */
+tn_session *tn_broker_queue(tn_broker *b, const char *name, size_t len, bool durable);
+/* The queue's name (not NUL-terminated), or NULL if s is not a named queue. */
+const char *tn_session_queue_name(const tn_session *s, size_t *len);
+/* Sends m (borrowed) to queue q: journaled when m->persistent. The producer waits while the
+ * queue holds max_offline_messages. TN_ETOOBIG if dropped. */
+int tn_broker_send(tn_broker *b, tn_session *q, tn_message *m, tn_flow *producer);
+/* Deletes a queue without consumers (temporary queues when their connection closes). */
+void tn_broker_queue_free(tn_session *q);
+tn_queue *tn_session_queue(tn_session *s);
+/* Whether an id is reserved for the broker's own sessions. */
+static inline bool
+tn_broker_id_reserved(const char *id, size_t len)
+{
+    return len > 0 && id[0] == '\x01';
+}
+
 #endif

@@ -23,6 +23,7 @@ struct tn_session {
     bool clean;
     bool warned_full; /* logged a drop since the last attach */
     bool attached;    /* a connection owns it (consumer is set once started) */
+    bool is_queue;    /* a named queue (tn_broker_queue): consumers attach to its queue */
     uint32_t rx_count, tx_count;
     uint64_t *rx_ids; /* bitmaps of 65536 ids, allocated on first use, freed when empty */
     uint64_t *tx_ids;
@@ -35,6 +36,11 @@ struct tn_session {
     uint8_t mark_qos;
     UT_hash_handle hh;
 };
+
+/* Named queues are sessions whose id is this prefix and the name (client ids cannot start
+ * with \x01: protocols refuse them). */
+#define TN_QUEUE_PREFIX "\x01q:"
+#define TN_QUEUE_PREFIX_LEN 3
 
 /* A session matched by the message being routed, with its best granted QoS. */
 typedef struct route {

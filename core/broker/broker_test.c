@@ -69,6 +69,7 @@ static void
 publish(tn_broker *b, const char *name, const char *payload, uint8_t qos, bool retain)
 {
     tn_message *m = tn_message_new(name, strlen(name), payload, strlen(payload), qos, retain);
+    m->persistent = qos > 0; /* as MQTT publishes */
     CU_ASSERT_EQUAL(tn_broker_publish(b, m, NULL), 0);
     tn_message_unref(m);
 }
@@ -630,6 +631,75 @@ test_delivery_state_survives_restart(void)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
+static int
+consumer_deliver(void *ctx, tn_delivery *d)
+{
+    return fake_deliver(ctx, d);
+}
+static const tn_consumer_ops consumer_ops = {consumer_deliver};
+
+static void
+send_to(tn_broker *b, tn_session *q, const char *payload, bool persistent)
+{
+    tn_message *m = tn_message_new("q", 1, payload, strlen(payload), 1, false);
+    m->persistent = persistent;
+    CU_ASSERT_EQUAL(tn_broker_send(b, q, m, NULL), 0);
+    tn_message_unref(m);
+}
+
+/* Named queues: competing consumers, and only persistent messages survive a restart. */
+static void
+test_named_queues(void)
+{
+    char dir[] = "/tmp/tern-broker-queue-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    tn_store *st;
+    tn_broker *b = recovered(dir, &st);
+    tn_session *q = tn_broker_queue(b, "orders", 6, true);
+    CU_ASSERT_PTR_EQUAL(tn_broker_queue(b, "orders", 6, true), q);
+    size_t n;
+    const char *name = tn_session_queue_name(q, &n);
+    CU_ASSERT_TRUE(n == 6 && memcmp(name, "orders", 6) == 0);
+    fake c1 = {0}, c2 = {0};
+    tn_consumer *k1 = tn_queue_attach(tn_session_queue(q), &consumer_ops, &c1, 10);
+    tn_consumer *k2 = tn_queue_attach(tn_session_queue(q), &consumer_ops, &c2, 10);
+    send_to(b, q, "a", true);
+    send_to(b, q, "b", true);
+    CU_ASSERT_EQUAL(c1.n + c2.n, 2);
+    CU_ASSERT_EQUAL_FATAL(c1.n, 1); /* one each: competing consumers */
+    fake *got_a = strcmp(c1.payload[0], "a") == 0 ? &c1 : &c2;
+    tn_session_ack(q, got_a->got[0]);
+    tn_queue_detach(k1);
+    tn_queue_detach(k2);       /* "b", unacked, goes back to the queue */
+    send_to(b, q, "c", false); /* not journaled */
+    send_to(b, q, "d", true);
+    tn_session *t = tn_broker_queue(b, "tmp", 3, false);
+    send_to(b, t, "x", true); /* a temporary queue is not journaled either */
+    tn_broker_queue_free(t);
+    settle(b, st);
+    tn_store_close(st);
+    tn_broker_free(b);
+
+    b = recovered(dir, &st);
+    tn_broker_stats stats;
+    tn_broker_get_stats(b, &stats);
+    CU_ASSERT_EQUAL(stats.sessions, 1); /* the durable queue only */
+    q = tn_broker_queue(b, "orders", 6, true);
+    fake c3 = {0};
+    tn_consumer *k3 = tn_queue_attach(tn_session_queue(q), &consumer_ops, &c3, 10);
+    CU_ASSERT_EQUAL_FATAL(c3.n, 2);
+    CU_ASSERT_STRING_EQUAL(c3.payload[0], "b");
+    CU_ASSERT_STRING_EQUAL(c3.payload[1], "d");
+    tn_session_ack(q, c3.got[0]);
+    tn_session_ack(q, c3.got[1]);
+    tn_queue_detach(k3);
+    tn_store_close(st);
+    tn_broker_free(b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -641,6 +711,7 @@ main(void)
     CU_pSuite s = CU_add_suite("broker", NULL, NULL);
     CU_add_test(s, "route_and_qos", test_route_and_qos);
     CU_add_test(s, "paging_deep_queue", test_paging_deep_queue);
+    CU_add_test(s, "named_queues", test_named_queues);
     CU_add_test(s, "delivery_state_survives_restart", test_delivery_state_survives_restart);
     CU_add_test(s, "overlapping_once", test_overlapping_once_at_highest_qos);
     CU_add_test(s, "retained", test_retained);

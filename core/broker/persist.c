@@ -139,6 +139,28 @@ get_str(reader *r, size_t *n)
     return (const char *)take(r, *n);
 }
 
+/* A MSG record's message: u64 id, u8 qos, u8 retain, s name, s properties, rest payload.
+ * TN_EINVAL when malformed, TN_ENOMEM. */
+static int
+msg_decode(reader *r, tn_message **out)
+{
+    uint64_t id = get_u64(r);
+    uint8_t qos = get_u8(r), retain = get_u8(r);
+    size_t n, pn;
+    const char *name = get_str(r, &n);
+    const char *props = get_str(r, &pn);
+    if (r->bad || qos > 2)
+        return TN_EINVAL;
+    tn_message *m =
+        tn_message_new_props(name, n, props, pn, r->p, (size_t)(r->end - r->p), qos, retain != 0);
+    if (!m)
+        return TN_ENOMEM;
+    m->id = id;
+    m->persistent = true;
+    *out = m;
+    return 0;
+}
+
 static bool
 active(tn_broker *b)
 {
@@ -197,6 +219,7 @@ log_msg(tn_broker *b, tn_message *m)
     put_u8(&b->rec, m->qos);
     put_u8(&b->rec, m->retain);
     put_str(&b->rec, m->name, m->name_len);
+    put_str(&b->rec, (const char *)m->props, m->props_len);
     put_bytes(&b->rec, m->payload, m->payload_len);
     append(b, REC_MSG);
     if (appended(b))
@@ -312,17 +335,11 @@ tn_broker__load(void *ctx, const tn_paged *p, tn_message **out)
         return rc;
     }
     reader r = {b->page.data, b->page.data + b->page.len, false};
-    uint64_t id = 0;
-    uint8_t qos = 0, retain = 0;
-    size_t n = 0;
-    const char *name = NULL;
-    if (rc == 0 && type == REC_MSG) {
-        id = get_u64(&r);
-        qos = get_u8(&r);
-        retain = get_u8(&r);
-        name = get_str(&r, &n);
-    }
-    if (rc != 0 || type != REC_MSG || r.bad || id != p->id || qos > 2) {
+    tn_message *m = NULL;
+    if (rc == 0 && type == REC_MSG && (rc = msg_decode(&r, &m)) == TN_ENOMEM)
+        return TN_EAGAIN;
+    if (rc != 0 || type != REC_MSG || !m || m->id != p->id) {
+        tn_message_unref(m);
         tn_log_error("STORE-PAGE-LOST",
                      "message %" PRIu64
                      " is not in the journal where it was stored (segment %" PRIu64
@@ -330,11 +347,6 @@ tn_broker__load(void *ctx, const tn_paged *p, tn_message **out)
                      p->id, p->seg, p->off);
         return TN_ENOENT;
     }
-    tn_message *m = tn_message_new(name, n, r.p, (size_t)(r.end - r.p), qos, retain != 0);
-    if (!m)
-        return TN_EAGAIN;
-    m->id = id;
-    m->persistent = true;
     *out = m;
     return 0;
 }
@@ -696,19 +708,14 @@ apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
         break;
     }
     case REC_MSG: {
-        uint64_t mid = get_u64(&r);
-        uint8_t qos = get_u8(&r), retain = get_u8(&r);
-        size_t n;
-        const char *name = get_str(&r, &n);
-        if (r.bad || qos > 2)
+        tn_message *m = NULL;
+        int mrc = msg_decode(&r, &m);
+        if (mrc == TN_ENOMEM)
+            return mrc;
+        if (mrc != 0)
             break;
-        tn_message *m = tn_message_new(name, n, r.p, (size_t)(r.end - r.p), qos, retain != 0);
-        if (!m)
-            return TN_ENOMEM;
-        m->id = mid;
-        m->persistent = true;
-        if (mid > b->seq)
-            b->seq = mid;
+        if (m->id > b->seq)
+            b->seq = m->id;
         tn_message_unref(rp->last);
         rp->last = m;
         break;

@@ -8,6 +8,8 @@
 #ifndef TN_MESSAGE_H
 #define TN_MESSAGE_H
 
+#include "core/base/base.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,15 +22,35 @@ typedef struct tn_message {
     bool small;      /* private: allocated from the small-block free list */
     uint32_t name_len;
     uint32_t payload_len;
+    uint32_t props_len;
     uint64_t id;      /* broker-wide sequence number, set by the broker on publish */
     const char *name; /* canonical core name ('.' separated), NUL-terminated */
     const uint8_t *payload;
+    const uint8_t *props; /* properties (headers), see tn_props_add; props_len bytes */
 } tn_message;
+
+/*
+ * Properties: what protocols carry besides name and payload (STOMP headers, AMQP properties,
+ * MQTT 5 properties), as (key, value) byte strings, each u16 length-prefixed, in the order
+ * added. Keys are the core's names for them, listed in README ("Message properties"): the
+ * standard ones (content-type, correlation-id, reply-to, expires, priority) and any user key.
+ */
+/* Appends one property to a properties buffer being built. TN_ETOOBIG past 65535 bytes. */
+int tn_props_add(tn_buf *b, const char *key, size_t klen, const char *val, size_t vlen);
+/* Iterates m's properties: *off starts at 0; false at the end. */
+bool tn_message_prop_next(const tn_message *m, size_t *off, const char **key, size_t *klen,
+                          const char **val, size_t *vlen);
+/* The value of property key, or NULL. */
+const char *tn_message_prop(const tn_message *m, const char *key, size_t *vlen);
 
 /* A new message with one reference, owned by the caller. name need not be NUL-terminated.
  * Returns NULL when out of memory. */
 tn_message *tn_message_new(const char *name, size_t name_len, const void *payload,
                            size_t payload_len, uint8_t qos, bool retain);
+/* The same with properties (props as built by tn_props_add; copied). */
+tn_message *tn_message_new_props(const char *name, size_t name_len, const void *props,
+                                 size_t props_len, const void *payload, size_t payload_len,
+                                 uint8_t qos, bool retain);
 /* Another reference to m (returns m). */
 tn_message *tn_message_ref(tn_message *m);
 /* Drops one reference; frees at zero. NULL is a no-op. */

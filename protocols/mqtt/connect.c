@@ -53,6 +53,9 @@ tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p)
         id = idbuf;
     } else if (p->version == TN_MQTT_V31 && id_len > 23) {
         return refuse(c, p->version, TN_MQTT_CONNACK_ID_REJECTED, "MQTT 3.1 client id over 23");
+    } else if (tn_broker_id_reserved(id, id_len)) {
+        return refuse(c, p->version, TN_MQTT_CONNACK_ID_REJECTED,
+                      "client id starts with U+0001 (reserved for queues)");
     }
 
     if (m->conf.auth.check) {
