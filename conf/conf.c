@@ -44,6 +44,7 @@ static const tn_conf_limits default_limits = {
     .max_offline_messages = 1000000,
     .max_output_buffer = 1048576,
     .max_queue_memory = 8388608,
+    .max_deliveries = 7,
 };
 
 /* ---- the file as libcyaml loads it: strings only, NULL where the key is absent ---- */
@@ -60,6 +61,7 @@ typedef struct file_limits {
     char *max_offline_messages;
     char *max_output_buffer;
     char *max_queue_memory;
+    char *max_deliveries;
 } file_limits;
 
 typedef struct file_store {
@@ -96,6 +98,7 @@ static const struct {
     LIMIT(max_offline_messages, UINT32_MAX, NULL),
     LIMIT(max_output_buffer, UINT32_MAX, NULL),
     LIMIT(max_queue_memory, UINT32_MAX, NULL),
+    LIMIT(max_deliveries, UINT32_MAX, NULL),
 #undef LIMIT
 };
 #define N_LIMITS (sizeof limit_fields / sizeof limit_fields[0])
@@ -121,6 +124,7 @@ static const cyaml_schema_field_t limits_fields[] = {
     OPT_STRING("max_offline_messages", file_limits, max_offline_messages),
     OPT_STRING("max_output_buffer", file_limits, max_output_buffer),
     OPT_STRING("max_queue_memory", file_limits, max_queue_memory),
+    OPT_STRING("max_deliveries", file_limits, max_deliveries),
     CYAML_FIELD_END,
 };
 
@@ -246,10 +250,11 @@ tn_conf_proto_name(tn_proto p)
 void
 tn_conf_init(tn_conf *c)
 {
-    static const tn_conf_listener def = {TN_PROTO_MQTT, "127.0.0.1", 1883};
+    static const tn_conf_listener def[] = {{TN_PROTO_MQTT, "127.0.0.1", 1883},
+                                           {TN_PROTO_STOMP, "127.0.0.1", 61613}};
     memset(c, 0, sizeof *c);
-    c->listeners = copy_listeners(&def, 1);
-    c->n_listeners = 1;
+    c->listeners = copy_listeners(def, 2);
+    c->n_listeners = 2;
     c->data_dir = tn_xstrdup("./data");
     c->log_level = tn_xstrdup("info");
     c->limits = default_limits;

@@ -39,6 +39,9 @@ typedef struct tn_conf_limits {
                                       delivery to it pauses, default 1 MiB */
     uint32_t max_queue_memory;     /* bytes of queued messages a persistent session keeps in
                                       memory; the rest are read back from the journal, 8 MiB */
+    uint32_t max_deliveries;       /* deliveries of a queued message without an ack before it
+                                      moves to DLQ.<queue>, default 7 (ActiveMQ's 6
+                                      redeliveries) */
 } tn_conf_limits;
 
 typedef struct tn_conf_store {

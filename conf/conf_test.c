@@ -26,7 +26,7 @@ expect_error(const char *yaml, const char *want)
     CU_ASSERT_STRING_EQUAL(err, want);
     if (strcmp(err, want) != 0)
         fprintf(stderr, "\n  yaml: %s\n  got:  %s\n  want: %s\n", yaml, err, want);
-    CU_ASSERT_EQUAL(c.n_listeners, 1);
+    CU_ASSERT_EQUAL(c.n_listeners, 2); /* the defaults: MQTT and STOMP */
     CU_ASSERT_EQUAL(c.listeners[0].port, 1883);
     CU_ASSERT_STRING_EQUAL(c.data_dir, "./data");
     CU_ASSERT_STRING_EQUAL(c.log_level, "info");
@@ -64,14 +64,16 @@ expect_url(const char *url, tn_proto proto, const char *address, unsigned port)
 static bool
 is_default(const tn_conf *c)
 {
-    return c->n_listeners == 1 && c->listeners[0].proto == TN_PROTO_MQTT &&
+    return c->n_listeners == 2 && c->listeners[0].proto == TN_PROTO_MQTT &&
            strcmp(c->listeners[0].address, "127.0.0.1") == 0 && c->listeners[0].port == 1883 &&
+           c->listeners[1].proto == TN_PROTO_STOMP && c->listeners[1].port == 61613 &&
            strcmp(c->data_dir, "./data") == 0 && strcmp(c->log_level, "info") == 0 &&
            c->limits.max_packet_size == 1048576 && c->limits.max_connections == 100000 &&
            c->limits.max_inflight == 100 && c->limits.max_queued_messages == 1000 &&
            c->limits.max_offline_messages == 1000000 && c->limits.max_output_buffer == 1048576 &&
-           c->limits.max_queue_memory == 8388608 && strcmp(c->store.sync, "always") == 0 &&
-           c->store.sync_interval_ms == 100 && c->store.compact_bytes == 64u << 20;
+           c->limits.max_queue_memory == 8388608 && c->limits.max_deliveries == 7 &&
+           strcmp(c->store.sync, "always") == 0 && c->store.sync_interval_ms == 100 &&
+           c->store.compact_bytes == 64u << 20;
 }
 
 /* Writes text to a new temporary file; returns its path (free it, unlink it). */
@@ -172,7 +174,7 @@ test_partial_file(void)
     CU_ASSERT_EQUAL(c.limits.max_queued_messages, 1000); /* kept */
     CU_ASSERT_EQUAL(c.limits.max_packet_size, 1048576);
     CU_ASSERT_STRING_EQUAL(c.data_dir, "./data");
-    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 1);
+    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 2);
     CU_ASSERT_EQUAL(c.listeners[0].port, 1883);
 
     /* A second file loads over the first; its listener list replaces the old one. */
@@ -543,7 +545,7 @@ test_example(void)
     free(c.log_level);
     c.data_dir = tn_xstrdup("/elsewhere");
     c.log_level = tn_xstrdup("debug");
-    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6, 7};
+    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6, 7, 8};
     free(c.store.sync);
     c.store.sync = tn_xstrdup("never");
     c.store.sync_interval_ms = 7;

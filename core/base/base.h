@@ -120,4 +120,7 @@ void tn_buf_consume(tn_buf *b, size_t n);
 /* Empties the buffer and frees its memory. */
 void tn_buf_reset(tn_buf *b);
 
+/* The struct holding member, from a pointer to it. */
+#define TN_CONTAINER_OF(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+
 #endif

@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CONTAINER_OF(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
-
 tn_mqtt *
 tn_mqtt_new(tn_broker *b, const tn_mqtt_conf *conf)
 {
@@ -181,7 +179,7 @@ tn_mqtt__tickets_cancel(mconn *c)
 static void
 flow_resume(tn_flow *f)
 {
-    mconn *c = CONTAINER_OF(f, mconn, flow);
+    mconn *c = TN_CONTAINER_OF(f, mconn, flow);
     if (c->state != ST_CLOSING)
         c->io->wake(c->ioc);
 }

@@ -4,6 +4,7 @@
 #include "core/broker/broker.h"
 #include "core/store/store.h"
 #include "protocols/mqtt/mqtt.h"
+#include "protocols/stomp/stomp.h"
 #include "protocols/net/net.h"
 
 #include <errno.h>
@@ -223,6 +224,15 @@ main(int argc, char **argv)
         tn_log_error("TERN-STORE", "cannot use the journal: %s", err);
     tn_mqtt_conf mc = {.max_packet = conf.limits.max_packet_size, .connect_timeout_ms = 10000};
     tn_mqtt *mqtt = tn_mqtt_new(broker, &mc);
+    tn_stomp_conf stc = {
+        .limits = {.max_line = 8192,
+                   .max_headers = 128,
+                   .max_header_bytes = 65536,
+                   .max_body = conf.limits.max_packet_size},
+        .connect_timeout_ms = 10000,
+        .max_deliveries = conf.limits.max_deliveries,
+    };
+    tn_stomp *stomp = tn_stomp_new(broker, &stc);
     tn_net_limits nl = {
         .max_connections = conf.limits.max_connections,
         .max_input = conf.limits.max_packet_size + 8,
@@ -239,13 +249,17 @@ main(int argc, char **argv)
     for (size_t i = 0; i < conf.n_listeners && ok; i++) {
         tn_conf_listener *l = &conf.listeners[i];
         const char *scheme = tn_conf_proto_name(l->proto);
-        if (l->proto != TN_PROTO_MQTT) {
+        const tn_adapter_ops *ops = l->proto == TN_PROTO_MQTT    ? &tn_mqtt_adapter
+                                    : l->proto == TN_PROTO_STOMP ? &tn_stomp_adapter
+                                                                 : NULL;
+        void *proto = l->proto == TN_PROTO_MQTT ? (void *)mqtt : (void *)stomp;
+        if (!ops) {
             tn_log_error("TERN-LISTEN-PROTO", "%s:// listeners are not supported yet", scheme);
             ok = false;
             break;
         }
         uint16_t port = 0;
-        if (tn_net_listen(t.net, l->address, l->port, &tn_mqtt_adapter, mqtt, &port) != 0) {
+        if (tn_net_listen(t.net, l->address, l->port, ops, proto, &port) != 0) {
             ok = false;
             break;
         }
@@ -264,6 +278,7 @@ main(int argc, char **argv)
     uv_run(&t.loop, UV_RUN_DEFAULT);
     tn_net_free(t.net);
     tn_mqtt_free(mqtt);
+    tn_stomp_free(stomp);
     tn_broker_free(broker);
     if (uv_loop_close(&t.loop) != 0)
         tn_log_warn("TERN-LEAK", "event loop closed with open handles");

@@ -1,0 +1,1127 @@
+/* The STOMP adapter: connection state machine, frames to core calls and back (see stomp.h). */
+#include "protocols/stomp/stomp.h"
+
+#include "core/base/base.h"
+#include "core/store/store.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#define SERVER_NAME "Tern/0.1.0"
+
+enum { ST_CONNECT, ST_OPEN, ST_DRAINING, ST_CLOSING }; /* DRAINING: DISCONNECT, RECEIPT due */
+enum { ACK_AUTO, ACK_CLIENT, ACK_INDIVIDUAL };
+enum { DEST_QUEUE, DEST_TOPIC };
+
+struct tn_stomp {
+    tn_broker *b;
+    tn_stomp_conf conf;
+    uint64_t next_serial;
+    uint64_t durable_known; /* an LSN known durable: answers up to it need not wait */
+    tn_buf props;           /* scratch: a message's properties */
+    tn_buf name;            /* scratch: core names */
+    tn_buf reply;           /* scratch: a reply-to rewritten */
+};
+
+typedef struct sconn sconn;
+
+/* A subscription: a consumer on a named queue, or a session of its own for a topic. */
+typedef struct ssub {
+    sconn *c;
+    char *id;
+    uint32_t num; /* in message-id / ack values */
+    int ack;
+    int kind;
+    bool durable;
+    tn_session *s;  /* topic: its session; queue: the queue */
+    tn_consumer *k; /* queue: our consumer (topic: the session's) */
+    char *prefix;   /* MESSAGE destination for a queue: "/queue/NAME" */
+    UT_hash_handle hh;
+} ssub;
+
+/* Deliveries taken during a dispatch that must be acked (auto) or dead-lettered after it. */
+typedef struct later {
+    ssub *sub;
+    tn_delivery *d;
+    bool dead;
+} later;
+
+/* A transaction's work, applied on COMMIT. */
+typedef struct txop {
+    struct txop *next;
+    tn_message *m;    /* SEND: the message */
+    tn_session *q;    /* SEND to a queue (NULL: topic) */
+    uint32_t sub_num; /* ACK/NACK */
+    uint64_t msg_id;
+    int kind; /* TX_SEND, TX_ACK, TX_NACK */
+} txop;
+enum { TX_SEND, TX_ACK, TX_NACK };
+
+typedef struct stx {
+    char *id;
+    txop *ops, *tail;
+    UT_hash_handle hh;
+} stx;
+
+/* An answer (RECEIPT) that waits until the journal holds what it confirms. */
+typedef struct ticket {
+    sconn *c; /* NULL once the connection is gone */
+    struct ticket *next;
+    bool close_after;
+    uint32_t len;
+    uint8_t data[];
+} ticket;
+
+struct sconn {
+    tn_stomp *st;
+    const tn_io *io;
+    void *ioc;
+    tn_stomp_decoder dec;
+    int state;
+    uint8_t version;
+    uint64_t serial;
+    char *client_id;
+    uint32_t hb_send_ms, hb_recv_ms; /* negotiated; 0: none */
+    uint64_t last_rx, last_tx, last_beats;
+    ssub *subs;
+    uint32_t next_sub;
+    stx *txs;
+    tn_flow flow;
+    ticket *tickets, *tickets_tail;
+    later *later;
+    size_t n_later, cap_later;
+    tn_session **temps; /* temporary queues this connection made */
+    size_t n_temps;
+};
+
+/* ---- output ---- */
+
+static tn_buf *
+out(sconn *c)
+{
+    c->last_tx = c->io->now(c->ioc);
+    return c->io->out(c->ioc);
+}
+
+static void schedule(sconn *c);
+
+/* ERROR with a message header (and receipt-id for the frame's receipt), then close. Returns
+ * TN_EPROTO for input() to stop. */
+static int
+fail(sconn *c, const tn_stomp_frame *f, const char *msg, const char *detail)
+{
+    tn_log_info("STOMP-ERROR", "%s: %s%s%s; closing", c->io->peer(c->ioc), msg, detail ? ": " : "",
+                detail ? detail : "");
+    if (c->state != ST_CLOSING) {
+        tn_stomp_encoder e;
+        tn_stomp_encode_begin(&e, out(c), c->version, TN_STOMP_ERROR);
+        tn_stomp_encode_header(&e, "message", 7, msg, strlen(msg));
+        const char *r = f ? tn_stomp_header(f, "receipt") : NULL;
+        if (r)
+            tn_stomp_encode_header(&e, "receipt-id", 10, r, strlen(r));
+        tn_stomp_encode_header(&e, "content-type", 12, "text/plain", 10);
+        const char *body = detail ? detail : msg;
+        tn_stomp_encode_end(&e, body, strlen(body), true);
+        c->state = ST_CLOSING;
+        c->io->set_deadline(c->ioc, 0);
+        c->io->close(c->ioc);
+    }
+    return TN_EPROTO;
+}
+
+static void
+ticket_done(void *arg, int status)
+{
+    ticket *t = arg;
+    sconn *c = t->c;
+    if (c) {
+        c->tickets = t->next;
+        if (!c->tickets)
+            c->tickets_tail = NULL;
+        if (status != 0) {
+            fail(c, NULL, "the journal cannot be written", "message not stored");
+        } else if (c->state != ST_CLOSING) {
+            if (tn_buf_append(out(c), t->data, t->len) != 0)
+                fail(c, NULL, "output buffer full", NULL);
+            else if (t->close_after) {
+                c->state = ST_CLOSING;
+                c->io->close(c->ioc);
+            }
+        }
+    }
+    free(t);
+}
+
+/* Sends bytes once everything the broker journaled so far is durable. */
+static void
+respond(sconn *c, const uint8_t *p, size_t n, bool close_after)
+{
+    tn_stomp *st = c->st;
+    tn_store *store = tn_broker_store(st->b);
+    uint64_t lsn = tn_broker_lsn(st->b);
+    if (store && !c->tickets && lsn > st->durable_known)
+        st->durable_known = tn_store_durable_lsn(store);
+    if (!store || (!c->tickets && lsn <= st->durable_known)) {
+        if (tn_buf_append(out(c), p, n) != 0) {
+            fail(c, NULL, "output buffer full", NULL);
+        } else if (close_after) {
+            c->state = ST_CLOSING;
+            c->io->close(c->ioc);
+        }
+        return;
+    }
+    ticket *t = tn_xmalloc(sizeof *t + n);
+    t->c = c;
+    t->next = NULL;
+    t->close_after = close_after;
+    t->len = (uint32_t)n;
+    memcpy(t->data, p, n);
+    if (c->tickets_tail)
+        c->tickets_tail->next = t;
+    else
+        c->tickets = t;
+    c->tickets_tail = t;
+    tn_store_when_durable(store, lsn, ticket_done, t);
+}
+
+/* RECEIPT for f if it asked for one (after what it did is durable). */
+static void
+receipt(sconn *c, const tn_stomp_frame *f, bool close_after)
+{
+    const char *r = tn_stomp_header(f, "receipt");
+    if (!r) {
+        if (close_after) {
+            c->state = ST_CLOSING;
+            c->io->close(c->ioc);
+        }
+        return;
+    }
+    uint8_t buf[512];
+    tn_buf b;
+    tn_buf_init(&b, 65536 + 64);
+    tn_buf stackb = {buf, 0, sizeof buf, sizeof buf};
+    tn_buf *use = strlen(r) < 400 ? &stackb : &b;
+    tn_stomp_encoder e;
+    tn_stomp_encode_begin(&e, use, c->version, TN_STOMP_RECEIPT);
+    tn_stomp_encode_header(&e, "receipt-id", 10, r, strlen(r));
+    if (tn_stomp_encode_end(&e, NULL, 0, false) == 0)
+        respond(c, use->data, use->len, close_after);
+    tn_buf_fini(&b);
+}
+
+/* ---- destinations ---- */
+
+typedef struct dest {
+    int kind;
+    bool temp;
+    const char *name; /* core name, in st->name (NUL-terminated) */
+    size_t len;
+} dest;
+
+static bool
+has_prefix(const char *s, const char *p, size_t *plen)
+{
+    *plen = strlen(p);
+    return strncmp(s, p, *plen) == 0;
+}
+
+/* Parses a destination header into nb (a scratch buffer). Temporary ones become
+ * "tmp.<conn>.NAME". */
+static int
+parse_dest_in(sconn *c, const char *v, dest *d, tn_buf *nb)
+{
+    size_t n;
+    const char *rest;
+    d->temp = false;
+    if (has_prefix(v, "/queue/", &n)) {
+        d->kind = DEST_QUEUE;
+    } else if (has_prefix(v, "/topic/", &n)) {
+        d->kind = DEST_TOPIC;
+    } else if (has_prefix(v, "/temp-queue/", &n)) {
+        d->kind = DEST_QUEUE;
+        d->temp = true;
+    } else if (has_prefix(v, "/temp-topic/", &n)) {
+        d->kind = DEST_TOPIC;
+        d->temp = true;
+    } else {
+        return TN_EINVAL;
+    }
+    rest = v + n;
+    if (!*rest)
+        return TN_EINVAL;
+    nb->len = 0;
+    if (d->temp) {
+        char pre[48];
+        int k = snprintf(pre, sizeof pre, "tmp.%" PRIu64 ".", c->serial);
+        if (tn_buf_append(nb, pre, (size_t)k) != 0)
+            return TN_ETOOBIG;
+    }
+    if (tn_buf_append(nb, rest, strlen(rest) + 1) != 0)
+        return TN_ETOOBIG;
+    d->name = (const char *)nb->data;
+    d->len = nb->len - 1;
+    return 0;
+}
+
+static int
+parse_dest(sconn *c, const char *v, dest *d)
+{
+    return parse_dest_in(c, v, d, &c->st->name);
+}
+
+static void
+temp_add(sconn *c, tn_session *q)
+{
+    for (size_t i = 0; i < c->n_temps; i++)
+        if (c->temps[i] == q)
+            return;
+    c->temps = tn_xrealloc(c->temps, (c->n_temps + 1) * sizeof *c->temps);
+    c->temps[c->n_temps++] = q;
+}
+
+/* ---- deliveries ---- */
+
+static void
+later_add(sconn *c, ssub *sub, tn_delivery *d, bool dead)
+{
+    if (c->n_later == c->cap_later) {
+        c->cap_later = c->cap_later ? 2 * c->cap_later : 64;
+        c->later = tn_xrealloc(c->later, c->cap_later * sizeof *c->later);
+    }
+    c->later[c->n_later++] = (later){sub, d, dead};
+    c->io->wake(c->ioc);
+}
+
+static tn_session *
+dlq_for(sconn *c, ssub *sub)
+{
+    size_t n;
+    const char *qn = tn_session_queue_name(sub->s, &n);
+    if (!qn)
+        return NULL;
+    tn_buf *nb = &c->st->name;
+    nb->len = 0;
+    if (tn_buf_append(nb, "DLQ.", 4) || tn_buf_append(nb, qn, n))
+        return NULL;
+    return tn_broker_queue(c->st->b, (const char *)nb->data, nb->len, true);
+}
+
+/* Acks (or dead-letters) what deliver() took for later; before anything that may detach. */
+static void
+run_later(sconn *c)
+{
+    /* Acking may deliver more, to this connection too: entries are copied, the list may grow. */
+    for (size_t i = 0; i < c->n_later; i++) {
+        later l = c->later[i];
+        if (l.dead) {
+            tn_session *dlq = dlq_for(c, l.sub);
+            const tn_message *m = l.d->msg;
+            tn_message *copy =
+                dlq ? tn_message_new_props(m->name, m->name_len, m->props, m->props_len, m->payload,
+                                           m->payload_len, m->qos, false)
+                    : NULL;
+            if (copy) {
+                copy->persistent = m->persistent;
+                tn_log_warn("STOMP-DLQ",
+                            "message %" PRIu64
+                            " delivered %u times without an ack: moved to DLQ.%s",
+                            m->id, l.d->count, m->name);
+                tn_broker_send(c->st->b, dlq, copy, NULL);
+                tn_message_unref(copy);
+            }
+        }
+        tn_session_ack(l.sub->s, l.d);
+    }
+    c->n_later = 0;
+}
+
+static int
+put_header(tn_stomp_encoder *e, const char *name, const char *v, size_t vlen)
+{
+    return tn_stomp_encode_header(e, name, strlen(name), v, vlen);
+}
+
+static int
+sub_deliver(void *ctx, tn_delivery *d)
+{
+    ssub *sub = ctx;
+    sconn *c = sub->c;
+    if (c->state != ST_OPEN || c->io->out_full(c->ioc))
+        return TN_EAGAIN;
+    tn_message *m = d->msg;
+    uint32_t maxd = c->st->conf.max_deliveries;
+    if (d->ack && maxd && d->count > maxd && sub->kind == DEST_QUEUE) {
+        later_add(c, sub, d, true);
+        return 0;
+    }
+    tn_stomp_encoder e;
+    tn_stomp_encode_begin(&e, out(c), c->version, TN_STOMP_MESSAGE);
+    put_header(&e, "subscription", sub->id, strlen(sub->id));
+    char mid[48];
+    int n = snprintf(mid, sizeof mid, d->ack ? "%" PRIu32 ".%" PRIu64 : "%" PRIu32 ".n%" PRIu64,
+                     sub->num, m->id);
+    put_header(&e, "message-id", mid, (size_t)n);
+    if (sub->kind == DEST_QUEUE) {
+        put_header(&e, "destination", sub->prefix, strlen(sub->prefix));
+    } else {
+        tn_buf *nb = &c->st->name;
+        nb->len = 0;
+        tn_buf_append(nb, "/topic/", 7);
+        tn_buf_append(nb, m->name, m->name_len);
+        put_header(&e, "destination", (const char *)nb->data, nb->len);
+    }
+    if (c->version >= TN_STOMP_V12 && sub->ack != ACK_AUTO)
+        put_header(&e, "ack", mid, (size_t)n);
+    if (m->persistent)
+        put_header(&e, "persistent", "true", 4);
+    if (d->count > 1)
+        put_header(&e, "redelivered", "true", 4);
+    size_t off = 0, kl, vl;
+    const char *k, *v;
+    while (tn_message_prop_next(m, &off, &k, &kl, &v, &vl))
+        tn_stomp_encode_header(&e, k, kl, v, vl);
+    if (tn_stomp_encode_end(&e, m->payload, m->payload_len, true) != 0) {
+        /* Cannot be carried (a name the version cannot escape) or no room: log and skip it. */
+        if (e.err == TN_ETOOBIG)
+            return TN_EAGAIN;
+        tn_log_warn("STOMP-SKIP", "%s: message %" PRIu64 " cannot be sent as a STOMP frame",
+                    c->io->peer(c->ioc), m->id);
+        if (d->ack)
+            later_add(c, sub, d, false);
+        return 0;
+    }
+    if (d->ack && sub->ack == ACK_AUTO)
+        later_add(c, sub, d, false);
+    return 0;
+}
+
+static const tn_consumer_ops sub_consumer_ops = {sub_deliver};
+
+static void
+sub_kick(void *ctx)
+{
+    /* Another connection took this durable subscription over: it stops here. */
+    ssub *sub = ctx;
+    run_later(sub->c);
+    tn_session_detach(sub->s);
+    sub->s = NULL;
+    sub->k = NULL;
+}
+
+static const tn_session_ops sub_session_ops = {sub_deliver, sub_kick};
+
+static tn_consumer *
+sub_consumer(ssub *sub)
+{
+    if (!sub->s)
+        return NULL;
+    return sub->kind == DEST_QUEUE ? sub->k : tn_session_consumer(sub->s);
+}
+
+/* Detaches a subscription; discard: a durable one is deleted for good. */
+static void
+sub_free(sconn *c, ssub *sub, bool discard)
+{
+    HASH_DEL(c->subs, sub);
+    if (sub->s) {
+        if (sub->kind == DEST_QUEUE) {
+            tn_queue_detach(sub->k);
+        } else {
+            tn_session *s = sub->s;
+            tn_session_detach(s);
+            if (discard && sub->durable)
+                tn_session_discard(s);
+        }
+    }
+    free(sub->id);
+    free(sub->prefix);
+    free(sub);
+}
+
+static ssub *
+sub_by_num(sconn *c, uint32_t num)
+{
+    for (ssub *s = c->subs; s; s = s->hh.next)
+        if (s->num == num)
+            return s;
+    return NULL;
+}
+
+/* ---- frames ---- */
+
+static void
+flow_resume(tn_flow *f)
+{
+    sconn *c = TN_CONTAINER_OF(f, sconn, flow);
+    if (c->state != ST_CLOSING) {
+        c->io->pause(c->ioc, false);
+        c->io->wake(c->ioc);
+    }
+}
+
+static int
+version_pick(const char *accept, uint8_t *v)
+{
+    if (!accept) {
+        *v = TN_STOMP_V10;
+        return 0;
+    }
+    uint8_t best = 0;
+    const char *p = accept;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == 3 && strncmp(p, "1.0", 3) == 0 && best < TN_STOMP_V10)
+            best = TN_STOMP_V10;
+        else if (n == 3 && strncmp(p, "1.1", 3) == 0 && best < TN_STOMP_V11)
+            best = TN_STOMP_V11;
+        else if (n == 3 && strncmp(p, "1.2", 3) == 0)
+            best = TN_STOMP_V12;
+        p += n + (e ? 1 : 0);
+    }
+    if (!best)
+        return TN_EINVAL;
+    *v = best;
+    return 0;
+}
+
+static uint32_t
+hb_field(const char *hb, int which)
+{
+    if (!hb)
+        return 0;
+    const char *comma = strchr(hb, ',');
+    if (!comma)
+        return 0;
+    return (uint32_t)strtoul(which ? comma + 1 : hb, NULL, 10);
+}
+
+static int
+on_connect(sconn *c, const tn_stomp_frame *f)
+{
+    uint8_t v;
+    if (version_pick(tn_stomp_header(f, "accept-version"), &v) != 0) {
+        c->version = TN_STOMP_V12;
+        return fail(c, f, "Supported protocol versions are 1.0,1.1,1.2", NULL);
+    }
+    c->version = v;
+    tn_stomp_decoder_set_version(&c->dec, v);
+    const char *cid = tn_stomp_header(f, "client-id");
+    if (cid && *cid)
+        c->client_id = tn_xstrdup(cid);
+    /* Heart-beats (1.1+): we send as often as the client wants to hear from us, and expect to
+     * hear from it as often as it promises; never faster than min_heartbeat_ms. */
+    const char *hb = v >= TN_STOMP_V11 ? tn_stomp_header(f, "heart-beat") : NULL;
+    uint32_t cx = hb_field(hb, 0), cy = hb_field(hb, 1), min = c->st->conf.min_heartbeat_ms;
+    c->hb_send_ms = cy ? (cy < min ? min : cy) : 0;
+    c->hb_recv_ms = cx ? (cx < min ? min : cx) : 0;
+    c->state = ST_OPEN;
+    tn_stomp_encoder e;
+    tn_stomp_encode_begin(&e, out(c), v, TN_STOMP_CONNECTED);
+    static const char *const names[] = {"1.0", "1.0", "1.1", "1.2"};
+    const char *vs = names[v - TN_STOMP_V10 + 1];
+    put_header(&e, "version", vs, 3);
+    put_header(&e, "server", SERVER_NAME, strlen(SERVER_NAME));
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "tern-%" PRIu64, c->serial);
+    put_header(&e, "session", buf, (size_t)n);
+    if (v >= TN_STOMP_V11) {
+        n = snprintf(buf, sizeof buf, "%" PRIu32 ",%" PRIu32, c->hb_send_ms, c->hb_recv_ms);
+        put_header(&e, "heart-beat", buf, (size_t)n);
+    }
+    tn_stomp_encode_end(&e, NULL, 0, false);
+    schedule(c);
+    return 0;
+}
+
+/* Builds the message a SEND carries. */
+static tn_message *
+make_message(sconn *c, const tn_stomp_frame *f, const dest *d, int *err)
+{
+    tn_stomp *st = c->st;
+    tn_buf *pb = &st->props;
+    pb->len = 0;
+    bool persistent = false;
+    for (uint32_t i = 0; i < f->nheaders; i++) {
+        const tn_stomp_hdr *h = &f->headers[i];
+        if (!strcmp(h->name, "destination") || !strcmp(h->name, "receipt") ||
+            !strcmp(h->name, "transaction") || !strcmp(h->name, "content-length"))
+            continue;
+        if (tn_stomp_header(f, h->name) != h->value)
+            continue; /* a repeated header: the first counts */
+        if (!strcmp(h->name, "persistent")) {
+            persistent = !strcmp(h->value, "true");
+            continue;
+        }
+        const char *val = h->value;
+        size_t vlen = h->vlen;
+        char rewritten[512];
+        if (!strcmp(h->name, "reply-to")) {
+            dest rd;
+            /* /temp-queue/x of this connection is /queue/tmp.N.x to everyone else */
+            size_t pl;
+            if ((has_prefix(val, "/temp-queue/", &pl) || has_prefix(val, "/temp-topic/", &pl)) &&
+                parse_dest_in(c, val, &rd, &st->reply) == 0) {
+                int k = snprintf(rewritten, sizeof rewritten, "%s%s",
+                                 rd.kind == DEST_QUEUE ? "/queue/" : "/topic/", rd.name);
+                if (k > 0 && (size_t)k < sizeof rewritten) {
+                    val = rewritten;
+                    vlen = (size_t)k;
+                }
+            }
+        }
+        if (tn_props_add(pb, h->name, h->nlen, val, vlen) != 0) {
+            *err = TN_ETOOBIG;
+            return NULL;
+        }
+    }
+    tn_message *m =
+        tn_message_new_props(d->name, d->len, pb->data, pb->len, f->body, f->body_len, 1, false);
+    if (!m) {
+        *err = TN_ENOMEM;
+        return NULL;
+    }
+    m->persistent = persistent;
+    return m;
+}
+
+/* Publishes or queues m now (SEND, or a committed transaction's SEND). */
+static void
+deliver_send(sconn *c, tn_message *m, tn_session *q)
+{
+    if (q)
+        tn_broker_send(c->st->b, q, m, &c->flow);
+    else
+        tn_broker_publish(c->st->b, m, &c->flow);
+}
+
+static stx *
+tx_find(sconn *c, const tn_stomp_frame *f, int *rc)
+{
+    const char *t = tn_stomp_header(f, "transaction");
+    *rc = 0;
+    if (!t)
+        return NULL;
+    stx *x = NULL;
+    HASH_FIND_STR(c->txs, t, x);
+    if (!x)
+        *rc = fail(c, f, "unknown transaction", t);
+    return x;
+}
+
+static void
+tx_add(stx *x, txop *op)
+{
+    op->next = NULL;
+    if (x->tail)
+        x->tail->next = op;
+    else
+        x->ops = op;
+    x->tail = op;
+}
+
+static void
+tx_free(sconn *c, stx *x)
+{
+    HASH_DEL(c->txs, x);
+    for (txop *op = x->ops, *next; op; op = next) {
+        next = op->next;
+        tn_message_unref(op->m);
+        free(op);
+    }
+    free(x->id);
+    free(x);
+}
+
+static int
+on_send(sconn *c, const tn_stomp_frame *f)
+{
+    const char *dv = tn_stomp_header(f, "destination");
+    dest d;
+    if (!dv)
+        return fail(c, f, "SEND without a destination header", NULL);
+    if (parse_dest(c, dv, &d) != 0)
+        return fail(c, f,
+                    "unknown destination (use /queue/, /topic/, /temp-queue/ or /temp-topic/)", dv);
+    if (d.kind == DEST_TOPIC && (strchr(d.name, '*') || strchr(d.name, '>')))
+        return fail(c, f, "wildcards are for SUBSCRIBE, not SEND", dv);
+    tn_session *q = NULL;
+    if (d.kind == DEST_QUEUE) {
+        q = tn_broker_queue(c->st->b, d.name, d.len, !d.temp);
+        if (d.temp)
+            temp_add(c, q);
+    }
+    int rc = 0;
+    stx *x = tx_find(c, f, &rc);
+    if (rc)
+        return rc;
+    int err = 0;
+    tn_message *m = make_message(c, f, &d, &err);
+    if (!m)
+        return fail(c, f, err == TN_ENOMEM ? "out of memory" : "too many header bytes", NULL);
+    if (x) {
+        txop *op = tn_xcalloc(1, sizeof *op);
+        op->kind = TX_SEND;
+        op->m = m;
+        op->q = q;
+        tx_add(x, op);
+    } else {
+        deliver_send(c, m, q);
+        tn_message_unref(m);
+    }
+    receipt(c, f, false);
+    return 0;
+}
+
+static int
+parse_ack_mode(const char *v, int *mode)
+{
+    if (!v || !strcmp(v, "auto"))
+        *mode = ACK_AUTO;
+    else if (!strcmp(v, "client"))
+        *mode = ACK_CLIENT;
+    else if (!strcmp(v, "client-individual"))
+        *mode = ACK_INDIVIDUAL;
+    else
+        return TN_EINVAL;
+    return 0;
+}
+
+static int
+on_subscribe(sconn *c, const tn_stomp_frame *f)
+{
+    const char *dv = tn_stomp_header(f, "destination");
+    const char *id = tn_stomp_header(f, "id");
+    if (!dv)
+        return fail(c, f, "SUBSCRIBE without a destination header", NULL);
+    if (!id) {
+        if (c->version >= TN_STOMP_V11)
+            return fail(c, f, "SUBSCRIBE without an id header", NULL);
+        id = dv; /* 1.0: the destination names the subscription */
+    }
+    ssub *sub = NULL;
+    HASH_FIND_STR(c->subs, id, sub);
+    if (sub)
+        return fail(c, f, "a subscription with this id exists", id);
+    int mode;
+    if (parse_ack_mode(tn_stomp_header(f, "ack"), &mode) != 0)
+        return fail(c, f, "ack must be auto, client or client-individual", NULL);
+    uint32_t prefetch = c->st->conf.prefetch;
+    const char *pf = tn_stomp_header(f, "activemq.prefetchSize");
+    if (pf) {
+        char *end;
+        unsigned long v = strtoul(pf, &end, 10);
+        if (*end || v == 0 || v > 65535)
+            return fail(c, f, "activemq.prefetchSize must be 1 to 65535", pf);
+        prefetch = (uint32_t)v;
+    }
+    dest d;
+    if (parse_dest(c, dv, &d) != 0)
+        return fail(c, f,
+                    "unknown destination (use /queue/, /topic/, /temp-queue/ or /temp-topic/)", dv);
+    const char *dname = tn_stomp_header(f, "activemq.subscriptionName");
+    if (!dname)
+        dname = tn_stomp_header(f, "durable-subscription-name");
+    if (dname && d.kind == DEST_TOPIC && !c->client_id)
+        return fail(c, f, "a durable subscription needs client-id on CONNECT", NULL);
+    sub = tn_xcalloc(1, sizeof *sub);
+    sub->c = c;
+    sub->id = tn_xstrdup(id);
+    sub->num = ++c->next_sub;
+    sub->ack = mode;
+    sub->kind = d.kind;
+    tn_broker *b = c->st->b;
+    if (d.kind == DEST_QUEUE) {
+        tn_session *q = tn_broker_queue(b, d.name, d.len, !d.temp);
+        if (d.temp)
+            temp_add(c, q);
+        size_t pl = strlen(d.temp ? "/temp-queue/" : "/queue/");
+        sub->prefix = tn_xmalloc(pl + d.len + 1);
+        const char *shown = d.temp ? strchr(d.name + 4, '.') + 1 : d.name;
+        snprintf(sub->prefix, pl + d.len + 1, "%s%s", d.temp ? "/temp-queue/" : "/queue/", shown);
+        sub->s = q;
+        HASH_ADD_KEYPTR(hh, c->subs, sub->id, strlen(sub->id), sub);
+        sub->k = tn_queue_attach(tn_session_queue(q), &sub_consumer_ops, sub, prefetch);
+    } else {
+        char filter[4096];
+        if (d.len >= sizeof filter) {
+            free(sub->id);
+            free(sub);
+            return fail(c, f, "topic name too long", NULL);
+        }
+        memcpy(filter, d.name, d.len + 1);
+        char sid[4096 + 128];
+        int n;
+        if (dname) {
+            sub->durable = true;
+            n = snprintf(sid, sizeof sid,
+                         "\x01"
+                         "d:%s:%s",
+                         c->client_id, dname);
+        } else {
+            n = snprintf(sid, sizeof sid,
+                         "\x01"
+                         "s:%" PRIu64 ":%s",
+                         c->serial, id);
+        }
+        if (n < 0 || (size_t)n >= sizeof sid) {
+            free(sub->id);
+            free(sub);
+            return fail(c, f, "subscription name too long", NULL);
+        }
+        bool present;
+        HASH_ADD_KEYPTR(hh, c->subs, sub->id, strlen(sub->id), sub);
+        tn_broker_session_open(b, sid, (size_t)n, !sub->durable, &sub_session_ops, sub, &sub->s,
+                               &present);
+        if (tn_session_subscribe(sub->s, filter, 1) != 0) {
+            sub_free(c, sub, false);
+            return fail(c, f, "malformed topic name", dv);
+        }
+        tn_session_start(sub->s);
+        tn_queue_set_credit(tn_session_consumer(sub->s), prefetch);
+    }
+    receipt(c, f, false);
+    return 0;
+}
+
+static int
+on_unsubscribe(sconn *c, const tn_stomp_frame *f)
+{
+    const char *id = tn_stomp_header(f, "id");
+    if (!id && c->version == TN_STOMP_V10)
+        id = tn_stomp_header(f, "destination");
+    if (!id)
+        return fail(c, f, "UNSUBSCRIBE without an id header", NULL);
+    ssub *sub = NULL;
+    HASH_FIND_STR(c->subs, id, sub);
+    if (!sub)
+        return fail(c, f, "no subscription with this id", id);
+    bool discard = tn_stomp_header(f, "activemq.subscriptionName") ||
+                   tn_stomp_header(f, "durable-subscription-name");
+    sub_free(c, sub, discard);
+    receipt(c, f, false);
+    return 0;
+}
+
+/* Parses an ack value "SUB.MSG" (or "SUB.nMSG" for a delivery that needs no ack). */
+static int
+parse_ack_id(const char *v, uint32_t *sub, uint64_t *msg, bool *noack)
+{
+    char *end;
+    if (!v)
+        return TN_EINVAL;
+    unsigned long s = strtoul(v, &end, 10);
+    if (end == v || *end != '.' || s > UINT32_MAX)
+        return TN_EINVAL;
+    const char *p = end + 1;
+    *noack = *p == 'n';
+    if (*noack)
+        p++;
+    unsigned long long m = strtoull(p, &end, 10);
+    if (end == p || *end)
+        return TN_EINVAL;
+    *sub = (uint32_t)s;
+    *msg = m;
+    return 0;
+}
+
+/* Acks (or NACKs) one delivery, or for client mode everything up to it. TN_ENOENT: unknown. */
+static int
+apply_ack(sconn *c, uint32_t num, uint64_t msg_id, bool nack)
+{
+    ssub *sub = sub_by_num(c, num);
+    tn_consumer *k = sub ? sub_consumer(sub) : NULL;
+    if (!k)
+        return TN_ENOENT;
+    tn_delivery *d = tn_queue_unacked_first(k);
+    while (d && d->msg->id != msg_id)
+        d = tn_queue_unacked_next(d);
+    if (!d)
+        return TN_ENOENT;
+    run_later(c);
+    tn_delivery *first = sub->ack == ACK_CLIENT ? tn_queue_unacked_first(k) : d;
+    for (tn_delivery *x = first, *next; x; x = next) {
+        next = x == d ? NULL : tn_queue_unacked_next(x);
+        if (nack)
+            tn_queue_release(x); /* to the head again, redelivered:true */
+        else
+            tn_session_ack(sub->s, x);
+    }
+    return 0;
+}
+
+static int
+on_ack(sconn *c, const tn_stomp_frame *f, bool nack)
+{
+    if (nack && c->version == TN_STOMP_V10)
+        return fail(c, f, "NACK is STOMP 1.1 and later", NULL);
+    const char *v = tn_stomp_header(f, c->version >= TN_STOMP_V12 ? "id" : "message-id");
+    uint32_t num;
+    uint64_t mid;
+    bool noack;
+    if (parse_ack_id(v, &num, &mid, &noack) != 0)
+        return fail(c, f, "ACK of an unknown message", v ? v : "no id header");
+    int rc = 0;
+    stx *x = tx_find(c, f, &rc);
+    if (rc)
+        return rc;
+    if (!noack) {
+        if (x) {
+            txop *op = tn_xcalloc(1, sizeof *op);
+            op->kind = nack ? TX_NACK : TX_ACK;
+            op->sub_num = num;
+            op->msg_id = mid;
+            tx_add(x, op);
+        } else if (apply_ack(c, num, mid, nack) != 0) {
+            return fail(c, f, "ACK of an unknown message", v);
+        }
+    }
+    receipt(c, f, false);
+    return 0;
+}
+
+static int
+on_tx(sconn *c, const tn_stomp_frame *f)
+{
+    const char *t = tn_stomp_header(f, "transaction");
+    if (!t)
+        return fail(c, f, "missing transaction header", NULL);
+    stx *x = NULL;
+    HASH_FIND_STR(c->txs, t, x);
+    if (f->command == TN_STOMP_BEGIN) {
+        if (x)
+            return fail(c, f, "transaction already begun", t);
+        x = tn_xcalloc(1, sizeof *x);
+        x->id = tn_xstrdup(t);
+        HASH_ADD_KEYPTR(hh, c->txs, x->id, strlen(x->id), x);
+    } else if (!x) {
+        return fail(c, f, "unknown transaction", t);
+    } else if (f->command == TN_STOMP_COMMIT) {
+        for (txop *op = x->ops; op; op = op->next) {
+            if (op->kind == TX_SEND)
+                deliver_send(c, op->m, op->q);
+            else
+                apply_ack(c, op->sub_num, op->msg_id, op->kind == TX_NACK); /* gone: ignore */
+        }
+        tx_free(c, x);
+    } else {
+        tx_free(c, x); /* ABORT */
+    }
+    receipt(c, f, false);
+    return 0;
+}
+
+static int
+on_frame(sconn *c, const tn_stomp_frame *f)
+{
+    if (c->state == ST_CONNECT) {
+        if (f->command != TN_STOMP_CONNECT && f->command != TN_STOMP_STOMP)
+            return fail(c, f, "the first frame must be CONNECT or STOMP", NULL);
+        return on_connect(c, f);
+    }
+    switch (f->command) {
+    case TN_STOMP_SEND:
+        return on_send(c, f);
+    case TN_STOMP_SUBSCRIBE:
+        return on_subscribe(c, f);
+    case TN_STOMP_UNSUBSCRIBE:
+        return on_unsubscribe(c, f);
+    case TN_STOMP_ACK:
+        return on_ack(c, f, false);
+    case TN_STOMP_NACK:
+        return on_ack(c, f, true);
+    case TN_STOMP_BEGIN:
+    case TN_STOMP_COMMIT:
+    case TN_STOMP_ABORT:
+        return on_tx(c, f);
+    case TN_STOMP_DISCONNECT:
+        c->state = ST_DRAINING; /* nothing more is read or delivered */
+        receipt(c, f, true);    /* closes, once the RECEIPT (if any) is out */
+        return TN_ECLOSED;
+    case TN_STOMP_CONNECT:
+    case TN_STOMP_STOMP:
+        return fail(c, f, "already connected", NULL);
+    default:
+        return fail(c, f, "not a client frame", tn_stomp_command_name(f->command));
+    }
+}
+
+/* ---- adapter ---- */
+
+static void
+schedule(sconn *c)
+{
+    if (c->state == ST_CLOSING || c->state == ST_DRAINING)
+        return;
+    uint64_t at = 0;
+    if (c->state == ST_CONNECT) {
+        at = c->last_rx + c->st->conf.connect_timeout_ms;
+    } else {
+        if (c->hb_send_ms)
+            at = c->last_tx + c->hb_send_ms;
+        if (c->hb_recv_ms) {
+            uint64_t r = c->last_rx + 2ull * c->hb_recv_ms; /* grace: twice the interval */
+            if (!at || r < at)
+                at = r;
+        }
+    }
+    c->io->set_deadline(c->ioc, at);
+}
+
+static void *
+a_open(void *proto, const tn_io *io, void *ctx)
+{
+    tn_stomp *st = proto;
+    sconn *c = tn_xcalloc(1, sizeof *c);
+    c->st = st;
+    c->io = io;
+    c->ioc = ctx;
+    c->serial = ++st->next_serial;
+    c->version = TN_STOMP_V10;
+    tn_stomp_decoder_init(&c->dec, TN_STOMP_ROLE_SERVER, &st->conf.limits);
+    tn_flow_init(&c->flow, flow_resume);
+    c->last_rx = c->last_tx = io->now(ctx);
+    schedule(c);
+    return c;
+}
+
+static ssize_t
+a_input(void *a, const uint8_t *p, size_t len)
+{
+    sconn *c = a;
+    run_later(c);
+    if (c->state == ST_CLOSING || c->state == ST_DRAINING)
+        return (ssize_t)len;
+    c->last_rx = c->io->now(c->ioc);
+    size_t off = 0;
+    while (off < len && c->state != ST_CLOSING) {
+        if (c->flow.blocked) { /* a queue we send to is full: read no more until it drains */
+            c->io->pause(c->ioc, true);
+            break;
+        }
+        size_t used = 0;
+        tn_stomp_frame f;
+        int rc = tn_stomp_decode(&c->dec, p + off, len - off, &used, &f);
+        if (rc == TN_EAGAIN) {
+            off = len;
+            break;
+        }
+        if (rc != 0) {
+            fail(c, NULL, c->dec.error ? c->dec.error : "malformed frame", NULL);
+            return (ssize_t)len;
+        }
+        off += used;
+        rc = on_frame(c, &f);
+        run_later(c);
+        if (rc == TN_ECLOSED)
+            return (ssize_t)len;
+        if (rc != 0)
+            return (ssize_t)len;
+    }
+    schedule(c);
+    return (ssize_t)off;
+}
+
+static void
+a_drained(void *a)
+{
+    sconn *c = a;
+    for (ssub *s = c->subs; s; s = s->hh.next) {
+        tn_consumer *k = sub_consumer(s);
+        if (k)
+            tn_queue_consumer_ready(k);
+    }
+}
+
+static void
+a_timeout(void *a, uint64_t now)
+{
+    sconn *c = a;
+    if (c->state == ST_CONNECT) {
+        tn_log_info("STOMP-TIMEOUT", "%s: no CONNECT in time, closing", c->io->peer(c->ioc));
+        c->state = ST_CLOSING;
+        c->io->close(c->ioc);
+        return;
+    }
+    if (c->hb_recv_ms && now >= c->last_rx + 2ull * c->hb_recv_ms) {
+        tn_log_info("STOMP-HEARTBEAT", "%s: nothing received for %" PRIu64 " ms, closing",
+                    c->io->peer(c->ioc), now - c->last_rx);
+        c->state = ST_CLOSING;
+        c->io->close(c->ioc);
+        return;
+    }
+    if (c->hb_send_ms && now >= c->last_tx + c->hb_send_ms)
+        tn_stomp_encode_heartbeat(out(c));
+    schedule(c);
+}
+
+static void
+a_closed(void *a, int reason)
+{
+    (void)reason;
+    sconn *c = a;
+    run_later(c);
+    c->state = ST_CLOSING;
+    for (ticket *t = c->tickets; t; t = t->next)
+        t->c = NULL; /* freed when the store gets to them */
+    ssub *s, *tmp;
+    HASH_ITER(hh, c->subs, s, tmp)
+    {
+        sub_free(c, s, false);
+    }
+    stx *x, *xtmp;
+    HASH_ITER(hh, c->txs, x, xtmp)
+    {
+        tx_free(c, x);
+    }
+    for (size_t i = 0; i < c->n_temps; i++)
+        if (tn_queue_consumers(tn_session_queue(c->temps[i])) == 0)
+            tn_broker_queue_free(c->temps[i]);
+    tn_flow_fini(&c->flow);
+    tn_stomp_decoder_fini(&c->dec);
+    free(c->temps);
+    free(c->later);
+    free(c->client_id);
+    free(c);
+}
+
+const tn_adapter_ops tn_stomp_adapter = {
+    .name = "stomp",
+    .open = a_open,
+    .input = a_input,
+    .drained = a_drained,
+    .timeout = a_timeout,
+    .closed = a_closed,
+};
+
+tn_stomp *
+tn_stomp_new(tn_broker *b, const tn_stomp_conf *conf)
+{
+    tn_stomp *st = tn_xcalloc(1, sizeof *st);
+    st->b = b;
+    st->conf = *conf;
+    if (!st->conf.prefetch)
+        st->conf.prefetch = 1000;
+    if (!st->conf.connect_timeout_ms)
+        st->conf.connect_timeout_ms = 10000;
+    if (!st->conf.min_heartbeat_ms)
+        st->conf.min_heartbeat_ms = 100;
+    tn_buf_init(&st->props, 65536);
+    tn_buf_init(&st->name, 1 << 20);
+    tn_buf_init(&st->reply, 1 << 20);
+    return st;
+}
+
+void
+tn_stomp_free(tn_stomp *st)
+{
+    if (!st)
+        return;
+    tn_buf_fini(&st->props);
+    tn_buf_fini(&st->name);
+    tn_buf_fini(&st->reply);
+    free(st);
+}

@@ -1,0 +1,281 @@
+/* Unit tests of the STOMP adapter through a fake tn_io (no sockets): frames in, frames out. */
+#include "protocols/stomp/stomp.h"
+
+#include "core/base/base.h"
+
+#include "tests/unit/tn_test.h"
+
+#include <CUnit/Basic.h>
+#include <string.h>
+
+typedef struct fio {
+    tn_buf out;
+    bool closed;
+    int woken;
+    uint64_t deadline;
+    void *a;
+    tn_stomp_decoder dec; /* client role: reads what the adapter wrote */
+    size_t read;          /* bytes of out decoded so far */
+} fio;
+
+static uint64_t now_ms = 1000;
+
+static tn_buf *
+f_out(void *ctx)
+{
+    return &((fio *)ctx)->out;
+}
+static bool
+f_full(void *ctx)
+{
+    (void)ctx;
+    return false;
+}
+static void
+f_close(void *ctx)
+{
+    ((fio *)ctx)->closed = true;
+}
+static void
+f_pause(void *ctx, bool p)
+{
+    (void)ctx;
+    (void)p;
+}
+static void
+f_wake(void *ctx)
+{
+    ((fio *)ctx)->woken++;
+}
+static void
+f_deadline(void *ctx, uint64_t at)
+{
+    ((fio *)ctx)->deadline = at;
+}
+static uint64_t
+f_now(void *ctx)
+{
+    (void)ctx;
+    return now_ms;
+}
+static const char *
+f_peer(void *ctx)
+{
+    (void)ctx;
+    return "test";
+}
+static const tn_io io = {f_out, f_full, f_close, f_pause, f_wake, f_deadline, f_now, f_peer};
+
+static tn_broker *b;
+static tn_stomp *st;
+
+static void
+setup(void)
+{
+    tn_broker_limits bl = {.max_inflight = 10, .max_queued = 100, .max_offline = 100};
+    b = tn_broker_new(&bl);
+    tn_stomp_conf sc = {.limits = {8192, 64, 65536, 65536}, .prefetch = 10, .max_deliveries = 3};
+    st = tn_stomp_new(b, &sc);
+}
+
+static void
+teardown(void)
+{
+    tn_stomp_free(st);
+    tn_broker_free(b);
+}
+
+static void
+conn_open(fio *f)
+{
+    memset(f, 0, sizeof *f);
+    tn_buf_init(&f->out, 1 << 20);
+    tn_stomp_decoder_init(&f->dec, TN_STOMP_ROLE_CLIENT, NULL);
+    f->a = tn_stomp_adapter.open(st, &io, f);
+}
+
+/* Feeds a frame (its text; "\0" terminates frames) and runs deferred work like net would. */
+static void
+feed(fio *f, const char *s, size_t n)
+{
+    CU_ASSERT_EQUAL((size_t)tn_stomp_adapter.input(f->a, (const uint8_t *)s, n), n);
+    while (f->woken) {
+        f->woken = 0;
+        tn_stomp_adapter.input(f->a, NULL, 0);
+    }
+}
+#define FEED(f, lit) feed(f, lit, sizeof lit - 1)
+
+/* The next frame the adapter wrote, or false. */
+static bool
+next(fio *f, tn_stomp_frame *fr)
+{
+    size_t used;
+    int rc = tn_stomp_decode(&f->dec, f->out.data + f->read, f->out.len - f->read, &used, fr);
+    if (rc != 0) {
+        f->read = f->out.len;
+        return false;
+    }
+    f->read += used;
+    return true;
+}
+
+static void
+conn_close(fio *f)
+{
+    tn_stomp_adapter.closed(f->a, TN_CLOSE_PEER);
+    tn_stomp_decoder_fini(&f->dec);
+    tn_buf_fini(&f->out);
+}
+
+static void
+connect12(fio *f)
+{
+    conn_open(f);
+    FEED(f, "CONNECT\naccept-version:1.0,1.1,1.2\nhost:x\n\n\0");
+    tn_stomp_frame fr;
+    CU_ASSERT_FATAL(next(f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_CONNECTED);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "version"), "1.2");
+    tn_stomp_decoder_set_version(&f->dec, TN_STOMP_V12);
+}
+
+static void
+test_connect_versions(void)
+{
+    setup();
+    fio f;
+    conn_open(&f);
+    FEED(&f, "CONNECT\n\n\0"); /* 1.0: no accept-version */
+    tn_stomp_frame fr;
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_CONNECTED);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "version"), "1.0");
+    CU_ASSERT_PTR_NOT_NULL(tn_stomp_header(&fr, "session"));
+    conn_close(&f);
+    conn_open(&f);
+    FEED(&f, "STOMP\naccept-version:1.1\nheart-beat:0,500\n\n\0");
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "version"), "1.1");
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "heart-beat"), "500,0");
+    CU_ASSERT_EQUAL(f.deadline, now_ms + 500); /* the first heart-beat is due then */
+    conn_close(&f);
+    conn_open(&f);
+    FEED(&f, "CONNECT\naccept-version:2.0\n\n\0");
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
+    CU_ASSERT_TRUE(f.closed);
+    conn_close(&f);
+    teardown();
+}
+
+static void
+test_queue_send_receive_ack(void)
+{
+    setup();
+    fio p, c;
+    connect12(&p);
+    connect12(&c);
+    FEED(&p, "SEND\ndestination:/queue/jobs\nreceipt:r1\ncorrelation-id:c9\nx-user:u\n\nwork1\0");
+    tn_stomp_frame fr;
+    CU_ASSERT_FATAL(next(&p, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_RECEIPT);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "receipt-id"), "r1");
+    FEED(&c, "SUBSCRIBE\nid:s\ndestination:/queue/jobs\nack:client-individual\n\n\0");
+    CU_ASSERT_FATAL(next(&c, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_MESSAGE);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "destination"), "/queue/jobs");
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "subscription"), "s");
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "correlation-id"), "c9");
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "x-user"), "u");
+    CU_ASSERT_EQUAL(fr.body_len, 5);
+    char ack[64];
+    int n = snprintf(ack, sizeof ack, "NACK\nid:%s\n\n", tn_stomp_header(&fr, "ack"));
+    feed(&c, ack, (size_t)n + 1); /* NACK: redelivered */
+    CU_ASSERT_FATAL(next(&c, &fr));
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "redelivered"), "true");
+    n = snprintf(ack, sizeof ack, "ACK\nid:%s\nreceipt:a\n\n", tn_stomp_header(&fr, "ack"));
+    feed(&c, ack, (size_t)n + 1);
+    CU_ASSERT_FATAL(next(&c, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_RECEIPT);
+    CU_ASSERT_EQUAL(tn_queue_depth(tn_session_queue(tn_broker_queue(b, "jobs", 4, true))), 0);
+    CU_ASSERT_EQUAL(tn_queue_inflight(tn_session_queue(tn_broker_queue(b, "jobs", 4, true))), 0);
+    /* An ACK of something never sent: ERROR and close. */
+    FEED(&c, "ACK\nid:1.999\n\n\0");
+    CU_ASSERT_FATAL(next(&c, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
+    CU_ASSERT_TRUE(c.closed);
+    conn_close(&c);
+    conn_close(&p);
+    teardown();
+}
+
+static void
+test_dead_letter_after_max_deliveries(void)
+{
+    setup();
+    fio p, c, d;
+    connect12(&p);
+    connect12(&c);
+    connect12(&d);
+    FEED(&d, "SUBSCRIBE\nid:dl\ndestination:/queue/DLQ.q\n\n\0");
+    FEED(&p, "SEND\ndestination:/queue/q\n\npoison\0");
+    FEED(&c, "SUBSCRIBE\nid:s\ndestination:/queue/q\nack:client\n\n\0");
+    tn_stomp_frame fr;
+    for (int i = 0; i < 3; i++) { /* max_deliveries 3 */
+        CU_ASSERT_FATAL(next(&c, &fr));
+        CU_ASSERT_EQUAL(fr.command, TN_STOMP_MESSAGE);
+        char nack[64];
+        int n = snprintf(nack, sizeof nack, "NACK\nid:%s\n\n", tn_stomp_header(&fr, "ack"));
+        feed(&c, nack, (size_t)n + 1);
+    }
+    CU_ASSERT_FALSE(next(&c, &fr)); /* not a fourth time */
+    CU_ASSERT_FATAL(next(&d, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_MESSAGE);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "destination"), "/queue/DLQ.q");
+    CU_ASSERT_EQUAL(fr.body_len, 6);
+    conn_close(&c);
+    conn_close(&d);
+    conn_close(&p);
+    teardown();
+}
+
+static void
+test_topic_transaction_and_errors(void)
+{
+    setup();
+    fio p, c;
+    connect12(&p);
+    connect12(&c);
+    FEED(&c, "SUBSCRIBE\nid:t\ndestination:/topic/a.*\n\n\0");
+    FEED(&p, "BEGIN\ntransaction:x\n\n\0SEND\ndestination:/topic/a.b\ntransaction:x\n\none\0");
+    tn_stomp_frame fr;
+    CU_ASSERT_FALSE(next(&c, &fr)); /* not before COMMIT */
+    FEED(&p, "COMMIT\ntransaction:x\n\n\0");
+    CU_ASSERT_FATAL(next(&c, &fr));
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "destination"), "/topic/a.b");
+    FEED(&p, "BEGIN\ntransaction:y\n\n\0SEND\ndestination:/topic/a.b\ntransaction:y\n\ntwo\0"
+             "ABORT\ntransaction:y\n\n\0");
+    CU_ASSERT_FALSE(next(&c, &fr));
+    FEED(&p, "SEND\n\nno destination\0");
+    CU_ASSERT_FATAL(next(&p, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
+    CU_ASSERT_PTR_NOT_NULL(tn_stomp_header(&fr, "message"));
+    CU_ASSERT_TRUE(p.closed);
+    conn_close(&p);
+    conn_close(&c);
+    teardown();
+}
+
+int
+main(void)
+{
+    tn_log_set_level(TN_LOG_ERROR);
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("stomp", NULL, NULL);
+    CU_add_test(s, "connect_versions", test_connect_versions);
+    CU_add_test(s, "queue_send_receive_ack", test_queue_send_receive_ack);
+    CU_add_test(s, "dead_letter", test_dead_letter_after_max_deliveries);
+    CU_add_test(s, "topic_transaction_errors", test_topic_transaction_and_errors);
+    return tn_test_run();
+}
