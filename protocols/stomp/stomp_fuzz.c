@@ -7,71 +7,23 @@
  */
 #include "protocols/stomp/stomp.h"
 
+#include "tests/unit/fake_io.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-typedef struct fio {
-    tn_buf out;
-    bool closed;
-    int woken;
-    void *a;
-} fio;
-
-static tn_buf *
-f_out(void *ctx)
-{
-    return &((fio *)ctx)->out;
-}
-static bool
-f_full(void *ctx)
-{
-    return ((fio *)ctx)->out.len > 4096;
-}
-static void
-f_close(void *ctx)
-{
-    ((fio *)ctx)->closed = true;
-}
-static void
-f_pause(void *ctx, bool p)
-{
-    (void)ctx;
-    (void)p;
-}
-static void
-f_wake(void *ctx)
-{
-    ((fio *)ctx)->woken++;
-}
-static void
-f_deadline(void *ctx, uint64_t at)
-{
-    (void)ctx;
-    (void)at;
-}
-static uint64_t
-f_now(void *ctx)
-{
-    (void)ctx;
-    return 1;
-}
-static const char *
-f_peer(void *ctx)
-{
-    (void)ctx;
-    return "fuzz";
-}
-static const tn_io io = {f_out, f_full, f_close, f_pause, f_wake, f_deadline, f_now, f_peer};
+typedef tn_fake_conn fio;
 
 static void
 open_conn(tn_stomp *st, fio *f)
 {
     memset(f, 0, sizeof *f);
     tn_buf_init(&f->out, 1 << 16);
-    f->a = tn_stomp_adapter.open(st, &io, f);
+    f->full_at = 4096;
+    f->a = tn_stomp_adapter.open(st, &tn_fake_io, f);
 }
 
 static void

@@ -3,68 +3,17 @@
 
 #include "core/base/base.h"
 
+#include "tests/unit/fake_io.h"
 #include "tests/unit/tn_test.h"
 
 #include <CUnit/Basic.h>
 #include <string.h>
 
 typedef struct fio {
-    tn_buf out;
-    bool closed;
-    int woken;
-    uint64_t deadline;
-    void *a;
+    tn_fake_conn io;      /* first: the fake tn_io's ctx */
     tn_stomp_decoder dec; /* client role: reads what the adapter wrote */
-    size_t read;          /* bytes of out decoded so far */
+    size_t read;          /* bytes of io.out decoded so far */
 } fio;
-
-static uint64_t now_ms = 1000;
-
-static tn_buf *
-f_out(void *ctx)
-{
-    return &((fio *)ctx)->out;
-}
-static bool
-f_full(void *ctx)
-{
-    (void)ctx;
-    return false;
-}
-static void
-f_close(void *ctx)
-{
-    ((fio *)ctx)->closed = true;
-}
-static void
-f_pause(void *ctx, bool p)
-{
-    (void)ctx;
-    (void)p;
-}
-static void
-f_wake(void *ctx)
-{
-    ((fio *)ctx)->woken++;
-}
-static void
-f_deadline(void *ctx, uint64_t at)
-{
-    ((fio *)ctx)->deadline = at;
-}
-static uint64_t
-f_now(void *ctx)
-{
-    (void)ctx;
-    return now_ms;
-}
-static const char *
-f_peer(void *ctx)
-{
-    (void)ctx;
-    return "test";
-}
-static const tn_io io = {f_out, f_full, f_close, f_pause, f_wake, f_deadline, f_now, f_peer};
 
 static tn_broker *b;
 static tn_stomp *st;
@@ -89,19 +38,19 @@ static void
 conn_open(fio *f)
 {
     memset(f, 0, sizeof *f);
-    tn_buf_init(&f->out, 1 << 20);
+    tn_buf_init(&f->io.out, 1 << 20);
     tn_stomp_decoder_init(&f->dec, TN_STOMP_ROLE_CLIENT, NULL);
-    f->a = tn_stomp_adapter.open(st, &io, f);
+    f->io.a = tn_stomp_adapter.open(st, &tn_fake_io, &f->io);
 }
 
 /* Feeds a frame (its text; "\0" terminates frames) and runs deferred work like net would. */
 static void
 feed(fio *f, const char *s, size_t n)
 {
-    CU_ASSERT_EQUAL((size_t)tn_stomp_adapter.input(f->a, (const uint8_t *)s, n), n);
-    while (f->woken) {
-        f->woken = 0;
-        tn_stomp_adapter.input(f->a, NULL, 0);
+    CU_ASSERT_EQUAL((size_t)tn_stomp_adapter.input(f->io.a, (const uint8_t *)s, n), n);
+    while (f->io.woken) {
+        f->io.woken = 0;
+        tn_stomp_adapter.input(f->io.a, NULL, 0);
     }
 }
 #define FEED(f, lit) feed(f, lit, sizeof lit - 1)
@@ -111,9 +60,9 @@ static bool
 next(fio *f, tn_stomp_frame *fr)
 {
     size_t used;
-    int rc = tn_stomp_decode(&f->dec, f->out.data + f->read, f->out.len - f->read, &used, fr);
+    int rc = tn_stomp_decode(&f->dec, f->io.out.data + f->read, f->io.out.len - f->read, &used, fr);
     if (rc != 0) {
-        f->read = f->out.len;
+        f->read = f->io.out.len;
         return false;
     }
     f->read += used;
@@ -123,9 +72,9 @@ next(fio *f, tn_stomp_frame *fr)
 static void
 conn_close(fio *f)
 {
-    tn_stomp_adapter.closed(f->a, TN_CLOSE_PEER);
+    tn_stomp_adapter.closed(f->io.a, TN_CLOSE_PEER);
     tn_stomp_decoder_fini(&f->dec);
-    tn_buf_fini(&f->out);
+    tn_buf_fini(&f->io.out);
 }
 
 static void
@@ -158,13 +107,13 @@ test_connect_versions(void)
     CU_ASSERT_FATAL(next(&f, &fr));
     CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "version"), "1.1");
     CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "heart-beat"), "500,0");
-    CU_ASSERT_EQUAL(f.deadline, now_ms + 500); /* the first heart-beat is due then */
+    CU_ASSERT_EQUAL(f.io.deadline, tn_fake_now + 500); /* the first heart-beat is due then */
     conn_close(&f);
     conn_open(&f);
     FEED(&f, "CONNECT\naccept-version:2.0\n\n\0");
     CU_ASSERT_FATAL(next(&f, &fr));
     CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
-    CU_ASSERT_TRUE(f.closed);
+    CU_ASSERT_TRUE(f.io.closed);
     conn_close(&f);
     teardown();
 }
@@ -204,7 +153,7 @@ test_queue_send_receive_ack(void)
     FEED(&c, "ACK\nid:1.999\n\n\0");
     CU_ASSERT_FATAL(next(&c, &fr));
     CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
-    CU_ASSERT_TRUE(c.closed);
+    CU_ASSERT_TRUE(c.io.closed);
     conn_close(&c);
     conn_close(&p);
     teardown();
@@ -261,7 +210,7 @@ test_topic_transaction_and_errors(void)
     CU_ASSERT_FATAL(next(&p, &fr));
     CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
     CU_ASSERT_PTR_NOT_NULL(tn_stomp_header(&fr, "message"));
-    CU_ASSERT_TRUE(p.closed);
+    CU_ASSERT_TRUE(p.io.closed);
     conn_close(&p);
     conn_close(&c);
     teardown();

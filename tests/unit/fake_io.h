@@ -1,0 +1,72 @@
+/*
+ * A fake tn_io for protocol adapter tests and fuzz targets: output goes to a buffer, closing,
+ * pausing, waking and deadlines are only recorded, the clock is tn_fake_now. No sockets.
+ */
+#ifndef TN_FAKE_IO_H
+#define TN_FAKE_IO_H
+
+#include "protocols/net/net.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct tn_fake_conn {
+    tn_buf out;
+    size_t full_at; /* out_full() once out holds more than this (0: never) */
+    bool closed;
+    bool paused;
+    int woken; /* wake() calls not yet handled by the test */
+    uint64_t deadline;
+    void *a; /* the adapter's state for this connection */
+} tn_fake_conn;
+
+static uint64_t tn_fake_now = 1000;
+
+static inline tn_buf *
+tn_fake_out(void *ctx)
+{
+    return &((tn_fake_conn *)ctx)->out;
+}
+static inline bool
+tn_fake_full(void *ctx)
+{
+    tn_fake_conn *f = ctx;
+    return f->full_at && f->out.len > f->full_at;
+}
+static inline void
+tn_fake_close(void *ctx)
+{
+    ((tn_fake_conn *)ctx)->closed = true;
+}
+static inline void
+tn_fake_pause(void *ctx, bool p)
+{
+    ((tn_fake_conn *)ctx)->paused = p;
+}
+static inline void
+tn_fake_wake(void *ctx)
+{
+    ((tn_fake_conn *)ctx)->woken++;
+}
+static inline void
+tn_fake_deadline(void *ctx, uint64_t at)
+{
+    ((tn_fake_conn *)ctx)->deadline = at;
+}
+static inline uint64_t
+tn_fake_clock(void *ctx)
+{
+    (void)ctx;
+    return tn_fake_now;
+}
+static inline const char *
+tn_fake_peer(void *ctx)
+{
+    (void)ctx;
+    return "fake:1";
+}
+
+static const tn_io tn_fake_io = {tn_fake_out,  tn_fake_full,     tn_fake_close, tn_fake_pause,
+                                 tn_fake_wake, tn_fake_deadline, tn_fake_clock, tn_fake_peer};
+
+#endif
