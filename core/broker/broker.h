@@ -70,6 +70,21 @@ tn_broker *tn_broker_new(const tn_broker_limits *limits);
 void tn_broker_attach_store(tn_broker *b, struct tn_store *store);
 int tn_broker_recover(tn_broker *b, char *err, size_t errlen);
 uint64_t tn_broker_lsn(const tn_broker *b);
+/*
+ * Replies that confirm what the broker journaled (MQTT PUBACK, STOMP RECEIPT, ...): each
+ * connection has a tn_replies, a FIFO of answers; tn_broker_reply() hands an answer to
+ * r->send at once when everything journaled so far is durable (or there is no store), else
+ * once it is, in order. status is 0, or the store's error (the answer must not be sent then).
+ * flags are the caller's, passed back. A closing connection calls tn_replies_cancel().
+ */
+typedef struct tn_replies tn_replies;
+struct tn_replies {
+    struct tn_reply *head, *tail;
+    void (*send)(tn_replies *r, const uint8_t *p, size_t n, uint32_t flags, int status);
+};
+void tn_broker_reply(tn_broker *b, tn_replies *r, const uint8_t *p, size_t n, uint32_t flags);
+void tn_replies_cancel(tn_replies *r);
+
 /* Housekeeping at a safe point (not inside a broker call): once compact_bytes have been written
  * since the last checkpoint (and twice the last checkpoint's size), writes a checkpoint of the
  * live state and has the store delete the segments it makes dead. */

@@ -56,6 +56,7 @@ struct tn_broker {
     tn_buf rec;              /* record encoding scratch */
     tn_buf page;             /* records read back (paging) */
     bool refill_wanted;      /* a paged read found its record not written yet: retry */
+    uint64_t durable_known;  /* the store's durable LSN as last read (replies) */
     bool replaying;
     uint64_t since_ckpt; /* journal bytes appended since the last checkpoint */
     uint64_t ckpt_size;  /* bytes the last checkpoint took */

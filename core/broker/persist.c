@@ -321,6 +321,65 @@ tn_broker_store(const tn_broker *b)
     return b->store;
 }
 
+/* ---- replies ---- */
+
+typedef struct tn_reply {
+    tn_replies *r; /* NULL once cancelled */
+    struct tn_reply *next;
+    uint32_t flags;
+    uint32_t len;
+    uint8_t data[];
+} tn_reply;
+
+static void
+reply_done(void *arg, int status)
+{
+    tn_reply *t = arg;
+    tn_replies *r = t->r;
+    if (r) {
+        tn_assert(r->head == t); /* the store completes in LSN order */
+        r->head = t->next;
+        if (!r->head)
+            r->tail = NULL;
+        r->send(r, t->data, t->len, t->flags, status);
+    }
+    free(t);
+}
+
+void
+tn_broker_reply(tn_broker *b, tn_replies *r, const uint8_t *p, size_t n, uint32_t flags)
+{
+    uint64_t lsn = b->lsn;
+    /* Most replies confirm nothing new (clean sessions, QoS 0): known durable without asking
+     * the store, whose answer takes its lock. */
+    if (b->store && !r->head && lsn > b->durable_known)
+        b->durable_known = tn_store_durable_lsn(b->store);
+    if (!b->store || (!r->head && lsn <= b->durable_known)) {
+        r->send(r, p, n, flags, 0);
+        return;
+    }
+    tn_reply *t = tn_xmalloc(sizeof *t + n);
+    t->r = r;
+    t->next = NULL;
+    t->flags = flags;
+    t->len = (uint32_t)n;
+    memcpy(t->data, p, n);
+    if (r->tail)
+        r->tail->next = t;
+    else
+        r->head = t;
+    r->tail = t;
+    tn_store_when_durable(b->store, lsn, reply_done, t);
+}
+
+void
+tn_replies_cancel(tn_replies *r)
+{
+    for (tn_reply *t = r->head; t; t = t->next)
+        t->r = NULL; /* freed by reply_done when the store gets to them */
+    r->head = r->tail = NULL;
+}
+
 /* ---- paging ---- */
 
 int

@@ -83,16 +83,6 @@ tn_mqtt__out_result(mconn *c, int rc)
     return rc;
 }
 
-/* The subscribers this connection waited for have caught up: handle its deferred packets, on
- * the next loop turn (never from inside the queue that woke us). */
-struct ticket {
-    mconn *c; /* NULL once the connection is gone */
-    ticket *next;
-    bool release_hold;
-    uint32_t len;
-    uint8_t data[];
-};
-
 static void
 release(mconn *c)
 {
@@ -101,62 +91,38 @@ release(mconn *c)
         tn_queue_consumer_ready(tn_session_consumer(c->s));
 }
 
+/* A reply the journal allowed out (tn_broker_reply): flags 1 = release the hold after it. */
 static void
-ticket_done(void *arg, int status)
+reply_send(tn_replies *r, const uint8_t *p, size_t n, uint32_t flags, int status)
 {
-    ticket *t = arg;
-    mconn *c = t->c;
-    if (c) {
-        tn_assert(c->tickets == t); /* the store completes in LSN order */
-        c->tickets = t->next;
-        if (!c->tickets)
-            c->tickets_tail = NULL;
-        if (status != 0) {
-            tn_log_warn("MQTT-STORE-FAIL",
-                        "%s: the journal cannot be written; closing without confirming",
-                        c->io->peer(c->ioc));
-            c->state = ST_CLOSING;
-            c->io->set_deadline(c->ioc, 0);
-            c->io->close(c->ioc);
-        } else if (c->state != ST_CLOSING) {
-            if (tn_buf_append(c->io->out(c->ioc), t->data, t->len) != 0)
-                tn_mqtt__out_result(c, TN_ETOOBIG), c->io->close(c->ioc);
-            if (t->release_hold)
-                release(c);
-        }
+    mconn *c = TN_CONTAINER_OF(r, mconn, replies);
+    if (status != 0) {
+        tn_log_warn("MQTT-STORE-FAIL",
+                    "%s: the journal cannot be written; closing without confirming",
+                    c->io->peer(c->ioc));
+        c->state = ST_CLOSING;
+        c->io->set_deadline(c->ioc, 0);
+        c->io->close(c->ioc);
+        return;
     }
-    free(t);
+    if (c->state == ST_CLOSING)
+        return;
+    if (tn_buf_append(c->io->out(c->ioc), p, n) != 0) {
+        tn_mqtt__out_result(c, TN_ETOOBIG);
+        c->state = ST_CLOSING;
+        c->io->close(c->ioc);
+        return;
+    }
+    if (flags & 1)
+        release(c);
 }
 
 int
 tn_mqtt__respond(mconn *c, const uint8_t *p, size_t n, bool release_hold)
 {
-    tn_broker *b = c->m->broker;
-    tn_store *st = tn_broker_store(b);
-    uint64_t lsn = tn_broker_lsn(b);
-    /* Most responses confirm nothing new (clean sessions, QoS 0): known durable without asking
-     * the store, whose answer takes its lock. */
-    if (st && !c->tickets && lsn > c->m->durable_known)
-        c->m->durable_known = tn_store_durable_lsn(st);
-    if (!st || (!c->tickets && lsn <= c->m->durable_known)) {
-        int rc = tn_buf_append(c->io->out(c->ioc), p, n);
-        if (release_hold)
-            release(c);
-        return tn_mqtt__out_result(c, rc);
-    }
-    ticket *t = tn_xmalloc(sizeof *t + n);
-    t->c = c;
-    t->next = NULL;
-    t->release_hold = release_hold;
-    t->len = (uint32_t)n;
-    memcpy(t->data, p, n);
-    if (c->tickets_tail)
-        c->tickets_tail->next = t;
-    else
-        c->tickets = t;
-    c->tickets_tail = t;
-    tn_store_when_durable(st, lsn, ticket_done, t);
-    return 0;
+    c->replies.send = reply_send;
+    tn_broker_reply(c->m->broker, &c->replies, p, n, release_hold ? 1 : 0);
+    return c->state == ST_CLOSING ? TN_ETOOBIG : 0;
 }
 
 int
@@ -171,9 +137,7 @@ tn_mqtt__respond_ack(mconn *c, tn_mqtt_type type, uint16_t pid)
 void
 tn_mqtt__tickets_cancel(mconn *c)
 {
-    for (ticket *t = c->tickets; t; t = t->next)
-        t->c = NULL; /* freed by ticket_done when the store gets to them */
-    c->tickets = c->tickets_tail = NULL;
+    tn_replies_cancel(&c->replies);
 }
 
 static void

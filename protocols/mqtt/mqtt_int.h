@@ -32,11 +32,7 @@ struct tn_mqtt {
     tn_buf scratch; /* name conversions of input; loop thread only */
     tn_buf topic;   /* name conversion for deliveries (which may run while scratch is in use) */
     frame_cache frame;
-    uint64_t durable_known; /* the store's durable LSN as last read */
 };
-
-/* A response that must wait until the journal has what it confirms (see tn_mqtt__respond). */
-typedef struct ticket ticket;
 
 typedef struct mconn {
     tn_mqtt *m;
@@ -52,9 +48,9 @@ typedef struct mconn {
     uint32_t keepalive_ms;
     uint8_t version;
     uint8_t state;
-    bool disconnected;              /* DISCONNECT received: no will [MQTT-3.14.4-3] */
-    bool hold;                      /* deliveries wait for a SUBACK still waiting for the journal */
-    ticket *tickets, *tickets_tail; /* waiting responses, oldest first */
+    bool disconnected;  /* DISCONNECT received: no will [MQTT-3.14.4-3] */
+    bool hold;          /* deliveries wait for a SUBACK still waiting for the journal */
+    tn_replies replies; /* responses waiting for the journal, oldest first */
 } mconn;
 
 /* Each returns 0, or a negative TN_E* after logging: the connection is then closed. */

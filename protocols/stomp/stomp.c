@@ -2,7 +2,6 @@
 #include "protocols/stomp/stomp.h"
 
 #include "core/base/base.h"
-#include "core/store/store.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,10 +19,9 @@ struct tn_stomp {
     tn_broker *b;
     tn_stomp_conf conf;
     uint64_t next_serial;
-    uint64_t durable_known; /* an LSN known durable: answers up to it need not wait */
-    tn_buf props;           /* scratch: a message's properties */
-    tn_buf name;            /* scratch: core names */
-    tn_buf reply;           /* scratch: a reply-to rewritten */
+    tn_buf props; /* scratch: a message's properties */
+    tn_buf name;  /* scratch: core names */
+    tn_buf reply; /* scratch: a reply-to rewritten */
 };
 
 typedef struct sconn sconn;
@@ -66,15 +64,6 @@ typedef struct stx {
     UT_hash_handle hh;
 } stx;
 
-/* An answer (RECEIPT) that waits until the journal holds what it confirms. */
-typedef struct ticket {
-    sconn *c; /* NULL once the connection is gone */
-    struct ticket *next;
-    bool close_after;
-    uint32_t len;
-    uint8_t data[];
-} ticket;
-
 struct sconn {
     tn_stomp *st;
     const tn_io *io;
@@ -90,7 +79,7 @@ struct sconn {
     uint32_t next_sub;
     stx *txs;
     tn_flow flow;
-    ticket *tickets, *tickets_tail;
+    tn_replies replies; /* RECEIPTs waiting for the journal */
     later *later;
     size_t n_later, cap_later;
     tn_session **temps; /* temporary queues this connection made */
@@ -132,59 +121,21 @@ fail(sconn *c, const tn_stomp_frame *f, const char *msg, const char *detail)
     return TN_EPROTO;
 }
 
+/* A RECEIPT the journal allowed out (tn_broker_reply); flags 1: close after it. */
 static void
-ticket_done(void *arg, int status)
+reply_send(tn_replies *r, const uint8_t *p, size_t n, uint32_t flags, int status)
 {
-    ticket *t = arg;
-    sconn *c = t->c;
-    if (c) {
-        c->tickets = t->next;
-        if (!c->tickets)
-            c->tickets_tail = NULL;
-        if (status != 0) {
-            fail(c, NULL, "the journal cannot be written", "message not stored");
-        } else if (c->state != ST_CLOSING) {
-            if (tn_buf_append(out(c), t->data, t->len) != 0)
-                fail(c, NULL, "output buffer full", NULL);
-            else if (t->close_after) {
-                c->state = ST_CLOSING;
-                c->io->close(c->ioc);
-            }
-        }
-    }
-    free(t);
-}
-
-/* Sends bytes once everything the broker journaled so far is durable. */
-static void
-respond(sconn *c, const uint8_t *p, size_t n, bool close_after)
-{
-    tn_stomp *st = c->st;
-    tn_store *store = tn_broker_store(st->b);
-    uint64_t lsn = tn_broker_lsn(st->b);
-    if (store && !c->tickets && lsn > st->durable_known)
-        st->durable_known = tn_store_durable_lsn(store);
-    if (!store || (!c->tickets && lsn <= st->durable_known)) {
+    sconn *c = TN_CONTAINER_OF(r, sconn, replies);
+    if (status != 0) {
+        fail(c, NULL, "the journal cannot be written", "not stored");
+    } else if (c->state != ST_CLOSING) {
         if (tn_buf_append(out(c), p, n) != 0) {
             fail(c, NULL, "output buffer full", NULL);
-        } else if (close_after) {
+        } else if (flags & 1) {
             c->state = ST_CLOSING;
             c->io->close(c->ioc);
         }
-        return;
     }
-    ticket *t = tn_xmalloc(sizeof *t + n);
-    t->c = c;
-    t->next = NULL;
-    t->close_after = close_after;
-    t->len = (uint32_t)n;
-    memcpy(t->data, p, n);
-    if (c->tickets_tail)
-        c->tickets_tail->next = t;
-    else
-        c->tickets = t;
-    c->tickets_tail = t;
-    tn_store_when_durable(store, lsn, ticket_done, t);
 }
 
 /* RECEIPT for f if it asked for one (after what it did is durable). */
@@ -208,7 +159,7 @@ receipt(sconn *c, const tn_stomp_frame *f, bool close_after)
     tn_stomp_encode_begin(&e, use, c->version, TN_STOMP_RECEIPT);
     tn_stomp_encode_header(&e, "receipt-id", 10, r, strlen(r));
     if (tn_stomp_encode_end(&e, NULL, 0, false) == 0)
-        respond(c, use->data, use->len, close_after);
+        tn_broker_reply(c->st->b, &c->replies, use->data, use->len, close_after ? 1 : 0);
     tn_buf_fini(&b);
 }
 
@@ -983,6 +934,7 @@ a_open(void *proto, const tn_io *io, void *ctx)
     c->version = TN_STOMP_V10;
     tn_stomp_decoder_init(&c->dec, TN_STOMP_ROLE_SERVER, &st->conf.limits);
     tn_flow_init(&c->flow, flow_resume);
+    c->replies.send = reply_send;
     c->last_rx = c->last_tx = io->now(ctx);
     schedule(c);
     return c;
@@ -1065,8 +1017,7 @@ a_closed(void *a, int reason)
     sconn *c = a;
     run_later(c);
     c->state = ST_CLOSING;
-    for (ticket *t = c->tickets; t; t = t->next)
-        t->c = NULL; /* freed when the store gets to them */
+    tn_replies_cancel(&c->replies);
     ssub *s, *tmp;
     HASH_ITER(hh, c->subs, s, tmp)
     {
