@@ -443,8 +443,8 @@ retain(tn_broker *b, tn_message *m)
     tn_message_unref(old);
 }
 
-tn_session *
-tn_broker_queue(tn_broker *b, const char *name, size_t len, bool durable)
+static tn_session *
+queue_get(tn_broker *b, const char *name, size_t len, bool create, bool durable)
 {
     char stack[256];
     size_t n = TN_QUEUE_PREFIX_LEN + len;
@@ -452,12 +452,23 @@ tn_broker_queue(tn_broker *b, const char *name, size_t len, bool durable)
     memcpy(id, TN_QUEUE_PREFIX, TN_QUEUE_PREFIX_LEN);
     memcpy(id + TN_QUEUE_PREFIX_LEN, name, len);
     tn_session *s = tn_broker__session_find(b, id, n);
-    if (!s) {
+    if (!s && create)
         s = tn_broker__session_create(b, id, n, !durable);
-    }
     if (id != stack)
         free(id);
     return s;
+}
+
+tn_session *
+tn_broker_queue(tn_broker *b, const char *name, size_t len, bool durable)
+{
+    return queue_get(b, name, len, true, durable);
+}
+
+tn_session *
+tn_broker_queue_find(tn_broker *b, const char *name, size_t len)
+{
+    return queue_get(b, name, len, false, false);
 }
 
 const char *

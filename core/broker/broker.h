@@ -162,6 +162,8 @@ int tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer);
  * Internal session ids start with '\x01'; client ids that do are refused by the protocols.
  */
 tn_session *tn_broker_queue(tn_broker *b, const char *name, size_t len, bool durable);
+/* The queue named so, or NULL if there is none (nothing is created). */
+tn_session *tn_broker_queue_find(tn_broker *b, const char *name, size_t len);
 /* The queue's name (not NUL-terminated), or NULL if s is not a named queue. */
 const char *tn_session_queue_name(const tn_session *s, size_t *len);
 /* Sends m (borrowed) to queue q: journaled when m->persistent. The producer waits while the

@@ -111,6 +111,8 @@ fail(sconn *c, const tn_stomp_frame *f, const char *msg, const char *detail)
         const char *r = f ? tn_stomp_header(f, "receipt") : NULL;
         if (r)
             tn_stomp_encode_header(&e, "receipt-id", 10, r, strlen(r));
+        if (c->state == ST_CONNECT) /* [1.2 "Protocol Negotiation"]: what we speak */
+            tn_stomp_encode_header(&e, "version", 7, "1.0,1.1,1.2", 11);
         tn_stomp_encode_header(&e, "content-type", 12, "text/plain", 10);
         const char *body = detail ? detail : msg;
         tn_stomp_encode_end(&e, body, strlen(body), true);
@@ -600,7 +602,12 @@ on_send(sconn *c, const tn_stomp_frame *f)
     if (d.kind == DEST_TOPIC && (strchr(d.name, '*') || strchr(d.name, '>')))
         return fail(c, f, "wildcards are for SUBSCRIBE, not SEND", dv);
     tn_session *q = NULL;
-    if (d.kind == DEST_QUEUE) {
+    if (d.kind == DEST_QUEUE && !d.temp && strncmp(d.name, "tmp.", 4) == 0) {
+        /* Another connection's temporary queue (from a reply-to): only while it exists. */
+        q = tn_broker_queue_find(c->st->b, d.name, d.len);
+        if (!q)
+            return fail(c, f, "the temporary queue no longer exists", dv);
+    } else if (d.kind == DEST_QUEUE) {
         q = tn_broker_queue(c->st->b, d.name, d.len, !d.temp);
         if (d.temp)
             temp_add(c, q);
@@ -748,11 +755,29 @@ on_unsubscribe(sconn *c, const tn_stomp_frame *f)
         return fail(c, f, "UNSUBSCRIBE without an id header", NULL);
     ssub *sub = NULL;
     HASH_FIND_STR(c->subs, id, sub);
-    if (!sub)
+    const char *dname = tn_stomp_header(f, "activemq.subscriptionName");
+    if (!dname)
+        dname = tn_stomp_header(f, "durable-subscription-name");
+    if (sub) {
+        sub_free(c, sub, dname != NULL);
+    } else if (dname && c->client_id) {
+        /* ActiveMQ's way to delete a durable subscription nobody is using: any id. Opening
+         * its session clean discards what is stored; detaching frees the clean one. */
+        char sid[4096 + 128];
+        int n = snprintf(sid, sizeof sid,
+                         "\x01"
+                         "d:%s:%s",
+                         c->client_id, dname);
+        if (n < 0 || (size_t)n >= sizeof sid)
+            return fail(c, f, "subscription name too long", NULL);
+        tn_session *s;
+        bool present;
+        tn_broker_session_open(c->st->b, sid, (size_t)n, true, &sub_session_ops, NULL, &s,
+                               &present);
+        tn_session_detach(s);
+    } else {
         return fail(c, f, "no subscription with this id", id);
-    bool discard = tn_stomp_header(f, "activemq.subscriptionName") ||
-                   tn_stomp_header(f, "durable-subscription-name");
-    sub_free(c, sub, discard);
+    }
     receipt(c, f, false);
     return 0;
 }
