@@ -4,14 +4,21 @@ The broker under test is ternd (env TERND, the path of the binary) or, with BROK
 Debian mosquitto as a reference broker, so the tests themselves can be checked before ternd exists.
 
 Contract with ternd (see tests/integration/CMakeLists.txt):
-  ternd --listen mqtt://127.0.0.1:0 --data DIR [--log-level LEVEL]
+  ternd --listen mqtt://127.0.0.1:0 [--listen stomp://127.0.0.1:0] --data DIR [--log-level L]
   - port 0: ternd picks a free port and, once listening, logs to stderr one line per listener
-    containing `TERN-READY` and then ` mqtt://127.0.0.1:PORT`;
+    containing `TERN-READY` and then ` mqtt://127.0.0.1:PORT` (` stomp://127.0.0.1:PORT`);
   - SIGTERM: ternd shuts down and exits 0. Anything else (a crash, a sanitizer report, a leak)
     fails the test that owned the broker, with the broker's stderr printed.
 
 Waiting is done on events (paho callbacks, queues, conditions, socket reads) with timeouts; no
-test sleeps to let something happen. Run the tests with /usr/bin/python3 (it has paho-mqtt 1.6.1).
+test sleeps to let something happen. Run the tests with /usr/bin/python3 (it has paho-mqtt 1.6.1
+and stomp.py 8).
+
+STOMP (test_stomp.py): Broker(stomp=True) adds a STOMP listener (broker.stomp_port);
+StompTestCase gives each test such a broker, StompClient (stomp.py, frames in queues) and
+RawStomp (exact bytes). With STOMP_EXTERNAL the STOMP tests run against an already running
+broker instead (the reference is ActiveMQ 5.17, whose STOMP Tern mimics); tests that restart or
+kill the broker are skipped then (needs_broker_control).
 
 Environment:
   BROKER=mosquitto   test against /usr/sbin/mosquitto instead of ternd
@@ -19,6 +26,8 @@ Environment:
   TERN_LOG_LEVEL=L   pass --log-level L to ternd (e.g. debug)
   TERN_IT_NO_SKIP=1  with BROKER=mosquitto, also run the tests marked as skipped for it
   TERN_IT_KEEP=1     keep the broker's data directory and always print its log at stop
+  STOMP_EXTERNAL=H:P the STOMP tests use the broker listening there and start none
+  MQTT_EXTERNAL=H:P  with STOMP_EXTERNAL: that broker's MQTT port, for the cross-protocol tests
 """
 
 import itertools
@@ -35,8 +44,10 @@ import tempfile
 import threading
 import time
 import unittest
+import uuid
 
 import paho.mqtt.client as paho
+import stomp
 
 HOST = "127.0.0.1"
 BROKER_KIND = os.environ.get("BROKER", "ternd")
@@ -86,15 +97,19 @@ class BrokerError(AssertionError):
 class Broker:
     """One broker process: start() waits until it listens, stop() checks it exits cleanly."""
 
-    def __init__(self, kind=None, listeners=1, data_dir=None, extra_args=()):
+    def __init__(self, kind=None, listeners=1, data_dir=None, extra_args=(), stomp=False):
         """listeners: how many `--listen mqtt://127.0.0.1:0` (ternd only); data_dir: a given
         --data folder (by default a new temporary one, removed after a clean stop);
-        extra_args: more ternd options."""
+        extra_args: more ternd options; stomp: also `--listen stomp://127.0.0.1:0` (ternd
+        only), its port in stomp_port."""
         self.kind = kind or BROKER_KIND
+        self.host = HOST
         self.listeners = listeners
+        self.stomp = stomp
         self.extra_args = list(extra_args)
-        self.port = None  # the first listener's
-        self.ports = []
+        self.port = None  # the first MQTT listener's
+        self.ports = []  # the MQTT listeners'
+        self.stomp_port = None
         self.proc = None
         self.data_dir = data_dir
         self._own_data_dir = data_dir is None
@@ -122,17 +137,30 @@ class Broker:
         cmd = [ternd]
         for _ in range(self.listeners):
             cmd += ["--listen", "mqtt://%s:0" % HOST]
+        if self.stomp:
+            cmd += ["--listen", "stomp://%s:0" % HOST]
         cmd += ["--data", self.data_dir] + self.extra_args
         if os.environ.get("TERN_LOG_LEVEL"):
             cmd += ["--log-level", os.environ["TERN_LOG_LEVEL"]]
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        self._ready_re = re.compile(r"TERN-READY.* mqtt://127\.0\.0\.1:(\d+)")
+        self._ready_re = re.compile(r"TERN-READY.* (mqtt|stomp)://127\.0\.0\.1:(\d+)")
         self._spawn(cmd, env)
-        self.ports = [int(m.group(1)) for m in self._wait_ready(self.listeners)]
-        self.port = self.ports[0]
+        found = self._wait_ready(self.listeners + (1 if self.stomp else 0))
+        by_proto = {}
+        for m in found:
+            by_proto.setdefault(m.group(1), []).append(int(m.group(2)))
+        self.ports = by_proto.get("mqtt", [])
+        self.port = self.ports[0] if self.ports else None
+        self.stomp_port = by_proto["stomp"][0] if self.stomp and "stomp" in by_proto else None
+        if len(self.ports) != self.listeners or (self.stomp and self.stomp_port is None):
+            self._kill()
+            raise BrokerError("expected %d mqtt and %d stomp ready lines, got %r\n%s"
+                              % (self.listeners, int(self.stomp), by_proto, self.log_text()))
 
     def _start_mosquitto(self):
+        if self.stomp:
+            raise BrokerError("mosquitto has no STOMP (use STOMP_EXTERNAL for a reference)")
         # The port is chosen here and can be taken by someone else before mosquitto binds it;
         # then mosquitto exits at once and we try another one.
         last = None
@@ -332,7 +360,46 @@ class Broker:
     @property
     def uri(self):
         """For Paho C."""
-        return "tcp://%s:%d" % (HOST, self.port)
+        return "tcp://%s:%d" % (self.host, self.port)
+
+
+def _host_port(value, var):
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("%s=%r: expected HOST:PORT" % (var, value))
+    return host, int(port)
+
+
+STOMP_EXTERNAL = os.environ.get("STOMP_EXTERNAL")
+MQTT_EXTERNAL = os.environ.get("MQTT_EXTERNAL")
+
+
+class ExternalBroker:
+    """A broker this harness did not start (STOMP_EXTERNAL, MQTT_EXTERNAL): the same
+    attributes as Broker where they make sense; it cannot be stopped, crashed or restarted."""
+
+    kind = "external"
+
+    def __init__(self):
+        self.host, self.stomp_port = _host_port(STOMP_EXTERNAL, "STOMP_EXTERNAL")
+        self.port = None
+        if MQTT_EXTERNAL:
+            mqtt_host, self.port = _host_port(MQTT_EXTERNAL, "MQTT_EXTERNAL")
+            if mqtt_host != self.host:
+                raise ValueError("STOMP_EXTERNAL and MQTT_EXTERNAL name different hosts")
+        self.ports = [self.port] if self.port else []
+
+    def start(self):
+        return self
+
+    def stop(self, show_log=False, sig=None):
+        pass
+
+    def is_running(self):
+        return True
+
+    def log_text(self):
+        return ""
 
 
 # -- paho client wrapper ------------------------------------------------------------------------
@@ -364,6 +431,7 @@ class Client:
     def __init__(self, broker, client_id=None, clean_session=True, name="c", on_message=None,
                  port=None):
         self.broker = broker
+        self.host = getattr(broker, "host", HOST)
         self.port = port or broker.port
         self.client_id = unique_id(name) if client_id is None else client_id
         self.mqtt = paho.Client(client_id=self.client_id, clean_session=clean_session,
@@ -442,7 +510,7 @@ class Client:
             self.mqtt.will_set(*will)
         self._connack = None
         self.disconnected.clear()
-        self.mqtt.connect(HOST, self.port, keepalive)
+        self.mqtt.connect(self.host, self.port, keepalive)
         if not self._started:
             self.mqtt.loop_start()
             self._started = True
@@ -670,7 +738,8 @@ class RawClient:
     reads back what the broker answers, including when and whether it closes."""
 
     def __init__(self, broker, timeout=TIMEOUT, port=None):
-        self.sock = socket.create_connection((HOST, port or broker.port), timeout=timeout)
+        self.sock = socket.create_connection((getattr(broker, "host", HOST), port or broker.port),
+                                             timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.buf = b""
@@ -810,3 +879,520 @@ class BrokerTestCase(unittest.TestCase):
         self.assertEqual((m.topic, m.payload, m.qos), (topic, b"still up", 1))
         sub.disconnect()
         pub.disconnect()
+
+
+# -- STOMP --------------------------------------------------------------------------------------
+# Spec: https://stomp.github.io/stomp-specification-1.2.html. Names follow ActiveMQ, which Tern
+# mimics: /queue/NAME, /topic/NAME (levels separated by '.', wildcards '*' and '>'),
+# /temp-queue/NAME, /temp-topic/NAME; activemq.* headers on SUBSCRIBE.
+
+
+def unique_name(prefix="d"):
+    """A destination name unique in this run and across runs against one external broker
+    (a long-lived broker keeps queues, and messages a failed run left in them)."""
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:10])
+
+
+def needs_broker_control(reason):
+    """Skip with STOMP_EXTERNAL: the test stops, kills or restarts the broker."""
+    return unittest.skipIf(bool(STOMP_EXTERNAL), "needs its own broker (%s)" % reason)
+
+
+class StompFrame:
+    """A frame from the broker: command, headers (a dict; of a repeated header the first, which
+    is the one that counts in 1.2), header_list (all, in wire order) and body (bytes)."""
+
+    __slots__ = ("command", "headers", "header_list", "body")
+
+    def __init__(self, command, headers, body=b"", header_list=None):
+        self.command = command
+        self.headers = dict(headers)
+        self.header_list = list(header_list if header_list is not None else headers.items())
+        self.body = body if isinstance(body, bytes) else str(body).encode("utf-8")
+
+    def __getitem__(self, name):
+        return self.headers[name]
+
+    def get(self, name, default=None):
+        return self.headers.get(name, default)
+
+    def __repr__(self):
+        return "StompFrame(%s, %r, %r)" % (self.command, self.headers, self.body[:60])
+
+
+def stomp_frame(command, headers=(), body=b"", content_length=None):
+    """A frame's bytes exactly as given: headers, a dict or (name, value) pairs, are written
+    without escaping; content_length True adds the body's length, another value is written
+    as it is (for bad-input tests); the NUL is added."""
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    lines = [command] + ["%s:%s" % (n, v) for n, v in headers]
+    if content_length is True:
+        lines.append("content-length:%d" % len(body))
+    elif content_length is not None:
+        lines.append("content-length:%s" % content_length)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return ("\n".join(lines) + "\n\n").encode("utf-8") + body + b"\x00"
+
+
+class _StompListener(stomp.ConnectionListener):
+    """stomp.py calls these on its receiver thread; everything goes to the StompClient."""
+
+    def __init__(self, owner):
+        self.owner = owner
+
+    def on_connected(self, frame):
+        self.owner._frame("CONNECTED", frame)
+
+    def on_message(self, frame):
+        self.owner._frame("MESSAGE", frame)
+
+    def on_receipt(self, frame):
+        self.owner._frame("RECEIPT", frame)
+
+    def on_error(self, frame):
+        self.owner._frame("ERROR", frame)
+
+    def on_disconnected(self):
+        self.owner._closed()
+
+
+_STOMP_CLASSES = {"1.0": stomp.Connection10, "1.1": stomp.Connection11,
+                  "1.2": stomp.Connection12}
+
+
+class StompClient:
+    """A stomp.py connection (1.0, 1.1 or 1.2) whose MESSAGE, RECEIPT and ERROR frames go to
+    queues, so a test waits on events instead of sleeping. Frame-level methods take a
+    `receipt` flag: with it the frame carries a receipt header and the call returns only once
+    the broker's RECEIPT for it came (which is how a test knows a SUBSCRIBE is in place before
+    it publishes). Make them with StompTestCase.stomp(), which closes them after the test."""
+
+    def __init__(self, broker, version="1.2", name="s", port=None, heartbeats=(0, 0)):
+        self.broker = broker
+        self.version = version
+        self.name = unique_id(name)
+        self.host = getattr(broker, "host", HOST)
+        self.port = port or broker.stomp_port
+        kw = dict(host_and_ports=[(self.host, self.port)], auto_decode=False,
+                  reconnect_attempts_max=1, timeout=TIMEOUT)
+        if version != "1.0":
+            kw["heartbeats"] = heartbeats
+        self.conn = _STOMP_CLASSES[version](**kw)
+        self.conn.set_listener("tern", _StompListener(self))
+        self.messages = queue.Queue()
+        self.errors = queue.Queue()
+        self.connected = None  # the CONNECTED frame
+        self.closed = threading.Event()  # the socket is closed (by either side)
+        self._receipts = {}
+        self._failed_receipts = {}  # receipt-id -> the ERROR frame that carried it
+        self._cond = threading.Condition()
+        self._ids = itertools.count(1)
+        self._started = False
+
+    # -- called on stomp.py's thread ----------------------------------------------------------
+
+    def _frame(self, command, f):
+        frame = StompFrame(command, f.headers, f.body or b"")
+        if command == "MESSAGE":
+            self.messages.put(frame)
+        elif command == "ERROR":
+            self.errors.put(frame)
+        with self._cond:
+            if command == "CONNECTED":
+                self.connected = frame
+            elif command == "RECEIPT":
+                self._receipts[frame.get("receipt-id")] = frame
+            elif command == "ERROR" and frame.get("receipt-id"):
+                self._failed_receipts[frame.get("receipt-id")] = frame
+            self._cond.notify_all()
+
+    def _closed(self):
+        self.closed.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _wait(self, pred, timeout, what):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not pred():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("%s: timed out after %.1f s waiting for %s%s"
+                                         % (self.name, timeout, what, self._error_note()))
+                self._cond.wait(min(left, 1.0))
+
+    def _error_note(self):
+        errs = list(self.errors.queue)
+        return "; ERROR frames: %r" % errs if errs else ""
+
+    def _receipt_header(self, headers, receipt):
+        """headers (copied) plus a new receipt id if asked; returns (headers, id or None)."""
+        headers = dict(headers or {})
+        if not receipt:
+            return headers, None
+        rid = "%s-r%d" % (self.name, next(self._ids))
+        headers["receipt"] = rid
+        return headers, rid
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def connect(self, headers=None, timeout=TIMEOUT):
+        """CONNECT (1.0) or STOMP (1.1, 1.2, as stomp.py does) with accept-version; waits for
+        CONNECTED and returns it, or fails on an ERROR or a close."""
+        self.conn.connect(wait=False, headers=dict(headers or {}))
+        self._started = True
+        self._wait(lambda: self.connected is not None or not self.errors.empty()
+                   or self.closed.is_set(), timeout, "CONNECTED")
+        if self.connected is None:
+            raise AssertionError("%s: no CONNECTED%s" % (self.name, self._error_note()))
+        return self.connected
+
+    def send(self, destination, body=b"", headers=None, receipt=False, timeout=TIMEOUT):
+        """SEND (stomp.py adds content-length for a non-empty body); with receipt, wait for
+        the broker's RECEIPT."""
+        headers, rid = self._receipt_header(headers, receipt)
+        self.conn.send(destination, body, headers=headers)
+        self.wait_receipt(rid, timeout)
+
+    def subscribe(self, destination, ack="auto", id=None, headers=None, receipt=True,
+                  timeout=TIMEOUT):
+        """SUBSCRIBE; returns the subscription id. Waits for a RECEIPT unless receipt=False."""
+        sid = id or "%s-s%d" % (self.name, next(self._ids))
+        headers, rid = self._receipt_header(headers, receipt)
+        self.conn.subscribe(destination, id=sid, ack=ack, headers=headers)
+        self.wait_receipt(rid, timeout)
+        return sid
+
+    def unsubscribe(self, id, headers=None, receipt=True, timeout=TIMEOUT):
+        headers, rid = self._receipt_header(headers, receipt)
+        self.conn.unsubscribe(id=id, headers=headers)
+        self.wait_receipt(rid, timeout)
+
+    def ack(self, msg, transaction=None, receipt=False, timeout=TIMEOUT):
+        """ACK a MESSAGE frame the way its version says: 1.2 id = the MESSAGE's ack header;
+        1.1 message-id and subscription; 1.0 message-id."""
+        self._ack_frame("ACK", msg, transaction, receipt, timeout)
+
+    def nack(self, msg, transaction=None, receipt=False, timeout=TIMEOUT):
+        """NACK (1.1+), with the same headers as ack()."""
+        self._ack_frame("NACK", msg, transaction, receipt, timeout)
+
+    def _ack_frame(self, command, msg, transaction, receipt, timeout):
+        headers, rid = self._receipt_header(None, receipt)
+        if self.version == "1.2":
+            headers["id"] = msg["ack"]
+        else:
+            headers["message-id"] = msg["message-id"]
+            if self.version == "1.1":
+                headers["subscription"] = msg["subscription"]
+        if transaction:
+            headers["transaction"] = transaction
+        self.frame(command, headers)
+        self.wait_receipt(rid, timeout)
+
+    def begin(self, transaction, receipt=True, timeout=TIMEOUT):
+        self._tx_frame("BEGIN", transaction, receipt, timeout)
+
+    def commit(self, transaction, receipt=True, timeout=TIMEOUT):
+        self._tx_frame("COMMIT", transaction, receipt, timeout)
+
+    def abort(self, transaction, receipt=True, timeout=TIMEOUT):
+        self._tx_frame("ABORT", transaction, receipt, timeout)
+
+    def _tx_frame(self, command, transaction, receipt, timeout):
+        headers, rid = self._receipt_header({"transaction": transaction}, receipt)
+        self.frame(command, headers)
+        self.wait_receipt(rid, timeout)
+
+    def frame(self, command, headers=None, body=b""):
+        """Any frame, through stomp.py (which escapes header values in 1.1 and 1.2)."""
+        self.conn.send_frame(command, dict(headers or {}), body)
+
+    def wait_receipt(self, rid, timeout=TIMEOUT):
+        """The RECEIPT frame whose receipt-id is rid (None: nothing to wait for). Fails at
+        once on an ERROR frame for rid or on a close."""
+        if rid is None:
+            return None
+        self._wait(lambda: rid in self._receipts or rid in self._failed_receipts
+                   or self.closed.is_set(), timeout, "RECEIPT %s" % rid)
+        with self._cond:
+            if rid in self._receipts:
+                return self._receipts.pop(rid)
+            if rid in self._failed_receipts:
+                raise AssertionError("%s: ERROR instead of RECEIPT %s: %r"
+                                     % (self.name, rid, self._failed_receipts[rid]))
+        raise AssertionError("%s: connection closed before RECEIPT %s%s"
+                             % (self.name, rid, self._error_note()))
+
+    def get(self, timeout=TIMEOUT):
+        """The next MESSAGE; fails if none arrives within timeout."""
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("%s: no MESSAGE within %.1f s%s" % (self.name, timeout,
+                                                                     self._error_note()))
+
+    def get_n(self, n, timeout=TIMEOUT):
+        """The next n MESSAGEs, within timeout in total."""
+        deadline = time.monotonic() + timeout
+        out = []
+        while len(out) < n:
+            try:
+                out.append(self.messages.get(timeout=max(deadline - time.monotonic(), 0.001)))
+            except queue.Empty:
+                raise AssertionError("%s: got %d of %d MESSAGEs within %.1f s: %r%s"
+                                     % (self.name, len(out), n, timeout, out,
+                                        self._error_note()))
+        return out
+
+    def until_body(self, body, timeout=TIMEOUT):
+        """MESSAGEs that arrive before the one with this body (not included). With a marker
+        sent last to the same destination, this shows what did NOT arrive without sleeping:
+        a broker keeps one producer's messages to one destination in order [1.2 "SEND"]."""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        seen = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                m = self.messages.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                raise AssertionError("%s: no MESSAGE %r within %.1f s; before it: %r%s"
+                                     % (self.name, body, timeout, seen, self._error_note()))
+            if m.body == body:
+                return seen
+            seen.append(m)
+
+    def get_error(self, timeout=TIMEOUT):
+        """The next ERROR frame."""
+        try:
+            return self.errors.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("%s: no ERROR frame within %.1f s" % (self.name, timeout))
+
+    def expect_closed(self, timeout=TIMEOUT):
+        if not self.closed.wait(timeout):
+            raise AssertionError("%s: connection still open after %.1f s" % (self.name,
+                                                                             timeout))
+
+    def disconnect(self, timeout=TIMEOUT):
+        """DISCONNECT with a receipt [1.2 "Connection Lingering"]: waits for the RECEIPT, then
+        stomp.py closes the socket."""
+        headers, rid = self._receipt_header(None, True)
+        self.conn.send_frame("DISCONNECT", headers)
+        receipt = self.wait_receipt(rid, timeout)
+        self.expect_closed(timeout)
+        return receipt
+
+    def drop(self):
+        """Close the socket without DISCONNECT (the client vanishes)."""
+        if self._started and not self.closed.is_set():
+            self.conn.transport.disconnect_socket()
+        self.closed.wait(TIMEOUT)
+
+    def close(self):
+        """Idempotent: drop the connection if it is still open."""
+        if self._started:
+            try:
+                self.drop()
+            except OSError:
+                pass
+            self._started = False
+
+
+class RawStomp(RawClient):
+    """A TCP connection to the broker's STOMP port for exact-byte tests (bad input,
+    heart-beats). Frames read back keep header values as on the wire (not unescaped). EOLs
+    between frames count as heart-beats (including the optional EOLs after a frame, which
+    look the same); their arrival times are kept in `eols` (time.monotonic())."""
+
+    _HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+    def __init__(self, broker, timeout=TIMEOUT, port=None):
+        super().__init__(broker, timeout, port or broker.stomp_port)
+        self.eols = []
+        self._fill_time = None
+
+    def _fill(self, deadline):
+        super()._fill(deadline)
+        self._fill_time = time.monotonic()
+
+    def send_frame(self, command, headers=(), body=b"", content_length=None):
+        """See stomp_frame(); returns False if the broker had already closed."""
+        return self.send(stomp_frame(command, headers, body, content_length))
+
+    def _take_eols(self):
+        while True:
+            if self.buf.startswith(b"\n"):
+                n = 1
+            elif self.buf.startswith(b"\r\n"):
+                n = 2
+            else:
+                return
+            self.buf = self.buf[n:]
+            self.eols.append(self._fill_time)
+
+    def _parse(self):
+        """A whole frame from the buffer, or None if more bytes are needed."""
+        self._take_eols()
+        m = self._HEAD_END.search(self.buf)
+        if not m:
+            return None
+        lines = [l.rstrip(b"\r").decode("utf-8", "replace")
+                 for l in self.buf[:m.start()].split(b"\n")]
+        pairs = [tuple(l.split(":", 1)) if ":" in l else (l, "") for l in lines[1:]]
+        headers = {}
+        for n, v in pairs:
+            headers.setdefault(n, v)
+        start = m.end()
+        if "content-length" in headers:
+            end = start + int(headers["content-length"])
+            if len(self.buf) <= end:
+                return None
+            if self.buf[end] != 0:
+                raise AssertionError("no NUL after content-length body: %r" % self.buf)
+        else:
+            end = self.buf.find(b"\x00", start)
+            if end < 0:
+                return None
+        frame = StompFrame(lines[0], headers, self.buf[start:end], pairs)
+        self.buf = self.buf[end + 1:]
+        return frame
+
+    def recv_frame(self, timeout=None):
+        """The next frame (EOLs before it are recorded as heart-beats)."""
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                f = self._parse()
+                if f:
+                    return f
+                self._fill(deadline)
+        except socket.timeout:
+            raise AssertionError("timed out after %.1f s waiting for a frame, have %r"
+                                 % (timeout, self.buf))
+        except EOFError:
+            raise AssertionError("connection closed by the broker; wanted a frame, have %r"
+                                 % self.buf)
+
+    def wait_eols(self, n, timeout=None):
+        """Wait until n EOLs (heart-beats) have arrived in all; returns their times. A frame
+        arriving meanwhile fails the test."""
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                f = self._parse()
+                if f:
+                    raise AssertionError("a %s frame while waiting for heart-beats: %r"
+                                         % (f.command, f))
+                if len(self.eols) >= n:
+                    return self.eols[:n]
+                self._fill(deadline)
+        except socket.timeout:
+            raise AssertionError("%d of %d heart-beats within %.1f s" % (len(self.eols), n,
+                                                                         timeout))
+        except EOFError:
+            raise AssertionError("connection closed after %d of %d heart-beats"
+                                 % (len(self.eols), n))
+
+    def still_open(self, timeout):
+        """True if the broker has not closed the connection within timeout (what it sends
+        meanwhile is kept for recv_frame())."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self._fill(deadline)
+        except socket.timeout:
+            return True
+        except EOFError:
+            return False
+
+    def connect(self, version="1.2", headers=(), command="CONNECT"):
+        """CONNECT (or STOMP) with accept-version (unless version is None) and host; fails
+        unless CONNECTED comes back, which it returns."""
+        h = [("accept-version", version)] if version else []
+        h += [("host", "localhost")] + list(headers.items() if isinstance(headers, dict)
+                                             else headers)
+        self.send_frame(command, h)
+        f = self.recv_frame()
+        if f.command != "CONNECTED":
+            raise AssertionError("expected CONNECTED, got %r" % f)
+        return f
+
+
+class StompTestCase(BrokerTestCase):
+    """Each test gets a broker with a STOMP listener (and the MQTT one) in a data folder kept
+    across restart_broker(), or, with STOMP_EXTERNAL, the external broker. Clients made
+    through stomp(), raw_stomp() and client() are closed before the broker stops."""
+
+    def setUp(self):
+        if STOMP_EXTERNAL:
+            self.broker = ExternalBroker()
+            return
+        if IS_MOSQUITTO:
+            self.skipTest("mosquitto has no STOMP; use STOMP_EXTERNAL for a reference broker")
+        self.data_dir = tempfile.mkdtemp(prefix="tern-stomp-")
+        self.broker = Broker(stomp=True, data_dir=self.data_dir)
+        self._problems_before = self._problems()
+        self._stopped_cleanly = False
+        self.addCleanup(self._remove_data)
+        self.addCleanup(self._stop_broker)
+        self.broker.start()
+
+    def _stop_broker(self):
+        super()._stop_broker()  # raises BrokerError on an unclean exit
+        self._stopped_cleanly = True
+
+    def _remove_data(self):
+        # Kept after any failure, for a look at the journal.
+        if (self._stopped_cleanly and self._problems() == self._problems_before
+                and os.environ.get("TERN_IT_KEEP") != "1"):
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def stomp(self, version="1.2", connect=True, headers=None, name="s", heartbeats=(0, 0)):
+        """A StompClient (connected with `headers` unless connect=False), closed after the
+        test."""
+        c = StompClient(self.broker, version=version, name=name, heartbeats=heartbeats)
+        self.addCleanup(c.close)
+        if connect:
+            c.connect(headers)
+        return c
+
+    def raw_stomp(self, connect=False, version="1.2", headers=()):
+        r = RawStomp(self.broker)
+        self.addCleanup(r.close)
+        if connect:
+            r.connect(version, headers)
+        return r
+
+    def client(self, name="c", connect=True, **kw):
+        if not self.broker.port:
+            self.skipTest("no MQTT port (set MQTT_EXTERNAL with STOMP_EXTERNAL)")
+        return super().client(name, connect, **kw)
+
+    def restart_broker(self, crash=False):
+        """Stop (SIGTERM, checked) or crash (SIGKILL) the broker and start it again on the
+        same data folder; the ports change. Clients must be closed before."""
+        if STOMP_EXTERNAL:
+            raise AssertionError("restart_broker() with STOMP_EXTERNAL: mark the test "
+                                 "needs_broker_control")
+        if crash:
+            self.broker.crash()
+        else:
+            self.broker.stop()
+        self.broker.start()
+
+    def assert_stomp_up(self):
+        """The broker still serves STOMP: a new connection sends to a queue and receives."""
+        if not STOMP_EXTERNAL:
+            self.assertTrue(self.broker.is_running(), "broker process exited")
+        c = self.stomp(name="up")
+        q = "/queue/" + unique_name("up")
+        c.subscribe(q)
+        c.send(q, b"still up", receipt=True)
+        self.assertEqual(c.get().body, b"still up")
+        c.disconnect()

@@ -12,10 +12,11 @@
 
 static const char usage[] =
     "Usage: ternbench [OPTION]...\n"
-    "MQTT 3.1.1 load generator: many connections on one event loop, batched writes.\n"
+    "MQTT 3.1.1 and STOMP 1.2 load generator: many connections on one event loop, batched\n"
+    "writes.\n"
     "\n"
-    "  -u, --url URL            broker, mqtt://HOST:PORT with an IPv4 HOST\n"
-    "                           (default mqtt://127.0.0.1:1883)\n"
+    "  -u, --url URL            broker, mqtt://HOST:PORT or stomp://HOST:PORT with an IPv4 HOST\n"
+    "                           (default mqtt://127.0.0.1:1883; no scheme means mqtt)\n"
     "      --scenario NAME      pubsub (default): publishers and subscribers, measures\n"
     "                           throughput, loss and latency;\n"
     "                           conns: open --conns idle connections, measure broker memory\n"
@@ -27,21 +28,39 @@ static const char usage[] =
     "                           gets every message (fan-out with S, fan-in with P);\n"
     "                           per-publisher: publisher i publishes to bench/<i>, subscriber\n"
     "                           j subscribes to bench/<j mod P> (pairs when P == S)\n"
-    "  -q, --qos Q              QoS of publishes and subscriptions, 0, 1 or 2 (default 0)\n"
+    "  -q, --qos Q              MQTT: QoS of publishes and subscriptions, 0, 1 or 2 (default 0)\n"
     "      --size BYTES         payload size, at least 24 (default 64): run id, publisher,\n"
     "                           sequence number, send time, then filler\n"
     "  -n, --count N            messages per publisher (default 100000)\n"
-    "  -w, --inflight W         per publisher: unacknowledged QoS 1/2 messages (default 20);\n"
-    "                           at QoS 0 up to W*size+64KiB bytes may wait unwritten\n"
+    "  -w, --inflight W         per publisher: unacknowledged QoS 1/2 messages, or STOMP SENDs\n"
+    "                           without their RECEIPT (default 20); at QoS 0 and with\n"
+    "                           --no-receipt up to W*size+64KiB bytes may wait unwritten\n"
     "  -r, --rate R             fixed rate: R messages/s across all publishers, paced every\n"
     "                           millisecond (for latency); default: as fast as windows allow\n"
-    "      --clean              subscribers use clean sessions (default)\n"
-    "      --persistent         subscribers use persistent sessions (clean session 0);\n"
-    "                           messages left by an earlier run are counted as stale\n"
+    "      --clean              MQTT: subscribers use clean sessions (default); STOMP:\n"
+    "                           non-persistent messages (default)\n"
+    "      --persistent         MQTT: subscribers use persistent sessions (clean session 0),\n"
+    "                           messages left by an earlier run are counted as stale;\n"
+    "                           STOMP: SENDs carry persistent:true (persistent messages)\n"
+    "\n"
+    "pubsub over STOMP (-u stomp://...): CONNECT asks for version 1.2 with heart-beat:0,0,\n"
+    "SENDs carry content-length, an ERROR frame fails its connection (its message header is\n"
+    "printed); --topics names the destination's last part (bench.t or bench.<i>).\n"
+    "      --dest KIND          queue (default): publishers SEND to /queue/bench.t (shared)\n"
+    "                           or /queue/bench.<i> (per-publisher) and the subscribers of\n"
+    "                           a queue compete: each message is expected once overall;\n"
+    "                           topic: /topic/bench.t or /topic/bench.<i>, fanned out to\n"
+    "                           every subscriber like MQTT\n"
+    "      --ack MODE           subscribers' ack mode: auto (default) or client-individual\n"
+    "                           (each MESSAGE is ACKed by its ack header; the subscription\n"
+    "                           asks for activemq.prefetchSize W)\n"
+    "      --no-receipt         SENDs without receipt header: publishers stream, bounded like\n"
+    "                           QoS 0; default: each SEND asks for a RECEIPT and at most W\n"
+    "                           wait for one\n"
     "\n"
     "conns:\n"
     "      --conns N            idle connections to open (default 1000), at most 500\n"
-    "                           connecting at once\n"
+    "                           connecting at once (STOMP: CONNECT, CONNECTED)\n"
     "      --hold SECONDS       keep them open this long once all are answered (default 2)\n"
     "      --source-ips RANGE   bind to source addresses round-robin, e.g.\n"
     "                           127.0.0.1-127.0.0.20 (or 127.0.0.1-20): each address adds\n"
@@ -49,7 +68,7 @@ static const char usage[] =
     "\n"
     "common:\n"
     "  -d, --duration SECONDS   hard bound for the whole run (default 60)\n"
-    "      --client-prefix STR  client ids are STR-p<i>, STR-s<j>, STR-c<k>\n"
+    "      --client-prefix STR  MQTT client ids are STR-p<i>, STR-s<j>, STR-c<k>\n"
     "                           (default ternbench)\n"
     "      --keepalive S        MQTT keepalive in seconds (default 60; 0: none); a PINGREQ\n"
     "                           goes out after S/2 seconds without writes\n"
@@ -59,22 +78,27 @@ static const char usage[] =
     "  -h, --help               show this help and exit\n"
     "  -V, --version            show the version and exit\n"
     "\n"
-    "A run stops by itself: when every expected message arrived (and, at QoS 1/2, every\n"
-    "publish was acknowledged), when nothing arrived for 5 s after the publishers finished,\n"
-    "or after --duration. SIGINT or SIGTERM stop it early and still report.\n"
+    "A run stops by itself: when every expected message arrived (and, at QoS 1/2 or with\n"
+    "receipts, every publish was acknowledged), when nothing arrived for 5 s after the\n"
+    "publishers finished, or after --duration. SIGINT or SIGTERM stop it early and still\n"
+    "report.\n"
     "\n"
     "Output: a table on stdout, then one line 'RESULT key=value ...' with scenario, pubs,\n"
-    "subs, topics, qos, size, count, sent, expected (sent x matching subscribers), received,\n"
-    "lost (expected - unique received), dup, reordered (seq lower than the highest seen, per\n"
-    "publisher and subscriber), secs (first publish to last receive), msgs_per_sec\n"
-    "(received/secs), pub_per_sec (sent/secs), p50_us, p99_us, p999_us, max_us (end-to-end\n"
-    "latency, -1 without samples), bench_cpu_s, broker_cpu_s and broker_rss_kb (-1 without\n"
-    "--broker-pid), then conns, conns_failed, rss_per_conn_b (conns), stale, bad, stop.\n"
+    "subs, topics, qos (-1 for STOMP), size, count, sent, expected (sent x matching\n"
+    "subscribers; a STOMP queue with subscribers counts once), received, lost (expected -\n"
+    "unique received), dup (per publisher and subscriber; across a queue's competing\n"
+    "subscribers), reordered (seq lower than the highest seen, per publisher and\n"
+    "subscriber), secs (first publish to last receive), msgs_per_sec (received/secs),\n"
+    "pub_per_sec (sent/secs), p50_us, p99_us, p999_us, max_us (end-to-end latency, -1\n"
+    "without samples), bench_cpu_s, broker_cpu_s and broker_rss_kb (-1 without\n"
+    "--broker-pid), then conns, conns_failed, rss_per_conn_b (conns), then proto=stomp,\n"
+    "dest, ack, receipts and persistent (0 or 1) (STOMP only), then stale, bad, stop.\n"
     "CPU seconds cover the run (pubsub: publishing to the end; conns: connecting to the end\n"
     "of --hold).\n"
     "\n"
     "Exit status: 0 when the run completed (loss is a measurement), 1 when the set-up failed\n"
-    "(cannot connect, CONNACK or SUBACK refused), 2 on bad arguments.\n";
+    "(cannot connect; CONNACK, SUBACK or CONNECTED refused; an ERROR frame before the\n"
+    "subscription's RECEIPT), 2 on bad arguments.\n";
 
 static bool
 parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -104,13 +128,19 @@ parse_double(const char *s, double min, double max, double *out)
     return true;
 }
 
+/* [mqtt://|stomp://]HOST:PORT into o's addr, host and proto. */
 static bool
-parse_url(const char *url, struct sockaddr_in *out)
+parse_url(const char *url, tn_bench_opts *o)
 {
-    char host[64];
+    char host[sizeof o->host];
     const char *p = url;
-    if (strncmp(p, "mqtt://", 7) == 0)
+    tn_bench_proto proto = TN_BENCH_MQTT;
+    if (strncmp(p, "mqtt://", 7) == 0) {
         p += 7;
+    } else if (strncmp(p, "stomp://", 8) == 0) {
+        p += 8;
+        proto = TN_BENCH_STOMP;
+    }
     const char *colon = strrchr(p, ':');
     if (!colon || (size_t)(colon - p) >= sizeof host || colon == p)
         return false;
@@ -119,9 +149,13 @@ parse_url(const char *url, struct sockaddr_in *out)
     uint64_t port;
     if (!parse_u64(colon + 1, 1, 65535, &port))
         return false;
+    memcpy(o->host, host, sizeof host);
     if (strcmp(host, "localhost") == 0)
         strcpy(host, "127.0.0.1");
-    return uv_ip4_addr(host, (int)port, out) == 0;
+    if (uv_ip4_addr(host, (int)port, &o->addr) != 0)
+        return false;
+    o->proto = proto;
+    return true;
 }
 
 /* A.B.C.D, A.B.C.D-E or A.B.C.D-A.B.C.E */
@@ -171,6 +205,9 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         OPT_HOLD,
         OPT_SOURCE_IPS,
         OPT_QUIET,
+        OPT_DEST,
+        OPT_ACK,
+        OPT_NO_RECEIPT,
     };
     static const struct option opts[] = {
         {"url", required_argument, NULL, 'u'},
@@ -193,6 +230,9 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         {"hold", required_argument, NULL, OPT_HOLD},
         {"source-ips", required_argument, NULL, OPT_SOURCE_IPS},
         {"quiet", no_argument, NULL, OPT_QUIET},
+        {"dest", required_argument, NULL, OPT_DEST},
+        {"ack", required_argument, NULL, OPT_ACK},
+        {"no-receipt", no_argument, NULL, OPT_NO_RECEIPT},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -206,13 +246,18 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         .count = 100000,
         .duration = 60,
         .inflight = 20,
-        .clean = true,
+        .dest = TN_BENCH_QUEUE,
+        .ack = TN_BENCH_ACK_AUTO,
+        .receipts = true,
         .prefix = "ternbench",
         .keepalive = 60,
         .conns = 1000,
         .hold = 2,
     };
-    parse_url("mqtt://127.0.0.1:1883", &o->addr);
+    parse_url("mqtt://127.0.0.1:1883", o);
+    /* Options of one protocol given with the other's URL are refused (after the loop: the URL
+     * may come last). */
+    const char *mqtt_only = NULL, *stomp_only = NULL;
     const char *bad = NULL;
     uint64_t v;
     int ch;
@@ -220,8 +265,8 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
     while (!bad && (ch = getopt_long(argc, argv, "u:p:s:q:n:d:w:r:hV", opts, NULL)) != -1) {
         switch (ch) {
         case 'u':
-            if (!parse_url(optarg, &o->addr))
-                bad = "--url wants mqtt://IPV4:PORT";
+            if (!parse_url(optarg, o))
+                bad = "--url wants mqtt://IPV4:PORT or stomp://IPV4:PORT";
             break;
         case OPT_SCENARIO:
             if (strcmp(optarg, "pubsub") == 0)
@@ -253,6 +298,7 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
             if (!parse_u64(optarg, 0, 2, &v))
                 bad = "--qos wants 0, 1 or 2";
             o->qos = (uint8_t)v;
+            mqtt_only = "--qos";
             break;
         case OPT_SIZE:
             if (!parse_u64(optarg, TN_BENCH_HEADER, 16u << 20, &v))
@@ -278,10 +324,10 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
                 bad = "--rate wants messages/s > 0";
             break;
         case OPT_CLEAN:
-            o->clean = true;
+            o->persistent = false;
             break;
         case OPT_PERSISTENT:
-            o->clean = false;
+            o->persistent = true;
             break;
         case OPT_PREFIX:
             if (strlen(optarg) == 0 || strlen(optarg) > 64)
@@ -292,6 +338,7 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
             if (!parse_u64(optarg, 0, 65535, &v))
                 bad = "--keepalive wants 0..65535 seconds";
             o->keepalive = (uint16_t)v;
+            mqtt_only = "--keepalive";
             break;
         case OPT_BROKER_PID:
             if (!parse_u64(optarg, 1, 0x7fffffff, &v))
@@ -314,6 +361,28 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         case OPT_QUIET:
             o->quiet = true;
             break;
+        case OPT_DEST:
+            if (strcmp(optarg, "queue") == 0)
+                o->dest = TN_BENCH_QUEUE;
+            else if (strcmp(optarg, "topic") == 0)
+                o->dest = TN_BENCH_TOPIC;
+            else
+                bad = "--dest wants queue or topic";
+            stomp_only = "--dest";
+            break;
+        case OPT_ACK:
+            if (strcmp(optarg, "auto") == 0)
+                o->ack = TN_BENCH_ACK_AUTO;
+            else if (strcmp(optarg, "client-individual") == 0)
+                o->ack = TN_BENCH_ACK_CLIENT_INDIVIDUAL;
+            else
+                bad = "--ack wants auto or client-individual";
+            stomp_only = "--ack";
+            break;
+        case OPT_NO_RECEIPT:
+            o->receipts = false;
+            stomp_only = "--no-receipt";
+            break;
         case 'h':
             fputs(usage, stdout);
             return -1;
@@ -324,6 +393,15 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
             fputs("Try 'ternbench --help'.\n", stderr);
             return 2;
         }
+    }
+    static char why[96];
+    if (!bad && mqtt_only && o->proto == TN_BENCH_STOMP) {
+        snprintf(why, sizeof why, "%s is for MQTT; stomp:// uses --ack and receipts", mqtt_only);
+        bad = why;
+    }
+    if (!bad && stomp_only && o->proto == TN_BENCH_MQTT) {
+        snprintf(why, sizeof why, "%s is for STOMP: give -u stomp://HOST:PORT", stomp_only);
+        bad = why;
     }
     if (!bad && optind < argc) {
         fprintf(stderr, "ternbench: unexpected argument '%s'\n", argv[optind]);

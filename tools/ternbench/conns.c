@@ -1,12 +1,14 @@
 /*
- * One MQTT client connection: TCP connect (optionally from a chosen source address), CONNECT,
- * CONNACK, SUBSCRIBE/SUBACK for subscribers, then packets go to pubsub.c. Reads land in one
- * buffer shared by all connections; only the start of a packet cut by the read is copied to the
- * connection's own buffer. Writes are batched: encoders append to c->out and the uv_prepare
+ * One client connection: TCP connect (optionally from a chosen source address), then for MQTT
+ * CONNECT, CONNACK, SUBSCRIBE/SUBACK for subscribers, then packets go to pubsub.c; STOMP's
+ * frames are stomp.c's. Reads land in one buffer shared by all connections; only the start of
+ * an MQTT packet cut by the read is copied to the connection's own buffer (the STOMP decoder
+ * keeps partial frames itself). Writes are batched: encoders append to c->out and the uv_prepare
  * callback flushes every dirty connection with one uv_write.
  */
 #include "tools/ternbench/ternbench.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +17,6 @@
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
-
-static void fail(tn_bench_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 void
 tn_bench_conn_init(tn_bench *b, tn_bench_conn *c, tn_bench_role role, uint32_t id)
@@ -33,6 +33,8 @@ tn_bench_conn_init(tn_bench *b, tn_bench_conn *c, tn_bench_role role, uint32_t i
     tn_buf_init(&c->in, (size_t)max_packet + TN_BENCH_READ_SIZE);
     tn_mqtt_decoder_init(&c->dec, TN_MQTT_ROLE_CLIENT, max_packet);
     c->dec.version = TN_MQTT_V311;
+    if (b->o.proto == TN_BENCH_STOMP)
+        tn_bench_stomp_init(c);
 }
 
 void
@@ -42,6 +44,8 @@ tn_bench_conn_fini(tn_bench_conn *c)
     tn_buf_fini(&c->out);
     tn_buf_fini(&c->wbuf);
     tn_buf_fini(&c->in);
+    if (c->b->o.proto == TN_BENCH_STOMP)
+        tn_bench_stomp_fini(c);
     free(c->pid_busy);
     free(c->pid_rel);
     free(c->qos2_held);
@@ -64,6 +68,8 @@ on_close(uv_handle_t *h)
     tn_buf_reset(&c->out);
     tn_buf_reset(&c->wbuf);
     tn_buf_reset(&c->in);
+    if (c->b->o.proto == TN_BENCH_STOMP)
+        tn_bench_stomp_fini(c); /* its buffers; it decodes nothing more */
     tn_bench_on_closed(c);
 }
 
@@ -75,11 +81,10 @@ tn_bench_conn_abort(tn_bench_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
-/* Closes c on an error and tells the scenario (once). */
-static void
-fail(tn_bench_conn *c, const char *fmt, ...)
+void
+tn_bench_conn_fail(tn_bench_conn *c, const char *fmt, ...)
 {
-    char why[256];
+    char why[512];
     va_list ap;
     if (c->state == TN_BENCH_CS_FAILED)
         return;
@@ -112,13 +117,13 @@ on_write(uv_write_t *req, int status)
     if (status == UV_ECANCELED)
         return; /* closing */
     if (status < 0) {
-        fail(c, "write: %s", uv_strerror(status));
+        tn_bench_conn_fail(c, "write: %s", uv_strerror(status));
         return;
     }
     if (c->out.len)
         tn_bench_conn_dirty(c);
-    else if (c->state == TN_BENCH_CS_CLOSING)
-        tn_bench_conn_abort(c);
+    else if (c->state == TN_BENCH_CS_CLOSING && c->b->o.proto == TN_BENCH_MQTT)
+        tn_bench_conn_abort(c); /* STOMP waits for its DISCONNECT's RECEIPT */
 }
 
 void
@@ -134,12 +139,12 @@ tn_bench_conn_flush(tn_bench_conn *c)
     if (n == UV_EAGAIN || n == UV_ENOSYS)
         n = 0;
     if (n < 0) {
-        fail(c, "write: %s", uv_strerror(n));
+        tn_bench_conn_fail(c, "write: %s", uv_strerror(n));
         return;
     }
     if ((size_t)n == c->out.len) {
         c->out.len = 0;
-        if (c->state == TN_BENCH_CS_CLOSING)
+        if (c->state == TN_BENCH_CS_CLOSING && c->b->o.proto == TN_BENCH_MQTT)
             tn_bench_conn_abort(c);
         return;
     }
@@ -154,7 +159,7 @@ tn_bench_conn_flush(tn_bench_conn *c)
     if (rc != 0) {
         c->writing = false;
         c->wbuf.len = 0;
-        fail(c, "write: %s", uv_strerror(rc));
+        tn_bench_conn_fail(c, "write: %s", uv_strerror(rc));
     }
 }
 
@@ -163,14 +168,18 @@ tn_bench_conn_close(tn_bench_conn *c)
 {
     if (!tn_bench_conn_is_active(c))
         return;
-    if (c->state < TN_BENCH_CS_CONNACK || c->state == TN_BENCH_CS_FAILED) {
+    bool stomp = c->b->o.proto == TN_BENCH_STOMP;
+    if (c->state < TN_BENCH_CS_CONNACK || c->state == TN_BENCH_CS_FAILED ||
+        (stomp && c->state == TN_BENCH_CS_CONNACK)) {
         tn_bench_conn_abort(c);
         return;
     }
     if (c->state == TN_BENCH_CS_CLOSING)
         return;
     c->state = TN_BENCH_CS_CLOSING;
-    if (tn_mqtt_encode_simple(&c->out, TN_MQTT_DISCONNECT) != 0) {
+    int rc =
+        stomp ? tn_bench_stomp_disconnect(c) : tn_mqtt_encode_simple(&c->out, TN_MQTT_DISCONNECT);
+    if (rc != 0) {
         tn_bench_conn_abort(c);
         return;
     }
@@ -181,7 +190,8 @@ void
 tn_bench_conn_keepalive(tn_bench_conn *c, uint64_t now_ms)
 {
     uint64_t ka = c->b->o.keepalive;
-    if (ka == 0 || c->state != TN_BENCH_CS_READY || !tn_bench_conn_is_active(c))
+    if (ka == 0 || c->b->o.proto != TN_BENCH_MQTT || c->state != TN_BENCH_CS_READY ||
+        !tn_bench_conn_is_active(c))
         return;
     if (c->writing || c->out.len || now_ms - c->last_tx_ms < ka * 500)
         return;
@@ -204,6 +214,14 @@ on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)p, p ? TN_BENCH_READ_SIZE : 0); /* NULL: read_cb gets ENOBUFS */
 }
 
+void
+tn_bench_conn_ready(tn_bench_conn *c)
+{
+    c->state = TN_BENCH_CS_READY;
+    c->ready = true;
+    tn_bench_on_ready(c);
+}
+
 static void
 send_subscribe(tn_bench_conn *c)
 {
@@ -211,7 +229,7 @@ send_subscribe(tn_bench_conn *c)
     tn_mqtt_bytes filter = tn_bench_sub_filter(c, topic, sizeof topic);
     uint8_t opts = c->b->o.qos;
     if (tn_mqtt_encode_subscribe(&c->out, TN_MQTT_V311, 1, &filter, &opts, 1) != 0) {
-        fail(c, "cannot encode SUBSCRIBE");
+        tn_bench_conn_fail(c, "cannot encode SUBSCRIBE");
         return;
     }
     c->state = TN_BENCH_CS_SUBACK;
@@ -222,20 +240,18 @@ static void
 on_connack(tn_bench_conn *c, const tn_mqtt_packet *pkt)
 {
     if (pkt->type != TN_MQTT_CONNACK) {
-        fail(c, "expected CONNACK, got packet type %d", (int)pkt->type);
+        tn_bench_conn_fail(c, "expected CONNACK, got packet type %d", (int)pkt->type);
         return;
     }
     if (pkt->u.connack.rc != TN_MQTT_CONNACK_ACCEPTED) {
-        fail(c, "CONNACK refused the connection (return code %u)", pkt->u.connack.rc);
+        tn_bench_conn_fail(c, "CONNACK refused the connection (return code %u)", pkt->u.connack.rc);
         return;
     }
     if (c->role == TN_BENCH_SUB) {
         send_subscribe(c);
         return;
     }
-    c->state = TN_BENCH_CS_READY;
-    c->ready = true;
-    tn_bench_on_ready(c);
+    tn_bench_conn_ready(c);
 }
 
 static void
@@ -245,21 +261,19 @@ on_suback(tn_bench_conn *c, const tn_mqtt_packet *pkt)
     tn_mqtt_bytes filter;
     uint8_t rc = TN_MQTT_SUBACK_FAILURE;
     if (pkt->u.list.pid != 1) {
-        fail(c, "SUBACK for unknown packet id %u", pkt->u.list.pid);
+        tn_bench_conn_fail(c, "SUBACK for unknown packet id %u", pkt->u.list.pid);
         return;
     }
     if (tn_mqtt_list_begin(&pkt->u.list, &it))
         tn_mqtt_list_next(&it, TN_MQTT_SUBACK, &filter, &rc);
     if (rc == TN_MQTT_SUBACK_FAILURE) {
-        fail(c, "SUBACK refused the subscription");
+        tn_bench_conn_fail(c, "SUBACK refused the subscription");
         return;
     }
     if (rc != c->b->o.qos && c->b->errors_logged++ < 5)
         tn_log_warn("BENCH-SUB-QOS", "subscriber %u: asked for QoS %u, granted %u", c->id,
                     c->b->o.qos, rc);
-    c->state = TN_BENCH_CS_READY;
-    c->ready = true;
-    tn_bench_on_ready(c);
+    tn_bench_conn_ready(c);
 }
 
 static void
@@ -306,9 +320,9 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     if (n < 0) {
         if (n == UV_ENOBUFS)
-            fail(c, "packet larger than %zu bytes", c->in.max);
+            tn_bench_conn_fail(c, "packet larger than %zu bytes", c->in.max);
         else
-            fail(c, "%s", n == UV_EOF ? "closed by the broker" : uv_strerror((int)n));
+            tn_bench_conn_fail(c, "%s", n == UV_EOF ? "closed by the broker" : uv_strerror((int)n));
         return;
     }
     bool shared = (uint8_t *)buf->base == c->b->rbuf;
@@ -324,6 +338,10 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     /* One clock read per read: the packets in it arrived together. */
     uint64_t now = tn_bench_now_ns();
+    if (c->b->o.proto == TN_BENCH_STOMP) {
+        tn_bench_stomp_input(c, p, len, now); /* takes it all: c->in stays empty */
+        return;
+    }
     while (off < len) {
         tn_mqtt_packet pkt;
         size_t used;
@@ -331,8 +349,8 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         if (rc == TN_EAGAIN)
             break;
         if (rc != 0) {
-            fail(c, "bad packet from the broker: %s",
-                 c->dec.error ? c->dec.error : tn_strerror(rc));
+            tn_bench_conn_fail(c, "bad packet from the broker: %s",
+                               c->dec.error ? c->dec.error : tn_strerror(rc));
             return;
         }
         on_packet(c, &pkt, now);
@@ -343,7 +361,7 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (!shared) {
         tn_buf_consume(&c->in, off);
     } else if (off < len && tn_buf_append(&c->in, p + off, len - off) != 0) {
-        fail(c, "out of memory for a partial packet");
+        tn_bench_conn_fail(c, "out of memory for a partial packet");
     }
 }
 
@@ -354,26 +372,37 @@ on_connect(uv_connect_t *req, int status)
     if (status == UV_ECANCELED)
         return;
     if (status < 0) {
-        fail(c, "connect: %s", uv_strerror(status));
+        tn_bench_conn_fail(c, "connect to %s://%s:%u: %s",
+                           c->b->o.proto == TN_BENCH_STOMP ? "stomp" : "mqtt", c->b->o.host,
+                           ntohs(c->b->o.addr.sin_port), uv_strerror(status));
         return;
     }
     int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rc != 0) {
-        fail(c, "read: %s", uv_strerror(rc));
+        tn_bench_conn_fail(c, "read: %s", uv_strerror(rc));
+        return;
+    }
+    tn_bench *b = c->b;
+    if (b->o.proto == TN_BENCH_STOMP) {
+        if (tn_bench_stomp_connect(c) != 0) {
+            tn_bench_conn_fail(c, "cannot encode CONNECT");
+            return;
+        }
+        c->state = TN_BENCH_CS_CONNACK;
+        tn_bench_conn_dirty(c);
         return;
     }
     char id[96];
-    tn_bench *b = c->b;
     static const char roles[] = {'p', 's', 'c'};
     int len = snprintf(id, sizeof id, "%s-%c%u", b->o.prefix, roles[c->role], c->id);
     tn_mqtt_connect cn = {
         .version = TN_MQTT_V311,
-        .clean = c->role == TN_BENCH_SUB ? b->o.clean : true,
+        .clean = c->role == TN_BENCH_SUB ? !b->o.persistent : true,
         .keepalive = b->o.keepalive,
         .client_id = {(const uint8_t *)id, (uint32_t)len},
     };
     if (tn_mqtt_encode_connect(&c->out, &cn) != 0) {
-        fail(c, "cannot encode CONNECT");
+        tn_bench_conn_fail(c, "cannot encode CONNECT");
         return;
     }
     c->state = TN_BENCH_CS_CONNACK;
@@ -407,11 +436,11 @@ tn_bench_conn_start(tn_bench_conn *c)
         src.sin_addr.s_addr = htonl(b->o.src_first + b->src_next++ % b->o.src_n);
         rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&src, 0);
         if (rc != 0) {
-            fail(c, "bind: %s", uv_strerror(rc));
+            tn_bench_conn_fail(c, "bind: %s", uv_strerror(rc));
             return;
         }
     }
     rc = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&b->o.addr, on_connect);
     if (rc != 0)
-        fail(c, "connect: %s", uv_strerror(rc));
+        tn_bench_conn_fail(c, "connect: %s", uv_strerror(rc));
 }

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
-"""ternbench smoke test: a short QoS 1 run against a real ternd.
+"""ternbench smoke test: a short QoS 1 (or STOMP) run against a real ternd.
 
-Usage: smoke_test.py TERND TERNBENCH
+Usage: smoke_test.py TERND TERNBENCH [mqtt|stomp]
 
-Starts ternd on a free port (parsed from its TERN-READY line), runs 2,000 QoS 1 messages through
-one publisher and one subscriber, checks the RESULT line (received=2000, lost=0), then stops
-ternd with SIGTERM and checks that it exits with 0.
+Starts ternd on a free port (parsed from its TERN-READY line), runs 2,000 messages through one
+publisher and one subscriber, checks the RESULT line (received=2000, lost=0), then stops ternd
+with SIGTERM and checks that it exits with 0. mqtt (the default): QoS 1. stomp: a queue, SENDs
+with receipts, persistent:true, the consumer ACKing each MESSAGE (client-individual).
 """
 import os
 import re
@@ -23,7 +24,7 @@ def fail(msg):
     sys.exit(1)
 
 
-def wait_ready(proc, timeout):
+def wait_ready(proc, timeout, scheme):
     """Reads ternd's stderr until TERN-READY; returns the port."""
     sel = selectors.DefaultSelector()
     sel.register(proc.stderr, selectors.EVENT_READ)
@@ -36,28 +37,31 @@ def wait_ready(proc, timeout):
         if not chunk:
             break
         buf += chunk
-        m = re.search(rb"TERN-READY listening on mqtt://127\.0\.0\.1:(\d+)", buf)
+        m = re.search(rb"TERN-READY listening on " + scheme.encode() + rb"://127\.0\.0\.1:(\d+)",
+                      buf)
         if m:
             return int(m.group(1))
     fail("ternd did not print TERN-READY; stderr:\n" + buf.decode(errors="replace"))
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["mqtt"], ["stomp"]):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     ternd, ternbench = sys.argv[1], sys.argv[2]
+    scheme = sys.argv[3] if len(sys.argv) == 4 else "mqtt"
+    mode = ["--qos", "1"] if scheme == "mqtt" else ["--ack", "client-individual", "--persistent"]
     with tempfile.TemporaryDirectory(prefix="ternbench-smoke-") as data:
         broker = subprocess.Popen(
-            [ternd, "--listen", "mqtt://127.0.0.1:0", "--data", data],
+            [ternd, "--listen", scheme + "://127.0.0.1:0", "--data", data],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            port = wait_ready(broker, 30)
+            port = wait_ready(broker, 30, scheme)
             # Keep draining ternd's stderr so it never blocks on a full pipe.
             threading.Thread(target=broker.stderr.read, daemon=True).start()
             run = subprocess.run(
-                [ternbench, "--url", "mqtt://127.0.0.1:%d" % port, "--count", "2000",
-                 "--qos", "1", "--quiet", "--duration", "60", "--broker-pid", str(broker.pid)],
+                [ternbench, "--url", "%s://127.0.0.1:%d" % (scheme, port), "--count", "2000",
+                 "--quiet", "--duration", "60", "--broker-pid", str(broker.pid)] + mode,
                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90)
             sys.stdout.write(run.stdout)
             sys.stderr.write(run.stderr)
@@ -82,7 +86,7 @@ def main():
                 fail("ternd did not stop within 30 s of SIGTERM")
         if code != 0:
             fail("ternd exited with %d after SIGTERM" % code)
-    print("ternbench smoke test passed")
+    print("ternbench %s smoke test passed" % scheme)
 
 
 if __name__ == "__main__":

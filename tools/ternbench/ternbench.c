@@ -1,5 +1,6 @@
 /*
- * ternbench: MQTT 3.1.1 load generator for Tern (and any other MQTT broker).
+ * ternbench: MQTT 3.1.1 and STOMP 1.2 load generator for Tern (and any other MQTT or STOMP
+ * broker).
  *
  * This file: the two scenarios' phases (set-up, run or hold, close), the timers that end a run,
  * and the report. See ternbench.h for the other files.
@@ -269,11 +270,12 @@ on_prepare(uv_prepare_t *h)
     flush_dirty(b);
     if (b->phase != TN_BENCH_RUN)
         return;
-    /* A QoS 0 publisher whose bytes all went to the kernel gets no callback to wake it up:
-     * keep the loop turning (poll without blocking) while one can write more. QoS 1/2
-     * publishers wake on acks, a blocked QoS 0 one on its write callback. */
+    /* A QoS 0 (or receipt-less STOMP) publisher whose bytes all went to the kernel gets no
+     * callback to wake it up: keep the loop turning (poll without blocking) while one can write
+     * more. QoS 1/2 publishers wake on acks (STOMP: receipts), a blocked QoS 0 one on its write
+     * callback. */
     bool spin = false;
-    for (uint32_t i = 0; i < b->o.pubs && fill && b->o.qos == 0 && !spin; i++) {
+    for (uint32_t i = 0; i < b->o.pubs && fill && !b->acked_pubs && !spin; i++) {
         tn_bench_conn *c = &b->pubs[i];
         spin = c->state == TN_BENCH_CS_READY && !c->writing && !tn_bench_pub_is_sent(c);
     }
@@ -407,6 +409,9 @@ report(tn_bench *b)
     if (conns && b->rss0_kb >= 0 && b->rss_kb >= 0 && b->opened)
         rss_per_conn = (long)((b->rss_kb - b->rss0_kb) * 1024 / (long)b->opened);
     const char *topics = o->topics == TN_BENCH_SHARED ? "shared" : "per-publisher";
+    bool stomp = o->proto == TN_BENCH_STOMP;
+    const char *dest = o->dest == TN_BENCH_QUEUE ? "queue" : "topic";
+    const char *ack = o->ack == TN_BENCH_ACK_AUTO ? "auto" : "client-individual";
 
     if (conns) {
         printf("ternbench conns: %u connections to %s:%u, held %.1f s\n", o->conns,
@@ -417,11 +422,24 @@ report(tn_bench *b)
         if (o->broker_pid)
             printf("  broker rss         %ld kB before, %ld kB after: %ld bytes/connection\n",
                    b->rss0_kb, b->rss_kb, rss_per_conn);
+    } else if (stomp) {
+        char window[48] = "no receipts";
+        if (o->receipts)
+            snprintf(window, sizeof window, "receipts, %u in flight", o->inflight);
+        printf("ternbench pubsub over STOMP 1.2: %u publishers -> %u subscribers, %s%s %s, "
+               "ack %s, %s%s, %u-byte payload, %llu messages/publisher%s\n",
+               o->pubs, o->subs, o->dest == TN_BENCH_QUEUE ? "/queue/" : "/topic/",
+               o->topics == TN_BENCH_SHARED ? "bench.t" : "bench.<i>",
+               b->competing ? "(competing consumers)" : "(fan-out)", ack, window,
+               o->persistent ? ", persistent" : "", o->size, (unsigned long long)o->count,
+               o->rate > 0 ? " (fixed rate)" : "");
     } else {
         printf("ternbench pubsub: %u publishers -> %u subscribers, topics %s, QoS %u, "
                "%u-byte payload, %llu messages/publisher%s\n",
                o->pubs, o->subs, topics, o->qos, o->size, (unsigned long long)o->count,
                o->rate > 0 ? " (fixed rate)" : "");
+    }
+    if (!conns) {
         printf("  sent               %llu (%.0f/s)\n", (unsigned long long)b->sent, tx_rate);
         printf("  expected           %llu\n", (unsigned long long)b->expected);
         printf("  received           %llu (%.0f/s)\n", (unsigned long long)b->received, rx_rate);
@@ -441,18 +459,22 @@ report(tn_bench *b)
         printf("  broker rss         %ld kB\n", b->rss_kb);
     printf("  stopped            %s\n", b->stop_reason ? b->stop_reason : "?");
 
-    printf("RESULT scenario=%s pubs=%u subs=%u topics=%s qos=%u size=%u count=%llu sent=%llu "
+    printf("RESULT scenario=%s pubs=%u subs=%u topics=%s qos=%d size=%u count=%llu sent=%llu "
            "expected=%llu received=%llu lost=%llu dup=%lld reordered=%llu secs=%.3f "
            "msgs_per_sec=%.0f pub_per_sec=%.0f p50_us=%s p99_us=%s p999_us=%s max_us=%s "
            "bench_cpu_s=%.2f broker_cpu_s=%.2f broker_rss_kb=%ld",
-           conns ? "conns" : "pubsub", conns ? 0 : o->pubs, conns ? 0 : o->subs, topics, o->qos,
-           o->size, (unsigned long long)o->count, (unsigned long long)b->sent,
-           (unsigned long long)b->expected, (unsigned long long)b->received,
-           (unsigned long long)lost, dup, (unsigned long long)b->reordered, elapsed, rx_rate,
-           tx_rate, p50, p99, p999, pmax, b->cpu_self, b->cpu_broker, b->rss_kb);
+           conns ? "conns" : "pubsub", conns ? 0 : o->pubs, conns ? 0 : o->subs, topics,
+           stomp ? -1 : (int)o->qos, o->size, (unsigned long long)o->count,
+           (unsigned long long)b->sent, (unsigned long long)b->expected,
+           (unsigned long long)b->received, (unsigned long long)lost, dup,
+           (unsigned long long)b->reordered, elapsed, rx_rate, tx_rate, p50, p99, p999, pmax,
+           b->cpu_self, b->cpu_broker, b->rss_kb);
     if (conns)
         printf(" conns=%u conns_failed=%u conns_lost=%u conns_per_sec=%.0f rss_per_conn_b=%ld",
                b->opened, b->failed, b->lost, conn_rate, rss_per_conn);
+    if (stomp)
+        printf(" proto=stomp dest=%s ack=%s receipts=%d persistent=%d", dest, ack, o->receipts,
+               o->persistent);
     printf(" stale=%llu bad=%llu stop=%s\n", (unsigned long long)b->stale,
            (unsigned long long)b->bad, b->stop_reason ? b->stop_reason : "?");
     fflush(stdout);

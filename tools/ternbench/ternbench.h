@@ -3,8 +3,10 @@
  *
  *   ternbench.c  scenarios (pubsub, conns), the run's clock and the report
  *   cli.c        command line
- *   conns.c      one MQTT client connection: connect, CONNACK/SUBACK, reads, batched writes
- *   pubsub.c     publishers (windows, pacing, QoS 1/2 flows) and subscribers (acks, bookkeeping)
+ *   conns.c      one client connection: TCP, reads, batched writes; MQTT CONNECT/SUBSCRIBE
+ *   stomp.c      the same connection speaking STOMP 1.2: CONNECT, SUBSCRIBE, SEND, ACK, frames in
+ *   pubsub.c     publishers (windows, pacing, QoS 1/2 flows, receipts) and subscribers (acks,
+ *                bookkeeping), whichever the protocol
  *   stats.c      latency histogram, CPU and memory of this process and of the broker
  *
  * Everything runs on one libuv loop, on one thread. Encoded packets are appended to a
@@ -17,6 +19,7 @@
 
 #include "core/base/base.h"
 #include "protocols/mqtt/codec.h"
+#include "protocols/stomp/codec.h"
 
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -35,19 +38,30 @@
 
 typedef enum { TN_BENCH_PUBSUB, TN_BENCH_CONNS } tn_bench_scenario;
 typedef enum { TN_BENCH_SHARED, TN_BENCH_PER_PUBLISHER } tn_bench_topics;
+typedef enum { TN_BENCH_MQTT, TN_BENCH_STOMP } tn_bench_proto;
+/* STOMP destinations: a queue's subscribers compete for its messages, a topic's each get all. */
+typedef enum { TN_BENCH_QUEUE, TN_BENCH_TOPIC } tn_bench_dest;
+typedef enum { TN_BENCH_ACK_AUTO, TN_BENCH_ACK_CLIENT_INDIVIDUAL } tn_bench_ack;
 
 typedef struct tn_bench_opts {
     struct sockaddr_in addr; /* the broker */
+    char host[64];           /* as given in --url, for STOMP's host header */
+    tn_bench_proto proto;
     tn_bench_scenario scenario;
     tn_bench_topics topics;
     uint32_t pubs, subs;
-    uint8_t qos;
-    uint32_t size;     /* payload bytes, >= TN_BENCH_HEADER */
-    uint64_t count;    /* messages per publisher */
-    double duration;   /* seconds, hard bound for the whole run */
-    uint32_t inflight; /* per publisher: unacked QoS 1/2 messages; QoS 0: see qos0_window */
-    double rate;       /* messages/s across publishers; 0: as fast as the windows allow */
-    bool clean;        /* subscribers' clean session flag */
+    uint8_t qos;        /* MQTT only */
+    tn_bench_dest dest; /* STOMP only */
+    tn_bench_ack ack;   /* STOMP only: the subscribers' ack mode */
+    bool receipts;      /* STOMP only: SENDs ask for a RECEIPT (the window counts them) */
+    uint32_t size;      /* payload bytes, >= TN_BENCH_HEADER */
+    uint64_t count;     /* messages per publisher */
+    double duration;    /* seconds, hard bound for the whole run */
+    uint32_t inflight;  /* per publisher: unacked QoS 1/2 messages or SENDs awaiting RECEIPT;
+                           QoS 0 and STOMP without receipts: see qos0_window */
+    double rate;        /* messages/s across publishers; 0: as fast as the windows allow */
+    bool persistent;    /* MQTT: subscribers keep sessions (clean session 0); STOMP: SENDs carry
+                           persistent:true (persistent messages) */
     const char *prefix;
     uint16_t keepalive;
     int broker_pid; /* 0: unknown */
@@ -82,7 +96,8 @@ long tn_bench_proc_rss_kb(int pid);
 /* One (publisher, subscriber) pair: what the subscriber has seen of that publisher. */
 typedef struct tn_bench_stream {
     uint64_t top;   /* highest sequence seen + 1; 0 before the first */
-    uint64_t *seen; /* count bits, or NULL when duplicate tracking is off */
+    uint64_t *seen; /* count bits, or NULL when duplicate tracking is off; shared by the
+                       streams of one publisher when the subscribers compete (STOMP queue) */
 } tn_bench_stream;
 
 typedef enum { TN_BENCH_PUB, TN_BENCH_SUB, TN_BENCH_IDLE } tn_bench_role;
@@ -90,8 +105,8 @@ typedef enum { TN_BENCH_PUB, TN_BENCH_SUB, TN_BENCH_IDLE } tn_bench_role;
 typedef enum {
     TN_BENCH_CS_NEW = 0,
     TN_BENCH_CS_CONNECTING, /* TCP connect pending */
-    TN_BENCH_CS_CONNACK,    /* CONNECT sent */
-    TN_BENCH_CS_SUBACK,     /* SUBSCRIBE sent */
+    TN_BENCH_CS_CONNACK,    /* CONNECT sent; waiting for CONNACK (MQTT) or CONNECTED (STOMP) */
+    TN_BENCH_CS_SUBACK,     /* SUBSCRIBE sent; waiting for SUBACK or the subscription's RECEIPT */
     TN_BENCH_CS_READY,
     TN_BENCH_CS_CLOSING, /* DISCONNECT queued; the handle closes once it is written */
     TN_BENCH_CS_FAILED,  /* closed on an error */
@@ -112,18 +127,20 @@ typedef struct tn_bench_conn {
     bool writing, dirty;
     tn_buf out;  /* encoded this turn, not yet handed to uv_write */
     tn_buf wbuf; /* being written (one uv_write in flight at most); swapped with out */
-    tn_buf in;   /* the start of a packet that did not fit in the last read */
+    tn_buf in;   /* the start of a packet that did not fit in the last read (MQTT only: the
+                    STOMP decoder keeps partial frames itself) */
     tn_mqtt_decoder dec;
-    uint64_t last_tx_ms; /* loop time of the last write, for PINGREQ */
+    tn_stomp_decoder sdec; /* STOMP only */
+    uint64_t last_tx_ms;   /* loop time of the last write, for PINGREQ */
 
     /* publisher */
     char topic[24];
     uint16_t topic_len;
     uint64_t sent, acked;
-    uint64_t fanout; /* subscribers that get each message */
+    uint64_t fanout; /* subscribers that get each message (a queue: 1, or 0 without consumer) */
     uint32_t inflight;
-    uint16_t next_pid;
-    uint64_t *pid_busy; /* 65536 bits: sent, not yet PUBACKed / PUBCOMPed */
+    uint16_t next_pid;  /* STOMP: packet ids serve as receipt ids */
+    uint64_t *pid_busy; /* 65536 bits: sent, not yet PUBACKed / PUBCOMPed / RECEIPTed */
     uint64_t *pid_rel;  /* 65536 bits: PUBREL sent (QoS 2) */
 
     /* subscriber */
@@ -170,6 +187,9 @@ struct tn_bench {
     uint32_t run_id;
     uint8_t *payload; /* one message's payload, rewritten before each encode */
     size_t qos0_window;
+    bool acked_pubs; /* publishers wait for PUBACK/PUBCOMP or RECEIPT; else qos0_window bounds */
+    bool competing;  /* STOMP queues: subscribers share duplicate bitmaps, a message counts
+                        once overall */
     uint64_t sent, expected, acked, received, unique, dup, reordered, stale, bad;
     bool track_dups;
     uint64_t *seen_bits;
@@ -190,20 +210,27 @@ int tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o);
 
 /* conns.c */
 void tn_bench_conn_init(tn_bench *b, tn_bench_conn *c, tn_bench_role role, uint32_t id);
+/* Closes c on an error and tells the scenario, once. */
+void tn_bench_conn_fail(tn_bench_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Set-up is over for c (CONNACK/SUBACK, CONNECTED/RECEIPT): it is READY. */
+void tn_bench_conn_ready(tn_bench_conn *c);
 /* Opens the socket and starts the TCP connect; errors end in tn_bench_on_fail(). */
 void tn_bench_conn_start(tn_bench_conn *c);
 /* Queues c for the flush at the end of this loop turn. */
 void tn_bench_conn_dirty(tn_bench_conn *c);
 /* Hands c->out to uv_write unless a write is already in flight (then its callback re-queues). */
 void tn_bench_conn_flush(tn_bench_conn *c);
-/* Sends DISCONNECT, then closes. */
+/* Sends DISCONNECT, then closes: MQTT once it is written, STOMP on its RECEIPT (or when the
+ * broker closes; the linger timer bounds both). */
 void tn_bench_conn_close(tn_bench_conn *c);
 /* Closes now. */
 void tn_bench_conn_abort(tn_bench_conn *c);
 /* Frees what conn_init and the scenario allocated; the handle must be closed. */
 void tn_bench_conn_fini(tn_bench_conn *c);
 bool tn_bench_conn_is_active(const tn_bench_conn *c);
-/* A PINGREQ when nothing was written for half the keepalive. */
+/* MQTT: a PINGREQ when nothing was written for half the keepalive. STOMP: nothing (heart-beats
+ * are off). */
 void tn_bench_conn_keepalive(tn_bench_conn *c, uint64_t now_ms);
 
 /* ternbench.c: called by conns.c */
@@ -222,7 +249,30 @@ bool tn_bench_pub_is_sent(const tn_bench_conn *c);
 bool tn_bench_pub_is_done(const tn_bench_conn *c);
 /* PUBLISH, PUBACK, PUBREC, PUBREL and PUBCOMP on a ready connection; now_ns is the read's time. */
 void tn_bench_on_packet(tn_bench_conn *c, const tn_mqtt_packet *pkt, uint64_t now_ns);
-/* The topic filter subscriber c subscribes to. */
+/* A message's payload arrived at subscriber c (either protocol, acknowledged already): loss,
+ * duplicate, reorder and latency bookkeeping. */
+void tn_bench_on_payload(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns);
+/* The RECEIPT for publisher c's SEND with receipt id (a packet id from its window). */
+void tn_bench_on_receipt(tn_bench_conn *c, uint16_t id, uint64_t now_ns);
+/* Counts and logs (the first few) something unexpected from the broker. */
+void tn_bench_bad(tn_bench_conn *c, const char *what);
+/* The topic filter (MQTT) or destination (STOMP) subscriber c subscribes to. */
 tn_mqtt_bytes tn_bench_sub_filter(tn_bench_conn *c, char *buf, size_t size);
+
+/* stomp.c: STOMP 1.2 on a connection from conns.c, in the client role. */
+void tn_bench_stomp_init(tn_bench_conn *c);
+void tn_bench_stomp_fini(tn_bench_conn *c);
+/* Appends CONNECT (accept-version 1.2, host, heart-beat 0,0); 0 or a TN_E* code. */
+int tn_bench_stomp_connect(tn_bench_conn *c);
+/* Appends DISCONNECT with a receipt header; its RECEIPT closes the connection. 0 or a TN_E*
+ * code. */
+int tn_bench_stomp_disconnect(tn_bench_conn *c);
+/* Appends publisher c's SEND to its destination, with content-length, persistent:true under
+ * --persistent and receipt:<receipt> unless receipt is 0. 0, or TN_ETOOBIG when c->out is full
+ * (the buffer is left as it was). */
+int tn_bench_stomp_send(tn_bench_conn *c, uint16_t receipt, const uint8_t *body, size_t len);
+/* Decodes p[0..len) (all of it: partial frames stay in the decoder) and acts on each frame;
+ * errors and ERROR frames fail the connection. now_ns is the read's time. */
+void tn_bench_stomp_input(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns);
 
 #endif
