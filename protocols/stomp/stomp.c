@@ -330,8 +330,12 @@ sub_deliver(void *ctx, tn_delivery *d)
         put_header(&e, "ack", mid, (size_t)n);
     if (m->persistent)
         put_header(&e, "persistent", "true", 4);
-    if (d->count > 1)
+    if (d->count > 1) {
+        char cnt[16];
+        int k = snprintf(cnt, sizeof cnt, "%" PRIu32, d->count);
         put_header(&e, "redelivered", "true", 4);
+        put_header(&e, "delivery-count", cnt, (size_t)k); /* this delivery included */
+    }
     size_t off = 0, kl, vl;
     const char *k, *v;
     while (tn_message_prop_next(m, &off, &k, &kl, &v, &vl))

@@ -143,6 +143,7 @@ test_queue_send_receive_ack(void)
     feed(&c, ack, (size_t)n + 1); /* NACK: redelivered */
     CU_ASSERT_FATAL(next(&c, &fr));
     CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "redelivered"), "true");
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "delivery-count"), "2");
     n = snprintf(ack, sizeof ack, "ACK\nid:%s\nreceipt:a\n\n", tn_stomp_header(&fr, "ack"));
     feed(&c, ack, (size_t)n + 1);
     CU_ASSERT_FATAL(next(&c, &fr));
