@@ -393,10 +393,12 @@ tn_broker__load(void *ctx, const tn_paged *p, tn_message **out)
         b->refill_wanted = true;
         return rc;
     }
-    reader r = {b->page.data, b->page.data + b->page.len, false};
     tn_message *m = NULL;
-    if (rc == 0 && type == REC_MSG && (rc = msg_decode(&r, &m)) == TN_ENOMEM)
-        return TN_EAGAIN;
+    if (rc == 0 && type == REC_MSG) {
+        reader r = {b->page.data, b->page.data + b->page.len, false};
+        if ((rc = msg_decode(&r, &m)) == TN_ENOMEM)
+            return TN_EAGAIN;
+    }
     if (rc != 0 || type != REC_MSG || !m || m->id != p->id) {
         tn_message_unref(m);
         tn_log_error("STORE-PAGE-LOST",
@@ -783,8 +785,8 @@ apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
         uint64_t mid = get_u64(&r);
         uint8_t qos = get_u8(&r), flags = get_u8(&r);
         tn_paged ref = get_ref(&r, mid);
-        if (!s || r.bad || qos == 0 || qos > 2 || flags > 3)
-            break;
+        if (!s || r.bad || mid == 0 || qos == 0 || qos > 2 || flags > 3)
+            break; /* message ids start at 1 (0 marks a dropped paged reference) */
         ref.qos = qos & 3;
         ref.flags = flags & 3;
         tn_message *m = rp->last && rp->last->id == mid ? rp->last : NULL;

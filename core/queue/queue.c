@@ -254,6 +254,7 @@ pg_at(tn_queue *q, size_t i)
 static void
 pg_push(tn_queue *q, const tn_paged *p)
 {
+    tn_assert(p->id != 0);
     if (q->pg_len == q->pg_cap) {
         size_t cap = q->pg_cap ? q->pg_cap * 2 : 64;
         tn_paged *n = tn_xmalloc(cap * sizeof *n);
