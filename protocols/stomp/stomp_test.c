@@ -7,6 +7,7 @@
 #include "tests/unit/tn_test.h"
 
 #include <CUnit/Basic.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct fio {
@@ -217,6 +218,67 @@ test_topic_transaction_and_errors(void)
     teardown();
 }
 
+/* Each bad input: an ERROR frame with a message header, then the connection closes. */
+static void
+test_bad_input_gets_error_and_close(void)
+{
+    static const struct {
+        const char *what, *bytes;
+        size_t len;
+    } cases[] = {
+#define CASE(w, lit) {w, lit, sizeof lit - 1}
+        CASE("unknown command", "FLY\n\n\0"),
+        CASE("missing NUL", "SEND\ndestination:/queue/a\ncontent-length:2\n\nabX"),
+        CASE("bad content-length", "SEND\ndestination:/queue/a\ncontent-length:x\n\n\0"),
+        CASE("header without colon", "SEND\ndestination /queue/a\n\n\0"),
+        CASE("SEND without destination", "SEND\n\nbody\0"),
+        CASE("unknown destination", "SEND\ndestination:/elsewhere/a\n\n\0"),
+        CASE("wildcard in SEND", "SEND\ndestination:/topic/a.*\n\n\0"),
+        CASE("ACK of an unknown id", "ACK\nid:7.7\n\n\0"),
+        CASE("malformed ack id", "ACK\nid:nonsense\n\n\0"),
+        CASE("unknown transaction", "COMMIT\ntransaction:nope\n\n\0"),
+        CASE("second CONNECT", "CONNECT\naccept-version:1.2\n\n\0"),
+        CASE("bad ack mode", "SUBSCRIBE\nid:1\ndestination:/queue/a\nack:sometimes\n\n\0"),
+        CASE("bad prefetch",
+             "SUBSCRIBE\nid:1\ndestination:/queue/a\nactivemq.prefetchSize:0\n\n\0"),
+        CASE("UNSUBSCRIBE of nothing", "UNSUBSCRIBE\nid:zz\n\n\0"),
+        CASE("durable without client-id",
+             "SUBSCRIBE\nid:1\ndestination:/topic/a\nactivemq.subscriptionName:d\n\n\0"),
+#undef CASE
+    };
+    setup();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fio f;
+        connect12(&f);
+        feed(&f, cases[i].bytes, cases[i].len);
+        tn_stomp_frame fr;
+        bool got = next(&f, &fr);
+        CU_ASSERT_TRUE(got && fr.command == TN_STOMP_ERROR && tn_stomp_header(&fr, "message"));
+        CU_ASSERT_TRUE(f.io.closed);
+        if (!got || fr.command != TN_STOMP_ERROR || !f.io.closed)
+            fprintf(stderr, "\n  case: %s\n", cases[i].what);
+        conn_close(&f);
+    }
+    /* Before CONNECT, and a header line over the limit (8192). */
+    fio f;
+    conn_open(&f);
+    FEED(&f, "SEND\ndestination:/queue/a\n\n\0");
+    tn_stomp_frame fr;
+    CU_ASSERT_TRUE(next(&f, &fr) && fr.command == TN_STOMP_ERROR);
+    CU_ASSERT_TRUE(f.io.closed);
+    conn_close(&f);
+    connect12(&f);
+    static char big[9000 + 64];
+    int n = snprintf(big, sizeof big, "SEND\ndestination:/queue/a\nx:");
+    memset(big + n, 'v', 9000);
+    memcpy(big + n + 9000, "\n\n", 3);
+    feed(&f, big, (size_t)n + 9000 + 3);
+    CU_ASSERT_TRUE(next(&f, &fr) && fr.command == TN_STOMP_ERROR);
+    CU_ASSERT_TRUE(f.io.closed);
+    conn_close(&f);
+    teardown();
+}
+
 int
 main(void)
 {
@@ -227,5 +289,6 @@ main(void)
     CU_add_test(s, "queue_send_receive_ack", test_queue_send_receive_ack);
     CU_add_test(s, "dead_letter", test_dead_letter_after_max_deliveries);
     CU_add_test(s, "topic_transaction_errors", test_topic_transaction_and_errors);
+    CU_add_test(s, "bad_input", test_bad_input_gets_error_and_close);
     return tn_test_run();
 }
