@@ -73,8 +73,8 @@ struct sconn {
     uint8_t version;
     uint64_t serial;
     char *client_id;
-    uint32_t hb_send_ms, hb_recv_ms; /* negotiated; 0: none */
-    uint64_t last_rx, last_tx, last_beats;
+    uint32_t hb_send_ms, hb_recv_ms;   /* negotiated; 0: none */
+    uint64_t opened, last_rx, last_tx; /* loop times */
     ssub *subs;
     uint32_t next_sub;
     stx *txs;
@@ -938,7 +938,7 @@ schedule(sconn *c)
         return;
     uint64_t at = 0;
     if (c->state == ST_CONNECT) {
-        at = c->last_rx + c->st->conf.connect_timeout_ms;
+        at = c->opened + c->st->conf.connect_timeout_ms; /* however slowly it trickles in */
     } else {
         if (c->hb_send_ms)
             at = c->last_tx + c->hb_send_ms;
@@ -964,7 +964,7 @@ a_open(void *proto, const tn_io *io, void *ctx)
     tn_stomp_decoder_init(&c->dec, TN_STOMP_ROLE_SERVER, &st->conf.limits);
     tn_flow_init(&c->flow, flow_resume);
     c->replies.send = reply_send;
-    c->last_rx = c->last_tx = io->now(ctx);
+    c->opened = c->last_rx = c->last_tx = io->now(ctx);
     schedule(c);
     return c;
 }

@@ -279,6 +279,41 @@ test_bad_input_gets_error_and_close(void)
     teardown();
 }
 
+/* No CONNECT within connect_timeout_ms of accepting, however the bytes trickle in: closed. A
+ * client that promised heart-beats and went silent: closed after twice the interval. */
+static void
+test_timeouts(void)
+{
+    setup();
+    fio f;
+    conn_open(&f);
+    uint64_t t0 = tn_fake_now;
+    for (int i = 0; i < 20; i++) {
+        tn_fake_now += 1000;
+        FEED(&f, "\n"); /* an EOL a second: never a CONNECT */
+    }
+    CU_ASSERT_FALSE(f.io.closed);
+    CU_ASSERT_TRUE(f.io.deadline <= t0 + 10000);
+    tn_stomp_adapter.timeout(f.io.a, tn_fake_now);
+    CU_ASSERT_TRUE(f.io.closed);
+    conn_close(&f);
+    conn_open(&f);
+    FEED(&f, "CONNECT\naccept-version:1.2\nheart-beat:1000,0\n\n\0");
+    CU_ASSERT_EQUAL(f.io.deadline, tn_fake_now + 2000);
+    tn_fake_now += 1999;
+    tn_stomp_adapter.timeout(f.io.a, tn_fake_now);
+    CU_ASSERT_FALSE(f.io.closed);
+    FEED(&f, "\n"); /* a heart-beat: alive */
+    tn_fake_now += 1999;
+    tn_stomp_adapter.timeout(f.io.a, tn_fake_now);
+    CU_ASSERT_FALSE(f.io.closed);
+    tn_fake_now += 2;
+    tn_stomp_adapter.timeout(f.io.a, tn_fake_now);
+    CU_ASSERT_TRUE(f.io.closed);
+    conn_close(&f);
+    teardown();
+}
+
 int
 main(void)
 {
@@ -290,5 +325,6 @@ main(void)
     CU_add_test(s, "dead_letter", test_dead_letter_after_max_deliveries);
     CU_add_test(s, "topic_transaction_errors", test_topic_transaction_and_errors);
     CU_add_test(s, "bad_input", test_bad_input_gets_error_and_close);
+    CU_add_test(s, "timeouts", test_timeouts);
     return tn_test_run();
 }
