@@ -27,6 +27,15 @@ open_conn(tn_mqtt *m, fio *f)
     f->a = tn_mqtt_adapter.open(m, &tn_fake_io, f);
 }
 
+/* After each chunk: both outputs are dropped. */
+static void
+after_chunk(void *arg)
+{
+    fio **c = arg;
+    c[0]->out.len = 0;
+    c[1]->out.len = 0;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -64,29 +73,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tn_mqtt_encode_connect(&pkt, &c);
         tn_mqtt_adapter.input(cl.a, pkt.data, pkt.len);
     }
-    /* Feed as net would: keep the unconsumed tail, append the next chunk. */
-    size_t chunk = (size_t)1 << ((opt >> 2) & 7);
-    tn_buf in;
-    tn_buf_init(&in, 1 << 20);
-    for (size_t off = 0; off < size && !cl.closed;) {
-        size_t n = size - off < chunk ? size - off : chunk;
-        tn_buf_append(&in, data + off, n);
-        off += n;
-        for (int round = 0; round < 4 && !cl.closed; round++) {
-            ssize_t used = tn_mqtt_adapter.input(cl.a, in.data, in.len);
-            if (used < 0)
-                break;
-            tn_buf_consume(&in, (size_t)used);
-            if (!cl.woken)
-                break;
-            cl.woken = 0;
-        }
-        cl.out.len = 0;
-        sub.out.len = 0;
-    }
+    fio *both[2] = {&cl, &sub};
+    tn_fake_feed(&tn_mqtt_adapter, &cl, data, size, (size_t)1 << ((opt >> 2) & 7), after_chunk,
+                 both);
     tn_mqtt_adapter.closed(cl.a, TN_CLOSE_PEER);
     tn_mqtt_adapter.closed(sub.a, TN_CLOSE_PEER);
-    tn_buf_fini(&in);
     tn_buf_fini(&pkt);
     tn_buf_fini(&cl.out);
     tn_buf_fini(&sub.out);

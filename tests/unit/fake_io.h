@@ -69,4 +69,33 @@ tn_fake_peer(void *ctx)
 static const tn_io tn_fake_io = {tn_fake_out,  tn_fake_full,     tn_fake_close, tn_fake_pause,
                                  tn_fake_wake, tn_fake_deadline, tn_fake_clock, tn_fake_peer};
 
+/* Feeds data to f's adapter in chunks of `chunk` bytes, as net does: the unconsumed tail is kept
+ * and offered again with the next chunk, and wake() requests get up to 4 more input() calls.
+ * after(arg) runs after each chunk (to clear outputs, run other connections' deferred work).
+ * Stops once the adapter closes f. */
+static inline void
+tn_fake_feed(const tn_adapter_ops *ops, tn_fake_conn *f, const uint8_t *data, size_t size,
+             size_t chunk, void (*after)(void *arg), void *arg)
+{
+    tn_buf in;
+    tn_buf_init(&in, 1 << 20);
+    for (size_t off = 0; off < size && !f->closed;) {
+        size_t n = size - off < chunk ? size - off : chunk;
+        tn_buf_append(&in, data + off, n);
+        off += n;
+        for (int round = 0; round < 4 && !f->closed; round++) {
+            ssize_t used = ops->input(f->a, in.data, in.len);
+            if (used < 0)
+                break;
+            tn_buf_consume(&in, (size_t)used);
+            if (!f->woken)
+                break;
+            f->woken = 0;
+        }
+        if (after)
+            after(arg);
+    }
+    tn_buf_fini(&in);
+}
+
 #endif
