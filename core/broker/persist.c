@@ -820,11 +820,9 @@ apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
         if (type == REC_RETAIN_PUT) {
             uint64_t mid = get_u64(&r);
             tn_paged ref = get_ref(&r, mid);
-            char copy[65536 + 1];
-            memcpy(copy, key, n + 1); /* loading uses other buffers, but keep the key safe */
-            tn_message *m = r.bad ? NULL : msg_at(rp, &ref);
+            tn_message *m = r.bad ? NULL : msg_at(rp, &ref); /* reads into b->page, not rec */
             if (m)
-                tn_topictree_put(b->retained, copy, m, &old);
+                tn_topictree_put(b->retained, key, m, &old);
         } else {
             tn_topictree_take(b->retained, key, &old);
         }

@@ -120,7 +120,6 @@ reply_send(tn_replies *r, const uint8_t *p, size_t n, uint32_t flags, int status
 int
 tn_mqtt__respond(mconn *c, const uint8_t *p, size_t n, bool release_hold)
 {
-    c->replies.send = reply_send;
     tn_broker_reply(c->m->broker, &c->replies, p, n, release_hold ? 1 : 0);
     return c->state == ST_CLOSING ? TN_ETOOBIG : 0;
 }
@@ -154,6 +153,7 @@ mqtt_open(void *proto, const tn_io *io, void *ioc)
     tn_mqtt *m = proto;
     mconn *c = tn_xcalloc(1, sizeof *c);
     c->m = m;
+    c->replies.send = reply_send;
     c->io = io;
     c->ioc = ioc;
     c->state = ST_CONNECT;

@@ -21,10 +21,7 @@ typedef tn_fake_conn fio;
 static void
 open_conn(tn_mqtt *m, fio *f)
 {
-    memset(f, 0, sizeof *f);
-    tn_buf_init(&f->out, 1 << 16);
-    f->full_at = 4096;
-    f->a = tn_mqtt_adapter.open(m, &tn_fake_io, f);
+    tn_fake_open(f, &tn_mqtt_adapter, m, 4096);
 }
 
 /* After each chunk: both outputs are dropped. */

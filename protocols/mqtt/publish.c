@@ -14,13 +14,12 @@ tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p)
     const char *name = tn_mqtt__core_name(m, p->topic.p, p->topic.len);
     tn_message *msg =
         tn_message_new(name, p->topic.len, p->payload.p, p->payload.len, p->qos, p->retain);
-    if (msg)
-        msg->persistent = p->qos > 0; /* kept by persistent sessions' journal */
     if (!msg) {
         tn_log_error("MQTT-NOMEM", "%s: out of memory for a %u byte message, closing",
                      c->io->peer(c->ioc), p->payload.len);
         return TN_ENOMEM;
     }
+    msg->persistent = p->qos > 0; /* kept by persistent sessions' journal */
     tn_broker_publish(m->broker, msg, &c->flow);
     tn_message_unref(msg);
     /* Confirmed only once the journal holds what the message became [issue 5]. */

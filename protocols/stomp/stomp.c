@@ -22,6 +22,7 @@ struct tn_stomp {
     tn_buf props; /* scratch: a message's properties */
     tn_buf name;  /* scratch: core names */
     tn_buf reply; /* scratch: a reply-to rewritten */
+    tn_buf frame; /* scratch: a RECEIPT being encoded */
 };
 
 typedef struct sconn sconn;
@@ -152,17 +153,13 @@ receipt(sconn *c, const tn_stomp_frame *f, bool close_after)
         }
         return;
     }
-    uint8_t buf[512];
-    tn_buf b;
-    tn_buf_init(&b, 65536 + 64);
-    tn_buf stackb = {buf, 0, sizeof buf, sizeof buf};
-    tn_buf *use = strlen(r) < 400 ? &stackb : &b;
+    tn_buf *fb = &c->st->frame; /* tn_broker_reply copies what it has to keep */
+    fb->len = 0;
     tn_stomp_encoder e;
-    tn_stomp_encode_begin(&e, use, c->version, TN_STOMP_RECEIPT);
+    tn_stomp_encode_begin(&e, fb, c->version, TN_STOMP_RECEIPT);
     tn_stomp_encode_header(&e, "receipt-id", 10, r, strlen(r));
     if (tn_stomp_encode_end(&e, NULL, 0, false) == 0)
-        tn_broker_reply(c->st->b, &c->replies, use->data, use->len, close_after ? 1 : 0);
-    tn_buf_fini(&b);
+        tn_broker_reply(c->st->b, &c->replies, fb->data, fb->len, close_after ? 1 : 0);
 }
 
 /* ---- destinations ---- */
@@ -1092,6 +1089,7 @@ tn_stomp_new(tn_broker *b, const tn_stomp_conf *conf)
     tn_buf_init(&st->props, 65536);
     tn_buf_init(&st->name, 1 << 20);
     tn_buf_init(&st->reply, 1 << 20);
+    tn_buf_init(&st->frame, 1 << 20);
     return st;
 }
 
@@ -1103,5 +1101,6 @@ tn_stomp_free(tn_stomp *st)
     tn_buf_fini(&st->props);
     tn_buf_fini(&st->name);
     tn_buf_fini(&st->reply);
+    tn_buf_fini(&st->frame);
     free(st);
 }

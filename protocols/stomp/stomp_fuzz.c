@@ -20,10 +20,7 @@ typedef tn_fake_conn fio;
 static void
 open_conn(tn_stomp *st, fio *f)
 {
-    memset(f, 0, sizeof *f);
-    tn_buf_init(&f->out, 1 << 16);
-    f->full_at = 4096;
-    f->a = tn_stomp_adapter.open(st, &tn_fake_io, f);
+    tn_fake_open(f, &tn_stomp_adapter, st, 4096);
 }
 
 static void

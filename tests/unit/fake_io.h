@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct tn_fake_conn {
     tn_buf out;
@@ -68,6 +69,16 @@ tn_fake_peer(void *ctx)
 
 static const tn_io tn_fake_io = {tn_fake_out,  tn_fake_full,     tn_fake_close, tn_fake_pause,
                                  tn_fake_wake, tn_fake_deadline, tn_fake_clock, tn_fake_peer};
+
+/* Opens a fake connection on ops/proto: out bounded by 64 KiB, full past full_at. */
+static inline void
+tn_fake_open(tn_fake_conn *f, const tn_adapter_ops *ops, void *proto, size_t full_at)
+{
+    memset(f, 0, sizeof *f);
+    tn_buf_init(&f->out, 1 << 16);
+    f->full_at = full_at;
+    f->a = ops->open(proto, &tn_fake_io, f);
+}
 
 /* Feeds data to f's adapter in chunks of `chunk` bytes, as net does: the unconsumed tail is kept
  * and offered again with the next chunk, and wake() requests get up to 4 more input() calls.
