@@ -5,6 +5,7 @@
 #include "core/base/base.h"
 #include "core/topictree/topictree.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
@@ -19,6 +20,104 @@ session_deliver_limits(tn_session *s)
         tn_queue_set_limits(s->queue, l->max_queued, 0);
     else
         tn_queue_set_limits(s->queue, l->max_queued, l->max_offline);
+}
+
+/* ---- slow consumers ---- */
+
+static void
+behind_add(tn_session *s, uint32_t ep)
+{
+    tn_broker *b = s->b;
+    s->behind_ep = ep;
+    s->behind_since = b->now;
+    if (s->on_behind)
+        return;
+    s->on_behind = true;
+    s->bprev = NULL;
+    s->bnext = b->behind;
+    if (b->behind)
+        b->behind->bprev = s;
+    b->behind = s;
+}
+
+/* Ends s's congestion episode: it caught up (or left); a slow consumer says how much it lost. */
+static void
+behind_end(tn_session *s, const char *how)
+{
+    tn_broker *b = s->b;
+    if (!s->on_behind)
+        return;
+    if (s->bprev)
+        s->bprev->bnext = s->bnext;
+    else
+        b->behind = s->bnext;
+    if (s->bnext)
+        s->bnext->bprev = s->bprev;
+    s->on_behind = false;
+    s->bnext = s->bprev = NULL;
+    if (s->slow) {
+        s->slow = false;
+        b->stats.slow_now--;
+        tn_log_info("SUB-SLOW-END",
+                    "%s: %s after %" PRIu64 " ms as a slow consumer; %" PRIu64
+                    " QoS 0 messages to it were dropped",
+                    s->id, how, b->now - s->behind_since, s->slow_dropped);
+    }
+}
+
+/* Whether s's current congestion episode (if any) is the one being timed; ends it if not. */
+static bool
+behind_current(tn_session *s)
+{
+    if (!s->on_behind)
+        return false;
+    if (tn_queue_behind(s->queue) == s->behind_ep)
+        return true;
+    behind_end(s, "caught up");
+    return false;
+}
+
+static void
+become_slow(tn_session *s)
+{
+    tn_broker *b = s->b;
+    s->slow = true;
+    s->slow_dropped = 0;
+    b->stats.slow_episodes++;
+    b->stats.slow_now++;
+    tn_log_warn("SUB-QOS0-DROP",
+                "%s: subscriber %u messages behind for %" PRIu64
+                " ms (slow_consumer_timeout): a slow consumer; QoS 0 messages to it are dropped "
+                "until it catches up",
+                s->id, tn_queue_depth(s->queue), b->now - s->behind_since);
+    /* Nobody waits on a slow consumer for QoS 0; those waiting for QoS 1/2 wait again on their
+     * next push. */
+    tn_queue_wake(s->queue);
+}
+
+void
+tn_broker_tick(tn_broker *b, uint64_t now_ms)
+{
+    b->now = now_ms;
+    uint32_t limit = b->limits.slow_consumer_ms;
+    for (tn_session *s = b->behind, *next; s; s = next) {
+        next = s->bnext;
+        if (behind_current(s) && !s->slow && limit && now_ms - s->behind_since >= limit)
+            become_slow(s);
+    }
+}
+
+bool
+tn_broker_levels_ok(const tn_broker *b, const char *name)
+{
+    uint32_t max = b->limits.max_topic_levels;
+    if (!max)
+        return true;
+    uint32_t levels = 1;
+    for (const char *p = name; (p = strchr(p, '.')); p++)
+        if (++levels > max)
+            return false;
+    return true;
 }
 
 tn_broker *
@@ -40,6 +139,7 @@ session_free(tn_session *s, bool log)
     tn_broker *b = s->b;
     if (log && !s->clean)
         tn_broker__log_session(b, s, false);
+    behind_end(s, "left");
     tn_sub *sub, *tmp;
     HASH_ITER(hh, s->subs, sub, tmp)
     {
@@ -93,6 +193,12 @@ tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out)
     out->paged = 0;
     for (const tn_session *s = b->sessions; s; s = s->hh.next)
         out->paged += tn_queue_paged(s->queue);
+}
+
+const tn_broker_limits *
+tn_broker_get_limits(const tn_broker *b)
+{
+    return &b->limits;
 }
 
 tn_session *
@@ -189,11 +295,13 @@ tn_session_detach(tn_session *s)
     s->attached = false;
     s->ops = NULL;
     s->ctx = NULL;
+    behind_end(s, "left");
     if (s->clean) {
-        session_free(s, false);
+        session_free(s, false); /* resumes the producers that waited on it */
         return;
     }
     session_deliver_limits(s);
+    tn_queue_wake(s->queue); /* producers never wait on an offline session */
 }
 
 void
@@ -298,13 +406,26 @@ tn_session_id(const tn_session *s)
     return s->id;
 }
 
+/* How a delivery enters a session's queue. */
+enum {
+    PUSH_LIVE,     /* a published message: QoS 0 dropped for a slow consumer */
+    PUSH_RETAINED, /* retained, on SUBSCRIBE: never dropped for congestion */
+};
+
 /* Queues one delivery of m to s; logs drops once per attach. TN_ETOOBIG when dropped. */
 static int
-session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *producer)
+session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *producer, int how)
 {
     tn_broker *b = s->b;
     if (!s->attached && qos == 0)
         return 0; /* QoS 0 is not queued for offline clients */
+    if (s->slow)
+        behind_current(s); /* ends the slow episode if it caught up since the last look */
+    if (qos == 0 && s->slow && how == PUSH_LIVE) {
+        s->slow_dropped++;
+        b->stats.dropped_qos0++;
+        return TN_ETOOBIG;
+    }
     int rc;
     tn_paged where;
     if (qos > 0 && !s->clean && b->store && m->persistent) {
@@ -320,7 +441,12 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
     }
     if (rc == 0) {
         b->stats.delivered++;
-        if (qos > 0 && producer && (s->attached || s->is_queue))
+        if (!s->attached)
+            return 0; /* offline: nobody waits, max_offline bounds it */
+        uint32_t ep = tn_queue_behind(s->queue);
+        if (ep && !s->is_queue && (!s->on_behind || s->behind_ep != ep))
+            behind_add(s, ep); /* a new congestion episode: time it */
+        if (producer && !(qos == 0 && s->slow))
             tn_queue_wait(s->queue, producer);
         return 0;
     }
@@ -330,15 +456,10 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
         b->stats.dropped_offline++;
     if (!s->warned_full) {
         s->warned_full = true;
-        if (qos == 0)
-            tn_log_warn("SUB-QOS0-DROP",
-                        "%s: subscriber is %u messages behind, dropping QoS 0 messages to it",
-                        s->id, tn_queue_depth(s->queue));
-        else
-            tn_log_warn("SUB-OFFLINE-FULL",
-                        "%s: offline session holds %u messages (max_offline_messages), dropping "
-                        "new ones until it reconnects",
-                        s->id, tn_queue_depth(s->queue));
+        tn_log_warn("SUB-OFFLINE-FULL",
+                    "%s: offline session holds %u messages (max_offline_messages), dropping "
+                    "new ones until it reconnects",
+                    s->id, tn_queue_depth(s->queue));
     }
     return TN_ETOOBIG;
 }
@@ -355,7 +476,7 @@ push_retained(void *arg, const char *name, void *value)
     retained_ctx *rc = arg;
     tn_message *m = value;
     uint8_t qos = m->qos < rc->qos ? m->qos : rc->qos;
-    session_push(rc->s, m, qos, TN_DELIVERY_RETAINED, NULL);
+    session_push(rc->s, m, qos, TN_DELIVERY_RETAINED, NULL, PUSH_RETAINED);
 }
 
 int
@@ -363,6 +484,8 @@ tn_session_subscribe(tn_session *s, const char *filter, uint8_t qos)
 {
     if (!tn_topictree_filter_valid(filter) || qos > 2)
         return TN_EINVAL;
+    if (!tn_broker_levels_ok(s->b, filter))
+        return TN_ETOOBIG;
     tn_sub *sub = NULL;
     HASH_FIND_STR(s->subs, filter, sub);
     if (sub) {
@@ -486,7 +609,7 @@ tn_broker_send(tn_broker *b, tn_session *q, tn_message *m, tn_flow *producer)
     m->id = ++b->seq;
     b->stats.published++;
     uint8_t qos = m->qos ? m->qos : 1; /* on a queue, every delivery is acknowledged */
-    return session_push(q, m, qos, 0, producer);
+    return session_push(q, m, qos, 0, producer, PUSH_LIVE);
 }
 
 void
@@ -505,6 +628,8 @@ tn_session_queue(tn_session *s)
 int
 tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer)
 {
+    if (!tn_broker_levels_ok(b, m->name))
+        return TN_ETOOBIG;
     m->id = ++b->seq;
     b->stats.published++;
     if (m->retain)
@@ -516,7 +641,7 @@ tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer)
     for (size_t i = 0; i < b->n_routes; i++) {
         tn_session *s = b->routes[i].s;
         uint8_t qos = s->mark_qos < m->qos ? s->mark_qos : m->qos;
-        session_push(s, m, qos, 0, producer);
+        session_push(s, m, qos, 0, producer, PUSH_LIVE);
     }
     b->n_routes = 0;
     return 0;

@@ -11,7 +11,11 @@
  * Publishing routes a message through the topic tree to every matching session exactly once, at
  * the highest QoS granted by its matching subscriptions [MQTT-3.3.5-1], capped by the publish
  * QoS. A producer whose messages fill an attached subscriber's queue past max_queued is asked to
- * wait (tn_flow), so slow consumers slow producers instead of losing QoS 1/2 messages.
+ * wait (tn_flow), so a subscriber that is briefly behind slows its producers instead of losing
+ * messages. One that stays behind longer than slow_consumer_ms is a slow consumer: QoS 0
+ * deliveries to it are dropped (counted, logged once per episode) and QoS 0 producers no longer
+ * wait on it, until it catches up; QoS 1/2 producers still wait (nothing is dropped at QoS 1/2
+ * while the subscriber is connected). Producers never wait on an offline session.
  *
  * Names are canonical ('.' separated; see core/topictree). Thread: the loop thread only.
  */
@@ -38,12 +42,18 @@ typedef struct tn_broker_limits {
                                   journal as its client catches up). 0: no paging */
     uint64_t compact_bytes;    /* journal bytes written before a checkpoint rewrites the live state
                                   and deletes older segments (0: 64 MiB) */
+    uint32_t slow_consumer_ms; /* a subscriber behind (max_queued reached, not yet back to half)
+                                  for this long is a slow consumer: QoS 0 to it is dropped and
+                                  producers stop waiting on it (0: never; needs tn_broker_tick) */
+    uint32_t max_topic_levels; /* topic names and filters with more levels are refused (0: any) */
 } tn_broker_limits;
 
 typedef struct tn_broker_stats {
     uint64_t published;       /* messages accepted by tn_broker_publish */
     uint64_t delivered;       /* deliveries queued to sessions */
-    uint64_t dropped_qos0;    /* QoS 0 deliveries dropped for slow subscribers */
+    uint64_t dropped_qos0;    /* QoS 0 deliveries dropped for slow consumers */
+    uint64_t slow_episodes;   /* times a subscriber became a slow consumer */
+    uint32_t slow_now;        /* subscribers that are slow consumers now */
     uint64_t dropped_offline; /* QoS 1/2 deliveries dropped for full offline sessions */
     uint32_t sessions;
     uint32_t retained;
@@ -90,9 +100,16 @@ void tn_replies_cancel(tn_replies *r);
  * live state and has the store delete the segments it makes dead. */
 void tn_broker_maintain(tn_broker *b);
 struct tn_store *tn_broker_store(const tn_broker *b);
+/* Housekeeping on a timer (every 100 ms or so) with the loop's clock in milliseconds: declares
+ * subscribers that stayed behind for slow_consumer_ms slow consumers (and resumes the producers
+ * that waited on them). */
+void tn_broker_tick(tn_broker *b, uint64_t now_ms);
+/* Whether a canonical topic name or filter is within max_topic_levels. */
+bool tn_broker_levels_ok(const tn_broker *b, const char *name);
 /* Frees every session (all must be detached), subscription and retained message. */
 void tn_broker_free(tn_broker *b);
 void tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out);
+const tn_broker_limits *tn_broker_get_limits(const tn_broker *b);
 
 /*
  * Opens the session for client_id (any bytes, len given) for the connection ops/ctx.
@@ -139,8 +156,9 @@ const char *tn_session_id(const tn_session *s);
 
 /*
  * Adds or replaces the subscription for filter (canonical) with the granted qos
- * [MQTT-3.8.4-3], then queues the retained messages matching it with TN_DELIVERY_RETAINED.
- * TN_EINVAL for a malformed filter.
+ * [MQTT-3.8.4-3], then queues the retained messages matching it with TN_DELIVERY_RETAINED: all
+ * of them, past max_queued (they go out as the subscriber reads, and its producers wait
+ * meanwhile). TN_EINVAL for a malformed filter, TN_ETOOBIG past max_topic_levels.
  */
 int tn_session_subscribe(tn_session *s, const char *filter, uint8_t qos);
 /* TN_ENOENT when the session has no such subscription. */
@@ -150,7 +168,8 @@ int tn_session_unsubscribe(tn_session *s, const char *filter);
  * Publishes m (borrowed; the broker takes its own references) to every matching session, and
  * stores or clears it as the retained message of its name when m->retain is set (an empty
  * payload clears [MQTT-3.3.1-10]). Sets m->id. If producer is given and a subscriber's queue is
- * congested, the producer is made to wait (producer->blocked > 0).
+ * congested, the producer is made to wait (producer->blocked > 0). TN_ETOOBIG (nothing done)
+ * when the name has more than max_topic_levels levels.
  */
 int tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer);
 

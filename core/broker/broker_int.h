@@ -24,6 +24,13 @@ struct tn_session {
     bool warned_full; /* logged a drop since the last attach */
     bool attached;    /* a connection owns it (consumer is set once started) */
     bool is_queue;    /* a named queue (tn_broker_queue): consumers attach to its queue */
+    bool slow;        /* a slow consumer: QoS 0 to it is dropped, QoS 0 producers don't wait */
+    /* Congestion episode being timed (the queue's tn_queue_behind number), while on b->behind. */
+    uint32_t behind_ep;
+    uint64_t behind_since; /* loop ms */
+    uint64_t slow_dropped; /* QoS 0 dropped in this slow episode */
+    tn_session *bnext, *bprev;
+    bool on_behind;
     uint32_t rx_count, tx_count;
     uint64_t *rx_ids; /* bitmaps of 65536 ids, allocated on first use, freed when empty */
     uint64_t *tx_ids;
@@ -62,6 +69,8 @@ struct tn_broker {
     uint64_t ckpt_size;  /* bytes the last checkpoint took */
     uint64_t ckpt_retry; /* since_ckpt at which to consider a skipped checkpoint again */
     tn_session *sessions;
+    tn_session *behind;     /* attached sessions in a congestion episode (slow consumers timed) */
+    uint64_t now;           /* loop ms, from the last tn_broker_tick */
     tn_topictree *subs;     /* filter -> tn_sub */
     tn_topictree *retained; /* name -> tn_message */
     uint64_t seq;

@@ -230,29 +230,40 @@ on_resume(tn_flow *f)
 }
 
 static void
+publish_from(tn_broker *b, tn_flow *f, const char *name, const char *payload, uint8_t qos)
+{
+    tn_message *m = tn_message_new(name, strlen(name), payload, strlen(payload), qos, false);
+    m->persistent = qos > 0;
+    CU_ASSERT_EQUAL(tn_broker_publish(b, m, f), 0);
+    tn_message_unref(m);
+}
+
+static void
 test_slow_subscriber_slows_producer(void)
 {
-    tn_broker_limits l = {.max_inflight = 2, .max_queued = 4, .max_offline = 100};
+    tn_broker_limits l = {
+        .max_inflight = 2, .max_queued = 4, .max_offline = 100, .slow_consumer_ms = 1000};
     tn_broker *b = tn_broker_new(&l);
+    tn_broker_tick(b, 5000);
     fake a = {0};
     open_session(b, &a, "slow", true, NULL);
     tn_session_subscribe(a.s, "t", 1);
     tn_flow f;
     tn_flow_init(&f, on_resume);
     resumed = 0;
-    for (int i = 0; i < 6; i++) {
-        tn_message *m = tn_message_new("t", 1, "m", 1, 1, false);
-        tn_broker_publish(b, m, &f);
-        tn_message_unref(m);
-    }
+    for (int i = 0; i < 6; i++)
+        publish_from(b, &f, "t", "m", 1);
     CU_ASSERT_EQUAL(a.n, 2); /* window */
     CU_ASSERT_TRUE(f.blocked > 0);
+    /* Briefly behind: QoS 0 is queued too (its producers wait), never dropped. */
     for (int i = 0; i < 6; i++)
-        publish(b, "t", "zero", 0, false); /* QoS 0 past the limit: dropped, counted */
+        publish(b, "t", "zero", 0, false);
     tn_broker_stats st;
     tn_broker_get_stats(b, &st);
-    CU_ASSERT_EQUAL(st.dropped_qos0, 6);
-    while (resumed == 0 && a.n < 6) {
+    CU_ASSERT_EQUAL(st.dropped_qos0, 0);
+    tn_broker_tick(b, 5999); /* not yet a slow consumer */
+    CU_ASSERT_EQUAL(resumed, 0);
+    while (resumed == 0 && a.n < 12) {
         int n = a.n;
         ack_all(&a);
         CU_ASSERT_FATAL(a.n > n);
@@ -260,7 +271,161 @@ test_slow_subscriber_slows_producer(void)
     CU_ASSERT_EQUAL(resumed, 1);
     CU_ASSERT_EQUAL(f.blocked, 0);
     ack_all(&a);
+    ack_all(&a);
+    CU_ASSERT_EQUAL(a.n, 12); /* every one of them, QoS 0 included */
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.slow_episodes, 0);
     tn_flow_fini(&f);
+    tn_session_detach(a.s);
+    tn_broker_free(b);
+}
+
+/* A subscriber behind for longer than slow_consumer_ms: QoS 0 to it is dropped and its QoS 0
+ * producers stop waiting, while QoS 1 producers still wait; it recovers once it catches up. */
+static void
+test_slow_consumer_episode(void)
+{
+    tn_broker_limits l = {
+        .max_inflight = 2, .max_queued = 4, .max_offline = 100, .slow_consumer_ms = 1000};
+    tn_broker *b = tn_broker_new(&l);
+    tn_broker_tick(b, 10000);
+    fake a = {0}, fast = {0};
+    open_session(b, &a, "stalled", true, NULL);
+    open_session(b, &fast, "fast", true, NULL);
+    tn_session_subscribe(a.s, "t", 0);
+    tn_session_subscribe(fast.s, "t", 0);
+    a.refuse = true; /* stops reading: every delivery to it waits */
+    tn_flow f;
+    tn_flow_init(&f, on_resume);
+    resumed = 0;
+    for (int i = 0; i < 4; i++)
+        publish_from(b, &f, "t", "q0", 0);
+    CU_ASSERT_TRUE(f.blocked > 0); /* behind: the QoS 0 producer waits */
+    tn_broker_tick(b, 10500);
+    CU_ASSERT_TRUE(f.blocked > 0);
+    tn_broker_tick(b, 11000); /* behind for 1000 ms: slow */
+    CU_ASSERT_EQUAL(resumed, 1);
+    CU_ASSERT_EQUAL(f.blocked, 0);
+    tn_broker_stats st;
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.slow_episodes, 1);
+    CU_ASSERT_EQUAL(st.slow_now, 1);
+    for (int i = 0; i < 10; i++)
+        publish_from(b, &f, "t", "q0", 0);
+    CU_ASSERT_EQUAL(f.blocked, 0); /* nobody waits on a slow consumer for QoS 0 */
+    CU_ASSERT_EQUAL(fast.n, 14);   /* the others get everything */
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.dropped_qos0, 10);
+    /* QoS 1 to a slow consumer is queued, and its producer waits: nothing lost at QoS 1. */
+    publish_from(b, &f, "t", "q1", 1);
+    CU_ASSERT_EQUAL(f.blocked, 0); /* subscribed at QoS 0: a QoS 0 delivery, dropped */
+    tn_session_subscribe(a.s, "t", 1);
+    CU_ASSERT_EQUAL(fast.n, 15);
+    publish_from(b, &f, "t", "q1", 1);
+    CU_ASSERT_EQUAL(f.blocked, 1);
+    /* It catches up: the episode ends, QoS 0 flows again. */
+    a.refuse = false;
+    tn_queue_consumer_ready(tn_session_consumer(a.s));
+    CU_ASSERT_EQUAL(a.n, 5); /* 4 queued QoS 0 + the QoS 1 one */
+    CU_ASSERT_EQUAL(resumed, 2);
+    tn_broker_tick(b, 11100);
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.slow_now, 0);
+    publish_from(b, &f, "t", "again", 0);
+    CU_ASSERT_EQUAL(a.n, 6);
+    CU_ASSERT_STRING_EQUAL(a.payload[5], "again");
+    ack_all(&a);
+    ack_all(&fast);
+    tn_flow_fini(&f);
+    tn_session_detach(a.s);
+    tn_session_detach(fast.s);
+    tn_broker_free(b);
+}
+
+/* Whatever way a stalled subscriber goes, its producers resume at once [issue 19]. */
+static void
+test_producers_resume_when_subscriber_leaves(void)
+{
+    tn_broker_limits l = {.max_inflight = 2, .max_queued = 4, .max_offline = 100};
+    for (int persistent = 0; persistent < 2; persistent++) {
+        tn_broker *b = tn_broker_new(&l);
+        fake a = {0};
+        open_session(b, &a, "stalled", !persistent, NULL);
+        tn_session_subscribe(a.s, "t", 1);
+        a.refuse = true;
+        tn_flow f;
+        tn_flow_init(&f, on_resume);
+        resumed = 0;
+        for (int i = 0; i < 6; i++)
+            publish_from(b, &f, "t", "m", 1);
+        CU_ASSERT_EQUAL(f.blocked, 1);
+        tn_session_detach(a.s); /* DISCONNECT, FIN, RST, keep-alive: all end here */
+        CU_ASSERT_EQUAL(resumed, 1);
+        CU_ASSERT_EQUAL(f.blocked, 0);
+        /* An offline persistent session keeps queueing without making anyone wait. */
+        for (int i = 0; i < 20; i++)
+            publish_from(b, &f, "t", "m", 1);
+        CU_ASSERT_EQUAL(f.blocked, 0);
+        tn_flow_fini(&f);
+        tn_broker_free(b);
+    }
+}
+
+/* Retained messages on SUBSCRIBE: all of them, past max_queued, at QoS 0 and 1. */
+static void
+test_retained_past_queue_limit(void)
+{
+    tn_broker_limits l = {
+        .max_inflight = 10, .max_queued = 4, .max_offline = 100, .slow_consumer_ms = 1000};
+    tn_broker *b = tn_broker_new(&l);
+    char name[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(name, sizeof name, "s.%d", i);
+        publish(b, name, "r", 1, true);
+    }
+    for (int qos = 0; qos < 2; qos++) {
+        fake a = {0};
+        open_session(b, &a, "late", true, NULL);
+        a.refuse = true;
+        CU_ASSERT_EQUAL(tn_session_subscribe(a.s, "s.>", (uint8_t)qos), 0);
+        a.refuse = false;
+        for (int round = 0; round < 100 && a.n < 50; round++) {
+            tn_queue_consumer_ready(tn_session_consumer(a.s));
+            ack_all(&a);
+        }
+        CU_ASSERT_EQUAL(a.n, 50);
+        CU_ASSERT_EQUAL(a.flags[49], TN_DELIVERY_RETAINED);
+        ack_all(&a);
+        tn_session_detach(a.s);
+    }
+    tn_broker_stats st;
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.dropped_qos0, 0);
+    tn_broker_free(b);
+}
+
+static void
+test_max_topic_levels(void)
+{
+    tn_broker_limits l = {
+        .max_inflight = 10, .max_queued = 4, .max_offline = 100, .max_topic_levels = 3};
+    tn_broker *b = tn_broker_new(&l);
+    CU_ASSERT_TRUE(tn_broker_levels_ok(b, "a.b.c"));
+    CU_ASSERT_FALSE(tn_broker_levels_ok(b, "a.b.c.d"));
+    CU_ASSERT_FALSE(tn_broker_levels_ok(b, "a.b.."));
+    fake a = {0};
+    open_session(b, &a, "deep", true, NULL);
+    CU_ASSERT_EQUAL(tn_session_subscribe(a.s, "a.*.>", 0), 0);
+    CU_ASSERT_EQUAL(tn_session_subscribe(a.s, "a.*.*.>", 0), TN_ETOOBIG);
+    tn_message *m = tn_message_new("a.b.c.d", 7, "x", 1, 0, true);
+    CU_ASSERT_EQUAL(tn_broker_publish(b, m, NULL), TN_ETOOBIG);
+    tn_message_unref(m);
+    tn_broker_stats st;
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.retained, 0);
+    CU_ASSERT_EQUAL(st.published, 0);
+    publish(b, "a.b.c", "ok", 0, false);
+    CU_ASSERT_EQUAL(a.n, 1);
     tn_session_detach(a.s);
     tn_broker_free(b);
 }
@@ -718,6 +883,10 @@ main(void)
     CU_add_test(s, "persistent_offline_queue", test_persistent_session_offline_queue);
     CU_add_test(s, "takeover", test_takeover);
     CU_add_test(s, "slow_subscriber", test_slow_subscriber_slows_producer);
+    CU_add_test(s, "slow_consumer_episode", test_slow_consumer_episode);
+    CU_add_test(s, "producers_resume_on_leave", test_producers_resume_when_subscriber_leaves);
+    CU_add_test(s, "retained_past_queue_limit", test_retained_past_queue_limit);
+    CU_add_test(s, "max_topic_levels", test_max_topic_levels);
     CU_add_test(s, "packet_ids", test_packet_ids);
     CU_add_test(s, "journal_replay", test_journal_replay);
     CU_add_test(s, "journal_compaction", test_journal_compaction);

@@ -30,6 +30,8 @@ struct tn_queue {
     uint32_t high, hard;
     uint32_t n_consumers;
     uint64_t dropped;
+    uint32_t episodes; /* times the queue reached `high` after having drained */
+    bool behind;       /* reached `high` and not yet drained to `high / 2` */
     bool dispatching;
     tn_consumer *consumers; /* circular order starts at rr */
     tn_consumer *rr;
@@ -198,11 +200,50 @@ tn_queue_new(uint32_t high, uint32_t hard)
     return q;
 }
 
+static uint32_t total(const tn_queue *q);
+
+/* After anything that shrinks the queue or raises its limits: ends a congestion episode once the
+ * queue is down to half of `high`, and resumes the producers that waited for it. */
+static void
+check_drained(tn_queue *q)
+{
+    if (q->dispatching || total(q) > q->high / 2)
+        return;
+    q->behind = false;
+    if (q->waiters)
+        wake_waiters(q);
+}
+
+/* A push that brings the queue to `high` starts a congestion episode. */
+static void
+check_congested(tn_queue *q)
+{
+    if (!q->behind && q->high && total(q) >= q->high) {
+        q->behind = true;
+        q->episodes++;
+    }
+}
+
 void
 tn_queue_set_limits(tn_queue *q, uint32_t high, uint32_t hard)
 {
     q->high = high;
     q->hard = hard;
+    if (!high)
+        q->behind = false;
+    check_drained(q);
+}
+
+void
+tn_queue_wake(tn_queue *q)
+{
+    wake_waiters(q);
+}
+
+uint32_t
+tn_queue_behind(const tn_queue *q)
+{
+    return q->behind ? q->episodes : 0;
 }
 
 void
@@ -225,8 +266,8 @@ tn_queue_free(tn_queue *q)
         LIST_REMOVE(q->head, q->tail, d);
         delivery_free(d);
     }
-    while (q->waiters)
-        wait_unlink(q->waiters);
+    /* Producers waiting on this queue have nothing to wait for any more. */
+    wake_waiters(q);
     free(q->pg);
     free(q);
 }
@@ -443,18 +484,18 @@ dispatch(tn_queue *q)
         }
     }
     q->dispatching = false;
-    if (q->waiters && total(q) <= q->high / 2)
-        wake_waiters(q);
+    check_drained(q);
 }
 
 int
 tn_queue_push(tn_queue *q, tn_message *m, uint8_t qos, bool ack, uint8_t flags)
 {
-    if ((q->hard && total(q) >= q->hard) || (!ack && q->high && total(q) >= q->high)) {
+    if (q->hard && total(q) >= q->hard) {
         q->dropped++;
         return TN_ETOOBIG;
     }
     queued_append(q, delivery_new(tn_message_ref(m), qos, ack, flags));
+    check_congested(q);
     dispatch(q);
     return 0;
 }
@@ -484,6 +525,7 @@ tn_queue_push_ref(tn_queue *q, tn_message *m, const tn_paged *where)
     } else {
         pg_push(q, where);
     }
+    check_congested(q);
     dispatch(q);
     return 0;
 }
@@ -607,6 +649,7 @@ tn_queue_drop(tn_queue *q, uint64_t msg_id)
         if (d->msg->id == msg_id) {
             queued_remove(q, d);
             delivery_free(d);
+            check_drained(q);
             return true;
         }
     }
@@ -621,6 +664,7 @@ tn_queue_drop(tn_queue *q, uint64_t msg_id)
             q->n_paged--;
             q->paged_bytes -= p->size;
         }
+        check_drained(q);
         return true;
     }
     return false;

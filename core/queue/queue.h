@@ -8,11 +8,13 @@
  * keeping their tag and state so a protocol can resume them (MQTT re-sends with the same packet
  * identifier [MQTT-4.4.0-1]).
  *
- * Limits: past `high` queued deliveries the queue is congested: deliveries without ack are
- * dropped (counted), deliveries with ack are still accepted and producers are asked to wait
- * (tn_queue_wait); they are resumed when the queue falls to `high / 2`. Past `hard` (0 = none),
- * even deliveries with ack are refused (TN_ETOOBIG): the caller decides whether that is a drop to
- * log or an error to report.
+ * Limits: past `high` queued deliveries the queue is congested: deliveries are still accepted
+ * and producers are asked to wait (tn_queue_wait); they are resumed when the queue falls to
+ * `high / 2`, and also whenever the reason to wait goes away otherwise (the queue is freed, its
+ * limits change, tn_queue_wake). From reaching `high` until falling to `high / 2` the queue is
+ * "behind" (one congestion episode, tn_queue_behind): the owner decides how long that may last
+ * (core/broker: slow consumers). Past `hard` (0 = none) pushes are refused (TN_ETOOBIG): the
+ * caller decides whether that is a drop to log or an error to report.
  *
  * Thread: the loop thread only. Callbacks are never called re-entrantly from inside another
  * callback of the same queue.
@@ -88,14 +90,22 @@ void tn_flow_fini(tn_flow *f);
 
 tn_queue *tn_queue_new(uint32_t high, uint32_t hard);
 /* Frees the queue, its queued deliveries, and detaches remaining consumers (their unacked
- * deliveries are freed too). Waiting producers are released without a resume call. */
+ * deliveries are freed too). Waiting producers are resumed (their resume is called when they wait
+ * on nothing else). */
 void tn_queue_free(tn_queue *q);
+/* New limits; producers waiting on q are resumed if q is no longer congested under them. */
 void tn_queue_set_limits(tn_queue *q, uint32_t high, uint32_t hard);
+/* Resumes every producer waiting on q now, congested or not (q goes offline, its consumer is
+ * declared slow): they may wait again on their next push. */
+void tn_queue_wake(tn_queue *q);
+/* The current congestion episode's number (1, 2, ...; it changes with every new episode) while q
+ * is behind: it reached `high` and has not yet fallen to `high / 2`; 0 when it is not behind. */
+uint32_t tn_queue_behind(const tn_queue *q);
 
 /*
  * Appends a delivery of m (a new reference is taken) and dispatches.
- * Returns 0, or TN_ETOOBIG when the delivery was dropped: ack == false and the queue is at
- * `high`, or at `hard`.
+ * Returns 0, or TN_ETOOBIG when the delivery was dropped: the queue is at `hard`. Congestion
+ * (`high`) never drops: the caller makes its producer wait, or drops by its own rule first.
  */
 int tn_queue_push(tn_queue *q, tn_message *m, uint8_t qos, bool ack, uint8_t flags);
 /* Sets the pager and the in-memory limit (bytes of queued deliveries; 0: no paging). */

@@ -201,13 +201,13 @@ test_limits_and_flow(void)
     for (int i = 0; i < 4; i++)
         push(q, "m", true);
     CU_ASSERT_TRUE(tn_queue_is_congested(q));
+    CU_ASSERT_EQUAL(tn_queue_behind(q), 1);
     tn_message *m = msg("zero");
-    CU_ASSERT_EQUAL(tn_queue_push(q, m, 0, false, 0), TN_ETOOBIG); /* QoS 0 dropped */
-    CU_ASSERT_EQUAL(tn_queue_dropped(q), 1);
-    CU_ASSERT_EQUAL(tn_queue_push(q, m, 1, true, 0), 0); /* acked: accepted past high */
-    CU_ASSERT_EQUAL(tn_queue_push(q, m, 1, true, 0), 0);
+    /* Congestion never drops (the broker decides); only the hard limit does. */
+    CU_ASSERT_EQUAL(tn_queue_push(q, m, 0, false, 0), 0);
+    CU_ASSERT_EQUAL(tn_queue_push(q, m, 1, true, 0), 0);          /* accepted past high */
     CU_ASSERT_EQUAL(tn_queue_push(q, m, 1, true, 0), TN_ETOOBIG); /* hard */
-    CU_ASSERT_EQUAL(tn_queue_dropped(q), 2);
+    CU_ASSERT_EQUAL(tn_queue_dropped(q), 1);
     tn_message_unref(m);
     tn_queue_wait(q, &f);
     tn_queue_wait(q, &f); /* once per queue */
@@ -215,11 +215,80 @@ test_limits_and_flow(void)
     sink s = {0};
     tn_consumer *c = tn_queue_attach(q, &sink_ops, &s, 3); /* depth 6 -> 3: > high/2 */
     CU_ASSERT_EQUAL(resumed, 0);
-    tn_queue_ack(s.got[0]); /* depth 2 = high/2: resumed */
+    CU_ASSERT_EQUAL(tn_queue_behind(q), 1);
+    tn_queue_ack(s.got[0]); /* depth 2 = high/2: resumed, the episode is over */
     CU_ASSERT_EQUAL(resumed, 1);
     CU_ASSERT_EQUAL(f.blocked, 0);
+    CU_ASSERT_EQUAL(tn_queue_behind(q), 0);
     tn_queue_detach(c);
+    CU_ASSERT_EQUAL(tn_queue_depth(q), 4);  /* its unacked ones came back: a new episode */
+    CU_ASSERT_EQUAL(tn_queue_behind(q), 0); /* requeues do not start one, pushes do */
+    push(q, "m", true);
+    CU_ASSERT_EQUAL(tn_queue_behind(q), 2);
     tn_queue_free(q);
+}
+
+/* Every event that removes a producer's reason to wait resumes it [issue 19]. */
+static void
+test_every_way_out_resumes_producers(void)
+{
+    tn_flow f;
+    tn_flow_init(&f, on_resume);
+
+    /* The queue is freed (a clean session goes away). */
+    tn_queue *q = tn_queue_new(2, 0);
+    push(q, "a", true);
+    push(q, "b", true);
+    tn_queue_wait(q, &f);
+    CU_ASSERT_EQUAL(f.blocked, 1);
+    resumed = 0;
+    tn_queue_free(q);
+    CU_ASSERT_EQUAL(f.blocked, 0);
+    CU_ASSERT_EQUAL(resumed, 1);
+
+    /* Limits raised past the depth. */
+    q = tn_queue_new(2, 0);
+    push(q, "a", true);
+    push(q, "b", true);
+    tn_queue_wait(q, &f);
+    resumed = 0;
+    tn_queue_set_limits(q, 100, 0);
+    CU_ASSERT_EQUAL(resumed, 1);
+    CU_ASSERT_EQUAL(tn_queue_behind(q), 0);
+    /* ... and lowered again: nobody is resumed twice, nobody waits without congestion. */
+    tn_queue_set_limits(q, 2, 0);
+    tn_queue_wait(q, &f);
+    CU_ASSERT_EQUAL(f.blocked, 1);
+
+    /* Woken on purpose (the consumer went offline or is slow), still congested. */
+    resumed = 0;
+    tn_queue_wake(q);
+    CU_ASSERT_EQUAL(resumed, 1);
+    CU_ASSERT_EQUAL(f.blocked, 0);
+    CU_ASSERT_TRUE(tn_queue_is_congested(q));
+
+    /* Emptied by drops (journal replay acks, purges). */
+    tn_queue_wait(q, &f);
+    resumed = 0;
+    CU_ASSERT_TRUE(tn_queue_drop(q, tn_queue_first(q)->msg->id));
+    CU_ASSERT_EQUAL(resumed, 1);
+    CU_ASSERT_EQUAL(f.blocked, 0);
+    tn_queue_free(q);
+
+    /* A producer waiting on two queues resumes only once both let it go. */
+    tn_queue *q1 = tn_queue_new(1, 0), *q2 = tn_queue_new(1, 0);
+    push(q1, "a", true);
+    push(q2, "b", true);
+    tn_queue_wait(q1, &f);
+    tn_queue_wait(q2, &f);
+    resumed = 0;
+    tn_queue_free(q1);
+    CU_ASSERT_EQUAL(resumed, 0);
+    CU_ASSERT_EQUAL(f.blocked, 1);
+    tn_queue_wake(q2);
+    CU_ASSERT_EQUAL(resumed, 1);
+    tn_queue_free(q2);
+    tn_flow_fini(&f);
 }
 
 static void
@@ -238,9 +307,9 @@ test_flow_fini_and_free_with_waiters(void)
     tn_flow_fini(&f);
     CU_ASSERT_EQUAL(f.blocked, 0);
     resumed = 0;
-    tn_queue_free(q1); /* releases g without resuming it */
+    tn_queue_free(q1); /* g has nothing left to wait for: resumed */
     CU_ASSERT_EQUAL(g.blocked, 0);
-    CU_ASSERT_EQUAL(resumed, 0);
+    CU_ASSERT_EQUAL(resumed, 1);
     tn_queue_free(q2);
 }
 
@@ -352,6 +421,7 @@ main(void)
     CU_add_test(s, "paused_consumer", test_paused_consumer);
     CU_add_test(s, "limits_and_flow", test_limits_and_flow);
     CU_add_test(s, "flow_fini_and_free", test_flow_fini_and_free_with_waiters);
+    CU_add_test(s, "every_way_out_resumes", test_every_way_out_resumes_producers);
     CU_add_test(s, "paging", test_paging_keeps_order_and_memory_bound);
     return tn_test_run();
 }
