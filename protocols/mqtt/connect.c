@@ -75,6 +75,8 @@ tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p)
 
     if (p->will) {
         const char *name = tn_mqtt__core_name(m, p->will_topic.p, p->will_topic.len);
+        if (!tn_broker_levels_ok(m->broker, name))
+            return tn_mqtt__too_deep(c, "will topic");
         c->will = tn_message_new(name, p->will_topic.len, p->will_payload.p, p->will_payload.len,
                                  p->will_qos, p->will_retain);
         if (!c->will)

@@ -73,6 +73,17 @@ tn_mqtt__core_name(tn_mqtt *m, const uint8_t *p, size_t len)
     return dst;
 }
 
+static void close_now(mconn *c);
+
+int
+tn_mqtt__too_deep(mconn *c, const char *what)
+{
+    tn_log_warn("MQTT-TOPIC-LEVELS", "%s: %s with more than max_topic_levels (%u) levels, closing",
+                c->io->peer(c->ioc), what, tn_broker_get_limits(c->m->broker)->max_topic_levels);
+    close_now(c);
+    return TN_EPROTO;
+}
+
 int
 tn_mqtt__out_result(mconn *c, int rc)
 {
@@ -92,6 +103,7 @@ release(mconn *c)
 }
 
 /* A reply the journal allowed out (tn_broker_reply): flags 1 = release the hold after it. */
+/* A reply the journal allowed out (tn_broker_reply): flags 1 = release the hold after it. */
 static void
 reply_send(tn_replies *r, const uint8_t *p, size_t n, uint32_t flags, int status)
 {
@@ -100,17 +112,14 @@ reply_send(tn_replies *r, const uint8_t *p, size_t n, uint32_t flags, int status
         tn_log_warn("MQTT-STORE-FAIL",
                     "%s: the journal cannot be written; closing without confirming",
                     c->io->peer(c->ioc));
-        c->state = ST_CLOSING;
-        c->io->set_deadline(c->ioc, 0);
-        c->io->close(c->ioc);
+        close_now(c);
         return;
     }
     if (c->state == ST_CLOSING)
         return;
     if (tn_buf_append(c->io->out(c->ioc), p, n) != 0) {
         tn_mqtt__out_result(c, TN_ETOOBIG);
-        c->state = ST_CLOSING;
-        c->io->close(c->ioc);
+        close_now(c);
         return;
     }
     if (flags & 1)
@@ -164,12 +173,18 @@ mqtt_open(void *proto, const tn_io *io, void *ioc)
     return c;
 }
 
+/* Stops the session at once, while what was already written drains: a client that does not read
+ * must not hold its session (and the producers waiting on its queue) while the socket closes.
+ * Deliveries in the output buffer that it never acknowledges are delivered again later. */
 static void
 close_now(mconn *c)
 {
     c->state = ST_CLOSING;
     c->io->set_deadline(c->ioc, 0);
     c->io->close(c->ioc);
+    if (c->s)
+        tn_session_detach(c->s);
+    c->s = NULL;
 }
 
 /* A decode error: answer with CONNACK where the spec gives a code, log once, close. */
@@ -195,6 +210,20 @@ static int
 protocol_violation(mconn *c, const char *what)
 {
     tn_log_warn("MQTT-PROTOCOL", "%s: %s, closing", c->io->peer(c->ioc), what);
+    close_now(c);
+    return TN_EPROTO;
+}
+
+/* [MQTT-3.1.0-1]: the first packet is CONNECT, which is 0x10 exactly [MQTT-2.2.2-2]; anything
+ * else closes the connection as soon as its first byte is read, not once it has all arrived. */
+static int
+check_first_byte(mconn *c, uint8_t b)
+{
+    if (b == 0x10)
+        return 0;
+    tn_log_warn("MQTT-PROTOCOL",
+                "%s: first packet is not CONNECT (byte 0x%02x) [MQTT-3.1.0-1], closing",
+                c->io->peer(c->ioc), b);
     close_now(c);
     return TN_EPROTO;
 }
@@ -257,8 +286,11 @@ run_deferred(mconn *c)
         tn_assert(rc == 0); /* decoded once already */
         off += used;
         rc = handle(c, &pkt);
-        if (rc < 0)
+        if (rc < 0) {
+            if (c->state != ST_CLOSING)
+                close_now(c);
             break;
+        }
     }
     if (c->state == ST_CLOSING) {
         tn_buf_reset(&c->deferred);
@@ -288,6 +320,8 @@ mqtt_input(void *a, const uint8_t *p, size_t len)
     while (off < len && c->state != ST_CLOSING) {
         size_t used = 0;
         tn_mqtt_packet pkt;
+        if (c->state == ST_CONNECT && check_first_byte(c, p[off]) != 0)
+            return TN_EPROTO;
         int rc = tn_mqtt_decode(&c->dec, p + off, len - off, &used, &pkt);
         if (rc == TN_EAGAIN)
             break;
@@ -306,8 +340,11 @@ mqtt_input(void *a, const uint8_t *p, size_t len)
         }
         off += used;
         rc = handle(c, &pkt);
-        if (rc < 0)
+        if (rc < 0) {
+            if (c->state != ST_CLOSING)
+                close_now(c);
             return rc;
+        }
     }
     if (c->state == ST_CLOSING)
         return (ssize_t)len;

@@ -70,6 +70,9 @@ int tn_mqtt__respond_ack(mconn *c, tn_mqtt_type type, uint16_t pid);
 /* Connection going away: waiting responses are dropped. */
 void tn_mqtt__tickets_cancel(mconn *c);
 
+/* A topic name or filter past max_topic_levels: logs once, closes (MQTT 3.1.1 has no code for it).
+ * Returns TN_EPROTO. */
+int tn_mqtt__too_deep(mconn *c, const char *what);
 /* Writes the CONNACK/PUBACK/... output; fails (logged) only when the output buffer is full. */
 int tn_mqtt__out_result(mconn *c, int rc);
 /* Converts an MQTT name or filter into m->scratch as a NUL-terminated core name. */

@@ -69,7 +69,8 @@ static tn_mqtt *mqtt;
 static int
 setup(void)
 {
-    tn_broker_limits bl = {.max_inflight = 10, .max_queued = 100, .max_offline = 100};
+    tn_broker_limits bl = {
+        .max_inflight = 10, .max_queued = 100, .max_offline = 100, .max_topic_levels = 8};
     broker = tn_broker_new(&bl);
     tn_mqtt_conf mc = {.max_packet = 1024, .connect_timeout_ms = 5000};
     mqtt = tn_mqtt_new(broker, &mc);
@@ -524,6 +525,128 @@ test_flow_blocked_client_still_acks(void)
     tn_buf_fini(&in);
 }
 
+/* [issue 19] A first byte that is not CONNECT's closes at once, before the rest arrives. */
+static void
+test_first_byte_not_connect_closes_at_once(void)
+{
+    static const uint8_t starts[][4] = {
+        {0x30, 0xc0, 0x9a, 0x0c}, /* PUBLISH of 200,000 bytes, announced */
+        {0x82, 0xff, 0xff, 0x7f}, /* SUBSCRIBE */
+        {0x11, 0x00, 0x00, 0x00}, /* CONNECT with reserved flags set [MQTT-2.2.2-2] */
+    };
+    for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++) {
+        fake_io f;
+        conn_open(&f);
+        CU_ASSERT_TRUE(feed(&f, starts[i], 1) < 0); /* the first byte is enough */
+        CU_ASSERT_TRUE(f.closed);
+        CU_ASSERT_EQUAL(f.deadline, 0);
+        CU_ASSERT_EQUAL(f.out.len, 0);
+        conn_close(&f, TN_CLOSE_LOCAL);
+    }
+    fake_io f;
+    conn_open(&f);
+    static const uint8_t connect_start[] = {0x10, 0x0e};
+    CU_ASSERT_EQUAL(feed(&f, connect_start, 2), 0); /* a CONNECT on its way: wait for it */
+    CU_ASSERT_FALSE(f.closed);
+    conn_close(&f, TN_CLOSE_LOCAL);
+}
+
+/* [issue 19] max_topic_levels (8 here): deeper topic names, filters and will topics close. */
+static void
+test_too_many_levels_close(void)
+{
+    const char *ok = "1/2/3/4/5/6/7/8", *deep = "1/2/3/4/5/6/7/8/9";
+    fake_io f;
+    conn_open(&f);
+    connect_as(&f, "lv", true, NULL, 0);
+    subscribe(&f, "1/2/3/4/5/6/7/#", 0); /* 8 levels */
+    f.out.len = 0;
+    publish(&f, ok, "fine", 0, 0, false);
+    CU_ASSERT_FALSE(f.closed);
+    CU_ASSERT_TRUE(f.out.len > 0); /* delivered to itself */
+    f.out.len = 0;
+    tn_buf b;
+    tn_buf_init(&b, 4096);
+    tn_mqtt_publish p = {.qos = 1, .pid = 5};
+    p.topic = (tn_mqtt_bytes){(const uint8_t *)deep, (uint32_t)strlen(deep)};
+    p.payload = (tn_mqtt_bytes){(const uint8_t *)"x", 1};
+    tn_mqtt_encode_publish(&b, TN_MQTT_V311, &p);
+    CU_ASSERT_TRUE(feed(&f, b.data, b.len) < 0);
+    CU_ASSERT_TRUE(f.closed);
+    CU_ASSERT_EQUAL(f.out.len, 0); /* no PUBACK, no delivery */
+    conn_close(&f, TN_CLOSE_LOCAL);
+
+    conn_open(&f);
+    connect_as(&f, "lv", true, NULL, 0);
+    f.out.len = 0;
+    b.len = 0;
+    tn_mqtt_bytes fb = {(const uint8_t *)"1/2/3/4/5/6/7/8/#", 17};
+    uint8_t q = 0;
+    tn_mqtt_encode_subscribe(&b, TN_MQTT_V311, 1, &fb, &q, 1);
+    CU_ASSERT_TRUE(feed(&f, b.data, b.len) < 0);
+    CU_ASSERT_TRUE(f.closed);
+    CU_ASSERT_EQUAL(f.out.len, 0);
+    conn_close(&f, TN_CLOSE_LOCAL);
+
+    conn_open(&f);
+    b.len = 0;
+    tn_mqtt_connect c = {.version = TN_MQTT_V311, .clean = true, .will = true};
+    c.client_id = (tn_mqtt_bytes){(const uint8_t *)"lv", 2};
+    c.will_topic = (tn_mqtt_bytes){(const uint8_t *)deep, (uint32_t)strlen(deep)};
+    c.will_payload = (tn_mqtt_bytes){(const uint8_t *)"bye", 3};
+    tn_mqtt_encode_connect(&b, &c);
+    CU_ASSERT_TRUE(feed(&f, b.data, b.len) < 0);
+    CU_ASSERT_TRUE(f.closed);
+    conn_close(&f, TN_CLOSE_LOCAL);
+    tn_buf_fini(&b);
+}
+
+/* [issue 19] A subscriber that stopped reading leaves by DISCONNECT while its output cannot
+ * drain: its session ends at once, so the publisher it held back resumes before the socket
+ * closes. */
+static void
+test_closing_subscriber_releases_publisher(void)
+{
+    fake_io sub, pub;
+    conn_open(&sub);
+    connect_as(&sub, "stalled", false, NULL, 0);
+    subscribe(&sub, "st", 1);
+    conn_open(&pub);
+    connect_as(&pub, "pub", true, NULL, 0);
+    tn_buf in;
+    tn_buf_init(&in, 1 << 20);
+    for (int i = 0; i < 200; i++) { /* > max_queued (100) + max_inflight (10) */
+        tn_mqtt_publish p = {.qos = 1, .pid = (uint16_t)(i + 1)};
+        p.topic = (tn_mqtt_bytes){(const uint8_t *)"st", 2};
+        p.payload = (tn_mqtt_bytes){(const uint8_t *)"x", 1};
+        tn_mqtt_encode_publish(&in, TN_MQTT_V311, &p);
+    }
+    CU_ASSERT_EQUAL(feed(&pub, in.data, in.len), (ssize_t)in.len);
+    CU_ASSERT_EQUAL(pub.woken, 0); /* held back by the subscriber */
+    static const uint8_t disc[] = {0xe0, 0x00};
+    CU_ASSERT_EQUAL(feed(&sub, disc, 2), 2);
+    CU_ASSERT_TRUE(sub.closed);
+    CU_ASSERT_EQUAL(pub.woken, 1); /* before the subscriber's socket is gone */
+    pub.out.len = 0;
+    CU_ASSERT_EQUAL(feed(&pub, NULL, 0), 0); /* the loop's wake: the deferred PUBLISHes run */
+    int pubacks = 0;
+    tn_mqtt_packet pkt;
+    tn_buf keep;
+    tn_buf_init(&keep, 1 << 20);
+    while (next_packet(&pub, &pkt, &keep))
+        pubacks += pkt.type == TN_MQTT_PUBACK;
+    CU_ASSERT_TRUE(pubacks > 0);
+    conn_close(&sub, TN_CLOSE_LOCAL);
+    conn_close(&pub, TN_CLOSE_PEER);
+    tn_buf_fini(&in);
+    tn_buf_fini(&keep);
+    /* The persistent session went offline keeping its messages; discard it for the next test. */
+    fake_io again;
+    conn_open(&again);
+    connect_as(&again, "stalled", true, NULL, 0);
+    conn_close(&again, TN_CLOSE_PEER);
+}
+
 static void
 test_name_mapping(void)
 {
@@ -556,5 +679,8 @@ main(void)
     CU_add_test(s, "suback_failure", test_suback_failure_for_bad_filter);
     CU_add_test(s, "flow_blocked_client_acks", test_flow_blocked_client_still_acks);
     CU_add_test(s, "name_mapping", test_name_mapping);
+    CU_add_test(s, "first_byte_not_connect", test_first_byte_not_connect_closes_at_once);
+    CU_add_test(s, "too_many_levels", test_too_many_levels_close);
+    CU_add_test(s, "closing_subscriber_releases", test_closing_subscriber_releases_publisher);
     return tn_test_run();
 }

@@ -7,11 +7,13 @@ int
 tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p)
 {
     tn_mqtt *m = c->m;
+    const char *name = tn_mqtt__core_name(m, p->topic.p, p->topic.len);
+    if (!tn_broker_levels_ok(m->broker, name))
+        return tn_mqtt__too_deep(c, "PUBLISH topic");
     if (p->qos == 2 && !tn_session_rx_mark(c->s, p->pid)) {
         /* A re-sent QoS 2 message we already published: acknowledge only [MQTT-4.3.3-2]. */
         return tn_mqtt__respond_ack(c, TN_MQTT_PUBREC, p->pid);
     }
-    const char *name = tn_mqtt__core_name(m, p->topic.p, p->topic.len);
     tn_message *msg =
         tn_message_new(name, p->topic.len, p->payload.p, p->payload.len, p->qos, p->retain);
     if (!msg) {

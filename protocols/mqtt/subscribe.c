@@ -28,8 +28,14 @@ tn_mqtt__subscribe(mconn *c, const tn_mqtt_list *l)
     uint8_t opts;
     uint32_t i = 0;
     tn_mqtt_list_begin(l, &it);
-    while (tn_mqtt_list_next(&it, TN_MQTT_SUBSCRIBE, &f, &opts) && i < l->count)
+    while (tn_mqtt_list_next(&it, TN_MQTT_SUBSCRIBE, &f, &opts) && i < l->count) {
+        if (!tn_broker_levels_ok(c->m->broker, tn_mqtt__core_name(c->m, f.p, f.len))) {
+            if (rcs != stack_rcs)
+                free(rcs);
+            return tn_mqtt__too_deep(c, "SUBSCRIBE filter");
+        }
         rcs[i++] = grant(c, f, opts);
+    }
     /* Deliveries (the retained messages these subscriptions bring) wait until the SUBACK is
      * out, and the SUBACK waits until the journal holds the subscriptions. */
     c->hold = true;

@@ -85,6 +85,9 @@ struct sconn {
     size_t n_later, cap_later;
     tn_session **temps; /* temporary queues this connection made */
     size_t n_temps;
+    char head[8];   /* ST_CONNECT: the first command's bytes so far (leading EOLs skipped) */
+    uint8_t n_head; /* bytes in head */
+    bool head_ok;   /* the first command can only be CONNECT or STOMP */
 };
 
 /* ---- output ---- */
@@ -404,6 +407,44 @@ sub_by_num(sconn *c, uint32_t num)
     return NULL;
 }
 
+/* The connection is closing: its subscriptions stop now, not once its output drains, so a client
+ * that stopped reading holds no queue (and no producer waiting on one) while it goes. */
+static void
+subs_release(sconn *c)
+{
+    run_later(c);
+    ssub *s, *tmp;
+    HASH_ITER(hh, c->subs, s, tmp)
+    {
+        sub_free(c, s, false);
+    }
+}
+
+/* The first command, checked as its bytes arrive: anything but CONNECT or STOMP is refused at
+ * once, without waiting for a frame that may be long or never end. */
+static bool
+head_plausible(sconn *c, const uint8_t *p, size_t len)
+{
+    static const char *const cmds[] = {"CONNECT", "STOMP"};
+    for (size_t i = 0; i < len && !c->head_ok; i++) {
+        if (c->n_head == 0 && (p[i] == '\n' || p[i] == '\r'))
+            continue; /* heart-beats before the frame */
+        c->head[c->n_head++] = (char)p[i];
+        bool any = false;
+        for (size_t k = 0; k < 2; k++) {
+            size_t cl = strlen(cmds[k]);
+            if (c->n_head <= cl && memcmp(c->head, cmds[k], c->n_head) == 0)
+                any = true;
+            else if (c->n_head == cl + 1 && memcmp(c->head, cmds[k], cl) == 0 &&
+                     (c->head[cl] == '\n' || c->head[cl] == '\r'))
+                c->head_ok = any = true;
+        }
+        if (!any)
+            return false;
+    }
+    return true;
+}
+
 /* ---- frames ---- */
 
 static void
@@ -591,6 +632,15 @@ tx_free(sconn *c, stx *x)
 }
 
 static int
+too_deep(sconn *c, const tn_stomp_frame *f, const char *dv)
+{
+    char msg[96];
+    snprintf(msg, sizeof msg, "topic name with more than max_topic_levels (%u) levels",
+             tn_broker_get_limits(c->st->b)->max_topic_levels);
+    return fail(c, f, msg, dv);
+}
+
+static int
 on_send(sconn *c, const tn_stomp_frame *f)
 {
     const char *dv = tn_stomp_header(f, "destination");
@@ -602,6 +652,8 @@ on_send(sconn *c, const tn_stomp_frame *f)
                     "unknown destination (use /queue/, /topic/, /temp-queue/ or /temp-topic/)", dv);
     if (d.kind == DEST_TOPIC && (strchr(d.name, '*') || strchr(d.name, '>')))
         return fail(c, f, "wildcards are for SUBSCRIBE, not SEND", dv);
+    if (d.kind == DEST_TOPIC && !tn_broker_levels_ok(c->st->b, d.name))
+        return too_deep(c, f, dv);
     tn_session *q = NULL;
     if (d.kind == DEST_QUEUE && !d.temp && strncmp(d.name, "tmp.", 4) == 0) {
         /* Another connection's temporary queue (from a reply-to): only while it exists. */
@@ -681,6 +733,8 @@ on_subscribe(sconn *c, const tn_stomp_frame *f)
     if (parse_dest(c, dv, &d) != 0)
         return fail(c, f,
                     "unknown destination (use /queue/, /topic/, /temp-queue/ or /temp-topic/)", dv);
+    if (d.kind == DEST_TOPIC && !tn_broker_levels_ok(c->st->b, d.name))
+        return too_deep(c, f, dv);
     const char *dname = tn_stomp_header(f, "activemq.subscriptionName");
     if (!dname)
         dname = tn_stomp_header(f, "durable-subscription-name");
@@ -917,6 +971,7 @@ on_frame(sconn *c, const tn_stomp_frame *f)
     case TN_STOMP_DISCONNECT:
         c->state = ST_DRAINING; /* nothing more is read or delivered */
         receipt(c, f, true);    /* closes, once the RECEIPT (if any) is out */
+        subs_release(c);
         return TN_ECLOSED;
     case TN_STOMP_CONNECT:
     case TN_STOMP_STOMP:
@@ -974,6 +1029,10 @@ a_input(void *a, const uint8_t *p, size_t len)
     if (c->state == ST_CLOSING || c->state == ST_DRAINING)
         return (ssize_t)len;
     c->last_rx = c->io->now(c->ioc);
+    if (c->state == ST_CONNECT && !c->head_ok && !head_plausible(c, p, len)) {
+        fail(c, NULL, "the first frame must be CONNECT or STOMP", NULL);
+        return (ssize_t)len;
+    }
     size_t off = 0;
     while (off < len && c->state != ST_CLOSING) {
         if (c->flow.blocked) { /* a queue we send to is full: read no more until it drains */
@@ -989,15 +1048,17 @@ a_input(void *a, const uint8_t *p, size_t len)
         }
         if (rc != 0) {
             fail(c, NULL, c->dec.error ? c->dec.error : "malformed frame", NULL);
+            subs_release(c);
             return (ssize_t)len;
         }
         off += used;
         rc = on_frame(c, &f);
         run_later(c);
-        if (rc == TN_ECLOSED)
+        if (rc != 0) {
+            if (c->state == ST_CLOSING)
+                subs_release(c);
             return (ssize_t)len;
-        if (rc != 0)
-            return (ssize_t)len;
+        }
     }
     schedule(c);
     return (ssize_t)off;
@@ -1029,6 +1090,7 @@ a_timeout(void *a, uint64_t now)
                     c->io->peer(c->ioc), now - c->last_rx);
         c->state = ST_CLOSING;
         c->io->close(c->ioc);
+        subs_release(c);
         return;
     }
     if (c->hb_send_ms && now >= c->last_tx + c->hb_send_ms)
