@@ -45,6 +45,9 @@ static const tn_conf_limits default_limits = {
     .max_output_buffer = 1048576,
     .max_queue_memory = 8388608,
     .max_deliveries = 7,
+    .slow_consumer_timeout = 1000,
+    .max_topic_levels = 200,
+    .close_timeout = 3000,
 };
 
 /* ---- the file as libcyaml loads it: strings only, NULL where the key is absent ---- */
@@ -62,6 +65,9 @@ typedef struct file_limits {
     char *max_output_buffer;
     char *max_queue_memory;
     char *max_deliveries;
+    char *slow_consumer_timeout;
+    char *max_topic_levels;
+    char *close_timeout;
 } file_limits;
 
 typedef struct file_store {
@@ -99,6 +105,9 @@ static const struct {
     LIMIT(max_output_buffer, UINT32_MAX, NULL),
     LIMIT(max_queue_memory, UINT32_MAX, NULL),
     LIMIT(max_deliveries, UINT32_MAX, NULL),
+    LIMIT(slow_consumer_timeout, 86400000, "one day, in milliseconds"),
+    LIMIT(max_topic_levels, 65535, "an MQTT topic is at most 65535 bytes"),
+    LIMIT(close_timeout, 86400000, "one day, in milliseconds"),
 #undef LIMIT
 };
 #define N_LIMITS (sizeof limit_fields / sizeof limit_fields[0])
@@ -125,6 +134,9 @@ static const cyaml_schema_field_t limits_fields[] = {
     OPT_STRING("max_output_buffer", file_limits, max_output_buffer),
     OPT_STRING("max_queue_memory", file_limits, max_queue_memory),
     OPT_STRING("max_deliveries", file_limits, max_deliveries),
+    OPT_STRING("slow_consumer_timeout", file_limits, slow_consumer_timeout),
+    OPT_STRING("max_topic_levels", file_limits, max_topic_levels),
+    OPT_STRING("close_timeout", file_limits, close_timeout),
     CYAML_FIELD_END,
 };
 

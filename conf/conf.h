@@ -29,19 +29,25 @@ typedef struct tn_conf_listener {
 } tn_conf_listener;
 
 typedef struct tn_conf_limits {
-    uint32_t max_packet_size;      /* largest MQTT packet accepted (bytes), default 1 MiB */
-    uint32_t max_connections;      /* default 100000 */
-    uint32_t max_inflight;         /* QoS 1/2 messages in flight to one client, default 100 */
-    uint32_t max_queued_messages;  /* per-subscriber queue length before producers are slowed
-                                      (QoS 1/2) or QoS 0 messages are dropped, default 1000 */
-    uint32_t max_offline_messages; /* per offline persistent session, default 1000000 */
-    uint32_t max_output_buffer;    /* bytes waiting to be written to one connection before
-                                      delivery to it pauses, default 1 MiB */
-    uint32_t max_queue_memory;     /* bytes of queued messages a persistent session keeps in
-                                      memory; the rest are read back from the journal, 8 MiB */
-    uint32_t max_deliveries;       /* deliveries of a queued message without an ack before it
-                                      moves to DLQ.<queue>, default 7 (ActiveMQ's 6
-                                      redeliveries) */
+    uint32_t max_packet_size;       /* largest MQTT packet accepted (bytes), default 1 MiB */
+    uint32_t max_connections;       /* default 100000 */
+    uint32_t max_inflight;          /* QoS 1/2 messages in flight to one client, default 100 */
+    uint32_t max_queued_messages;   /* per-subscriber queue length before producers are slowed
+                                       (QoS 1/2) or QoS 0 messages are dropped, default 1000 */
+    uint32_t max_offline_messages;  /* per offline persistent session, default 1000000 */
+    uint32_t max_output_buffer;     /* bytes waiting to be written to one connection before
+                                       delivery to it pauses, default 1 MiB */
+    uint32_t max_queue_memory;      /* bytes of queued messages a persistent session keeps in
+                                       memory; the rest are read back from the journal, 8 MiB */
+    uint32_t max_deliveries;        /* deliveries of a queued message without an ack before it
+                                       moves to DLQ.<queue>, default 7 (ActiveMQ's 6
+                                       redeliveries) */
+    uint32_t slow_consumer_timeout; /* ms a subscriber may stay behind (max_queued_messages
+                                       reached) before it is a slow consumer: QoS 0 to it is
+                                       dropped, producers stop waiting on it; default 1000 */
+    uint32_t max_topic_levels;      /* levels in a topic name or filter, default 200 */
+    uint32_t close_timeout;         /* ms a closing connection may take to flush its output
+                                       before it is closed without flushing, default 3000 */
 } tn_conf_limits;
 
 typedef struct tn_conf_store {

@@ -72,8 +72,9 @@ is_default(const tn_conf *c)
            c->limits.max_inflight == 100 && c->limits.max_queued_messages == 1000 &&
            c->limits.max_offline_messages == 1000000 && c->limits.max_output_buffer == 1048576 &&
            c->limits.max_queue_memory == 8388608 && c->limits.max_deliveries == 7 &&
-           strcmp(c->store.sync, "always") == 0 && c->store.sync_interval_ms == 100 &&
-           c->store.compact_bytes == 64u << 20;
+           c->limits.slow_consumer_timeout == 1000 && c->limits.max_topic_levels == 200 &&
+           c->limits.close_timeout == 3000 && strcmp(c->store.sync, "always") == 0 &&
+           c->store.sync_interval_ms == 100 && c->store.compact_bytes == 64u << 20;
 }
 
 /* Writes text to a new temporary file; returns its path (free it, unlink it). */
@@ -545,7 +546,7 @@ test_example(void)
     free(c.log_level);
     c.data_dir = tn_xstrdup("/elsewhere");
     c.log_level = tn_xstrdup("debug");
-    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6, 7, 8};
+    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
     free(c.store.sync);
     c.store.sync = tn_xstrdup("never");
     c.store.sync_interval_ms = 7;

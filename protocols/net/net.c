@@ -28,6 +28,7 @@ struct conn {
     tn_buf out; /* output not yet handed to the kernel */
     wreq *wr;   /* async write in flight, or NULL */
     uint64_t deadline;
+    uint64_t close_by; /* closing: loop time after which the output is given up (0: none) */
     conn *next, *prev; /* all connections */
     conn *dirty_next;  /* in net's dirty list: output to write this loop turn */
     conn *wake_next;   /* in net's wake list: input() to call again this loop turn */
@@ -55,6 +56,15 @@ typedef struct listener {
     struct listener *next;
 } listener;
 
+/* Connections refused for one reason: logged at most once a second, with how many. */
+typedef struct refusals {
+    const char *id;    /* log ID */
+    const char *why;   /* the last reason, for the log */
+    uint32_t count;    /* refused since the last log line */
+    uint64_t last_log; /* loop time of the last log line */
+    bool logged;       /* a line was logged already (the first one goes out at once) */
+} refusals;
+
 struct tn_net {
     uv_loop_t *loop;
     tn_net_limits limits;
@@ -67,8 +77,8 @@ struct tn_net {
     uint32_t n_conns;
     uint32_t n_handles; /* open handles, for shutdown */
     bool closing;
-    bool warned_max;
-    bool warned_accept;
+    refusals ref_max;    /* refused at max_connections */
+    refusals ref_accept; /* accept() failed (out of file descriptors, mostly) */
     void (*done)(void *arg);
     void *done_arg;
     char peerbuf[64];
@@ -168,6 +178,18 @@ conn_abort(conn *c, int reason)
     uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
 }
 
+/* c stops reading and closes once its output is written, or after close_timeout without it. */
+static void
+conn_start_closing(conn *c)
+{
+    c->closing = true;
+    c->close_reason = TN_CLOSE_LOCAL;
+    if (c->net->limits.close_timeout_ms)
+        c->close_by = uv_now(c->net->loop) + c->net->limits.close_timeout_ms;
+    conn_update_reading(c);
+    mark_dirty(c);
+}
+
 static void
 conn_maybe_finish(conn *c)
 {
@@ -258,10 +280,8 @@ conn_feed(conn *c, const uint8_t *p, size_t len, bool from_in)
     ssize_t used = c->ops->input(c->a, p, len);
     if (used < 0) {
         /* The adapter queued its error reply: write it, then close. */
-        c->closing = true;
-        c->close_reason = TN_CLOSE_LOCAL;
-        conn_update_reading(c);
-        mark_dirty(c);
+        if (!c->closing)
+            conn_start_closing(c);
         return;
     }
     if (c->closing)
@@ -368,10 +388,7 @@ io_close(void *ctx)
     conn *c = ctx;
     if (c->closing)
         return;
-    c->closing = true;
-    c->close_reason = TN_CLOSE_LOCAL;
-    conn_update_reading(c);
-    mark_dirty(c);
+    conn_start_closing(c);
 }
 
 static void
@@ -441,19 +458,38 @@ refused_close_cb(uv_handle_t *h)
 }
 
 static void
+refusals_log(refusals *r, uint64_t now, uint32_t open)
+{
+    if (r->count)
+        tn_log_warn(r->id, "refused %u connection%s since the last report: %s (%u open)", r->count,
+                    r->count == 1 ? "" : "s", r->why, open);
+    r->count = 0;
+    r->last_log = now;
+    r->logged = true;
+}
+
+/* Counts a refused connection; the first of a burst is logged at once, the rest once a second
+ * (from the sweep), so a flood of refusals costs a line a second, not a line each. */
+static void
+refusals_add(tn_net *n, refusals *r, const char *why)
+{
+    uint64_t now = uv_now(n->loop);
+    r->count++;
+    r->why = why;
+    if (!r->logged || now >= r->last_log + 1000)
+        refusals_log(r, now, n->n_conns);
+}
+
+static void
 connection_cb(uv_stream_t *server, int status)
 {
     listener *l = server->data;
     tn_net *n = l->net;
     if (status < 0) {
-        /* Out of file descriptors, mostly: say so once, not per attempt. */
-        if (!n->warned_accept)
-            tn_log_warn("NET-ACCEPT-FAIL", "accept failed with %u connections open: %s", n->n_conns,
-                        uv_strerror(status));
-        n->warned_accept = true;
+        /* Out of file descriptors, mostly (libuv accepts and closes the connection for us). */
+        refusals_add(n, &n->ref_accept, uv_strerror(status));
         return;
     }
-    n->warned_accept = false;
     conn *c = tn_xcalloc(1, sizeof *c);
     c->net = n;
     c->ops = l->ops;
@@ -461,18 +497,15 @@ connection_cb(uv_stream_t *server, int status)
     tn_buf_init(&c->out, (size_t)n->limits.max_output * 2 + n->limits.max_input);
     uv_tcp_init(n->loop, &c->tcp);
     n->n_handles++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || n->closing ||
-        n->n_conns >= n->limits.max_connections) {
-        if (n->n_conns >= n->limits.max_connections && !n->warned_max) {
-            n->warned_max = true;
-            tn_log_warn("NET-MAX-CONN", "%u connections open (max_connections): refusing new ones",
-                        n->n_conns);
-        }
+    int r = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (r != 0 || n->closing || n->n_conns >= n->limits.max_connections) {
+        if (r != 0)
+            refusals_add(n, &n->ref_accept, uv_strerror(r));
+        else if (!n->closing)
+            refusals_add(n, &n->ref_max, "max_connections reached");
         uv_close((uv_handle_t *)&c->tcp, refused_close_cb);
         return;
     }
-    if (n->n_conns < n->limits.max_connections / 2)
-        n->warned_max = false;
     int len = sizeof c->peer;
     uv_tcp_getpeername(&c->tcp, &c->peer.sa, &len);
     uv_tcp_nodelay(&c->tcp, 1);
@@ -508,7 +541,18 @@ sweep_cb(uv_timer_t *t)
             c->deadline = 0;
             c->ops->timeout(c->a, now);
         }
+        if (c->closing && !c->handle_closing && c->close_by && c->close_by <= now) {
+            tn_log_info("NET-CLOSE-TIMEOUT",
+                        "%s: %zu bytes still unread by the client after close_timeout (%u ms): "
+                        "closing without them",
+                        io_peer(c), pending_out(c), n->limits.close_timeout_ms);
+            conn_abort(c, c->close_reason);
+        }
     }
+    if (n->ref_max.count && now >= n->ref_max.last_log + 1000)
+        refusals_log(&n->ref_max, now, n->n_conns);
+    if (n->ref_accept.count && now >= n->ref_accept.last_log + 1000)
+        refusals_log(&n->ref_accept, now, n->n_conns);
 }
 
 tn_net *
@@ -517,6 +561,8 @@ tn_net_new(uv_loop_t *loop, const tn_net_limits *limits)
     tn_net *n = tn_xcalloc(1, sizeof *n);
     n->loop = loop;
     n->limits = *limits;
+    n->ref_max.id = "NET-MAX-CONN";
+    n->ref_accept.id = "NET-ACCEPT-FAIL";
     uv_prepare_init(loop, &n->prepare);
     n->prepare.data = n;
     uv_prepare_start(&n->prepare, prepare_cb);

@@ -32,7 +32,8 @@ typedef struct tn_io {
     tn_buf *(*out)(void *ctx);
     /* True when pending output is over the limit: stop producing optional output. */
     bool (*out_full)(void *ctx);
-    /* Close after writing what is already in out. No further input is given; closed() follows. */
+    /* Close after writing what is already in out (at most close_timeout_ms, then without it). No
+     * further input is given; closed() follows. */
     void (*close)(void *ctx);
     /* Stop (true) or resume (false) reading input; unparsed input is kept and offered again. */
     void (*pause)(void *ctx, bool paused);
@@ -71,8 +72,10 @@ typedef struct tn_adapter_ops {
 
 typedef struct tn_net_limits {
     uint32_t max_connections;
-    uint32_t max_input;  /* largest unparsed input kept per connection (bytes) */
-    uint32_t max_output; /* pending output above which out_full() is true (bytes) */
+    uint32_t max_input;        /* largest unparsed input kept per connection (bytes) */
+    uint32_t max_output;       /* pending output above which out_full() is true (bytes) */
+    uint32_t close_timeout_ms; /* a closing connection whose output is not written by then is
+                                  closed without it (0: waits for the client however long) */
 } tn_net_limits;
 
 typedef struct tn_net tn_net;

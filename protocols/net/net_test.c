@@ -10,7 +10,7 @@
 
 /* ---- server side: a test adapter ---- */
 
-typedef enum { MODE_ECHO, MODE_BYE, MODE_SLOW, MODE_FANOUT } mode;
+typedef enum { MODE_ECHO, MODE_BYE, MODE_SLOW, MODE_FANOUT, MODE_FLOOD } mode;
 
 typedef struct sconn {
     const tn_io *io;
@@ -66,6 +66,13 @@ t_input(void *a, const uint8_t *p, size_t len)
                 o->io->wake(o->ioc); /* wakes connections further down the list too */
         }
         return 1;
+    case MODE_FLOOD: { /* as much output as the buffer takes, then close: never drained */
+        static const uint8_t zeros[65536];
+        while (tn_buf_append(s->io->out(s->ioc), zeros, sizeof zeros) == 0)
+            ;
+        s->io->close(s->ioc);
+        return (ssize_t)len;
+    }
     }
     return -1;
 }
@@ -113,6 +120,7 @@ typedef struct client {
     char got[4096];
     size_t n;
     bool eof;
+    bool no_read; /* never reads: the server's output backs up */
     const char *send;
 } client;
 
@@ -156,7 +164,8 @@ c_connected(uv_connect_t *r, int status)
 {
     client *c = r->data;
     CU_ASSERT_EQUAL_FATAL(status, 0);
-    uv_read_start((uv_stream_t *)&c->tcp, c_alloc, c_read);
+    if (!c->no_read)
+        uv_read_start((uv_stream_t *)&c->tcp, c_alloc, c_read);
     if (c->send) {
         uv_buf_t b = uv_buf_init((char *)c->send, (unsigned)strlen(c->send));
         uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, c_written);
@@ -223,14 +232,20 @@ all_closed(void *arg)
 }
 
 static int
-setup(int max_conns)
+setup_limits(const tn_net_limits *l)
 {
     memset(&srv, 0, sizeof srv);
     uv_loop_init(&loop);
+    net = tn_net_new(&loop, l);
+    return tn_net_listen(net, "127.0.0.1", 0, &test_ops, NULL, &port);
+}
+
+static int
+setup(int max_conns)
+{
     tn_net_limits l = {
         .max_connections = (uint32_t)max_conns, .max_input = 1024, .max_output = 4096};
-    net = tn_net_new(&loop, &l);
-    return tn_net_listen(net, "127.0.0.1", 0, &test_ops, NULL, &port);
+    return setup_limits(&l);
 }
 
 static bool net_done;
@@ -324,6 +339,12 @@ many_got(void *arg)
     return true;
 }
 static bool
+opened_1(void *arg)
+{
+    (void)arg;
+    return srv.opened == 1;
+}
+static bool
 opened_16(void *arg)
 {
     (void)arg;
@@ -378,6 +399,33 @@ test_max_connections_and_shutdown(void)
     CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
 }
 
+/* [issue 19] A connection closing with output its client never reads is closed without it after
+ * close_timeout_ms, instead of holding its buffer for as long as the client stays. */
+static void
+test_close_timeout_gives_up_unread_output(void)
+{
+    tn_net_limits l = {.max_connections = 10,
+                       .max_input = 1024,
+                       .max_output = 16 << 20, /* 32 MiB may wait: more than the kernel takes */
+                       .close_timeout_ms = 300};
+    CU_ASSERT_EQUAL_FATAL(setup_limits(&l), 0);
+    srv.mode = MODE_FLOOD;
+    client c;
+    c_start(&c, "x");
+    c.no_read = true; /* before the connect callback runs */
+    run_until(opened_1, NULL);
+    uint64_t start = uv_now(&loop);
+    int rcv = 4096;
+    uv_recv_buffer_size((uv_handle_t *)&c.tcp, &rcv);
+    run_until(all_closed, NULL); /* closed by the timeout, within run_until's 5 s */
+    CU_ASSERT_EQUAL(srv.closed_local, 1);
+    CU_ASSERT_TRUE(uv_now(&loop) - start >= 250); /* gave it its time first */
+    c_close(&c);
+    teardown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+}
+
 int
 main(void)
 {
@@ -389,5 +437,6 @@ main(void)
     CU_add_test(s, "wake_refeeds_input", test_wake_refeeds_unparsed_input);
     CU_add_test(s, "fanout_with_wakeups", test_fanout_with_wakeups);
     CU_add_test(s, "max_connections_and_shutdown", test_max_connections_and_shutdown);
+    CU_add_test(s, "close_timeout", test_close_timeout_gives_up_unread_output);
     return tn_test_run();
 }

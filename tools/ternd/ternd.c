@@ -37,6 +37,7 @@ typedef struct ternd {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
     uv_async_t store_wake; /* the journal's writer thread says records became durable */
+    uv_timer_t tick;       /* broker housekeeping (slow consumers) */
     tn_net *net;
     tn_store *store;
     tn_broker *broker;
@@ -59,6 +60,13 @@ on_store_wake(uv_async_t *h)
     }
 }
 
+static void
+on_tick(uv_timer_t *h)
+{
+    ternd *t = h->data;
+    tn_broker_tick(t->broker, uv_now(&t->loop));
+}
+
 /* Every connection is closed: flush and close the journal, then let the loop end. */
 static void
 net_closed(void *arg)
@@ -67,6 +75,7 @@ net_closed(void *arg)
     tn_store_close(t->store);
     t->store = NULL;
     uv_close((uv_handle_t *)&t->store_wake, NULL);
+    uv_close((uv_handle_t *)&t->tick, NULL);
 }
 
 static void
@@ -197,6 +206,8 @@ main(int argc, char **argv)
         .max_offline = conf.limits.max_offline_messages,
         .max_queue_memory = conf.limits.max_queue_memory,
         .compact_bytes = conf.store.compact_bytes,
+        .slow_consumer_ms = conf.limits.slow_consumer_timeout,
+        .max_topic_levels = conf.limits.max_topic_levels,
     };
     tn_broker *broker = tn_broker_new(&bl);
     t.broker = broker;
@@ -237,8 +248,17 @@ main(int argc, char **argv)
         .max_connections = conf.limits.max_connections,
         .max_input = conf.limits.max_packet_size + 8,
         .max_output = conf.limits.max_output_buffer,
+        .close_timeout_ms = conf.limits.close_timeout,
     };
     t.net = tn_net_new(&t.loop, &nl);
+    /* Slow consumers are declared within a tenth of slow_consumer_timeout (at most 100 ms). */
+    uint64_t tick_ms = conf.limits.slow_consumer_timeout / 10;
+    tick_ms = tick_ms < 10 ? 10 : tick_ms > 100 ? 100 : tick_ms;
+    uv_timer_init(&t.loop, &t.tick);
+    t.tick.data = &t;
+    uv_timer_start(&t.tick, on_tick, tick_ms, tick_ms);
+    uv_unref((uv_handle_t *)&t.tick);
+    tn_broker_tick(broker, uv_now(&t.loop));
     /* Signals first: a script may send SIGTERM as soon as it sees TERN-READY. */
     uv_signal_init(&t.loop, &t.sigint);
     uv_signal_init(&t.loop, &t.sigterm);
