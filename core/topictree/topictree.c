@@ -1,10 +1,20 @@
 /*
- * topictree: a trie of levels, with a uthash table of children per node.
+ * topictree: a trie of levels, each node with a compact set of children.
  *
  * Each node below the root is one level of a filter or name; its entries (subscription values,
- * or the one value stored under an exact name) sit in a small array in the node, in insertion
- * order. The root is no level: every name has at least one level (the name "" is one empty
- * level), so the root never holds entries.
+ * or the one value stored under an exact name) sit in the node, in insertion order. The root is
+ * no level: every name has at least one level (the name "" is one empty level), so the root never
+ * holds entries.
+ *
+ * Memory follows the shape of the tree, because most nodes have one child or none:
+ *  - a node is 64 bytes (on 64-bit targets) and its level's bytes, in one allocation, with one
+ *    entry inline;
+ *  - its children are one inline pointer, then a small array (up to LINEAR_MAX, scanned), then
+ *    an open-addressing table of child pointers with linear probing (more than LINEAR_MAX). A
+ *    child caches the hash of its level, so a table grows, shrinks and deletes (backward shift,
+ *    no tombstones) without hashing strings again, and a probe compares hashes before bytes.
+ * The children "*" and ">" are also kept in star and gt, so match takes them without a lookup.
+ * The order of children is unspecified: it changes as they come and go.
  *
  * Nothing recurses. match and find keep an explicit stack (STACK_INLINE frames on the C stack,
  * then the heap), and the '>' walk and tn_topictree_free climb back up through parent pointers, so
@@ -19,27 +29,41 @@
 
 #include "core/base/base.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
-/* uthash allocates its bucket tables; like the nodes, they abort on out-of-memory. */
-#define uthash_malloc(sz) tn_xmalloc(sz)
-#define uthash_free(ptr, sz) free(ptr)
-#define uthash_fatal(msg) tn_assert_fail(msg, __FILE__, __LINE__)
-#include <uthash.h>
+/* Children kept in a scanned array; one more turns the array into a table. */
+#define LINEAR_MAX 8
+/* A table's smallest size. A table doubles before it is more than 3/4 full and halves when at
+ * most 1/4 full, so probes stay short and a shrunken table is still half empty. */
+#define TABLE_MIN 16
 
+/*
+ * kcap says how the children are kept: 0 or 1, in kids.one (NULL when none); 2 to LINEAR_MAX, in
+ * kids.arr[0..nkids), no NULLs; above, kids.arr is a table of kcap slots (a power of two), NULL
+ * where free. Likewise vcap for entries: 0 or 1, in vals.one; above, vals.arr[0..nvals).
+ */
 struct node {
-    UT_hash_handle hh;     /* in parent->children, keyed by key[0..key_len) */
-    struct node *parent;   /* NULL for the root */
-    struct node *children; /* uthash head; NULL when none */
-    struct node *star;     /* the child "*", if any: match takes it without hashing */
-    struct node *gt;       /* the child ">", if any */
-    void **vals;           /* entries: &one while cap <= 1, else a heap array */
-    void *one;
-    size_t nvals;
-    size_t cap;
-    size_t key_len;
-    char key[]; /* this level, NUL-terminated */
+    struct node *parent; /* NULL for the root */
+    struct node *star;   /* the child "*", if any */
+    struct node *gt;     /* the child ">", if any */
+    union {
+        struct node *one;
+        struct node **arr;
+    } kids;
+    union {
+        void *one;
+        void **arr;
+    } vals;
+    uint32_t nkids;
+    uint32_t kcap;
+    uint32_t nvals;
+    uint32_t vcap;
+    uint32_t hash;    /* level_hash(key, key_len), for the parent's table */
+    uint32_t key_len; /* bytes of this level */
+    char key[];       /* this level, NUL-terminated */
 };
 
 struct tn_topictree {
@@ -71,49 +95,234 @@ is_dollar(const char *p, size_t len)
     return len > 0 && p[0] == '$';
 }
 
+/* Seeds the level hash once per process, so clients cannot choose topic levels that collide in
+ * a node's table (every level hashed to one slot would make each lookup a scan of them all). */
+static uint32_t hash_seed = 2166136261u;
+
+__attribute__((constructor)) static void
+hash_seed_init(void)
+{
+    uint32_t r;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r)
+        hash_seed ^= r;
+}
+
+/* FNV-1a from a random seed, then murmur3's finalizer so that the low bits (the table index)
+ * depend on every byte. */
+static uint32_t
+level_hash(const char *p, size_t len)
+{
+    uint32_t h = hash_seed;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+static bool
+key_is(const struct node *c, const char *p, size_t len)
+{
+    return c->key_len == len &&
+           (len == 0 || (c->key[0] == p[0] && memcmp(c->key + 1, p + 1, len - 1) == 0));
+}
+
 /* ---- entries ---- */
+
+/* The entries, n->nvals of them. */
+static void *const *
+vals_of(const struct node *n)
+{
+    return n->vcap <= 1 ? &n->vals.one : n->vals.arr;
+}
 
 static void
 vals_push(struct node *n, void *v)
 {
-    if (n->nvals == n->cap) {
-        if (n->cap == 0) {
-            n->vals = &n->one;
-            n->cap = 1;
-        } else {
-            size_t cap = n->cap * 2;
-            void **a;
-            if (n->vals == &n->one) {
-                a = tn_xmalloc(cap * sizeof *a);
-                a[0] = n->one;
-            } else {
-                a = tn_xrealloc(n->vals, cap * sizeof *a);
-            }
-            n->vals = a;
-            n->cap = cap;
+    tn_assert(n->nvals < UINT32_MAX);
+    if (n->vcap <= 1) {
+        if (n->nvals == 0) {
+            n->vals.one = v;
+            n->vcap = 1;
+            n->nvals = 1;
+            return;
         }
+        void **a = tn_xmalloc(2 * sizeof *a);
+        a[0] = n->vals.one;
+        n->vals.arr = a;
+        n->vcap = 2;
+    } else if (n->nvals == n->vcap) {
+        tn_assert(n->vcap <= UINT32_MAX / 2);
+        n->vcap *= 2;
+        n->vals.arr = tn_xrealloc(n->vals.arr, n->vcap * sizeof *n->vals.arr);
     }
-    n->vals[n->nvals++] = v;
+    n->vals.arr[n->nvals++] = v;
 }
 
-/* Removes entry i, keeping the others in order, and gives memory back when the array is at most
- * a quarter full. */
+/* Removes entry i, keeping the others in order. An array goes back inline at one entry, and
+ * halves when at most a quarter full. */
 static void
 vals_remove(struct node *n, size_t i)
 {
     tn_assert(i < n->nvals);
-    memmove(&n->vals[i], &n->vals[i + 1], (n->nvals - i - 1) * sizeof *n->vals);
-    n->nvals--;
-    if (n->vals == &n->one || n->nvals > n->cap / 4)
+    if (n->vcap <= 1) {
+        n->vals.one = NULL;
+        n->nvals = 0;
         return;
+    }
+    void **a = n->vals.arr;
+    memmove(&a[i], &a[i + 1], (n->nvals - i - 1) * sizeof *a);
+    n->nvals--;
     if (n->nvals <= 1) {
-        n->one = n->nvals ? n->vals[0] : NULL;
-        free(n->vals);
-        n->vals = &n->one;
-        n->cap = 1;
+        n->vals.one = n->nvals ? a[0] : NULL;
+        n->vcap = 1;
+        free(a);
+    } else if (n->nvals <= n->vcap / 4) {
+        n->vcap /= 2;
+        n->vals.arr = tn_xrealloc(a, n->vcap * sizeof *a);
+    }
+}
+
+/* ---- children ---- */
+
+static bool
+kids_in_table(const struct node *n)
+{
+    return n->kcap > LINEAR_MAX;
+}
+
+/* The children as *len slots; in a table, or an inline slot with no child, some are NULL. */
+static struct node *const *
+kids_slots(const struct node *n, size_t *len)
+{
+    if (n->kcap <= 1) {
+        *len = 1;
+        return &n->kids.one;
+    }
+    *len = kids_in_table(n) ? n->kcap : n->nkids;
+    return n->kids.arr;
+}
+
+/* Where c is among n's slots; c must be there. */
+static size_t
+kids_index(const struct node *n, const struct node *c)
+{
+    size_t i = 0;
+    if (n->kcap <= 1)
+        return 0;
+    if (!kids_in_table(n)) {
+        while (n->kids.arr[i] != c)
+            i++;
+        tn_assert(i < n->nkids);
+        return i;
+    }
+    size_t mask = n->kcap - 1;
+    for (i = c->hash & mask; n->kids.arr[i] != c;)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Puts c in a table of mask + 1 slots that has room and does not hold c. */
+static void
+table_put(struct node **tab, size_t mask, struct node *c)
+{
+    size_t i = c->hash & mask;
+    while (tab[i])
+        i = (i + 1) & mask;
+    tab[i] = c;
+}
+
+/* Removes slot i by backward shift: each entry after it in the run moves back into the hole
+ * unless that would put it before its home slot. Lookups then need no tombstones. */
+static void
+table_del(struct node **tab, size_t mask, size_t i)
+{
+    for (size_t j = (i + 1) & mask; tab[j]; j = (j + 1) & mask) {
+        size_t home = tab[j]->hash & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            tab[i] = tab[j];
+            i = j;
+        }
+    }
+    tab[i] = NULL;
+}
+
+/* Moves the children into a new container for cap (inline, array or table, as kcap says). */
+static void
+kids_resize(struct node *n, uint32_t cap)
+{
+    tn_assert(cap > LINEAR_MAX || n->nkids <= cap);
+    size_t len;
+    struct node *const *old = kids_slots(n, &len);
+    struct node **a = cap > LINEAR_MAX ? tn_xcalloc(cap, sizeof *a) : tn_xmalloc(cap * sizeof *a);
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!old[i])
+            continue;
+        if (cap > LINEAR_MAX)
+            table_put(a, cap - 1, old[i]);
+        else
+            a[k++] = old[i];
+    }
+    if (n->kcap > 1)
+        free(n->kids.arr);
+    n->kids.arr = a;
+    n->kcap = cap;
+}
+
+static void
+kids_add(struct node *n, struct node *c)
+{
+    tn_assert(n->nkids < UINT32_MAX / 2);
+    if (n->kcap <= 1 && n->nkids == 0) {
+        n->kids.one = c;
+        n->kcap = 1;
+    } else if (!kids_in_table(n)) {
+        if (n->nkids == n->kcap)
+            kids_resize(n, n->kcap < LINEAR_MAX ? n->kcap * 2 : TABLE_MIN);
+        if (kids_in_table(n))
+            table_put(n->kids.arr, n->kcap - 1, c);
+        else
+            n->kids.arr[n->nkids] = c;
     } else {
-        n->cap /= 2;
-        n->vals = tn_xrealloc(n->vals, n->cap * sizeof *n->vals);
+        if (((size_t)n->nkids + 1) * 4 > (size_t)n->kcap * 3) {
+            tn_assert(n->kcap <= UINT32_MAX / 2);
+            kids_resize(n, n->kcap * 2);
+        }
+        table_put(n->kids.arr, n->kcap - 1, c);
+    }
+    n->nkids++;
+}
+
+/* Removes the child c. A table halves when at most a quarter full (and becomes an array at
+ * TABLE_MIN), an array halves likewise and goes back inline at one child. */
+static void
+kids_del(struct node *n, struct node *c)
+{
+    size_t i = kids_index(n, c);
+    if (n->kcap <= 1) {
+        n->kids.one = NULL;
+    } else if (kids_in_table(n)) {
+        table_del(n->kids.arr, n->kcap - 1, i);
+    } else {
+        n->kids.arr[i] = n->kids.arr[n->nkids - 1];
+    }
+    n->nkids--;
+    if (n->kcap <= 1)
+        return;
+    if (kids_in_table(n)) {
+        if (n->nkids <= n->kcap / 4)
+            kids_resize(n, n->kcap / 2 > LINEAR_MAX ? n->kcap / 2 : LINEAR_MAX);
+    } else if (n->nkids <= 1) {
+        struct node **a = n->kids.arr;
+        n->kids.one = n->nkids ? a[0] : NULL;
+        n->kcap = 1;
+        free(a);
+    } else if (n->nkids <= n->kcap / 4) {
+        kids_resize(n, n->kcap / 2);
     }
 }
 
@@ -122,27 +331,49 @@ vals_remove(struct node *n, size_t i)
 static struct node *
 node_alloc(const char *key, size_t len)
 {
+    tn_assert(len < UINT32_MAX);
     struct node *n = tn_xcalloc(1, sizeof *n + len + 1);
     memcpy(n->key, key, len);
     n->key[len] = '\0';
-    n->key_len = len;
+    n->key_len = (uint32_t)len;
+    n->hash = level_hash(key, len);
     return n;
 }
 
 static void
 node_free(struct node *n)
 {
-    if (n->vals != &n->one)
-        free(n->vals);
+    if (n->vcap > 1)
+        free(n->vals.arr);
+    if (n->kcap > 1)
+        free(n->kids.arr);
     free(n);
 }
 
+/* The hot path of match: one call per level of the published name. */
 static struct node *
 child_find(const struct node *n, const char *p, size_t len)
 {
-    struct node *c;
-    HASH_FIND(hh, n->children, p, (unsigned)len, c);
-    return c;
+    if (n->kcap <= 1) {
+        struct node *c = n->kids.one;
+        return c && key_is(c, p, len) ? c : NULL;
+    }
+    struct node *const *a = n->kids.arr;
+    if (!kids_in_table(n)) {
+        for (uint32_t i = 0; i < n->nkids; i++)
+            if (key_is(a[i], p, len))
+                return a[i];
+        return NULL;
+    }
+    uint32_t h = level_hash(p, len);
+    size_t mask = n->kcap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        struct node *c = a[i];
+        if (!c)
+            return NULL;
+        if (c->hash == h && key_is(c, p, len))
+            return c;
+    }
 }
 
 static struct node *
@@ -151,10 +382,9 @@ child_get(tn_topictree *t, struct node *n, const char *p, size_t len)
     struct node *c = child_find(n, p, len);
     if (c)
         return c;
-    tn_assert(len <= 0xffffffffu); /* uthash keys are unsigned */
     c = node_alloc(p, len);
     c->parent = n;
-    HASH_ADD_KEYPTR(hh, n->children, c->key, (unsigned)len, c);
+    kids_add(n, c);
     if (level_is(p, len, '*'))
         n->star = c;
     else if (level_is(p, len, '>'))
@@ -197,9 +427,9 @@ node_make(tn_topictree *t, const char *name)
 static void
 prune(tn_topictree *t, struct node *n)
 {
-    while (n != t->root && n->nvals == 0 && !n->children) {
+    while (n != t->root && n->nvals == 0 && n->nkids == 0) {
         struct node *p = n->parent;
-        HASH_DELETE(hh, p->children, n);
+        kids_del(p, n);
         if (p->star == n)
             p->star = NULL;
         if (p->gt == n)
@@ -310,8 +540,9 @@ name_of(const tn_topictree *t, const struct node *n, struct namebuf *b)
 static void
 emit(const struct node *n, const char *name, tn_topictree_cb cb, void *arg)
 {
+    void *const *v = vals_of(n);
     for (size_t i = 0; i < n->nvals; i++)
-        cb(arg, name, n->vals[i]);
+        cb(arg, name, v[i]);
 }
 
 static void
@@ -329,22 +560,29 @@ skipped(const tn_topictree *t, const struct node *c, bool dollar)
     return !dollar && c->parent == t->root && is_dollar(c->key, c->key_len);
 }
 
-static const struct node *
-first_child(const tn_topictree *t, const struct node *n, bool dollar)
+/* The first child of n in slot i or after it, or NULL. */
+static struct node *
+child_from(const tn_topictree *t, const struct node *n, size_t i, bool dollar)
 {
-    const struct node *c = n->children;
-    while (c && skipped(t, c, dollar))
-        c = c->hh.next;
-    return c;
+    size_t len;
+    struct node *const *s = kids_slots(n, &len);
+    for (; i < len; i++)
+        if (s[i] && !skipped(t, s[i], dollar))
+            return s[i];
+    return NULL;
 }
 
-static const struct node *
+static struct node *
+first_child(const tn_topictree *t, const struct node *n, bool dollar)
+{
+    return child_from(t, n, 0, dollar);
+}
+
+/* The sibling after n (in its parent's slots), found again from n's cached hash. */
+static struct node *
 next_sibling(const tn_topictree *t, const struct node *n, bool dollar)
 {
-    const struct node *c = n->hh.next;
-    while (c && skipped(t, c, dollar))
-        c = c->hh.next;
-    return c;
+    return child_from(t, n->parent, kids_index(n->parent, n) + 1, dollar);
 }
 
 /* Emits top and everything below it, in pre-order: a '>' at top (zero or more levels), or the
@@ -390,18 +628,30 @@ tn_topictree_free(tn_topictree *t)
 {
     if (!t)
         return;
-    /* Post-order without recursion: go down to a leaf, free it, go back to its parent. */
+    /* Post-order without recursion: go down to a leaf, free it and clear its slot in the parent,
+     * go on with its next sibling or else back to the parent, whose slots are then all clear. The
+     * parents' containers are not reshaped meanwhile (no backward shift that could move a sibling
+     * behind the scan), and each is scanned about twice: linear time. */
     struct node *n = t->root;
-    while (n) {
-        if (n->children) {
-            n = n->children;
+    for (;;) {
+        struct node *c = first_child(t, n, true);
+        if (c) {
+            n = c;
             continue;
         }
         struct node *p = n->parent;
-        if (p)
-            HASH_DELETE(hh, p->children, n);
+        if (!p) {
+            node_free(n);
+            break;
+        }
+        size_t i = kids_index(p, n);
+        if (p->kcap <= 1)
+            p->kids.one = NULL;
+        else
+            p->kids.arr[i] = NULL;
         node_free(n);
-        n = p;
+        c = child_from(t, p, i + 1, true);
+        n = c ? c : p;
     }
     free(t);
 }
@@ -445,8 +695,9 @@ tn_topictree_remove(tn_topictree *t, const char *filter, void *value)
     struct node *n = node_find(t, filter);
     if (!n)
         return TN_ENOENT;
+    void *const *v = vals_of(n);
     for (size_t i = 0; i < n->nvals; i++) {
-        if (n->vals[i] == value) {
+        if (v[i] == value) {
             vals_remove(n, i);
             t->count--;
             prune(t, n);
@@ -509,8 +760,9 @@ tn_topictree_put(tn_topictree *t, const char *name, void *value, void **old)
     tn_assert(n->nvals <= 1);
     void *prev = NULL;
     if (n->nvals) {
-        prev = n->vals[0];
-        n->vals[0] = value;
+        tn_assert(n->vcap <= 1);
+        prev = n->vals.one;
+        n->vals.one = value;
     } else {
         vals_push(n, value);
         t->count++;
@@ -530,7 +782,7 @@ tn_topictree_take(tn_topictree *t, const char *name, void **old)
         return TN_ENOENT;
     tn_assert(n->nvals == 1);
     if (old)
-        *old = n->vals[0];
+        *old = vals_of(n)[0];
     vals_remove(n, 0);
     t->count--;
     prune(t, n);
@@ -542,7 +794,7 @@ void *
 tn_topictree_get(const tn_topictree *t, const char *name)
 {
     const struct node *n = node_find(t, name);
-    return n && n->nvals ? n->vals[0] : NULL;
+    return n && n->nvals ? vals_of(n)[0] : NULL;
 }
 
 /* Walks the tree by the filter; stored levels are literal. An invalid filter finds nothing.
@@ -574,9 +826,11 @@ tn_topictree_find(const tn_topictree *t, const char *filter, tn_topictree_cb cb,
                 break;
             }
             if (level_is(p, len, '*')) {
-                for (const struct node *c = first_child(t, n, false); c;
-                     c = next_sibling(t, c, false))
-                    stack_push(&s, c, rest);
+                size_t nk;
+                struct node *const *k = kids_slots(n, &nk);
+                for (size_t i = 0; i < nk; i++)
+                    if (k[i] && !skipped(t, k[i], false))
+                        stack_push(&s, k[i], rest);
                 break;
             }
             n = child_find(n, p, len);
@@ -603,7 +857,23 @@ tn_topictree_count(const tn_topictree *t)
 }
 
 size_t
+tn_topictree_levels(const char *name)
+{
+    size_t n = 1;
+    for (const char *p = strchr(name, '.'); p; p = strchr(p + 1, '.'))
+        n++;
+    return n;
+}
+
+size_t
 tn_topictree__nodes(const tn_topictree *t)
 {
     return t->nodes;
+}
+
+size_t
+tn_topictree__kid_slots(const tn_topictree *t, const char *name)
+{
+    const struct node *n = node_find(t, name);
+    return n ? (n->kcap ? n->kcap : 1) : 0;
 }

@@ -60,4 +60,8 @@ void tn_topictree_walk(const tn_topictree *t, tn_topictree_cb cb, void *arg);
 /* Number of entries (subscription entries or stored names). */
 size_t tn_topictree_count(const tn_topictree *t);
 
+/* Number of '.'-separated levels of a canonical name or filter: "" is 1, "a.b" is 2, "a." is 2.
+ * For limits on depth; needs no tree. name must not be NULL. */
+size_t tn_topictree_levels(const char *name);
+
 #endif

@@ -6,6 +6,7 @@
 #include "tests/unit/tn_test.h"
 
 #include <CUnit/Basic.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -512,9 +513,22 @@ rnd(uint32_t n)
     return (uint32_t)(rng >> 32) % n;
 }
 
-static const char *alphabet[] = {"a", "b", "", "$x", "ab"};
-#define NALPHA (sizeof alphabet / sizeof *alphabet)
+static const char *small_alphabet[] = {"a", "b", "", "$x", "ab"};
+/* Enough levels for nodes of more than LINEAR_MAX children, so tables grow and shrink. */
+static const char *wide_alphabet[] = {"a",  "b",  "",   "$x", "ab", "c0", "c1", "c2", "c3", "c4",
+                                      "c5", "c6", "c7", "c8", "c9", "d0", "d1", "d2", "d3", "d4",
+                                      "d5", "d6", "d7", "d8", "d9", "e0", "e1", "e2", "e3", "e4"};
+static const char **alphabet = small_alphabet;
+static uint32_t NALPHA = sizeof small_alphabet / sizeof *small_alphabet;
 #define MAXLV 6
+
+static void
+use_alphabet(bool wide)
+{
+    alphabet = wide ? wide_alphabet : small_alphabet;
+    NALPHA = wide ? sizeof wide_alphabet / sizeof *wide_alphabet
+                  : sizeof small_alphabet / sizeof *small_alphabet;
+}
 
 static void
 gen_name(char *out)
@@ -610,11 +624,12 @@ check_match(const tn_topictree *t, char (*filters)[32], const bool *live)
 }
 
 static void
-test_random_match(void)
+random_match(bool wide)
 {
     static char filters[NFILTERS][32];
     static bool live[NFILTERS];
     rng = 0x9e3779b97f4a7c15u;
+    use_alphabet(wide);
     tn_topictree *t = tn_topictree_new();
     for (int i = 0; i < NFILTERS; i++) {
         gen_filter(filters[i]);
@@ -642,6 +657,19 @@ test_random_match(void)
     CU_ASSERT_EQUAL(tn_topictree_count(t), 0);
     CU_ASSERT_EQUAL(tn_topictree__nodes(t), 0);
     tn_topictree_free(t);
+    use_alphabet(false);
+}
+
+static void
+test_random_match(void)
+{
+    random_match(false);
+}
+
+static void
+test_random_match_wide(void)
+{
+    random_match(true);
 }
 
 enum { NNAMES = 400 };
@@ -696,10 +724,12 @@ check_find(const tn_topictree *t, const struct ref_store *rs)
 }
 
 static void
-test_random_find(void)
+random_find(bool wide)
 {
     static struct ref_store rs;
+    memset(&rs, 0, sizeof rs);
     rng = 0x243f6a8885a308d3u;
+    use_alphabet(wide);
     tn_topictree *t = tn_topictree_new();
     size_t stored = 0;
     for (int i = 0; i < NNAMES; i++) {
@@ -741,6 +771,290 @@ test_random_find(void)
     CU_ASSERT_EQUAL(tn_topictree_count(t), 0);
     CU_ASSERT_EQUAL(tn_topictree__nodes(t), 0);
     tn_topictree_free(t);
+    use_alphabet(false);
+}
+
+static void
+test_random_find(void)
+{
+    random_find(false);
+}
+
+static void
+test_random_find_wide(void)
+{
+    random_find(true);
+}
+
+static void
+test_levels(void)
+{
+    CU_ASSERT_EQUAL(tn_topictree_levels(""), 1);
+    CU_ASSERT_EQUAL(tn_topictree_levels("a"), 1);
+    CU_ASSERT_EQUAL(tn_topictree_levels("a.b"), 2);
+    CU_ASSERT_EQUAL(tn_topictree_levels("a."), 2);
+    CU_ASSERT_EQUAL(tn_topictree_levels(".a"), 2);
+    CU_ASSERT_EQUAL(tn_topictree_levels("."), 2);
+    CU_ASSERT_EQUAL(tn_topictree_levels("a..b"), 3);
+    CU_ASSERT_EQUAL(tn_topictree_levels("*.>"), 2);
+    CU_ASSERT_EQUAL(tn_topictree_levels("$SYS.broker.clients.>"), 4);
+}
+
+enum { NKIDS = 1000 };
+
+/* Match of "p.<i>" when i's filter is in, with "p.*" (value -1) and "p.>" (value -2) in. */
+static void
+check_kid(const tn_topictree *t, long i, bool in)
+{
+    char name[32], want[32];
+    snprintf(name, sizeof name, "p.%ld", i);
+    snprintf(want, sizeof want, in ? "-1 -2 %ld" : "-1 -2", i);
+    CU_ASSERT_STRING_EQUAL(M(t, name), want);
+}
+
+/* A node's children cross from inline to array to table while they are added, and back while
+ * they are removed, with match and remove right at every step. */
+static void
+test_many_children(void)
+{
+    tn_topictree *t = tn_topictree_new();
+    char f[32];
+    add_ok(t, "p.*", -1);
+    add_ok(t, "p.>", -2);
+    CU_ASSERT(tn_topictree__kid_slots(t, "p") == 2);
+    for (long i = 0; i < NKIDS; i++) {
+        snprintf(f, sizeof f, "p.%ld", i);
+        add_ok(t, f, i);
+        size_t slots = tn_topictree__kid_slots(t, "p");
+        size_t kids = (size_t)i + 3;
+        CU_ASSERT(slots >= kids);
+        CU_ASSERT(kids <= 8 ? slots <= 8 : (slots >= 16 && slots <= 4 * kids));
+        if (i < 40 || i % 97 == 0)
+            for (long j = 0; j <= i + 1; j++)
+                check_kid(t, j, j <= i);
+    }
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), NKIDS + 3);
+    CU_ASSERT_STRING_EQUAL(M(t, "p"), "-2");
+    CU_ASSERT_STRING_EQUAL(M(t, "p.*"), "-1 -2");
+    CU_ASSERT_STRING_EQUAL(M(t, "p.x"), "-1 -2");
+    CU_ASSERT_STRING_EQUAL(M(t, "p.1.2"), "-2");
+
+    /* Remove every other one first, then the rest from the top: the table shrinks, its runs
+     * close up (backward shift), and it turns back into an array and then one inline child. */
+    for (long i = 0; i < NKIDS; i += 2) {
+        snprintf(f, sizeof f, "p.%ld", i);
+        CU_ASSERT_EQUAL(tn_topictree_remove(t, f, V(i)), 0);
+        CU_ASSERT_EQUAL(tn_topictree_remove(t, f, V(i)), TN_ENOENT);
+    }
+    for (long j = 0; j < NKIDS; j++)
+        check_kid(t, j, j % 2);
+    CU_ASSERT(tn_topictree__kid_slots(t, "p") <= 4 * (NKIDS / 2 + 2));
+    for (long i = NKIDS - 1; i >= 1; i -= 2) {
+        snprintf(f, sizeof f, "p.%ld", i);
+        CU_ASSERT_EQUAL(tn_topictree_remove(t, f, V(i)), 0);
+        size_t kids = (size_t)i / 2 + 2;
+        size_t slots = tn_topictree__kid_slots(t, "p");
+        CU_ASSERT(slots >= kids && slots <= 4 * kids + 8);
+        if (i < 60 || i % 101 == 0)
+            for (long j = 0; j <= i + 2; j++)
+                check_kid(t, j, j % 2 && j < i);
+    }
+    size_t slots = tn_topictree__kid_slots(t, "p"); /* "*" and ">" in an array */
+    CU_ASSERT(slots >= 2 && slots <= 4);
+    CU_ASSERT_EQUAL(tn_topictree_remove(t, "p.*", V(-1)), 0);
+    CU_ASSERT(tn_topictree__kid_slots(t, "p") == 1);
+    CU_ASSERT_STRING_EQUAL(M(t, "p.x"), "-2");
+    CU_ASSERT_EQUAL(tn_topictree_remove(t, "p.>", V(-2)), 0);
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), 0);
+    CU_ASSERT_EQUAL(tn_topictree_count(t), 0);
+
+    /* Free with big tables still in (ASan and valgrind check that all goes). */
+    for (long i = 0; i < NKIDS; i++) {
+        snprintf(f, sizeof f, "%ld.x.%ld", i % 50, i);
+        add_ok(t, f, i);
+    }
+    CU_ASSERT(tn_topictree__kid_slots(t, "") == 0);
+    CU_ASSERT(tn_topictree__kid_slots(t, "7.x") >= 20);
+    CU_ASSERT_STRING_EQUAL(M(t, "7.x.507"), "507");
+    tn_topictree_free(t);
+}
+
+/* Stored names under a node of many children: get, find, walk and the '$' rule through tables. */
+static void
+test_many_children_find(void)
+{
+    tn_topictree *t = tn_topictree_new();
+    char name[32];
+    for (long i = 0; i < NKIDS; i++) {
+        snprintf(name, sizeof name, i % 10 ? "%ld.v" : "$%ld.v", i);
+        put_ok(t, name, i);
+    }
+    CU_ASSERT(tn_topictree__kid_slots(t, "") == 0);
+    for (long i = 0; i < NKIDS; i++) {
+        snprintf(name, sizeof name, i % 10 ? "%ld.v" : "$%ld.v", i);
+        CU_ASSERT_PTR_EQUAL(tn_topictree_get(t, name), V(i));
+    }
+    size_t n = 0;
+    tn_topictree_find(t, "*.v", count_cb, &n);
+    CU_ASSERT_EQUAL(n, NKIDS - NKIDS / 10);
+    n = 0;
+    tn_topictree_find(t, ">", count_cb, &n);
+    CU_ASSERT_EQUAL(n, NKIDS - NKIDS / 10);
+    n = 0;
+    tn_topictree_walk(t, count_cb, &n);
+    CU_ASSERT_EQUAL(n, NKIDS);
+    CU_ASSERT_STRING_EQUAL(F(t, "$30.*"), "$30.v=30");
+    CU_ASSERT_STRING_EQUAL(F(t, "31.>"), "31.v=31");
+    for (long i = 0; i < NKIDS; i++) {
+        if (i % 3 == 0)
+            continue;
+        snprintf(name, sizeof name, i % 10 ? "%ld.v" : "$%ld.v", i);
+        CU_ASSERT_EQUAL(tn_topictree_take(t, name, NULL), 0);
+    }
+    n = 0;
+    tn_topictree_walk(t, count_cb, &n);
+    CU_ASSERT_EQUAL(n, (NKIDS + 2) / 3);
+    n = 0;
+    tn_topictree_find(t, "*.>", count_cb, &n);
+    CU_ASSERT_EQUAL(n, (NKIDS + 2) / 3 - (NKIDS + 29) / 30);
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), 2 * ((NKIDS + 2) / 3));
+    tn_topictree_free(t);
+}
+
+/* One child per node, tens of thousands deep: add, match, remove, and two chains that part. */
+static void
+test_deep_chain(void)
+{
+    enum { LEVELS = 30000 };
+    char *deep = tn_xmalloc(2 * LEVELS);
+    for (size_t i = 0; i < LEVELS; i++) {
+        deep[2 * i] = 'd';
+        deep[2 * i + 1] = '.';
+    }
+    deep[2 * LEVELS - 1] = '\0';
+    CU_ASSERT_EQUAL(tn_topictree_levels(deep), LEVELS);
+
+    tn_topictree *t = tn_topictree_new();
+    add_ok(t, deep, 1);
+    deep[2 * LEVELS - 2] = '*';
+    add_ok(t, deep, 2);
+    deep[2 * LEVELS - 2] = '>';
+    add_ok(t, deep, 3);
+    deep[2 * LEVELS - 2] = 'd';
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), LEVELS + 2);
+    CU_ASSERT_EQUAL(tn_topictree__kid_slots(t, "d"), 1);
+    CU_ASSERT_STRING_EQUAL(M(t, deep), "1 2 3");
+    deep[2 * LEVELS - 2] = 'e';
+    CU_ASSERT_STRING_EQUAL(M(t, deep), "2 3");
+    deep[2 * LEVELS - 3] = '\0'; /* one level less: only "....d.>" */
+    CU_ASSERT_STRING_EQUAL(M(t, deep), "3");
+    deep[2 * LEVELS - 3] = '.';
+    deep[2 * LEVELS - 2] = 'd';
+    deep[2 * LEVELS - 2] = '*';
+    CU_ASSERT_EQUAL(tn_topictree_remove(t, deep, V(2)), 0);
+    deep[2 * LEVELS - 2] = '>';
+    CU_ASSERT_EQUAL(tn_topictree_remove(t, deep, V(3)), 0);
+    deep[2 * LEVELS - 2] = 'd';
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), LEVELS);
+    CU_ASSERT_EQUAL(tn_topictree_remove(t, deep, V(1)), 0);
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), 0);
+
+    /* Two stored chains sharing their first half. */
+    put_ok(t, deep, 4);
+    deep[LEVELS] = 'e'; /* level LEVELS / 2 + 1, when LEVELS is even */
+    put_ok(t, deep, 5);
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), LEVELS + LEVELS / 2);
+    size_t n = 0;
+    tn_topictree_find(t, ">", count_cb, &n);
+    CU_ASSERT_EQUAL(n, 2);
+    CU_ASSERT_EQUAL(tn_topictree_take(t, deep, NULL), 0);
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), LEVELS);
+    deep[LEVELS] = 'd';
+    CU_ASSERT_PTR_EQUAL(tn_topictree_get(t, deep), V(4));
+    tn_topictree_free(t); /* a deep chain still in */
+    free(deep);
+}
+
+static size_t
+heap_used(void)
+{
+    struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd; /* small chunks and mmapped ones (large tables) */
+}
+
+/* mallinfo2 counts glibc's heap only: not ASan's or valgrind's allocator, which replace it. */
+static bool
+heap_counted(void)
+{
+    size_t before = heap_used();
+    char *p = tn_xmalloc(4096);
+    p[0] = 1;
+    bool counted = heap_used() >= before + 4096;
+    free(p);
+    return counted;
+}
+
+/* Heap growth per level, beyond the level's own bytes: at most 256 (issue: it was ~750). */
+static void
+check_per_level(const char *what, size_t before, size_t nodes, size_t key_bytes)
+{
+    size_t grew = heap_used() - before;
+    double per = (double)(grew - key_bytes) / (double)nodes;
+    if (per > 256)
+        fprintf(stderr, "\n%s: %.1f bytes per level\n", what, per);
+    CU_ASSERT(per <= 256);
+}
+
+static void
+test_memory(void)
+{
+    if (TN_SANITIZED || !heap_counted())
+        return;
+    char name[64];
+
+    /* (a) one node of 100,000 children, as 100,000 clients' subscriptions. */
+    size_t before = heap_used();
+    tn_topictree *t = tn_topictree_new();
+    size_t keys = strlen("bench") + strlen("client7") + strlen("sub");
+    for (long i = 0; i < 100000; i++) {
+        int len = snprintf(name, sizeof name, "bench.client7.sub.%ld", i);
+        keys += (size_t)len - strlen("bench.client7.sub.");
+        add_ok(t, name, i);
+    }
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), 100003);
+    check_per_level("100k children", before, 100003, keys);
+    tn_topictree_free(t);
+    CU_ASSERT(heap_used() < before + 64 * 1024); /* the rest: glibc's per-thread caches */
+
+    /* (b) a chain of 30,000 levels. */
+    enum { LEVELS = 30000 };
+    char *deep = tn_xmalloc(2 * LEVELS);
+    for (size_t i = 0; i < LEVELS; i++) {
+        deep[2 * i] = 'l';
+        deep[2 * i + 1] = '.';
+    }
+    deep[2 * LEVELS - 1] = '\0';
+    before = heap_used();
+    t = tn_topictree_new();
+    put_ok(t, deep, 1);
+    check_per_level("chain", before, LEVELS, LEVELS);
+    tn_topictree_free(t);
+    CU_ASSERT(heap_used() < before + 64 * 1024);
+    free(deep);
+
+    /* (c) 50,000 retained names of four levels. */
+    before = heap_used();
+    t = tn_topictree_new();
+    keys = strlen("sensors") + strlen("building");
+    for (long i = 0; i < 50000; i++) {
+        int len = snprintf(name, sizeof name, "sensors.building.%ld.temp", i);
+        keys += (size_t)len - strlen("sensors.building..");
+        put_ok(t, name, i);
+    }
+    CU_ASSERT_EQUAL(tn_topictree__nodes(t), 100002);
+    check_per_level("retained", before, 100002, keys);
+    tn_topictree_free(t);
+    CU_ASSERT(heap_used() < before + 64 * 1024);
 }
 
 int
@@ -761,5 +1075,12 @@ main(void)
     CU_add_test(s, "deep", test_deep);
     CU_add_test(s, "random_match", test_random_match);
     CU_add_test(s, "random_find", test_random_find);
+    CU_add_test(s, "random_match_wide", test_random_match_wide);
+    CU_add_test(s, "random_find_wide", test_random_find_wide);
+    CU_add_test(s, "levels", test_levels);
+    CU_add_test(s, "many_children", test_many_children);
+    CU_add_test(s, "many_children_find", test_many_children_find);
+    CU_add_test(s, "deep_chain", test_deep_chain);
+    CU_add_test(s, "memory", test_memory);
     return tn_test_run();
 }
