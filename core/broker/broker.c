@@ -58,6 +58,8 @@ behind_end(tn_session *s, const char *how)
     if (s->slow) {
         s->slow = false;
         b->stats.slow_now--;
+        if (s->attached)
+            session_deliver_limits(s); /* no longer bounded like an offline session */
         tn_log_info("SUB-SLOW-END",
                     "%s: %s after %" PRIu64 " ms as a slow consumer; %" PRIu64
                     " QoS 0 messages to it were dropped",
@@ -90,8 +92,12 @@ become_slow(tn_session *s)
                 " ms (slow_consumer_timeout): a slow consumer; QoS 0 messages to it are dropped "
                 "until it catches up",
                 s->id, tn_queue_depth(s->queue), b->now - s->behind_since);
-    /* Nobody waits on a slow consumer for QoS 0; those waiting for QoS 1/2 wait again on their
-     * next push. */
+    /* A persistent session pages what it cannot take to the journal, as if offline, up to
+     * max_offline_messages: nobody waits on it. */
+    if (!s->clean && b->store)
+        tn_queue_set_limits(s->queue, b->limits.max_queued, b->limits.max_offline);
+    /* Nobody waits on a slow consumer for QoS 0, nor for persistent messages to a persistent
+     * session; those waiting for anything else wait again on their next push. */
     tn_queue_wake(s->queue);
 }
 
@@ -446,7 +452,10 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
         uint32_t ep = tn_queue_behind(s->queue);
         if (ep && !s->is_queue && (!s->on_behind || s->behind_ep != ep))
             behind_add(s, ep); /* a new congestion episode: time it */
-        if (producer && !(qos == 0 && s->slow))
+        /* A slow consumer makes nobody wait for what it can drop (QoS 0) or page to the journal
+         * (persistent messages to a persistent session); clean sessions' QoS 1/2 still wait. */
+        bool spill = s->slow && (qos == 0 || (!s->clean && b->store && m->persistent));
+        if (producer && !spill)
             tn_queue_wait(s->queue, producer);
         return 0;
     }
@@ -457,9 +466,9 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
     if (!s->warned_full) {
         s->warned_full = true;
         tn_log_warn("SUB-OFFLINE-FULL",
-                    "%s: offline session holds %u messages (max_offline_messages), dropping "
-                    "new ones until it reconnects",
-                    s->id, tn_queue_depth(s->queue));
+                    "%s: %s session holds %u messages (max_offline_messages), dropping new ones "
+                    "until it catches up",
+                    s->id, s->attached ? "slow" : "offline", tn_queue_depth(s->queue));
     }
     return TN_ETOOBIG;
 }

@@ -759,6 +759,65 @@ test_paging_deep_queue(void)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
+/* A persistent session that is a slow consumer pages persistent messages to the journal, as if
+ * offline, so its QoS 1 producers stop waiting too; nothing is lost when it catches up. */
+static void
+test_slow_persistent_session_pages(void)
+{
+    char dir[] = "/tmp/tern-broker-slow-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    tn_broker_limits l = limits;
+    l.max_queued = 4;
+    l.max_inflight = 2;
+    l.max_offline = 1000;
+    l.max_queue_memory = 1024;
+    l.slow_consumer_ms = 1000;
+    tn_store *st;
+    tn_broker *b = recovered_with(dir, &st, &l);
+    tn_broker_tick(b, 1000);
+    fake a = {0};
+    open_session(b, &a, "durable", false, NULL);
+    tn_session_subscribe(a.s, "d", 1);
+    a.refuse = true;
+    tn_flow f;
+    tn_flow_init(&f, on_resume);
+    resumed = 0;
+    char p[16];
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%d", i);
+        publish_from(b, &f, "d", p, 1);
+    }
+    CU_ASSERT_EQUAL(f.blocked, 1);
+    tn_broker_tick(b, 2000);
+    CU_ASSERT_EQUAL(f.blocked, 0); /* a slow consumer: nobody waits */
+    CU_ASSERT_EQUAL(resumed, 1);
+    for (int i = 4; i < 200; i++) {
+        snprintf(p, sizeof p, "%d", i);
+        publish_from(b, &f, "d", p, 1);
+        CU_ASSERT_EQUAL(f.blocked, 0);
+    }
+    settle(b, st);
+    tn_broker_stats stats;
+    tn_broker_get_stats(b, &stats);
+    CU_ASSERT_TRUE(stats.paged > 100); /* on disk, not in memory */
+    CU_ASSERT_EQUAL(stats.dropped_offline, 0);
+    a.refuse = false;
+    tn_queue_consumer_ready(tn_session_consumer(a.s));
+    int next = 0;
+    drain_in_order(b, st, &a, &next, 1 << 30);
+    CU_ASSERT_EQUAL(next, 200);
+    tn_broker_tick(b, 2100);
+    tn_broker_get_stats(b, &stats);
+    CU_ASSERT_EQUAL(stats.slow_now, 0); /* caught up */
+    tn_flow_fini(&f);
+    tn_session_detach(a.s);
+    tn_store_close(st);
+    tn_broker_free(b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 /* The protocol's state of an unacked delivery and its packet id survive a restart. */
 static void
 test_delivery_state_survives_restart(void)
@@ -887,6 +946,7 @@ main(void)
     CU_add_test(s, "producers_resume_on_leave", test_producers_resume_when_subscriber_leaves);
     CU_add_test(s, "retained_past_queue_limit", test_retained_past_queue_limit);
     CU_add_test(s, "max_topic_levels", test_max_topic_levels);
+    CU_add_test(s, "slow_persistent_pages", test_slow_persistent_session_pages);
     CU_add_test(s, "packet_ids", test_packet_ids);
     CU_add_test(s, "journal_replay", test_journal_replay);
     CU_add_test(s, "journal_compaction", test_journal_compaction);
