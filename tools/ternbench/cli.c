@@ -19,7 +19,9 @@ static const char usage[] =
     "                           (default mqtt://127.0.0.1:1883; no scheme means mqtt)\n"
     "      --scenario NAME      pubsub (default): publishers and subscribers, measures\n"
     "                           throughput, loss and latency;\n"
-    "                           conns: open --conns idle connections, measure broker memory\n"
+    "                           conns: open --conns idle connections, measure broker memory;\n"
+    "                           retained (MQTT): publish --retained retained messages, then\n"
+    "                           count what a new subscriber gets\n"
     "\n"
     "pubsub:\n"
     "  -p, --publishers P       publishing connections (default 1)\n"
@@ -42,6 +44,12 @@ static const char usage[] =
     "      --persistent         MQTT: subscribers use persistent sessions (clean session 0),\n"
     "                           messages left by an earlier run are counted as stale;\n"
     "                           STOMP: SENDs carry persistent:true (persistent messages)\n"
+    "      --stall K            MQTT: K of the S subscribers (0..K-1) stop reading their socket\n"
+    "                           for good at --stall-after: the connection stays open, sends\n"
+    "                           nothing (no PINGREQ) and is left out of expected, lost and the\n"
+    "                           latencies; the others' p99 per 100 ms window is printed as a\n"
+    "                           timeline (K < S; usual: -p 1 -s 4 --stall 1 -r 20000 -n 200000)\n"
+    "      --stall-after SECONDS  into the run (default 1.0)\n"
     "\n"
     "pubsub over STOMP (-u stomp://...): CONNECT asks for version 1.2 with heart-beat:0,0,\n"
     "SENDs carry content-length, an ERROR frame fails its connection (its message header is\n"
@@ -57,6 +65,13 @@ static const char usage[] =
     "      --no-receipt         SENDs without receipt header: publishers stream, bounded like\n"
     "                           QoS 0; default: each SEND asks for a RECEIPT and at most W\n"
     "                           wait for one\n"
+    "\n"
+    "retained (MQTT): one connection publishes N retained messages (QoS 1, -w in flight) to\n"
+    "bench/r/0 .. bench/r/N-1 and waits for every PUBACK; then a new subscriber (clean\n"
+    "session) subscribes to bench/r/# at -q Q and counts the distinct messages of this run\n"
+    "that arrive with the retain flag set, until all N did or none came for 5 s; then the\n"
+    "retained messages are cleared (an empty retained message to each topic, QoS 1).\n"
+    "      --retained N         retained messages (default 50000); --size applies\n"
     "\n"
     "conns:\n"
     "      --conns N            idle connections to open (default 1000), at most 500\n"
@@ -92,7 +107,23 @@ static const char usage[] =
     "pub_per_sec (sent/secs), p50_us, p99_us, p999_us, max_us (end-to-end latency, -1\n"
     "without samples), bench_cpu_s, broker_cpu_s and broker_rss_kb (-1 without\n"
     "--broker-pid), then conns, conns_failed, rss_per_conn_b (conns), then proto=stomp,\n"
-    "dest, ack, receipts and persistent (0 or 1) (STOMP only), then stale, bad, stop.\n"
+    "dest, ack, receipts and persistent (0 or 1) (STOMP only), then pub_block_max_ms\n"
+    "(pubsub: the longest a publisher could not send: with --rate, the most a message went\n"
+    "out after its scheduled time, pacing's 1 ms included; without, the longest gap between\n"
+    "writes while it had messages left), then with --stall: stall, stall_after,\n"
+    "stalled_received (the stalled subscribers' deliveries), pre_stall_p99_us (median of the\n"
+    "window p99s before the stall), stall_p99_max_us (highest window p99 from the stall on),\n"
+    "over_windows and pre_over_windows (windows after and before the stall whose p99\n"
+    "exceeds 2 x pre_stall_p99_us, or that got nothing while messages were owed),\n"
+    "recover_strict_ms (stall to the end of the last over window; 0 if none, -1 if the run's\n"
+    "last window is over: never), recover_ms (the same counting only runs of 3 or more over\n"
+    "windows: scheduling noise makes shorter ones), onset_ms (stall to the first such run, -1\n"
+    "if none: the stalled socket's buffers delay it), then stale, bad, stop.\n"
+    "retained: scenario=retained, received = distinct retained messages, lost = N - received,\n"
+    "secs from SUBSCRIBE to the last new one, msgs_per_sec over secs, pub_per_sec over the\n"
+    "publishing, latencies -1, then retained, publish_secs, cleared, clear_secs, live\n"
+    "(messages without the retain flag, not counted), stale, bad, stop (complete or\n"
+    "silence-timeout).\n"
     "CPU seconds cover the run (pubsub: publishing to the end; conns: connecting to the end\n"
     "of --hold).\n"
     "\n"
@@ -208,6 +239,9 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         OPT_DEST,
         OPT_ACK,
         OPT_NO_RECEIPT,
+        OPT_STALL,
+        OPT_STALL_AFTER,
+        OPT_RETAINED,
     };
     static const struct option opts[] = {
         {"url", required_argument, NULL, 'u'},
@@ -233,6 +267,9 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         {"dest", required_argument, NULL, OPT_DEST},
         {"ack", required_argument, NULL, OPT_ACK},
         {"no-receipt", no_argument, NULL, OPT_NO_RECEIPT},
+        {"stall", required_argument, NULL, OPT_STALL},
+        {"stall-after", required_argument, NULL, OPT_STALL_AFTER},
+        {"retained", required_argument, NULL, OPT_RETAINED},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -253,6 +290,8 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         .keepalive = 60,
         .conns = 1000,
         .hold = 2,
+        .stall_after = 1.0,
+        .retained = 50000,
     };
     parse_url("mqtt://127.0.0.1:1883", o);
     /* Options of one protocol given with the other's URL are refused (after the loop: the URL
@@ -273,8 +312,10 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
                 o->scenario = TN_BENCH_PUBSUB;
             else if (strcmp(optarg, "conns") == 0)
                 o->scenario = TN_BENCH_CONNS;
+            else if (strcmp(optarg, "retained") == 0)
+                o->scenario = TN_BENCH_RETAINED;
             else
-                bad = "--scenario wants pubsub or conns";
+                bad = "--scenario wants pubsub, conns or retained";
             break;
         case 'p':
             if (!parse_u64(optarg, 1, 100000, &v))
@@ -383,6 +424,21 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
             o->receipts = false;
             stomp_only = "--no-receipt";
             break;
+        case OPT_STALL:
+            if (!parse_u64(optarg, 0, 999999, &v))
+                bad = "--stall wants 0..999999 subscribers";
+            o->stall = (uint32_t)v;
+            mqtt_only = "--stall";
+            break;
+        case OPT_STALL_AFTER:
+            if (!parse_double(optarg, 0, 1e7, &o->stall_after))
+                bad = "--stall-after wants seconds >= 0";
+            break;
+        case OPT_RETAINED:
+            if (!parse_u64(optarg, 1, 100000000, &v))
+                bad = "--retained wants 1..100000000";
+            o->retained = v;
+            break;
         case 'h':
             fputs(usage, stdout);
             return -1;
@@ -402,6 +458,14 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
     if (!bad && stomp_only && o->proto == TN_BENCH_MQTT) {
         snprintf(why, sizeof why, "%s is for STOMP: give -u stomp://HOST:PORT", stomp_only);
         bad = why;
+    }
+    if (!bad && o->stall && (o->scenario != TN_BENCH_PUBSUB || o->stall >= o->subs))
+        bad = "--stall K wants the pubsub scenario and K < --subscribers (someone must read)";
+    if (!bad && o->scenario == TN_BENCH_RETAINED) {
+        if (o->proto != TN_BENCH_MQTT)
+            bad = "--scenario retained is for MQTT";
+        o->pubs = o->subs = 1;
+        o->count = o->retained;
     }
     if (!bad && optind < argc) {
         fprintf(stderr, "ternbench: unexpected argument '%s'\n", argv[optind]);

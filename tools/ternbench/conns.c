@@ -120,6 +120,7 @@ on_write(uv_write_t *req, int status)
         tn_bench_conn_fail(c, "write: %s", uv_strerror(status));
         return;
     }
+    tn_bench_pub_wrote(c);
     if (c->out.len)
         tn_bench_conn_dirty(c);
     else if (c->state == TN_BENCH_CS_CLOSING && c->b->o.proto == TN_BENCH_MQTT)
@@ -144,6 +145,7 @@ tn_bench_conn_flush(tn_bench_conn *c)
     }
     if ((size_t)n == c->out.len) {
         c->out.len = 0;
+        tn_bench_pub_wrote(c);
         if (c->state == TN_BENCH_CS_CLOSING && c->b->o.proto == TN_BENCH_MQTT)
             tn_bench_conn_abort(c);
         return;
@@ -160,7 +162,10 @@ tn_bench_conn_flush(tn_bench_conn *c)
         c->writing = false;
         c->wbuf.len = 0;
         tn_bench_conn_fail(c, "write: %s", uv_strerror(rc));
+        return;
     }
+    if (n > 0)
+        tn_bench_pub_wrote(c);
 }
 
 void
@@ -190,7 +195,7 @@ void
 tn_bench_conn_keepalive(tn_bench_conn *c, uint64_t now_ms)
 {
     uint64_t ka = c->b->o.keepalive;
-    if (ka == 0 || c->b->o.proto != TN_BENCH_MQTT || c->state != TN_BENCH_CS_READY ||
+    if (ka == 0 || c->b->o.proto != TN_BENCH_MQTT || c->state != TN_BENCH_CS_READY || c->stalled ||
         !tn_bench_conn_is_active(c))
         return;
     if (c->writing || c->out.len || now_ms - c->last_tx_ms < ka * 500)
@@ -233,6 +238,7 @@ send_subscribe(tn_bench_conn *c)
         return;
     }
     c->state = TN_BENCH_CS_SUBACK;
+    c->b->t_subscribe = tn_bench_now_ns();
     tn_bench_conn_dirty(c);
 }
 

@@ -56,7 +56,9 @@ dest_name(const tn_bench_opts *o, uint32_t i, char *buf, size_t size)
 tn_mqtt_bytes
 tn_bench_sub_filter(tn_bench_conn *c, char *buf, size_t size)
 {
-    int n = dest_name(&c->b->o, c->id % c->b->o.pubs, buf, size);
+    int n = c->b->o.scenario == TN_BENCH_RETAINED
+                ? snprintf(buf, size, "bench/r/#")
+                : dest_name(&c->b->o, c->id % c->b->o.pubs, buf, size);
     return (tn_mqtt_bytes){(const uint8_t *)buf, (uint32_t)n};
 }
 
@@ -68,6 +70,8 @@ tn_bench_pubsub_init(tn_bench *b)
     bool stomp = o->proto == TN_BENCH_STOMP;
     b->acked_pubs = stomp ? o->receipts : o->qos > 0;
     b->competing = stomp && o->dest == TN_BENCH_QUEUE;
+    for (uint32_t j = 0; j < o->stall && j < o->subs; j++)
+        b->subs[j].stalls = true;
 
     for (uint32_t i = 0; i < o->pubs; i++) {
         tn_bench_conn *c = &b->pubs[i];
@@ -75,6 +79,9 @@ tn_bench_pubsub_init(tn_bench *b)
         tn_assert(n > 0 && (size_t)n < sizeof c->topic);
         c->topic_len = (uint16_t)n;
         c->fanout = shared ? o->subs : o->subs / o->pubs + (i < o->subs % o->pubs ? 1 : 0);
+        for (uint32_t j = 0; j < o->stall && j < o->subs; j++)
+            if (shared || j % o->pubs == i)
+                c->fanout--; /* a stalling subscriber: never expected */
         if (b->competing)
             c->fanout = c->fanout > 0; /* one of the queue's consumers gets it */
         if (b->acked_pubs) {
@@ -194,6 +201,7 @@ publish_one(tn_bench_conn *c, uint64_t now_ns)
     memcpy(b->payload + sizeof head, tail, sizeof tail);
     if (encode_message(c, pid) != 0)
         return false;
+    tn_bench_pub_paced(c, c->sent, now_ns);
     if (b->acked_pubs) {
         bit_set(c->pid_busy, pid);
         c->inflight++;
@@ -258,9 +266,11 @@ on_ack(tn_bench_conn *c, const tn_mqtt_packet *pkt, uint64_t now_ns)
         return;
     }
     bool rel = bit_get(c->pid_rel, pid);
+    /* The retained scenario publishes at QoS 1 whatever the subscription's QoS. */
+    uint8_t qos = c->b->o.scenario == TN_BENCH_RETAINED ? 1 : c->b->o.qos;
     switch (pkt->type) {
     case TN_MQTT_PUBACK:
-        if (c->b->o.qos != 1) {
+        if (qos != 1) {
             tn_bench_bad(c, "PUBACK for a QoS 2 message");
             return;
         }
@@ -268,7 +278,7 @@ on_ack(tn_bench_conn *c, const tn_mqtt_packet *pkt, uint64_t now_ns)
         acked(c, now_ns);
         return;
     case TN_MQTT_PUBREC:
-        if (c->b->o.qos != 2) {
+        if (qos != 2) {
             tn_bench_bad(c, "PUBREC for a QoS 1 message");
             return;
         }
@@ -312,7 +322,10 @@ on_message(tn_bench_conn *c, const tn_mqtt_publish *m, uint64_t now_ns)
             return;
         bit_set(c->qos2_held, m->pid);
     }
-    tn_bench_on_payload(c, m->payload.p, m->payload.len, now_ns);
+    if (c->b->o.scenario == TN_BENCH_RETAINED)
+        tn_bench_retained_on_message(c, m, now_ns);
+    else
+        tn_bench_on_payload(c, m->payload.p, m->payload.len, now_ns);
 }
 
 void
@@ -335,6 +348,10 @@ tn_bench_on_payload(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now
     }
     if (pub >= b->o.pubs || seq >= b->o.count) {
         tn_bench_bad(c, "publisher or sequence number out of range");
+        return;
+    }
+    if (c->stalls) {
+        b->stalled_received++;
         return;
     }
     tn_bench_stream *s;
@@ -362,7 +379,10 @@ tn_bench_on_payload(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now
         b->reordered++;
     else
         s->top = seq + 1;
-    tn_bench_hist_add(b->hist, now_ns > sent_ns ? now_ns - sent_ns : 0);
+    uint64_t lat = now_ns > sent_ns ? now_ns - sent_ns : 0;
+    tn_bench_hist_add(b->hist, lat);
+    if (b->o.stall)
+        tn_bench_stall_sample(b, lat, now_ns);
 }
 
 static void

@@ -2,7 +2,7 @@
  * ternbench: MQTT 3.1.1 and STOMP 1.2 load generator for Tern (and any other MQTT or STOMP
  * broker).
  *
- * This file: the two scenarios' phases (set-up, run or hold, close), the timers that end a run,
+ * This file: the scenarios' phases (set-up, run or hold, close), the timers that end a run,
  * and the report. See ternbench.h for the other files.
  */
 #include "tools/ternbench/ternbench.h"
@@ -63,8 +63,8 @@ secs(uint64_t ns)
 }
 
 /* Ends the run: measures, then closes every connection (DISCONNECT first). */
-static void
-finish(tn_bench *b, const char *reason)
+void
+tn_bench_finish(tn_bench *b, const char *reason)
 {
     if (b->phase == TN_BENCH_DONE)
         return;
@@ -83,8 +83,12 @@ finish(tn_bench *b, const char *reason)
         double cpu = tn_bench_proc_cpu(b->o.broker_pid);
         b->cpu_broker = cpu >= 0 && b->cpu0_broker >= 0 ? cpu - b->cpu0_broker : -1;
         b->rss_kb = tn_bench_proc_rss_kb(b->o.broker_pid);
+        if (b->o.scenario == TN_BENCH_PUBSUB)
+            tn_bench_stall_stop(b);
     }
     close_handle((uv_handle_t *)&b->spin);
+    close_handle((uv_handle_t *)&b->stall_timer);
+    close_handle((uv_handle_t *)&b->window_timer);
     close_handle((uv_handle_t *)&b->tick);
     close_handle((uv_handle_t *)&b->pace);
     close_handle((uv_handle_t *)&b->stop);
@@ -130,6 +134,11 @@ start_run(tn_bench *b)
 {
     b->phase = TN_BENCH_RUN;
     mark_start(b);
+    if (b->o.scenario == TN_BENCH_RETAINED) {
+        tn_bench_retained_start(b);
+        return;
+    }
+    tn_bench_stall_start(b);
     if (b->o.rate > 0) {
         uv_timer_init(&b->loop, &b->pace);
         b->pace.data = b;
@@ -143,11 +152,11 @@ static void setup_pump(tn_bench *b);
 static void
 on_hold_over(uv_timer_t *t)
 {
-    finish(t->data, "hold-over");
+    tn_bench_finish(t->data, "hold-over");
 }
 
-static void
-setup_group(tn_bench *b, tn_bench_phase phase, uint32_t begin, uint32_t end)
+void
+tn_bench_setup_group(tn_bench *b, tn_bench_phase phase, uint32_t begin, uint32_t end)
 {
     b->phase = phase;
     b->setup_begin = b->setup_next = begin;
@@ -162,7 +171,11 @@ setup_advance(tn_bench *b)
 {
     switch (b->phase) {
     case TN_BENCH_SETUP_SUBS:
-        setup_group(b, TN_BENCH_SETUP_PUBS, b->o.subs, b->o.subs + b->o.pubs);
+        if (b->o.scenario == TN_BENCH_RETAINED) {
+            tn_bench_retained_subscribed(b); /* publishing is over: now the subscriber */
+            return;
+        }
+        tn_bench_setup_group(b, TN_BENCH_SETUP_PUBS, b->o.subs, b->o.subs + b->o.pubs);
         return;
     case TN_BENCH_SETUP_PUBS:
         start_run(b);
@@ -174,7 +187,7 @@ setup_advance(tn_bench *b)
         if (b->opened == 0) {
             fprintf(stderr, "ternbench: no connection could be opened\n");
             b->exit_code = 1;
-            finish(b, "setup-failed");
+            tn_bench_finish(b, "setup-failed");
             return;
         }
         b->phase = TN_BENCH_HOLD;
@@ -224,7 +237,7 @@ tn_bench_on_fail(tn_bench_conn *c, const char *why)
         if (b->o.scenario == TN_BENCH_PUBSUB) {
             fprintf(stderr, "ternbench: %s %u: %s\n", roles[c->role], c->id, why);
             b->exit_code = 1;
-            finish(b, "setup-failed");
+            tn_bench_finish(b, "setup-failed");
             return;
         }
         if (b->errors_logged++ < 5)
@@ -261,6 +274,11 @@ static void
 on_prepare(uv_prepare_t *h)
 {
     tn_bench *b = h->data;
+    if (b->o.scenario == TN_BENCH_RETAINED) {
+        tn_bench_retained_prepare(b, tn_bench_now_ns());
+        flush_dirty(b);
+        return;
+    }
     bool fill = b->phase == TN_BENCH_RUN && b->o.rate == 0;
     if (fill) {
         uint64_t now = tn_bench_now_ns();
@@ -290,9 +308,9 @@ on_prepare(uv_prepare_t *h)
         failed += b->pubs[i].state == TN_BENCH_CS_FAILED;
     }
     if (failed == b->o.pubs)
-        finish(b, "publishers-lost");
+        tn_bench_finish(b, "publishers-lost");
     else if (b->unique >= b->expected)
-        finish(b, "complete");
+        tn_bench_finish(b, "complete");
 }
 
 static bool
@@ -313,12 +331,16 @@ on_tick(uv_timer_t *t)
     uint64_t now_ms = uv_now(&b->loop);
     for (uint32_t i = 0; i < b->n_conns; i++)
         tn_bench_conn_keepalive(&b->conns[i], now_ms);
-    if (b->phase == TN_BENCH_RUN && pubs_sent(b)) {
+    if (b->o.scenario == TN_BENCH_RETAINED) {
+        tn_bench_retained_tick(b, now);
+        if (b->phase == TN_BENCH_DONE)
+            return;
+    } else if (b->phase == TN_BENCH_RUN && pubs_sent(b)) {
         if (b->t_pubs_sent == 0)
             b->t_pubs_sent = now;
         uint64_t last = b->t_last_progress > b->t_pubs_sent ? b->t_last_progress : b->t_pubs_sent;
         if (now - last >= TN_BENCH_DRAIN_NS) {
-            finish(b, "drain-timeout");
+            tn_bench_finish(b, "drain-timeout");
             return;
         }
     }
@@ -357,16 +379,16 @@ on_stop(uv_timer_t *t)
                 b->o.duration, b->setup_ok, b->setup_end - b->setup_begin,
                 b->phase == TN_BENCH_SETUP_SUBS ? "subscribers" : "publishers");
         b->exit_code = 1;
-        finish(b, "setup-failed");
+        tn_bench_finish(b, "setup-failed");
         return;
     }
-    finish(b, "duration");
+    tn_bench_finish(b, "duration");
 }
 
 static void
 on_signal(uv_signal_t *h, int signum)
 {
-    finish(h->data, "interrupted");
+    tn_bench_finish(h->data, "interrupted");
 }
 
 /* ---- report ---- */
@@ -453,6 +475,9 @@ report(tn_bench *b)
             printf("  connections lost   %u\n", b->lost);
         printf("  elapsed            %.3f s\n", elapsed);
         printf("  latency (us)       p50 %s  p99 %s  p99.9 %s  max %s\n", p50, p99, p999, pmax);
+        printf("  publisher blocked  %.1f ms at most (%s)\n", tn_bench_pub_block_max_ms(b),
+               o->rate > 0 ? "longest behind schedule" : "longest gap between writes");
+        tn_bench_stall_print(b);
     }
     printf("  cpu (s)            ternbench %.2f  broker %.2f\n", b->cpu_self, b->cpu_broker);
     if (o->broker_pid && !conns)
@@ -475,6 +500,10 @@ report(tn_bench *b)
     if (stomp)
         printf(" proto=stomp dest=%s ack=%s receipts=%d persistent=%d", dest, ack, o->receipts,
                o->persistent);
+    if (!conns) {
+        printf(" pub_block_max_ms=%.1f", tn_bench_pub_block_max_ms(b));
+        tn_bench_stall_result(b);
+    }
     printf(" stale=%llu bad=%llu stop=%s\n", (unsigned long long)b->stale,
            (unsigned long long)b->bad, b->stop_reason ? b->stop_reason : "?");
     fflush(stdout);
@@ -536,7 +565,12 @@ main(int argc, char **argv)
             tn_bench_conn_init(b, &b->subs[j], TN_BENCH_SUB, j);
         for (uint32_t i = 0; i < o->pubs; i++)
             tn_bench_conn_init(b, &b->pubs[i], TN_BENCH_PUB, i);
-        tn_bench_pubsub_init(b);
+        if (o->scenario == TN_BENCH_RETAINED) {
+            tn_bench_retained_init(b);
+        } else {
+            tn_bench_pubsub_init(b);
+            tn_bench_stall_init(b);
+        }
     }
     if (o->broker_pid && tn_bench_proc_cpu(o->broker_pid) < 0)
         fprintf(stderr, "ternbench: cannot read /proc/%d/stat; broker figures will be -1\n",
@@ -566,21 +600,28 @@ main(int argc, char **argv)
     if (conns) {
         b->rss0_kb = tn_bench_proc_rss_kb(o->broker_pid);
         mark_start(b);
-        setup_group(b, TN_BENCH_SETUP_IDLE, 0, o->conns);
+        tn_bench_setup_group(b, TN_BENCH_SETUP_IDLE, 0, o->conns);
+    } else if (o->scenario == TN_BENCH_RETAINED) {
+        tn_bench_setup_group(b, TN_BENCH_SETUP_PUBS, o->subs, o->subs + o->pubs);
     } else if (o->subs) {
-        setup_group(b, TN_BENCH_SETUP_SUBS, 0, o->subs);
+        tn_bench_setup_group(b, TN_BENCH_SETUP_SUBS, 0, o->subs);
     } else {
-        setup_group(b, TN_BENCH_SETUP_PUBS, 0, o->pubs);
+        tn_bench_setup_group(b, TN_BENCH_SETUP_PUBS, 0, o->pubs);
     }
     uv_run(&b->loop, UV_RUN_DEFAULT);
 
-    if (b->exit_code == 0)
+    if (b->exit_code == 0 && o->scenario == TN_BENCH_RETAINED)
+        tn_bench_retained_report(b);
+    else if (b->exit_code == 0)
         report(b);
     ret = b->exit_code;
     for (uint32_t i = 0; i < b->n_conns; i++)
         tn_bench_conn_fini(&b->conns[i]);
-    if (!conns)
+    if (o->scenario == TN_BENCH_RETAINED)
+        tn_bench_retained_fini(b);
+    else if (!conns)
         tn_bench_pubsub_fini(b);
+    tn_bench_stall_fini(b);
     if (uv_loop_close(&b->loop) != 0)
         fprintf(stderr, "ternbench: event loop closed with open handles\n");
     free(b->conns);

@@ -1,13 +1,17 @@
 /*
  * ternbench: the load generator. Private header shared by its files:
  *
- *   ternbench.c  scenarios (pubsub, conns), the run's clock and the report
+ *   ternbench.c  scenarios (pubsub, conns, retained), the run's clock and the report
  *   cli.c        command line
  *   conns.c      one client connection: TCP, reads, batched writes; MQTT CONNECT/SUBSCRIBE
  *   stomp.c      the same connection speaking STOMP 1.2: CONNECT, SUBSCRIBE, SEND, ACK, frames in
  *   pubsub.c     publishers (windows, pacing, QoS 1/2 flows, receipts) and subscribers (acks,
  *                bookkeeping), whichever the protocol
  *   stats.c      latency histogram, CPU and memory of this process and of the broker
+ *   stall.c      --stall: subscribers that stop reading, the healthy ones' latency per 100 ms
+ *                window, recover_ms, and how long publishers could not send (pub_block_max_ms)
+ *   retained.c   the retained scenario: publish N retained messages, then count what a new
+ *                subscriber gets, then clear them
  *
  * Everything runs on one libuv loop, on one thread. Encoded packets are appended to a
  * per-connection buffer and written once per loop turn (the uv_prepare callback), so a turn that
@@ -29,14 +33,16 @@
 /* Payload header: run id (u32), publisher (u32), sequence (u64), send time in ns from
  * CLOCK_MONOTONIC (u64), in host byte order (only this process reads it). The rest is filler. */
 #define TN_BENCH_HEADER 24
-#define TN_BENCH_MAX_CONNECTING 500     /* connects in flight at once */
-#define TN_BENCH_READ_SIZE 65536        /* one read */
-#define TN_BENCH_MAX_OUT (64u << 20)    /* bytes waiting to be written, per connection */
-#define TN_BENCH_DRAIN_NS 5000000000ull /* no progress after the publishers finished: stop */
-#define TN_BENCH_LINGER_MS 5000         /* then give DISCONNECTs this long before closing */
-#define TN_BENCH_MAX_SEEN (1ull << 30)  /* bytes of duplicate-tracking bitmaps, at most */
+#define TN_BENCH_MAX_CONNECTING 500       /* connects in flight at once */
+#define TN_BENCH_READ_SIZE 65536          /* one read */
+#define TN_BENCH_MAX_OUT (64u << 20)      /* bytes waiting to be written, per connection */
+#define TN_BENCH_DRAIN_NS 5000000000ull   /* no progress after the publishers finished: stop */
+#define TN_BENCH_LINGER_MS 5000           /* then give DISCONNECTs this long before closing */
+#define TN_BENCH_MAX_SEEN (1ull << 30)    /* bytes of duplicate-tracking bitmaps, at most */
+#define TN_BENCH_WINDOW_NS 100000000ull   /* --stall: the latency timeline's window */
+#define TN_BENCH_SILENCE_NS 5000000000ull /* retained: no retained message this long: stop */
 
-typedef enum { TN_BENCH_PUBSUB, TN_BENCH_CONNS } tn_bench_scenario;
+typedef enum { TN_BENCH_PUBSUB, TN_BENCH_CONNS, TN_BENCH_RETAINED } tn_bench_scenario;
 typedef enum { TN_BENCH_SHARED, TN_BENCH_PER_PUBLISHER } tn_bench_topics;
 typedef enum { TN_BENCH_MQTT, TN_BENCH_STOMP } tn_bench_proto;
 /* STOMP destinations: a queue's subscribers compete for its messages, a topic's each get all. */
@@ -69,6 +75,9 @@ typedef struct tn_bench_opts {
     double hold;
     uint32_t src_first, src_n; /* source addresses (host order) for conns; 0: the kernel's */
     bool quiet;
+    uint32_t stall;     /* pubsub, MQTT: subscribers 0..stall-1 stop reading at stall_after */
+    double stall_after; /* seconds from the first publish */
+    uint64_t retained;  /* retained: messages (also count) */
 } tn_bench_opts;
 
 /* Latency histogram, log-linear like HDR: values below 256 are exact, above that each power of
@@ -114,6 +123,12 @@ typedef enum {
 
 typedef struct tn_bench tn_bench;
 
+/* --stall: one 100 ms window of the healthy subscribers' deliveries, by receive time. */
+typedef struct tn_bench_window {
+    uint64_t n, p99_ns, max_ns;
+    uint64_t outstanding; /* expected - unique when the window closed */
+} tn_bench_window;
+
 typedef struct tn_bench_conn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
@@ -130,8 +145,11 @@ typedef struct tn_bench_conn {
     tn_buf in;   /* the start of a packet that did not fit in the last read (MQTT only: the
                     STOMP decoder keeps partial frames itself) */
     tn_mqtt_decoder dec;
-    tn_stomp_decoder sdec; /* STOMP only */
-    uint64_t last_tx_ms;   /* loop time of the last write, for PINGREQ */
+    tn_stomp_decoder sdec;  /* STOMP only */
+    uint64_t last_tx_ms;    /* loop time of the last write, for PINGREQ */
+    uint64_t last_write_ns; /* publisher: the last write the kernel took (some bytes) */
+    uint64_t block_max_ns;  /* publisher: longest gap between such writes, or (with --rate)
+                               longest time behind its schedule */
 
     /* publisher */
     char topic[24];
@@ -147,6 +165,9 @@ typedef struct tn_bench_conn {
     tn_bench_stream *streams; /* by publisher (shared topic) or one (per-publisher) */
     uint32_t stream_pub;      /* per-publisher topics: the publisher of streams[0] */
     uint64_t *qos2_held;      /* 65536 bits: PUBREC sent, PUBREL not yet received */
+    bool stalls;              /* --stall: stops reading at --stall-after; its deliveries are
+                                 counted apart (stalled_received), never as expected or lost */
+    bool stalled;             /* it did: reads stopped, no PINGREQ */
 } tn_bench_conn;
 
 typedef enum {
@@ -200,6 +221,20 @@ struct tn_bench {
     double cpu0_self, cpu0_broker, cpu_self, cpu_broker;
     long rss0_kb, rss_kb;
     uint64_t last_report_sent, last_report_received, last_report_ns;
+
+    /* --stall (stall.c) */
+    uv_timer_t stall_timer, window_timer;
+    uint64_t t_stall; /* when the stalled subscribers stopped reading; 0 before */
+    uint64_t stalled_received;
+    tn_bench_hist *win_hist; /* the open window's latencies */
+    tn_bench_window *windows;
+    uint32_t n_windows, max_windows, win_cur; /* win_cur: the open window's index */
+
+    /* retained scenario (retained.c) */
+    int ret_step;
+    uint64_t *ret_seen; /* retained bits received */
+    uint64_t t_subscribe, t_published, t_received, t_clear_begin, t_cleared;
+    uint64_t ret_live; /* messages without the retain flag */
 
     uint8_t rbuf[TN_BENCH_READ_SIZE]; /* shared by all reads: the loop reads one socket at once */
 };
@@ -258,6 +293,48 @@ void tn_bench_on_receipt(tn_bench_conn *c, uint16_t id, uint64_t now_ns);
 void tn_bench_bad(tn_bench_conn *c, const char *what);
 /* The topic filter (MQTT) or destination (STOMP) subscriber c subscribes to. */
 tn_mqtt_bytes tn_bench_sub_filter(tn_bench_conn *c, char *buf, size_t size);
+
+/* ternbench.c: called by retained.c */
+/* Connects conns[begin..end) (at most TN_BENCH_MAX_CONNECTING at once) in set-up phase
+ * phase; once all are answered the scenario moves on (setup_advance in ternbench.c). */
+void tn_bench_setup_group(tn_bench *b, tn_bench_phase phase, uint32_t begin, uint32_t end);
+/* Ends the run (idempotent): measures, closes every connection, reports once uv_run returns. */
+void tn_bench_finish(tn_bench *b, const char *reason);
+
+/* stall.c. Without --stall only the publishers' blocking is measured. */
+void tn_bench_stall_init(tn_bench *b);
+void tn_bench_stall_fini(tn_bench *b);
+/* The run starts: arms the stall and window timers and the publishers' write clocks. */
+void tn_bench_stall_start(tn_bench *b);
+/* The run ends at b->t_end: stops the timers, closes the last window, counts the publishers'
+ * current blocks. */
+void tn_bench_stall_stop(tn_bench *b);
+/* A healthy subscriber got a message with latency lat_ns at now_ns. */
+void tn_bench_stall_sample(tn_bench *b, uint64_t lat_ns, uint64_t now_ns);
+/* Connection c's socket took bytes just now (a publisher without --rate: ends a gap). */
+void tn_bench_pub_wrote(tn_bench_conn *c);
+/* Publisher c encodes its message seq at now_ns (with --rate: how late it is). */
+void tn_bench_pub_paced(tn_bench_conn *c, uint64_t seq, uint64_t now_ns);
+/* The longest any publisher could not send, in ms. */
+double tn_bench_pub_block_max_ms(const tn_bench *b);
+/* Prints the timeline table (with --stall) on stdout. */
+void tn_bench_stall_print(tn_bench *b);
+/* Appends the --stall RESULT keys to stdout (nothing without --stall). */
+void tn_bench_stall_result(tn_bench *b);
+
+/* retained.c: the retained scenario. conns[0] is the subscriber, conns[1] the publisher. */
+void tn_bench_retained_init(tn_bench *b);
+void tn_bench_retained_fini(tn_bench *b);
+/* The publisher is connected: publish the retained messages. */
+void tn_bench_retained_start(tn_bench *b);
+/* The subscriber's SUBACK arrived. */
+void tn_bench_retained_subscribed(tn_bench *b);
+/* Every loop turn (the publisher's window) and every tick (the 5 s of silence). */
+void tn_bench_retained_prepare(tn_bench *b, uint64_t now_ns);
+void tn_bench_retained_tick(tn_bench *b, uint64_t now_ns);
+/* A PUBLISH arrived at the subscriber (already acknowledged). */
+void tn_bench_retained_on_message(tn_bench_conn *c, const tn_mqtt_publish *m, uint64_t now_ns);
+void tn_bench_retained_report(tn_bench *b);
 
 /* stomp.c: STOMP 1.2 on a connection from conns.c, in the client role. */
 void tn_bench_stomp_init(tn_bench_conn *c);
