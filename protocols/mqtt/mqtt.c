@@ -1,8 +1,6 @@
 /* The MQTT adapter's connection lifecycle: input loop, keepalive, close, flow control. */
 #include "protocols/mqtt/mqtt_int.h"
 
-#include "core/store/store.h"
-
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>

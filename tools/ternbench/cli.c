@@ -298,7 +298,7 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
      * may come last). */
     const char *mqtt_only = NULL, *stomp_only = NULL;
     const char *bad = NULL;
-    uint64_t v;
+    uint64_t v = 0; /* a failed parse still assigns it before `bad` stops the run */
     int ch;
     optind = 1;
     while (!bad && (ch = getopt_long(argc, argv, "u:p:s:q:n:d:w:r:hV", opts, NULL)) != -1) {
