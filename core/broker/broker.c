@@ -29,7 +29,8 @@ behind_add(tn_session *s, uint32_t ep)
 {
     tn_broker *b = s->b;
     s->behind_ep = ep;
-    s->behind_since = b->now;
+    s->behind_start = s->behind_since = b->now;
+    s->behind_taken = tn_queue_taken(s->queue);
     if (s->on_behind)
         return;
     s->on_behind = true;
@@ -63,7 +64,7 @@ behind_end(tn_session *s, const char *how)
         tn_log_info("SUB-SLOW-END",
                     "%s: %s after %" PRIu64 " ms as a slow consumer; %" PRIu64
                     " QoS 0 messages to it were dropped",
-                    s->id, how, b->now - s->behind_since, s->slow_dropped);
+                    s->id, how, b->now - s->behind_start, s->slow_dropped);
     }
 }
 
@@ -88,10 +89,11 @@ become_slow(tn_session *s)
     b->stats.slow_episodes++;
     b->stats.slow_now++;
     tn_log_warn("SUB-QOS0-DROP",
-                "%s: subscriber %u messages behind for %" PRIu64
-                " ms (slow_consumer_timeout): a slow consumer; QoS 0 messages to it are dropped "
+                "%s: subscriber %u messages behind for %" PRIu64 " ms, taking %" PRIu64
+                " in the last %" PRIu64 " ms: a slow consumer; QoS 0 messages to it are dropped "
                 "until it catches up",
-                s->id, tn_queue_depth(s->queue), b->now - s->behind_since);
+                s->id, tn_queue_depth(s->queue), b->now - s->behind_start,
+                tn_queue_taken(s->queue) - s->behind_taken, b->now - s->behind_since);
     /* A persistent session pages what it cannot take to the journal, as if offline, up to
      * max_offline_messages: nobody waits on it. */
     if (!s->clean && b->store)
@@ -101,15 +103,30 @@ become_slow(tn_session *s)
     tn_queue_wake(s->queue);
 }
 
+/*
+ * A subscriber behind is timed in windows of slow_consumer_ms: one that took fewer than half of
+ * max_queued deliveries in a whole window (so it could not have caught up in it) is a slow
+ * consumer; one that took more is reading as fast as it can and paces its producers, and a new
+ * window starts. Deliveries leave the queue in bursts (each time the connection's output buffer
+ * has drained by a quarter), so what counts is the window's total, not the time since the last.
+ */
 void
 tn_broker_tick(tn_broker *b, uint64_t now_ms)
 {
     b->now = now_ms;
     uint32_t limit = b->limits.slow_consumer_ms;
+    uint64_t enough = b->limits.max_queued / 2 ? b->limits.max_queued / 2 : 1;
     for (tn_session *s = b->behind, *next; s; s = next) {
         next = s->bnext;
-        if (behind_current(s) && !s->slow && limit && now_ms - s->behind_since >= limit)
+        if (!behind_current(s) || s->slow || !limit || now_ms - s->behind_since < limit)
+            continue;
+        uint64_t taken = tn_queue_taken(s->queue);
+        if (taken - s->behind_taken < enough) {
             become_slow(s);
+        } else {
+            s->behind_since = now_ms;
+            s->behind_taken = taken;
+        }
     }
 }
 

@@ -27,7 +27,9 @@ struct tn_session {
     bool slow;        /* a slow consumer: QoS 0 to it is dropped, QoS 0 producers don't wait */
     /* Congestion episode being timed (the queue's tn_queue_behind number), while on b->behind. */
     uint32_t behind_ep;
-    uint64_t behind_since; /* loop ms */
+    uint64_t behind_start; /* loop ms the episode started */
+    uint64_t behind_since; /* loop ms the current measuring window started */
+    uint64_t behind_taken; /* tn_queue_taken at the window's start */
     uint64_t slow_dropped; /* QoS 0 dropped in this slow episode */
     tn_session *bnext, *bprev;
     bool on_behind;

@@ -342,6 +342,47 @@ test_slow_consumer_episode(void)
     tn_broker_free(b);
 }
 
+/* A subscriber that reads, however slowly, is timed by what it drains: half of max_queued per
+ * slow_consumer_ms keeps it a healthy one that paces its producers; less makes it slow. */
+static void
+test_slow_consumer_is_judged_by_its_pace(void)
+{
+    tn_broker_limits l = {
+        .max_inflight = 2, .max_queued = 4, .max_offline = 100, .slow_consumer_ms = 1000};
+    tn_broker *b = tn_broker_new(&l);
+    uint64_t now = 50000;
+    tn_broker_tick(b, now);
+    fake a = {0};
+    open_session(b, &a, "steady", true, NULL);
+    tn_session_subscribe(a.s, "t", 1);
+    tn_flow f;
+    tn_flow_init(&f, on_resume);
+    for (int i = 0; i < 40; i++)
+        publish_from(b, NULL, "t", "m", 1);
+    publish_from(b, &f, "t", "m", 1);
+    CU_ASSERT_EQUAL(f.blocked, 1);
+    int acked = 0;
+    for (int w = 0; w < 5; w++) { /* two acks (two more taken) per window: enough */
+        for (int k = 0; k < 2; k++)
+            tn_session_ack(a.s, a.got[acked++]);
+        now += 1000;
+        tn_broker_tick(b, now);
+        CU_ASSERT_EQUAL(f.blocked, 1); /* still paced by it, not slow */
+    }
+    tn_broker_stats st;
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.slow_episodes, 0);
+    tn_session_ack(a.s, a.got[acked++]); /* one in a window: it cannot catch up */
+    now += 1000;
+    tn_broker_tick(b, now);
+    CU_ASSERT_EQUAL(f.blocked, 0);
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.slow_episodes, 1);
+    tn_flow_fini(&f);
+    tn_session_detach(a.s);
+    tn_broker_free(b);
+}
+
 /* Whatever way a stalled subscriber goes, its producers resume at once [issue 19]. */
 static void
 test_producers_resume_when_subscriber_leaves(void)
@@ -943,6 +984,7 @@ main(void)
     CU_add_test(s, "takeover", test_takeover);
     CU_add_test(s, "slow_subscriber", test_slow_subscriber_slows_producer);
     CU_add_test(s, "slow_consumer_episode", test_slow_consumer_episode);
+    CU_add_test(s, "slow_consumer_pace", test_slow_consumer_is_judged_by_its_pace);
     CU_add_test(s, "producers_resume_on_leave", test_producers_resume_when_subscriber_leaves);
     CU_add_test(s, "retained_past_queue_limit", test_retained_past_queue_limit);
     CU_add_test(s, "max_topic_levels", test_max_topic_levels);

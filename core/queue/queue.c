@@ -30,6 +30,7 @@ struct tn_queue {
     uint32_t high, hard;
     uint32_t n_consumers;
     uint64_t dropped;
+    uint64_t taken;    /* deliveries consumers took, ever */
     uint32_t episodes; /* times the queue reached `high` after having drained */
     bool behind;       /* reached `high` and not yet drained to `high / 2` */
     bool dispatching;
@@ -238,6 +239,12 @@ void
 tn_queue_wake(tn_queue *q)
 {
     wake_waiters(q);
+}
+
+uint64_t
+tn_queue_taken(const tn_queue *q)
+{
+    return q->taken;
 }
 
 uint32_t
@@ -475,6 +482,7 @@ dispatch(tn_queue *q)
             continue;
         }
         q->rr = c->next;
+        q->taken++;
         if (d->ack) {
             LIST_APPEND(c->ua_head, c->ua_tail, d);
             c->n_unacked++;

@@ -101,6 +101,8 @@ void tn_queue_wake(tn_queue *q);
 /* The current congestion episode's number (1, 2, ...; it changes with every new episode) while q
  * is behind: it reached `high` and has not yet fallen to `high / 2`; 0 when it is not behind. */
 uint32_t tn_queue_behind(const tn_queue *q);
+/* Deliveries taken by consumers since the queue was made (how fast it drains). */
+uint64_t tn_queue_taken(const tn_queue *q);
 
 /*
  * Appends a delivery of m (a new reference is taken) and dispatches.

@@ -39,7 +39,7 @@ struct conn {
     bool handle_closing; /* uv_close called */
     bool paused;         /* the adapter paused input */
     bool reading;
-    bool full; /* out_full() said true; drained() is due once below half */
+    bool full; /* out_full() said true; drained() is due once below three quarters */
     bool busy; /* read or wrote since the last sweep (else its buffers are freed) */
     union {
         struct sockaddr sa;
@@ -257,7 +257,7 @@ conn_flush(conn *c)
         }
     }
     size_t pend = pending_out(c);
-    if (c->full && pend < c->net->limits.max_output / 2) {
+    if (c->full && pend < c->net->limits.max_output / 4 * 3) {
         c->full = false;
         if (!c->closing)
             c->ops->drained(c->a);

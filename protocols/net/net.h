@@ -7,7 +7,8 @@
  * connection. Output is appended to a per-connection bounded buffer and written once per loop
  * turn (from a uv_prepare handle, so everything produced during the turn leaves in one write).
  * A connection whose pending output passes `max_output` is reported as full (tn_io.out_full) so
- * its adapter stops taking deliveries; when it drains below half, the adapter's drained() runs.
+ * its adapter stops taking deliveries; when it drains below three quarters, the adapter's drained()
+ * runs (a quarter of the limit per refill: a slow reader sees deliveries move often, in batches).
  * Input keeps being read while output is full (a client blocked on its own send must still get
  * its acks through); output past twice the limit fails to append, and the adapter closes.
  *
@@ -62,7 +63,7 @@ typedef struct tn_adapter_ops {
      * appended), or a negative TN_E* to close the connection at once (the adapter has already
      * queued any error reply and logged). An adapter that pauses itself returns early. */
     ssize_t (*input)(void *a, const uint8_t *p, size_t len);
-    /* Output drained below half of the limit after out_full() was true. */
+    /* Output drained below three quarters of the limit after out_full() was true. */
     void (*drained)(void *a);
     /* The deadline set with tn_io.set_deadline has passed. */
     void (*timeout)(void *a, uint64_t now);
