@@ -88,15 +88,17 @@ become_slow(tn_session *s)
     s->slow_dropped = 0;
     b->stats.slow_episodes++;
     b->stats.slow_now++;
+    bool pages = !s->clean && b->store;
     tn_log_warn("SUB-QOS0-DROP",
                 "%s: subscriber %u messages behind for %" PRIu64 " ms, taking %" PRIu64
-                " in the last %" PRIu64 " ms: a slow consumer; QoS 0 messages to it are dropped "
+                " in the last %" PRIu64 " ms: a slow consumer; QoS 0 messages to it are dropped%s "
                 "until it catches up",
                 s->id, tn_queue_depth(s->queue), b->now - s->behind_start,
-                tn_queue_taken(s->queue) - s->behind_taken, b->now - s->behind_since);
+                tn_queue_taken(s->queue) - s->behind_taken, b->now - s->behind_since,
+                pages ? " and persistent ones paged to the journal" : "");
     /* A persistent session pages what it cannot take to the journal, as if offline, up to
      * max_offline_messages: nobody waits on it. */
-    if (!s->clean && b->store)
+    if (pages)
         tn_queue_set_limits(s->queue, b->limits.max_queued, b->limits.max_offline);
     /* Nobody waits on a slow consumer for QoS 0, nor for persistent messages to a persistent
      * session; those waiting for anything else wait again on their next push. */

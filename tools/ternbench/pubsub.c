@@ -20,20 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PID_WORDS (65536 / 64)
-
-static inline bool
-bit_get(const uint64_t *m, uint64_t i)
-{
-    return (m[i >> 6] >> (i & 63)) & 1;
-}
-
-static inline void
-bit_set(uint64_t *m, uint64_t i)
-{
-    m[i >> 6] |= 1ull << (i & 63);
-}
-
 static inline void
 bit_clear(uint64_t *m, uint64_t i)
 {

@@ -22,21 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PID_WORDS (65536 / 64)
-
 enum { STEP_PUBLISH = 1, STEP_SUBSCRIBE, STEP_RECEIVE, STEP_CLEAR };
-
-static inline bool
-bit_get(const uint64_t *m, uint64_t i)
-{
-    return (m[i >> 6] >> (i & 63)) & 1;
-}
-
-static inline void
-bit_set(uint64_t *m, uint64_t i)
-{
-    m[i >> 6] |= 1ull << (i & 63);
-}
 
 void
 tn_bench_retained_init(tn_bench *b)

@@ -352,4 +352,19 @@ int tn_bench_stomp_send(tn_bench_conn *c, uint16_t receipt, const uint8_t *body,
  * errors and ERROR frames fail the connection. now_ns is the read's time. */
 void tn_bench_stomp_input(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns);
 
+/* Bitmaps: packet ids in flight (PID_WORDS words for ids 0..65535), retained messages seen. */
+#define PID_WORDS (65536 / 64)
+
+static inline bool
+bit_get(const uint64_t *m, uint64_t i)
+{
+    return (m[i >> 6] >> (i & 63)) & 1;
+}
+
+static inline void
+bit_set(uint64_t *m, uint64_t i)
+{
+    m[i >> 6] |= 1ull << (i & 63);
+}
+
 #endif
