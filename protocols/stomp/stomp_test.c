@@ -22,7 +22,8 @@ static tn_stomp *st;
 static void
 setup(void)
 {
-    tn_broker_limits bl = {.max_inflight = 10, .max_queued = 100, .max_offline = 100};
+    tn_broker_limits bl = {
+        .max_inflight = 10, .max_queued = 100, .max_offline = 100, .max_topic_levels = 4};
     b = tn_broker_new(&bl);
     tn_stomp_conf sc = {.limits = {8192, 64, 65536, 65536}, .prefetch = 10, .max_deliveries = 3};
     st = tn_stomp_new(b, &sc);
@@ -244,6 +245,9 @@ test_bad_input_gets_error_and_close(void)
         CASE("UNSUBSCRIBE of nothing", "UNSUBSCRIBE\nid:zz\n\n\0"),
         CASE("durable without client-id",
              "SUBSCRIBE\nid:1\ndestination:/topic/a\nactivemq.subscriptionName:d\n\n\0"),
+        CASE("SEND past max_topic_levels (4)", "SEND\ndestination:/topic/a.b.c.d.e\n\n\0"),
+        CASE("SUBSCRIBE past max_topic_levels (4)",
+             "SUBSCRIBE\nid:1\ndestination:/topic/a.b.c.d.>\n\n\0"),
 #undef CASE
     };
     setup();
@@ -264,6 +268,24 @@ test_bad_input_gets_error_and_close(void)
     conn_open(&f);
     FEED(&f, "SEND\ndestination:/queue/a\n\n\0");
     tn_stomp_frame fr;
+    CU_ASSERT_TRUE(next(&f, &fr) && fr.command == TN_STOMP_ERROR);
+    CU_ASSERT_TRUE(f.io.closed);
+    conn_close(&f);
+    /* A first command that cannot be CONNECT or STOMP: refused on its first bytes, before the
+     * frame is complete [issue 19]; heart-beat EOLs before it and a CONNECT in pieces are fine. */
+    conn_open(&f);
+    FEED(&f, "\n\r\nSE");
+    CU_ASSERT_TRUE(next(&f, &fr) && fr.command == TN_STOMP_ERROR);
+    CU_ASSERT_TRUE(f.io.closed);
+    conn_close(&f);
+    conn_open(&f);
+    FEED(&f, "\nCONN");
+    CU_ASSERT_FALSE(f.io.closed);
+    FEED(&f, "ECT\naccept-version:1.2\n\n\0");
+    CU_ASSERT_TRUE(next(&f, &fr) && fr.command == TN_STOMP_CONNECTED);
+    conn_close(&f);
+    conn_open(&f);
+    FEED(&f, "CONNECTX\n\n\0");
     CU_ASSERT_TRUE(next(&f, &fr) && fr.command == TN_STOMP_ERROR);
     CU_ASSERT_TRUE(f.io.closed);
     conn_close(&f);
