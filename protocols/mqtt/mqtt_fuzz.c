@@ -24,11 +24,17 @@ open_conn(tn_mqtt *m, fio *f)
     tn_fake_open(f, &tn_mqtt_adapter, m, 4096);
 }
 
+/* The broker's clock: each chunk is 40 ms later, so the never-reading subscriber becomes a slow
+ * consumer (slow_consumer_ms 100) and catches up again as the input goes on. */
+static tn_broker *fz_broker;
+static uint64_t fz_now;
+
 /* After each chunk: both outputs are dropped. */
 static void
 after_chunk(void *arg)
 {
     fio **c = arg;
+    tn_broker_tick(fz_broker, fz_now += 40);
     c[0]->out.len = 0;
     c[1]->out.len = 0;
 }
@@ -42,8 +48,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t opt = data[0];
     data++;
     size--;
-    tn_broker_limits bl = {.max_inflight = 3, .max_queued = 4, .max_offline = 8};
+    tn_broker_limits bl = {.max_inflight = 3,
+                           .max_queued = 4,
+                           .max_offline = 8,
+                           .slow_consumer_ms = 100,
+                           .max_topic_levels = 6};
     tn_broker *b = tn_broker_new(&bl);
+    fz_broker = b;
+    fz_now = 1000;
+    tn_broker_tick(b, fz_now);
     tn_mqtt_conf mc = {.max_packet = 512, .connect_timeout_ms = 1000};
     tn_mqtt *m = tn_mqtt_new(b, &mc);
 

@@ -29,11 +29,17 @@ feed(fio *f, const char *s, size_t n)
     tn_stomp_adapter.input(f->a, (const uint8_t *)s, n);
 }
 
+/* The broker's clock: each chunk is 40 ms later, so the never-reading subscriber becomes a slow
+ * consumer (slow_consumer_ms 100) and catches up again as the input goes on. */
+static tn_broker *fz_broker;
+static uint64_t fz_now;
+
 /* After each chunk: the subscriber runs its deferred acks, and both outputs are dropped. */
 static void
 after_chunk(void *arg)
 {
     fio **c = arg;
+    tn_broker_tick(fz_broker, fz_now += 40);
     if (c[1]->woken) {
         c[1]->woken = 0;
         tn_stomp_adapter.input(c[1]->a, NULL, 0);
@@ -51,8 +57,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t opt = data[0];
     data++;
     size--;
-    tn_broker_limits bl = {.max_inflight = 3, .max_queued = 4, .max_offline = 8};
+    tn_broker_limits bl = {.max_inflight = 3,
+                           .max_queued = 4,
+                           .max_offline = 8,
+                           .slow_consumer_ms = 100,
+                           .max_topic_levels = 6};
     tn_broker *b = tn_broker_new(&bl);
+    fz_broker = b;
+    fz_now = 1000;
+    tn_broker_tick(b, fz_now);
     tn_stomp_conf sc = {.limits = {256, 8, 1024, 1024}, .prefetch = 2, .max_deliveries = 2};
     tn_stomp *st = tn_stomp_new(b, &sc);
 
