@@ -988,8 +988,9 @@ tn_mqtt_encode_connack(tn_buf *out, uint8_t version, bool session_present, uint8
     return finish(&w);
 }
 
-int
-tn_mqtt_encode_publish(tn_buf *out, uint8_t version, const tn_mqtt_publish *p)
+/* PUBLISH, with its payload (head_only false) or all of it but the payload's bytes. */
+static int
+encode_publish(tn_buf *out, uint8_t version, const tn_mqtt_publish *p, bool head_only)
 {
     bool v5 = version == TN_MQTT_V5;
     uint64_t rl;
@@ -1003,15 +1004,37 @@ tn_mqtt_encode_publish(tn_buf *out, uint8_t version, const tn_mqtt_publish *p)
         rl += props_size(p->props);
     uint8_t b0 = (uint8_t)(TN_MQTT_PUBLISH << 4 | (p->dup ? 0x08 : 0) | p->qos << 1 |
                            (p->retain ? 0x01 : 0));
-    if ((rc = begin(&w, out, b0, rl)) != 0)
+    if (head_only) {
+        if (rl > VARINT_MAX)
+            return TN_EINVAL;
+        w.out = out;
+        w.total = 1 + tn_mqtt_varint_size((uint32_t)rl) + (size_t)rl - p->payload.len;
+        if ((w.start = tn_buf_reserve(out, w.total)) == NULL)
+            return TN_ETOOBIG;
+        w.p = put_varint(put_u8(w.start, b0), (uint32_t)rl);
+    } else if ((rc = begin(&w, out, b0, rl)) != 0) {
         return rc;
+    }
     w.p = put_str(w.p, p->topic);
     if (p->qos)
         w.p = put_u16(w.p, p->pid);
     if (v5)
         w.p = put_props(w.p, p->props);
-    w.p = put_raw(w.p, p->payload.p, p->payload.len);
+    if (!head_only)
+        w.p = put_raw(w.p, p->payload.p, p->payload.len);
     return finish(&w);
+}
+
+int
+tn_mqtt_encode_publish(tn_buf *out, uint8_t version, const tn_mqtt_publish *p)
+{
+    return encode_publish(out, version, p, false);
+}
+
+int
+tn_mqtt_encode_publish_head(tn_buf *out, uint8_t version, const tn_mqtt_publish *p)
+{
+    return encode_publish(out, version, p, true);
 }
 
 int

@@ -186,6 +186,9 @@ bool tn_mqtt_filter_valid(const uint8_t *p, size_t len);
 int tn_mqtt_encode_connect(tn_buf *out, const tn_mqtt_connect *c);
 int tn_mqtt_encode_connack(tn_buf *out, uint8_t version, bool session_present, uint8_t rc);
 int tn_mqtt_encode_publish(tn_buf *out, uint8_t version, const tn_mqtt_publish *p);
+/* The same PUBLISH without the payload's bytes (its length counts): the caller writes
+ * p->payload.len bytes of payload next, e.g. by reference to the message (tn_io.out_ref). */
+int tn_mqtt_encode_publish_head(tn_buf *out, uint8_t version, const tn_mqtt_publish *p);
 /* PUBACK, PUBREC, PUBREL (flags 0x2 set for you), PUBCOMP, UNSUBACK (5.0: one reason code) */
 int tn_mqtt_encode_ack(tn_buf *out, uint8_t version, tn_mqtt_type type, uint16_t pid, uint8_t rc);
 /* SUBSCRIBE: n filters with their options byte. */

@@ -61,7 +61,14 @@ f_wake(void *ctx)
 {
     ((fake_io *)ctx)->woken++;
 }
-static const tn_io fio = {f_out, f_full, f_close, f_pause, f_wake, f_deadline, f_now, f_peer};
+static void
+f_out_ref(void *ctx, const uint8_t *p, size_t n, void (*release)(void *owner), void *owner)
+{
+    tn_buf_append(&((fake_io *)ctx)->out, p, n); /* copied: tests compare the byte stream */
+    release(owner);
+}
+static const tn_io fio = {f_out,      f_full, f_close, f_pause,  f_wake,
+                          f_deadline, f_now,  f_peer,  f_out_ref};
 
 static tn_broker *broker;
 static tn_mqtt *mqtt;

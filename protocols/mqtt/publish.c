@@ -88,6 +88,12 @@ tn_mqtt__ack(mconn *c, tn_mqtt_type type, uint16_t pid)
     }
 }
 
+static void
+release_message(void *m)
+{
+    tn_message_unref(m);
+}
+
 int
 tn_mqtt__deliver(void *ctx, tn_delivery *d)
 {
@@ -122,10 +128,17 @@ tn_mqtt__deliver(void *ctx, tn_delivery *d)
         fc->msg = NULL;
         fc->buf.len = 0;
         if (tn_mqtt_encode_publish(&fc->buf, c->version, &p) != 0) {
-            /* Too big to cache: encode straight into the output. */
+            /* Too big to cache: the head straight into the output, the payload by reference
+             * to the message (one copy in memory however many subscribers get it). */
             p.pid = d->tag;
             p.dup = d->qos > 0 && d->count > 1;
-            return tn_mqtt_encode_publish(out, c->version, &p) == 0 ? 0 : TN_EAGAIN;
+            if (!c->io->out_ref || msg->payload_len < TN_NET_REF_MIN)
+                return tn_mqtt_encode_publish(out, c->version, &p) == 0 ? 0 : TN_EAGAIN;
+            if (tn_mqtt_encode_publish_head(out, c->version, &p) != 0)
+                return TN_EAGAIN;
+            c->io->out_ref(c->ioc, msg->payload, msg->payload_len, release_message,
+                           tn_message_ref(d->msg));
+            return 0;
         }
         fc->msg = msg;
         fc->id = msg->id;

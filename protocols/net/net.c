@@ -12,11 +12,32 @@
 
 typedef struct conn conn;
 
+/* Bytes written from where they are (a large message's payload), not copied into the output
+ * buffer: they go out before byte `at` of the buffer, and release(owner) runs once written (or
+ * dropped). */
+typedef struct oref {
+    size_t at;
+    const uint8_t *p;
+    size_t n;
+    void (*release)(void *owner);
+    void *owner;
+} oref;
+
+/* The references of one output buffer, in stream order. */
+typedef struct orefs {
+    oref *v;
+    size_t n, cap;
+    size_t bytes; /* their n, summed */
+} orefs;
+
 /* An output buffer being written asynchronously (only when a direct write came up short). */
 typedef struct wreq {
     uv_write_t req;
     tn_buf buf;
-    size_t off; /* bytes of buf the direct write already took */
+    orefs refs;
+    size_t done;  /* bytes of buf and refs written so far */
+    size_t left;  /* bytes still to write */
+    size_t chunk; /* bytes of the write in flight (at most MAX_IOV pieces) */
 } wreq;
 
 struct conn {
@@ -26,6 +47,7 @@ struct conn {
     void *a;
     tn_buf in;  /* unparsed input */
     tn_buf out; /* output not yet handed to the kernel */
+    orefs refs; /* payloads written from where they are, interleaved with out */
     wreq *wr;   /* async write in flight, or NULL */
     uint64_t deadline;
     uint64_t close_by; /* closing: loop time after which the output is given up (0: none) */
@@ -92,7 +114,54 @@ static const char *io_peer(void *ctx);
 static size_t
 pending_out(const conn *c)
 {
-    return c->out.len + (c->wr ? c->wr->buf.len - c->wr->off : 0);
+    return c->out.len + c->refs.bytes + (c->wr ? c->wr->left : 0);
+}
+
+static void
+orefs_release(orefs *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        r->v[i].release(r->v[i].owner);
+    free(r->v);
+    r->v = NULL;
+    r->n = r->cap = r->bytes = 0;
+}
+
+/* At most this many pieces per write; a longer list is written in several. */
+#define MAX_IOV 64
+
+/* The pieces of buf and refs from byte `skip` on, as iovecs (at most MAX_IOV); returns how
+ * many, and the bytes they cover in *bytes. */
+static unsigned
+build_iov(const tn_buf *buf, const orefs *r, size_t skip, uv_buf_t *iov, size_t *bytes)
+{
+    unsigned k = 0;
+    size_t pos = 0; /* in buf */
+    *bytes = 0;
+    for (size_t i = 0; i <= r->n && k < MAX_IOV; i++) {
+        size_t end = i < r->n ? r->v[i].at : buf->len;
+        /* buf[pos..end) */
+        size_t len = end - pos;
+        if (skip >= len) {
+            skip -= len;
+        } else {
+            iov[k++] = uv_buf_init((char *)buf->data + pos + skip, (unsigned)(len - skip));
+            *bytes += len - skip;
+            skip = 0;
+        }
+        pos = end;
+        if (i == r->n || k == MAX_IOV)
+            break;
+        const oref *o = &r->v[i];
+        if (skip >= o->n) {
+            skip -= o->n;
+        } else {
+            iov[k++] = uv_buf_init((char *)o->p + skip, (unsigned)(o->n - skip));
+            *bytes += o->n - skip;
+            skip = 0;
+        }
+    }
+    return k;
 }
 
 static void
@@ -159,6 +228,7 @@ conn_close_cb(uv_handle_t *h)
     n->n_conns--;
     if (c->a)
         c->ops->closed(c->a, c->close_reason);
+    orefs_release(&c->refs);
     tn_buf_fini(&c->in);
     tn_buf_fini(&c->out);
     free(c);
@@ -197,11 +267,29 @@ conn_maybe_finish(conn *c)
         conn_abort(c, c->close_reason);
 }
 
+static void write_cb(uv_write_t *req, int status);
+
+/* Writes the next (at most MAX_IOV) pieces of w; 0 or a libuv error. */
+static int
+wreq_next(conn *c, wreq *w)
+{
+    uv_buf_t iov[MAX_IOV];
+    unsigned k = build_iov(&w->buf, &w->refs, w->done, iov, &w->chunk);
+    return uv_write(&w->req, (uv_stream_t *)&c->tcp, iov, k, write_cb);
+}
+
 static void
 write_cb(uv_write_t *req, int status)
 {
     wreq *w = (wreq *)req;
     conn *c = req->data;
+    if (status == 0 && !c->handle_closing && w->chunk < w->left) {
+        w->done += w->chunk;
+        w->left -= w->chunk;
+        if ((status = wreq_next(c, w)) == 0)
+            return;
+    }
+    orefs_release(&w->refs);
     if (c->out.cap == 0 && !c->handle_closing) {
         c->out.data = w->buf.data; /* reuse the written buffer's memory */
         c->out.cap = w->buf.cap;
@@ -227,33 +315,41 @@ conn_flush(conn *c)
 {
     if (c->handle_closing)
         return;
-    if (!c->wr && c->out.len > 0) {
-        uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
-        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    while (!c->wr && (c->out.len > 0 || c->refs.n > 0)) {
+        uv_buf_t iov[MAX_IOV];
+        size_t total = c->out.len + c->refs.bytes, bytes;
+        unsigned k = build_iov(&c->out, &c->refs, 0, iov, &bytes);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, iov, k);
         if (r == UV_EAGAIN || r == UV_ENOSYS)
             r = 0;
         if (r < 0) {
             conn_abort(c, TN_CLOSE_PEER);
             return;
         }
-        if ((size_t)r == c->out.len) {
+        if ((size_t)r == total) {
             c->out.len = 0; /* keep the memory for the next turn; the sweep trims idle ones */
-        } else {
-            wreq *w = tn_xmalloc(sizeof *w);
-            w->buf = c->out;
-            w->off = (size_t)r;
-            w->req.data = c;
-            tn_buf_init(&c->out, c->out.max);
-            c->wr = w;
-            b = uv_buf_init((char *)w->buf.data + w->off, (unsigned)(w->buf.len - w->off));
-            r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
-            if (r < 0) {
-                c->wr = NULL;
-                tn_buf_fini(&w->buf);
-                free(w);
-                conn_abort(c, TN_CLOSE_PEER);
-                return;
-            }
+            orefs_release(&c->refs);
+            break;
+        }
+        /* The rest goes out asynchronously, from a request that owns the buffer and the
+         * references; new output collects in a fresh buffer meanwhile. */
+        wreq *w = tn_xmalloc(sizeof *w);
+        w->buf = c->out;
+        w->refs = c->refs;
+        w->done = (size_t)r;
+        w->left = total - (size_t)r;
+        w->req.data = c;
+        tn_buf_init(&c->out, c->out.max);
+        memset(&c->refs, 0, sizeof c->refs);
+        c->wr = w;
+        r = wreq_next(c, w);
+        if (r < 0) {
+            c->wr = NULL;
+            orefs_release(&w->refs);
+            tn_buf_fini(&w->buf);
+            free(w);
+            conn_abort(c, TN_CLOSE_PEER);
+            return;
         }
     }
     size_t pend = pending_out(c);
@@ -373,6 +469,24 @@ io_out(void *ctx)
     return &c->out;
 }
 
+static void
+io_out_ref(void *ctx, const uint8_t *p, size_t n, void (*release)(void *owner), void *owner)
+{
+    conn *c = ctx;
+    mark_dirty(c);
+    if (c->handle_closing || n == 0) {
+        release(owner);
+        return;
+    }
+    orefs *r = &c->refs;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 4;
+        r->v = tn_xrealloc(r->v, r->cap * sizeof *r->v);
+    }
+    r->v[r->n++] = (oref){c->out.len, p, n, release, owner};
+    r->bytes += n;
+}
+
 static bool
 io_out_full(void *ctx)
 {
@@ -439,6 +553,7 @@ io_peer(void *ctx)
 
 static const tn_io tcp_io = {
     .out = io_out,
+    .out_ref = io_out_ref,
     .out_full = io_out_full,
     .close = io_close,
     .pause = io_pause,

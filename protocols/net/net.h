@@ -47,7 +47,17 @@ typedef struct tn_io {
     uint64_t (*now)(void *ctx);
     /* "ADDR:PORT" of the peer, for logs. */
     const char *(*peer)(void *ctx);
+    /* Writes p[0..n) next, after what is in out so far and before what is appended after, from
+     * where it is (a large payload, shared by many connections): release(owner) is called once
+     * it is written or dropped, and p must stay valid until then (the caller holds a reference
+     * for it). The bytes count as pending output (out_full). May be NULL: then append a copy. */
+    void (*out_ref)(void *ctx, const uint8_t *p, size_t n, void (*release)(void *owner),
+                    void *owner);
 } tn_io;
+
+/* Payloads from this size on are written by reference (tn_io.out_ref), not copied: below it a
+ * copy costs less than the bookkeeping. */
+#define TN_NET_REF_MIN 65536
 
 /* Reasons given to closed() */
 #define TN_CLOSE_LOCAL 0             /* the adapter asked for it (tn_io.close) */

@@ -10,7 +10,7 @@
 
 /* ---- server side: a test adapter ---- */
 
-typedef enum { MODE_ECHO, MODE_BYE, MODE_SLOW, MODE_FANOUT, MODE_FLOOD } mode;
+typedef enum { MODE_ECHO, MODE_BYE, MODE_SLOW, MODE_FANOUT, MODE_FLOOD, MODE_REFS } mode;
 
 typedef struct sconn {
     const tn_io *io;
@@ -23,6 +23,15 @@ static struct {
     int opened, closed, closed_peer, closed_local, closed_shutdown;
     sconn *all;
 } srv;
+
+static uint8_t big_payload[24 << 20]; /* more than loopback's socket buffers take at once */
+static int released;
+static void
+on_release(void *owner)
+{
+    (void)owner;
+    released++;
+}
 
 static void *
 t_open(void *proto, const tn_io *io, void *ioc)
@@ -66,6 +75,15 @@ t_input(void *a, const uint8_t *p, size_t len)
                 o->io->wake(o->ioc); /* wakes connections further down the list too */
         }
         return 1;
+    case MODE_REFS: { /* "<", a 24 MiB payload by reference, ">", a small one, "." */
+        tn_buf *o = s->io->out(s->ioc);
+        tn_buf_append(o, "<", 1);
+        s->io->out_ref(s->ioc, big_payload, sizeof big_payload, on_release, NULL);
+        tn_buf_append(o, ">", 1);
+        s->io->out_ref(s->ioc, (const uint8_t *)"ab", 2, on_release, NULL);
+        tn_buf_append(o, ".", 1);
+        return (ssize_t)len;
+    }
     case MODE_FLOOD: { /* as much output as the buffer takes, then close: never drained */
         static const uint8_t zeros[65536];
         while (tn_buf_append(s->io->out(s->ioc), zeros, sizeof zeros) == 0)
@@ -119,6 +137,8 @@ typedef struct client {
     uv_write_t wreq;
     char got[4096];
     size_t n;
+    size_t total; /* bytes read, all of them */
+    uint32_t sum; /* of every byte read, position-weighted (order matters) */
     bool eof;
     bool no_read; /* never reads: the server's output backs up */
     const char *send;
@@ -146,6 +166,9 @@ c_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         uv_read_stop(s);
         return;
     }
+    for (ssize_t i = 0; i < n; i++)
+        c->sum = c->sum * 31 + (uint8_t)b->base[i];
+    c->total += (size_t)n;
     if (c->n + (size_t)n <= sizeof c->got) {
         memcpy(c->got + c->n, b->base, (size_t)n);
         c->n += (size_t)n;
@@ -399,6 +422,54 @@ test_max_connections_and_shutdown(void)
     CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
 }
 
+static bool
+got_refs(void *arg)
+{
+    client *c = arg;
+    return c->total >= sizeof big_payload + 5 || c->eof;
+}
+
+/* [issue 12] Payloads by reference go out in stream order between the buffered bytes, whole,
+ * however slowly the client reads (a 24 MiB one takes many writes), and each is released once. */
+static void
+test_out_ref_in_order(void)
+{
+    for (size_t i = 0; i < sizeof big_payload; i++)
+        big_payload[i] = (uint8_t)(i * 7 + i / 4096);
+    CU_ASSERT_EQUAL_FATAL(setup(10), 0);
+    srv.mode = MODE_REFS;
+    released = 0;
+    client c;
+    c_start(&c, "x");
+    c.no_read = true; /* the server's direct write comes up short: the rest goes async */
+    run_until(opened_1, NULL);
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    for (int i = 0; i < 3; i++) /* let the server write what the kernel takes */
+        uv_run(&loop, UV_RUN_NOWAIT);
+    uv_read_start((uv_stream_t *)&c.tcp, c_alloc, c_read);
+    run_until(got_refs, &c);
+    CU_ASSERT_EQUAL(c.total, sizeof big_payload + 5);
+    uint32_t want = 0;
+    want = want * 31 + '<';
+    for (size_t i = 0; i < sizeof big_payload; i++)
+        want = want * 31 + big_payload[i];
+    want = want * 31 + '>';
+    want = want * 31 + 'a';
+    want = want * 31 + 'b';
+    want = want * 31 + '.';
+    CU_ASSERT_EQUAL(c.sum, want);
+    CU_ASSERT_EQUAL(released, 2);
+    uv_close((uv_handle_t *)&t, NULL);
+    /* A reference still unwritten when the connection goes is released too. */
+    c.no_read = false;
+    c_close(&c);
+    run_until(all_closed, NULL);
+    teardown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+}
+
 /* [issue 19] A connection closing with output its client never reads is closed without it after
  * close_timeout_ms, instead of holding its buffer for as long as the client stays. */
 static void
@@ -438,5 +509,6 @@ main(void)
     CU_add_test(s, "fanout_with_wakeups", test_fanout_with_wakeups);
     CU_add_test(s, "max_connections_and_shutdown", test_max_connections_and_shutdown);
     CU_add_test(s, "close_timeout", test_close_timeout_gives_up_unread_output);
+    CU_add_test(s, "out_ref_in_order", test_out_ref_in_order);
     return tn_test_run();
 }

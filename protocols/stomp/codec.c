@@ -652,8 +652,23 @@ tn_stomp_encode_header(tn_stomp_encoder *e, const char *name, size_t nlen, const
     return 0;
 }
 
+static int encode_end(tn_stomp_encoder *e, const void *body, size_t len, bool content_length,
+                      bool head_only);
+
 int
 tn_stomp_encode_end(tn_stomp_encoder *e, const void *body, size_t len, bool content_length)
+{
+    return encode_end(e, body, len, content_length, false);
+}
+
+int
+tn_stomp_encode_end_head(tn_stomp_encoder *e, size_t len)
+{
+    return encode_end(e, NULL, len, true, true);
+}
+
+static int
+encode_end(tn_stomp_encoder *e, const void *body, size_t len, bool content_length, bool head_only)
 {
     static const char cl_name[] = "content-length:";
     char digits[20];
@@ -673,7 +688,7 @@ tn_stomp_encode_end(tn_stomp_encoder *e, const void *body, size_t len, bool cont
     size_t head = content_length ? sizeof cl_name - 1 + nd + 1 : 0;
     if (len > SIZE_MAX - head - 2)
         return enc_fail(e, TN_ETOOBIG);
-    size_t total = head + 1 + len + 1;
+    size_t total = head + 1 + (head_only ? 0 : len + 1);
     uint8_t *w = tn_buf_reserve(e->out, total);
     if (w == NULL)
         return enc_fail(e, TN_ETOOBIG);
@@ -685,9 +700,11 @@ tn_stomp_encode_end(tn_stomp_encoder *e, const void *body, size_t len, bool cont
         *w++ = '\n';
     }
     *w++ = '\n';
-    if (len > 0)
-        memcpy(w, body, len);
-    w[len] = '\0';
+    if (!head_only) {
+        if (len > 0)
+            memcpy(w, body, len);
+        w[len] = '\0';
+    }
     tn_buf_commit(e->out, total);
     return 0;
 }

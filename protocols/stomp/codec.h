@@ -191,6 +191,9 @@ int tn_stomp_encode_header(tn_stomp_encoder *e, const char *name, size_t nlen, c
 /* Adds content-length (when content_length; do not pass that header yourself then), the blank
  * line, body[0..len) and the NUL. Returns 0 or the sticky error. */
 int tn_stomp_encode_end(tn_stomp_encoder *e, const void *body, size_t len, bool content_length);
+/* Adds content-length: len and the blank line only: the caller writes the len body bytes next
+ * (e.g. by reference, tn_io.out_ref) and then the NUL. */
+int tn_stomp_encode_end_head(tn_stomp_encoder *e, size_t len);
 
 /* A whole frame from a header array (e.g. one tn_stomp_decode() returned). */
 int tn_stomp_encode_frame(tn_buf *out, uint8_t version, tn_stomp_command cmd,

@@ -297,6 +297,12 @@ put_header(tn_stomp_encoder *e, const char *name, const char *v, size_t vlen)
     return tn_stomp_encode_header(e, name, strlen(name), v, vlen);
 }
 
+static void
+release_message(void *m)
+{
+    tn_message_unref(m);
+}
+
 static int
 sub_deliver(void *ctx, tn_delivery *d)
 {
@@ -340,7 +346,18 @@ sub_deliver(void *ctx, tn_delivery *d)
     const char *k, *v;
     while (tn_message_prop_next(m, &off, &k, &kl, &v, &vl))
         tn_stomp_encode_header(&e, k, kl, v, vl);
-    if (tn_stomp_encode_end(&e, m->payload, m->payload_len, true) != 0) {
+    /* A large body goes by reference to the message: one copy however many get it. */
+    bool by_ref = c->io->out_ref && m->payload_len >= TN_NET_REF_MIN;
+    int rc = by_ref ? tn_stomp_encode_end_head(&e, m->payload_len)
+                    : tn_stomp_encode_end(&e, m->payload, m->payload_len, true);
+    if (rc == 0 && by_ref) {
+        c->io->out_ref(c->ioc, m->payload, m->payload_len, release_message, tn_message_ref(m));
+        if (tn_buf_append(out(c), "", 1) != 0) { /* the NUL: cannot fail below out_full */
+            fail(c, NULL, "output buffer full", NULL);
+            return 0;
+        }
+    }
+    if (rc != 0) {
         /* Cannot be carried (a name the version cannot escape) or no room: log and skip it. */
         if (e.err == TN_ETOOBIG)
             return TN_EAGAIN;

@@ -67,8 +67,17 @@ tn_fake_peer(void *ctx)
     return "fake:1";
 }
 
-static const tn_io tn_fake_io = {tn_fake_out,  tn_fake_full,     tn_fake_close, tn_fake_pause,
-                                 tn_fake_wake, tn_fake_deadline, tn_fake_clock, tn_fake_peer};
+/* Payloads by reference are copied at once, so tests see the exact byte stream. */
+static inline void
+tn_fake_out_ref(void *ctx, const uint8_t *p, size_t n, void (*release)(void *owner), void *owner)
+{
+    tn_buf_append(tn_fake_out(ctx), p, n);
+    release(owner);
+}
+
+static const tn_io tn_fake_io = {tn_fake_out,   tn_fake_full, tn_fake_close,
+                                 tn_fake_pause, tn_fake_wake, tn_fake_deadline,
+                                 tn_fake_clock, tn_fake_peer, tn_fake_out_ref};
 
 /* Opens a fake connection on ops/proto: out bounded by 64 KiB, full past full_at. */
 static inline void
