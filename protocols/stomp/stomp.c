@@ -1064,7 +1064,16 @@ a_input(void *a, const uint8_t *p, size_t len)
             break;
         }
         if (rc != 0) {
-            fail(c, NULL, c->dec.error ? c->dec.error : "malformed frame", NULL);
+            char limit[96];
+            const char *detail = NULL;
+            if (rc == TN_ETOOBIG && c->dec.error && strcmp(c->dec.error, "frame too large") == 0) {
+                /* Refused as soon as content-length says so, before the body: say the limit. */
+                snprintf(limit, sizeof limit,
+                         "the body is over the %" PRIu32 "-byte limit (max_packet_size)",
+                         c->st->conf.limits.max_body);
+                detail = limit;
+            }
+            fail(c, NULL, c->dec.error ? c->dec.error : "malformed frame", detail);
             subs_release(c);
             return (ssize_t)len;
         }

@@ -271,6 +271,14 @@ test_bad_input_gets_error_and_close(void)
     CU_ASSERT_TRUE(next(&f, &fr) && fr.command == TN_STOMP_ERROR);
     CU_ASSERT_TRUE(f.io.closed);
     conn_close(&f);
+    /* A body over the limit (65536 here) is refused at its content-length, before the body,
+     * with an ERROR that names the limit [issue 12]. */
+    connect12(&f);
+    FEED(&f, "SEND\ndestination:/queue/a\ncontent-length:70000\n\n");
+    CU_ASSERT_TRUE(next(&f, &fr) && fr.command == TN_STOMP_ERROR);
+    CU_ASSERT_TRUE(f.io.closed);
+    CU_ASSERT_PTR_NOT_NULL(strstr((const char *)fr.body, "65536-byte limit"));
+    conn_close(&f);
     /* A first command that cannot be CONNECT or STOMP: refused on its first bytes, before the
      * frame is complete [issue 19]; heart-beat EOLs before it and a CONNECT in pieces are fine. */
     conn_open(&f);
