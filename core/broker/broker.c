@@ -466,7 +466,7 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
     }
     if (rc == 0) {
         b->stats.delivered++;
-        if (!s->attached)
+        if (!s->attached && !s->is_queue)
             return 0; /* offline: nobody waits, max_offline bounds it */
         uint32_t ep = tn_queue_behind(s->queue);
         if (ep && !s->is_queue && (!s->on_behind || s->behind_ep != ep))

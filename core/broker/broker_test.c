@@ -913,6 +913,36 @@ send_to(tn_broker *b, tn_session *q, const char *payload, bool persistent)
 }
 
 /* Named queues: competing consumers, and only persistent messages survive a restart. */
+/* A named queue makes its producers wait once it holds max_offline_messages, consumers or not,
+ * and lets them go as it drains; it is never dropped into. */
+static void
+test_named_queue_producer_flow(void)
+{
+    tn_broker_limits l = {.max_inflight = 2, .max_queued = 4, .max_offline = 6};
+    tn_broker *b = tn_broker_new(&l);
+    tn_session *q = tn_broker_queue(b, "work", 4, false);
+    tn_flow f;
+    tn_flow_init(&f, on_resume);
+    resumed = 0;
+    for (int i = 0; i < 6; i++) {
+        tn_message *m = tn_message_new("work", 4, "j", 1, 1, false);
+        CU_ASSERT_EQUAL(tn_broker_send(b, q, m, &f), 0);
+        tn_message_unref(m);
+    }
+    CU_ASSERT_EQUAL(f.blocked, 1);
+    fake c = {0};
+    tn_consumer *k = tn_queue_attach(tn_session_queue(q), &consumer_ops, &c, 10);
+    CU_ASSERT_EQUAL(c.n, 6);
+    CU_ASSERT_EQUAL(resumed, 1);
+    CU_ASSERT_EQUAL(f.blocked, 0);
+    for (int i = 0; i < 6; i++)
+        tn_session_ack(q, c.got[i]);
+    tn_queue_detach(k);
+    tn_flow_fini(&f);
+    tn_broker_queue_free(q);
+    tn_broker_free(b);
+}
+
 static void
 test_named_queues(void)
 {
@@ -985,6 +1015,7 @@ main(void)
     CU_add_test(s, "slow_subscriber", test_slow_subscriber_slows_producer);
     CU_add_test(s, "slow_consumer_episode", test_slow_consumer_episode);
     CU_add_test(s, "slow_consumer_pace", test_slow_consumer_is_judged_by_its_pace);
+    CU_add_test(s, "named_queue_producer_flow", test_named_queue_producer_flow);
     CU_add_test(s, "producers_resume_on_leave", test_producers_resume_when_subscriber_leaves);
     CU_add_test(s, "retained_past_queue_limit", test_retained_past_queue_limit);
     CU_add_test(s, "max_topic_levels", test_max_topic_levels);
