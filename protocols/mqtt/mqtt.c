@@ -101,7 +101,6 @@ release(mconn *c)
 }
 
 /* A reply the journal allowed out (tn_broker_reply): flags 1 = release the hold after it. */
-/* A reply the journal allowed out (tn_broker_reply): flags 1 = release the hold after it. */
 static void
 reply_send(tn_replies *r, const uint8_t *p, size_t n, uint32_t flags, int status)
 {
