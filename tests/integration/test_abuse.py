@@ -740,6 +740,55 @@ class SlowPersistentSessionTest(FlowLeaveBase):
         self.assert_broker_up()
 
 
+@tern_only(NO_FLOW_IN_MOSQUITTO)
+class StompQueueFlowTest(StompTestCase):
+    """A named queue without consumers takes max_offline_messages (200 here), then its producer
+    waits (its RECEIPTs stop); a consumer arrives and drains it, and every RECEIPT comes. Nothing
+    is dropped and the queue does not grow past its limit."""
+
+    LIMIT = 200
+    N = 1000
+
+    def setUp(self):
+        if IS_MOSQUITTO or STOMP_EXTERNAL:
+            self.skipTest("ternd's limits")
+        conf_dir = tempfile.mkdtemp(prefix="tern-qflow-conf-")
+        self.addCleanup(shutil.rmtree, conf_dir, True)
+        conf = os.path.join(conf_dir, "qflow.conf")
+        with open(conf, "w") as f:
+            f.write("limits:\n  max_offline_messages: %d\n" % self.LIMIT)
+        self.data_dir = tempfile.mkdtemp(prefix="tern-qflow-")
+        self.broker = Broker(stomp=True, data_dir=self.data_dir, extra_args=["-c", conf])
+        self._problems_before = self._problems()
+        self._stopped_cleanly = False
+        self.addCleanup(self._remove_data)
+        self.addCleanup(self._stop_broker)
+        self.broker.start()
+
+    def test_full_queue_holds_its_producer_until_drained(self):
+        """1,000 SENDs with receipts to a queue nobody consumes: the RECEIPTs stop near 200 (the
+        producer waits, nothing is dropped); a consumer then gets all 1,000, in order, and the
+        producer every RECEIPT."""
+        dest = "/queue/" + unique_name("qflow")
+        pub = self.raw_stomp(connect=True)
+        data = b"".join(stomp_frame("SEND", [("destination", dest), ("receipt", "r%d" % i)],
+                                    b"%d" % i, content_length=True) for i in range(self.N))
+        writer = Writer(pub.sock, data)
+        self.addCleanup(writer.close)
+        writer.start()
+        receipts = ReceiptCounter(pub)
+        got = receipts.until_quiet(QUIET, 30)
+        self.assertGreaterEqual(got, self.LIMIT, "held back before the queue was full")
+        self.assertLess(got, self.N, "the producer was never held back by the full queue")
+        con = self.stomp(name="drain")
+        con.subscribe(dest)
+        bodies = [con.get(timeout=30).body for _ in range(self.N)]
+        self.assertEqual(bodies, [b"%d" % i for i in range(self.N)])
+        self.assertEqual(receipts.until(self.N, 30), self.N)
+        writer.join(5.0)
+        self.assertIsNone(writer.error)
+
+
 @needs_broker_control("reads the broker process's memory")
 class StompFlowLeaveTest(MemoryMixin, StompTestCase):
     """The STOMP form of the above: SENDs with receipts to /topic/X behind a stalled subscriber
