@@ -1327,7 +1327,10 @@ class RawStomp(RawClient):
 class StompTestCase(BrokerTestCase):
     """Each test gets a broker with a STOMP listener (and the MQTT one) in a data folder kept
     across restart_broker(), or, with STOMP_EXTERNAL, the external broker. Clients made
-    through stomp(), raw_stomp() and client() are closed before the broker stops."""
+    through stomp(), raw_stomp() and client() are closed before the broker stops. A class's
+    LIMITS (a dict) become ternd's `limits:` section."""
+
+    LIMITS = {}
 
     def setUp(self):
         if STOMP_EXTERNAL:
@@ -1336,7 +1339,14 @@ class StompTestCase(BrokerTestCase):
         if IS_MOSQUITTO:
             self.skipTest("mosquitto has no STOMP; use STOMP_EXTERNAL for a reference broker")
         self.data_dir = tempfile.mkdtemp(prefix="tern-stomp-")
-        self.broker = Broker(stomp=True, data_dir=self.data_dir)
+        extra = []
+        if self.LIMITS:  # ternd's `limits:` for this class, through a config file
+            conf = os.path.join(self.data_dir + "-conf")
+            with open(conf, "w") as f:
+                f.write("limits:\n" + "".join("  %s: %s\n" % kv for kv in self.LIMITS.items()))
+            self.addCleanup(os.unlink, conf)
+            extra = ["-c", conf]
+        self.broker = Broker(stomp=True, data_dir=self.data_dir, extra_args=extra)
         self._problems_before = self._problems()
         self._stopped_cleanly = False
         self.addCleanup(self._remove_data)

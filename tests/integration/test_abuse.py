@@ -741,29 +741,15 @@ class SlowPersistentSessionTest(FlowLeaveBase):
 
 
 @tern_only(NO_FLOW_IN_MOSQUITTO)
+@needs_broker_control("sets ternd's limits")
 class StompQueueFlowTest(StompTestCase):
     """A named queue without consumers takes max_offline_messages (200 here), then its producer
     waits (its RECEIPTs stop); a consumer arrives and drains it, and every RECEIPT comes. Nothing
     is dropped and the queue does not grow past its limit."""
 
     LIMIT = 200
+    LIMITS = {"max_offline_messages": LIMIT}
     N = 1000
-
-    def setUp(self):
-        if IS_MOSQUITTO or STOMP_EXTERNAL:
-            self.skipTest("ternd's limits")
-        conf_dir = tempfile.mkdtemp(prefix="tern-qflow-conf-")
-        self.addCleanup(shutil.rmtree, conf_dir, True)
-        conf = os.path.join(conf_dir, "qflow.conf")
-        with open(conf, "w") as f:
-            f.write("limits:\n  max_offline_messages: %d\n" % self.LIMIT)
-        self.data_dir = tempfile.mkdtemp(prefix="tern-qflow-")
-        self.broker = Broker(stomp=True, data_dir=self.data_dir, extra_args=["-c", conf])
-        self._problems_before = self._problems()
-        self._stopped_cleanly = False
-        self.addCleanup(self._remove_data)
-        self.addCleanup(self._stop_broker)
-        self.broker.start()
 
     def test_full_queue_holds_its_producer_until_drained(self):
         """1,000 SENDs with receipts to a queue nobody consumes: the RECEIPTs stop near 200 (the

@@ -5,12 +5,9 @@ default limit is still 1 MiB)."""
 
 import hashlib
 import os
-import shutil
-import tempfile
-import time
 import unittest
 
-from harness import Broker, StompTestCase, tern_only
+from harness import StompTestCase, needs_broker_control, tern_only
 
 MIB = 1 << 20
 
@@ -30,25 +27,10 @@ def payload(n, seed):
 
 
 @tern_only("ternd's limits and memory")
+@needs_broker_control("sets ternd's limits and reads its memory")
 class LargeMessageTest(StompTestCase):
     LIMITS = {"max_packet_size": 20 * MIB}
     SANITIZED = "asan" in os.environ.get("TERND", "")
-
-    def setUp(self):
-        conf_dir = tempfile.mkdtemp(prefix="tern-large-conf-")
-        self.addCleanup(shutil.rmtree, conf_dir, True)
-        conf = os.path.join(conf_dir, "large.conf")
-        with open(conf, "w") as f:
-            f.write("limits:\n")
-            for key, value in self.LIMITS.items():
-                f.write("  %s: %s\n" % (key, value))
-        self.data_dir = tempfile.mkdtemp(prefix="tern-large-")
-        self.broker = Broker(stomp=True, data_dir=self.data_dir, extra_args=["-c", conf])
-        self._problems_before = self._problems()
-        self._stopped_cleanly = False
-        self.addCleanup(self._remove_data)
-        self.addCleanup(self._stop_broker)
-        self.broker.start()
 
     def test_16_mib_to_10_subscribers_costs_its_size_once(self):
         """One 16 MiB QoS 1 message to 10 MQTT subscribers: each gets it whole, and the broker's
