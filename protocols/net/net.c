@@ -309,13 +309,38 @@ write_cb(uv_write_t *req, int status)
     conn_flush(c);
 }
 
+/* The rest of c's output after a direct write took `written` of `total` bytes goes out
+ * asynchronously, from a request that owns the buffer and the references; new output collects in
+ * a fresh buffer meanwhile. 0 or a libuv error (nothing is then left pending). */
+static int
+write_rest(conn *c, size_t written, size_t total)
+{
+    wreq *w = tn_xmalloc(sizeof *w);
+    w->buf = c->out;
+    w->refs = c->refs;
+    w->done = written;
+    w->left = total - written;
+    w->req.data = c;
+    tn_buf_init(&c->out, c->out.max);
+    memset(&c->refs, 0, sizeof c->refs);
+    c->wr = w;
+    int r = wreq_next(c, w);
+    if (r < 0) {
+        c->wr = NULL;
+        orefs_release(&w->refs);
+        tn_buf_fini(&w->buf);
+        free(w);
+    }
+    return r;
+}
+
 /* Hands c's output to the kernel: directly when it takes it all, else one async write. */
 static void
 conn_flush(conn *c)
 {
     if (c->handle_closing)
         return;
-    while (!c->wr && (c->out.len > 0 || c->refs.n > 0)) {
+    if (!c->wr && (c->out.len > 0 || c->refs.n > 0)) {
         uv_buf_t iov[MAX_IOV];
         size_t total = c->out.len + c->refs.bytes, bytes;
         unsigned k = build_iov(&c->out, &c->refs, 0, iov, &bytes);
@@ -329,25 +354,7 @@ conn_flush(conn *c)
         if ((size_t)r == total) {
             c->out.len = 0; /* keep the memory for the next turn; the sweep trims idle ones */
             orefs_release(&c->refs);
-            break;
-        }
-        /* The rest goes out asynchronously, from a request that owns the buffer and the
-         * references; new output collects in a fresh buffer meanwhile. */
-        wreq *w = tn_xmalloc(sizeof *w);
-        w->buf = c->out;
-        w->refs = c->refs;
-        w->done = (size_t)r;
-        w->left = total - (size_t)r;
-        w->req.data = c;
-        tn_buf_init(&c->out, c->out.max);
-        memset(&c->refs, 0, sizeof c->refs);
-        c->wr = w;
-        r = wreq_next(c, w);
-        if (r < 0) {
-            c->wr = NULL;
-            orefs_release(&w->refs);
-            tn_buf_fini(&w->buf);
-            free(w);
+        } else if (write_rest(c, (size_t)r, total) != 0) {
             conn_abort(c, TN_CLOSE_PEER);
             return;
         }
