@@ -37,6 +37,8 @@ static const char *const proto_names[] = {"mqtt", "mqtts", "stomp", "stomps",
 #define N_PROTOS (sizeof proto_names / sizeof proto_names[0])
 
 static const tn_conf_limits default_limits = {
+    .max_message_size = 104857600,
+    .max_incoming_memory = 268435456,
     .max_packet_size = 1048576,
     .max_connections = 100000,
     .max_inflight = 100,
@@ -54,9 +56,12 @@ static const tn_conf_limits default_limits = {
 
 typedef struct file_listener {
     char *url;
+    char *max_message_size;
 } file_listener;
 
 typedef struct file_limits {
+    char *max_message_size;
+    char *max_incoming_memory;
     char *max_packet_size;
     char *max_connections;
     char *max_inflight;
@@ -85,29 +90,34 @@ typedef struct file_conf {
     file_store *store;
 } file_conf;
 
-/* One row per limit: its key, where it lives in both structs, its largest sane value. */
+/* One row per limit: its key, where it lives in both structs, its smallest and largest sane
+ * values. */
 static const struct {
     const char *name;
     size_t conf_off;
     size_t file_off;
+    uint32_t min;
     uint32_t max;
     const char *why_max; /* NULL when max is UINT32_MAX */
 } limit_fields[] = {
-#define LIMIT(name, max, why)                                                                      \
+#define LIMIT(name, min, max, why)                                                                 \
     {                                                                                              \
-#name, offsetof(tn_conf_limits, name), offsetof(file_limits, name), max, why               \
+#name, offsetof(tn_conf_limits, name), offsetof(file_limits, name), min, max, why          \
     }
-    LIMIT(max_packet_size, UINT32_MAX, NULL),
-    LIMIT(max_connections, UINT32_MAX, NULL),
-    LIMIT(max_inflight, 65535, "MQTT Receive Maximum is a 16-bit value"),
-    LIMIT(max_queued_messages, UINT32_MAX, NULL),
-    LIMIT(max_offline_messages, UINT32_MAX, NULL),
-    LIMIT(max_output_buffer, UINT32_MAX, NULL),
-    LIMIT(max_queue_memory, UINT32_MAX, NULL),
-    LIMIT(max_deliveries, UINT32_MAX, NULL),
-    LIMIT(slow_consumer_timeout, 86400000, "one day, in milliseconds"),
-    LIMIT(max_topic_levels, 65535, "an MQTT topic is at most 65535 bytes"),
-    LIMIT(close_timeout, 86400000, "one day, in milliseconds"),
+    LIMIT(max_message_size, 1, UINT32_MAX, NULL),
+    /* Less could not hold the first bytes of even one message in progress. */
+    LIMIT(max_incoming_memory, 65536, UINT32_MAX, NULL),
+    LIMIT(max_packet_size, 1, UINT32_MAX, NULL),
+    LIMIT(max_connections, 1, UINT32_MAX, NULL),
+    LIMIT(max_inflight, 1, 65535, "MQTT Receive Maximum is a 16-bit value"),
+    LIMIT(max_queued_messages, 1, UINT32_MAX, NULL),
+    LIMIT(max_offline_messages, 1, UINT32_MAX, NULL),
+    LIMIT(max_output_buffer, 1, UINT32_MAX, NULL),
+    LIMIT(max_queue_memory, 1, UINT32_MAX, NULL),
+    LIMIT(max_deliveries, 1, UINT32_MAX, NULL),
+    LIMIT(slow_consumer_timeout, 1, 86400000, "one day, in milliseconds"),
+    LIMIT(max_topic_levels, 1, 65535, "an MQTT topic is at most 65535 bytes"),
+    LIMIT(close_timeout, 1, 86400000, "one day, in milliseconds"),
 #undef LIMIT
 };
 #define N_LIMITS (sizeof limit_fields / sizeof limit_fields[0])
@@ -118,6 +128,7 @@ static const struct {
 
 static const cyaml_schema_field_t listener_fields[] = {
     CYAML_FIELD_STRING_PTR("url", CYAML_FLAG_POINTER, file_listener, url, 0, CYAML_UNLIMITED),
+    OPT_STRING("max_message_size", file_listener, max_message_size),
     CYAML_FIELD_END,
 };
 
@@ -126,6 +137,8 @@ static const cyaml_schema_value_t listener_schema = {
 };
 
 static const cyaml_schema_field_t limits_fields[] = {
+    OPT_STRING("max_message_size", file_limits, max_message_size),
+    OPT_STRING("max_incoming_memory", file_limits, max_incoming_memory),
     OPT_STRING("max_packet_size", file_limits, max_packet_size),
     OPT_STRING("max_connections", file_limits, max_connections),
     OPT_STRING("max_inflight", file_limits, max_inflight),
@@ -262,8 +275,10 @@ tn_conf_proto_name(tn_proto p)
 void
 tn_conf_init(tn_conf *c)
 {
-    static const tn_conf_listener def[] = {{TN_PROTO_MQTT, "127.0.0.1", 1883},
-                                           {TN_PROTO_STOMP, "127.0.0.1", 61613}};
+    static const tn_conf_listener def[] = {
+        {.proto = TN_PROTO_MQTT, .address = "127.0.0.1", .port = 1883},
+        {.proto = TN_PROTO_STOMP, .address = "127.0.0.1", .port = 61613},
+    };
     memset(c, 0, sizeof *c);
     c->listeners = copy_listeners(def, 2);
     c->n_listeners = 2;
@@ -290,6 +305,12 @@ tn_conf_listener_fini(tn_conf_listener *l)
 {
     free(l->address);
     l->address = NULL;
+}
+
+uint32_t
+tn_conf_listener_max_message(const tn_conf *c, const tn_conf_listener *l)
+{
+    return l->max_message_size ? l->max_message_size : c->limits.max_message_size;
 }
 
 void
@@ -408,6 +429,7 @@ tn_conf_parse_listen_url(const char *url, tn_conf_listener *l, char *err, size_t
     l->proto = (tn_proto)proto;
     l->address = tn_xstrdup(addr);
     l->port = (uint16_t)port;
+    l->max_message_size = 0;
     return 0;
 }
 
@@ -490,8 +512,8 @@ check(const tn_conf *c, char *path, size_t pathlen, char *what, size_t whatlen)
     for (size_t i = 0; i < N_LIMITS; i++) {
         uint32_t v = *(const uint32_t *)((const char *)&c->limits + limit_fields[i].conf_off);
         seterr(path, pathlen, "limits.%s", limit_fields[i].name);
-        if (v == 0) {
-            seterr(what, whatlen, "must be at least 1");
+        if (v < limit_fields[i].min) {
+            seterr(what, whatlen, "must be at least %u", (unsigned)limit_fields[i].min);
             return TN_EINVAL;
         }
         if (v > limit_fields[i].max) {
@@ -836,6 +858,21 @@ apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, si
             if (tn_conf_parse_listen_url(f->listeners[i].url, &ls[i], what, whatlen) != 0) {
                 seterr(path, pathlen, "listeners[%u].url", i);
                 free_listeners(ls, i);
+                return TN_EINVAL;
+            }
+            /* 0 in the struct means "not set", so the file may not say 0. */
+            const char *s = f->listeners[i].max_message_size;
+            if (!s)
+                continue;
+            bool number = parse_u32(s, &ls[i].max_message_size) == 0;
+            if (!number || ls[i].max_message_size == 0) {
+                seterr(path, pathlen, "listeners[%u].max_message_size", i);
+                if (number)
+                    seterr(what, whatlen, "must be at least 1");
+                else
+                    seterr(what, whatlen, "'%s' is not a whole number from 1 to %u", s,
+                           (unsigned)UINT32_MAX);
+                free_listeners(ls, i + 1);
                 return TN_EINVAL;
             }
         }

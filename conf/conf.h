@@ -24,12 +24,27 @@ typedef enum {
 
 typedef struct tn_conf_listener {
     tn_proto proto;
-    char *address; /* numeric IPv4 or IPv6 address, e.g. "127.0.0.1", "::1", "0.0.0.0" */
-    uint16_t port; /* 0 = pick a free port (tests) */
+    char *address;             /* numeric IPv4 or IPv6 address, e.g. "127.0.0.1", "::1" */
+    uint16_t port;             /* 0 = pick a free port (tests) */
+    uint32_t max_message_size; /* limits.max_message_size for this listener only; 0 = unset, use
+                                  the global one (tn_conf_listener_max_message()) */
 } tn_conf_listener;
 
 typedef struct tn_conf_limits {
-    uint32_t max_packet_size;       /* largest MQTT packet accepted (bytes), default 1 MiB */
+    uint32_t max_message_size;      /* largest message body (MQTT PUBLISH payload, STOMP SEND
+                                       body, ...) accepted on any protocol, in bytes; larger ones
+                                       are refused as soon as their length is known. Default
+                                       100 MiB. MQTT cannot carry more than 256 MiB whatever
+                                       this says. A listener may set its own. */
+    uint32_t max_incoming_memory;   /* bytes held, broker-wide, by messages still arriving; past
+                                       it, connections in the middle of a large message are not
+                                       read until it frees. Default 256 MiB, at least 64 KiB */
+    uint32_t max_packet_size;       /* largest MQTT packet other than PUBLISH (CONNECT with its
+                                       will, SUBSCRIBE, ...) and largest STOMP frame apart from
+                                       a SEND's body, in bytes; default 1 MiB. Before
+                                       max_message_size it also bounded messages: an old config
+                                       that raised it for large messages still loads, and now
+                                       only allows larger control packets. */
     uint32_t max_connections;       /* default 100000 */
     uint32_t max_inflight;          /* QoS 1/2 messages in flight to one client, default 100 */
     uint32_t max_queued_messages;   /* per-subscriber queue length before producers are slowed
@@ -80,17 +95,24 @@ int tn_conf_load_file(tn_conf *c, const char *path, char *err, size_t errlen);
 int tn_conf_load_string(tn_conf *c, const char *name, const char *yaml, char *err, size_t errlen);
 
 /* Parses "mqtt://127.0.0.1:1883", "mqtt://[::1]:1883" into l (address allocated, in canonical
- * form without brackets; free it with tn_conf_listener_fini()). The port is required; host names
- * and paths are rejected. TN_EINVAL with a message in err otherwise (l untouched). */
+ * form without brackets; free it with tn_conf_listener_fini()), with max_message_size 0 (the
+ * global limit). The port is required; host names and paths are rejected. TN_EINVAL with a
+ * message in err otherwise (l untouched). */
 int tn_conf_parse_listen_url(const char *url, tn_conf_listener *l, char *err, size_t errlen);
 /* Frees l->address (from tn_conf_parse_listen_url) and sets it to NULL. */
 void tn_conf_listener_fini(tn_conf_listener *l);
 /* Replaces all listeners by those given (used by --listen; copies). */
 void tn_conf_set_listeners(tn_conf *c, const tn_conf_listener *l, size_t n);
 
+/* The largest message accepted on listener l (one of c's): its own max_message_size if set,
+ * else c->limits.max_message_size. */
+uint32_t tn_conf_listener_max_message(const tn_conf *c, const tn_conf_listener *l);
+
 /* Checks the whole configuration (at least one listener, valid addresses, no duplicate
  * address:port except port 0, known log level, non-empty data_dir, every limit at least 1,
- * max_inflight at most 65535). TN_EINVAL with "FIELD: what is wrong" in err. */
+ * max_inflight at most 65535, max_incoming_memory at least 65536). TN_EINVAL with
+ * "FIELD: what is wrong" in err. A listener's max_message_size of 0 means unset; a file that
+ * sets it to 0 is refused by the loader. */
 int tn_conf_validate(const tn_conf *c, char *err, size_t errlen);
 
 const char *tn_conf_proto_name(tn_proto p); /* "mqtt", "mqtts", ... */

@@ -38,7 +38,7 @@ expect_error(const char *yaml, const char *want)
 static void
 expect_url_error(const char *url, const char *want)
 {
-    tn_conf_listener l = {TN_PROTO_WSS, NULL, 7};
+    tn_conf_listener l = {TN_PROTO_WSS, NULL, 7, 9};
     char err[512] = "";
     CU_ASSERT_EQUAL(tn_conf_parse_listen_url(url, &l, err, sizeof err), TN_EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
@@ -46,6 +46,7 @@ expect_url_error(const char *url, const char *want)
         fprintf(stderr, "\n  url: %s\n  got:  %s\n  want: ...%s...\n", url, err, want);
     CU_ASSERT_PTR_NULL(l.address); /* untouched */
     CU_ASSERT_EQUAL(l.port, 7);
+    CU_ASSERT_EQUAL(l.max_message_size, 9);
 }
 
 static void
@@ -53,10 +54,13 @@ expect_url(const char *url, tn_proto proto, const char *address, unsigned port)
 {
     tn_conf_listener l;
     char err[256] = "";
+    memset(&l, 0xff, sizeof l);
+    l.address = NULL;
     CU_ASSERT_EQUAL_FATAL(tn_conf_parse_listen_url(url, &l, err, sizeof err), 0);
     CU_ASSERT_EQUAL(l.proto, proto);
     CU_ASSERT_STRING_EQUAL(l.address, address);
     CU_ASSERT_EQUAL(l.port, port);
+    CU_ASSERT_EQUAL(l.max_message_size, 0); /* the global limit */
     tn_conf_listener_fini(&l);
     CU_ASSERT_PTR_NULL(l.address);
 }
@@ -66,8 +70,10 @@ is_default(const tn_conf *c)
 {
     return c->n_listeners == 2 && c->listeners[0].proto == TN_PROTO_MQTT &&
            strcmp(c->listeners[0].address, "127.0.0.1") == 0 && c->listeners[0].port == 1883 &&
-           c->listeners[1].proto == TN_PROTO_STOMP && c->listeners[1].port == 61613 &&
+           c->listeners[0].max_message_size == 0 && c->listeners[1].proto == TN_PROTO_STOMP &&
+           c->listeners[1].port == 61613 && c->listeners[1].max_message_size == 0 &&
            strcmp(c->data_dir, "./data") == 0 && strcmp(c->log_level, "info") == 0 &&
+           c->limits.max_message_size == 104857600 && c->limits.max_incoming_memory == 268435456 &&
            c->limits.max_packet_size == 1048576 && c->limits.max_connections == 100000 &&
            c->limits.max_inflight == 100 && c->limits.max_queued_messages == 1000 &&
            c->limits.max_offline_messages == 1000000 && c->limits.max_output_buffer == 1048576 &&
@@ -99,6 +105,12 @@ test_defaults(void)
     char err[256] = "";
     tn_conf_init(&c);
     CU_ASSERT_TRUE(is_default(&c));
+    CU_ASSERT_EQUAL(c.limits.max_message_size, 100u << 20);
+    CU_ASSERT_EQUAL(c.limits.max_incoming_memory, 256u << 20);
+    CU_ASSERT_EQUAL(c.limits.max_packet_size, 1u << 20);
+    CU_ASSERT_EQUAL(c.listeners[0].max_message_size, 0);
+    CU_ASSERT_EQUAL(tn_conf_listener_max_message(&c, &c.listeners[0]), 100u << 20);
+    CU_ASSERT_EQUAL(tn_conf_listener_max_message(&c, &c.listeners[1]), 100u << 20);
     CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
     tn_conf_fini(&c);
     CU_ASSERT_PTR_NULL(c.listeners);
@@ -119,9 +131,12 @@ test_full_file(void)
                        "  - url: ws://127.0.0.1:8080\n"
                        "  - url: wss://127.0.0.1:0\n"
                        "  - url: stomps://127.0.0.1:0\n"
+                       "    max_message_size: 4294967295\n"
                        "data_dir: /var/lib/tern\n"
                        "log_level: debug\n"
                        "limits:\n"
+                       "  max_message_size: 1\n"
+                       "  max_incoming_memory: 65536\n"
                        "  max_packet_size: 2048\n"
                        "  max_connections: 10\n"
                        "  max_inflight: 65535\n"
@@ -149,8 +164,12 @@ test_full_file(void)
     CU_ASSERT_EQUAL(c.listeners[6].port, 0);
     CU_ASSERT_EQUAL(c.listeners[7].proto, TN_PROTO_STOMPS);
     CU_ASSERT_EQUAL(c.listeners[7].port, 0); /* port 0 twice on one address is fine */
+    CU_ASSERT_EQUAL(c.listeners[6].max_message_size, 0);
+    CU_ASSERT_EQUAL(c.listeners[7].max_message_size, 4294967295u);
     CU_ASSERT_STRING_EQUAL(c.data_dir, "/var/lib/tern");
     CU_ASSERT_STRING_EQUAL(c.log_level, "debug");
+    CU_ASSERT_EQUAL(c.limits.max_message_size, 1);
+    CU_ASSERT_EQUAL(c.limits.max_incoming_memory, 65536);
     CU_ASSERT_EQUAL(c.limits.max_packet_size, 2048);
     CU_ASSERT_EQUAL(c.limits.max_connections, 10);
     CU_ASSERT_EQUAL(c.limits.max_inflight, 65535);
@@ -343,6 +362,89 @@ test_bad_values(void)
     expect_error("limits: *a\n", "t.conf:1:9: limits: No anchor found for alias: 'a'");
 }
 
+/* limits.max_message_size, limits.max_incoming_memory and a listener's own max_message_size. */
+static void
+test_message_size(void)
+{
+    tn_conf c;
+    char err[512] = "";
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL_FATAL(tn_conf_load_string(&c, "t.conf",
+                                              "listeners:\n"
+                                              "  - url: mqtt://127.0.0.1:1883\n"
+                                              "  - url: stomp://127.0.0.1:61613\n"
+                                              "    max_message_size: 1073741824\n"
+                                              "  - max_message_size: 1024\n"
+                                              "    url: ws://127.0.0.1:8080\n"
+                                              "limits:\n"
+                                              "  max_message_size: 209715200\n"
+                                              "  max_incoming_memory: 536870912\n",
+                                              err, sizeof err),
+                          0);
+    CU_ASSERT_STRING_EQUAL(err, "");
+    CU_ASSERT_EQUAL(c.limits.max_message_size, 209715200);
+    CU_ASSERT_EQUAL(c.limits.max_incoming_memory, 536870912);
+    CU_ASSERT_EQUAL(c.limits.max_packet_size, 1048576); /* kept */
+    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 3);
+    CU_ASSERT_EQUAL(c.listeners[0].max_message_size, 0);
+    CU_ASSERT_EQUAL(c.listeners[1].max_message_size, 1073741824);
+    CU_ASSERT_EQUAL(c.listeners[2].max_message_size, 1024);
+    CU_ASSERT_EQUAL(tn_conf_listener_max_message(&c, &c.listeners[0]), 209715200);
+    CU_ASSERT_EQUAL(tn_conf_listener_max_message(&c, &c.listeners[1]), 1073741824);
+    CU_ASSERT_EQUAL(tn_conf_listener_max_message(&c, &c.listeners[2]), 1024);
+
+    /* A later global change reaches the listeners without their own value only. */
+    CU_ASSERT_EQUAL(
+        tn_conf_load_string(&c, "u.conf", "limits:\n  max_message_size: 5\n", err, sizeof err), 0);
+    CU_ASSERT_EQUAL(tn_conf_listener_max_message(&c, &c.listeners[0]), 5);
+    CU_ASSERT_EQUAL(tn_conf_listener_max_message(&c, &c.listeners[1]), 1073741824);
+
+    /* --listen replaces them all with listeners using the global limit. */
+    tn_conf_listener l;
+    CU_ASSERT_EQUAL_FATAL(tn_conf_parse_listen_url("stomp://[::1]:1", &l, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(l.max_message_size, 0);
+    tn_conf_set_listeners(&c, &l, 1);
+    tn_conf_listener_fini(&l);
+    CU_ASSERT_EQUAL(c.listeners[0].max_message_size, 0);
+    CU_ASSERT_EQUAL(tn_conf_listener_max_message(&c, &c.listeners[0]), 5);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
+    tn_conf_fini(&c);
+
+    /* An old config that raised max_packet_size for large messages still loads. */
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "old.conf", "limits:\n  max_packet_size: 20971520\n",
+                                        err, sizeof err),
+                    0);
+    CU_ASSERT_EQUAL(c.limits.max_packet_size, 20971520);
+    CU_ASSERT_EQUAL(c.limits.max_message_size, 104857600);
+    tn_conf_fini(&c);
+
+    expect_error("limits:\n  max_message_size: 0\n",
+                 "t.conf:2:21: limits.max_message_size: must be at least 1");
+    expect_error("limits:\n  max_message_size: 4294967296\n",
+                 "t.conf:2:21: limits.max_message_size: '4294967296' is not a whole number from 0 "
+                 "to 4294967295");
+    expect_error("limits:\n  max_incoming_memory: 65535\n",
+                 "t.conf:2:24: limits.max_incoming_memory: must be at least 65536");
+    expect_error("limits:\n  max_incoming_memory: 0\n",
+                 "t.conf:2:24: limits.max_incoming_memory: must be at least 65536");
+    expect_error("listeners:\n"
+                 "  - url: mqtt://127.0.0.1:1\n"
+                 "  - url: mqtt://127.0.0.1:2\n"
+                 "    max_message_size: 0\n",
+                 "t.conf:4:23: listeners[1].max_message_size: must be at least 1");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:1\n    max_message_size: 1MiB\n",
+                 "t.conf:3:23: listeners[0].max_message_size: '1MiB' is not a whole number from 1 "
+                 "to 4294967295");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:1\n    max_message_size: -1\n",
+                 "t.conf:3:23: listeners[0].max_message_size: '-1' is not a whole number from 1 "
+                 "to 4294967295");
+    expect_error("listeners:\n  - max_message_size: 10\n",
+                 "t.conf:2:5: listeners[0]: missing key 'url'");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:1\n    max_message: 10\n",
+                 "t.conf:3:5: listeners[0]: unknown key 'max_message'");
+}
+
 static void
 test_url_parser(void)
 {
@@ -400,7 +502,7 @@ test_set_listeners(void)
     tn_conf c;
     char err[256] = "";
     char a0[] = "127.0.0.1", a1[] = "::1";
-    tn_conf_listener ls[2] = {{TN_PROTO_AMQP, a0, 5672}, {TN_PROTO_WS, a1, 8080}};
+    tn_conf_listener ls[2] = {{TN_PROTO_AMQP, a0, 5672, 0}, {TN_PROTO_WS, a1, 8080, 4096}};
     tn_conf_init(&c);
     tn_conf_set_listeners(&c, ls, 2);
     a0[0] = 'X'; /* copied: the caller's strings are not kept */
@@ -410,12 +512,15 @@ test_set_listeners(void)
     CU_ASSERT_STRING_EQUAL(c.listeners[0].address, "127.0.0.1");
     CU_ASSERT_EQUAL(c.listeners[0].proto, TN_PROTO_AMQP);
     CU_ASSERT_EQUAL(c.listeners[1].port, 8080);
+    CU_ASSERT_EQUAL(c.listeners[0].max_message_size, 0);
+    CU_ASSERT_EQUAL(c.listeners[1].max_message_size, 4096);
     CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
 
     /* From its own array (the old one is freed after copying). */
     tn_conf_set_listeners(&c, c.listeners + 1, 1);
     CU_ASSERT_EQUAL_FATAL(c.n_listeners, 1);
     CU_ASSERT_STRING_EQUAL(c.listeners[0].address, "::1");
+    CU_ASSERT_EQUAL(c.listeners[0].max_message_size, 4096);
 
     /* From URLs, as ternd --listen does. */
     tn_conf_listener parsed[2];
@@ -425,6 +530,9 @@ test_set_listeners(void)
     tn_conf_listener_fini(&parsed[0]);
     tn_conf_listener_fini(&parsed[1]);
     CU_ASSERT_STRING_EQUAL(c.listeners[1].address, "::");
+    CU_ASSERT_EQUAL(c.listeners[0].max_message_size, 0); /* --listen: the global limit */
+    CU_ASSERT_EQUAL(c.listeners[1].max_message_size, 0);
+    CU_ASSERT_EQUAL(tn_conf_listener_max_message(&c, &c.listeners[1]), 104857600);
     CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
 
     tn_conf_set_listeners(&c, NULL, 0);
@@ -442,24 +550,36 @@ test_validate(void)
     char bad[] = "localhost", v4[] = "127.0.0.1", v6[] = "0:0::1", v6b[] = "::1";
     tn_conf_init(&c);
 
-    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_MQTT, bad, 1}}, 1);
+    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_MQTT, bad, 1, 0}}, 1);
     CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
     CU_ASSERT_STRING_EQUAL(err, "listeners[0].url: 'localhost' is not a numeric IP address");
 
     tn_conf_set_listeners(
-        &c, (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 1}, {TN_PROTO_MQTT, v6, 1}, {7, v6b, 1}}, 3);
+        &c,
+        (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 1, 0}, {TN_PROTO_MQTT, v6, 1, 0}, {7, v6b, 1, 0}},
+        3);
     CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
     CU_ASSERT_STRING_EQUAL(err, "listeners[2].url: [::1]:1 is already used by listeners[1]");
 
-    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 0}, {99, v4, 0}}, 2);
+    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 0, 0}, {99, v4, 0, 0}}, 2);
     CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
     CU_ASSERT_STRING_EQUAL(err, "listeners[1].url: unknown protocol 99");
 
-    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 0}}, 1);
+    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 0, 0}}, 1);
     c.limits.max_output_buffer = 0;
     CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
     CU_ASSERT_STRING_EQUAL(err, "limits.max_output_buffer: must be at least 1");
     c.limits.max_output_buffer = 1;
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, NULL, 0), 0);
+
+    c.limits.max_message_size = 0;
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "limits.max_message_size: must be at least 1");
+    c.limits.max_message_size = 1;
+    c.limits.max_incoming_memory = 65535;
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "limits.max_incoming_memory: must be at least 65536");
+    c.limits.max_incoming_memory = 65536;
     CU_ASSERT_EQUAL(tn_conf_validate(&c, NULL, 0), 0);
 
     free(c.data_dir);
@@ -541,12 +661,12 @@ test_example(void)
     char err[512] = "";
     tn_conf_init(&c);
     char other[] = "10.0.0.1";
-    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_WS, other, 1}}, 1);
+    tn_conf_set_listeners(&c, (tn_conf_listener[]){{TN_PROTO_WS, other, 1, 12345}}, 1);
     free(c.data_dir);
     free(c.log_level);
     c.data_dir = tn_xstrdup("/elsewhere");
     c.log_level = tn_xstrdup("debug");
-    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
     free(c.store.sync);
     c.store.sync = tn_xstrdup("never");
     c.store.sync_interval_ms = 7;
@@ -603,6 +723,7 @@ main(int argc, char **argv)
         CU_add_test(s, "wrong_types", test_wrong_types);
         CU_add_test(s, "bad_listeners", test_bad_listeners);
         CU_add_test(s, "bad_values", test_bad_values);
+        CU_add_test(s, "message_size", test_message_size);
         CU_add_test(s, "url_parser", test_url_parser);
         CU_add_test(s, "set_listeners", test_set_listeners);
         CU_add_test(s, "validate", test_validate);
