@@ -588,6 +588,7 @@ retain(tn_broker *b, tn_message *m)
         if (old)
             tn_broker__log_retain(b, m, false);
     } else {
+        tn_message_uncharge(m); /* retained memory is not the incoming budget's */
         tn_topictree_put(b->retained, m->name, tn_message_ref(m), &old);
         tn_broker__log_retain(b, m, true);
     }

@@ -46,6 +46,8 @@ typedef struct tn_broker_limits {
                                   for this long is a slow consumer: QoS 0 to it is dropped and
                                   producers stop waiting on it (0: never; needs tn_broker_tick) */
     uint32_t max_topic_levels; /* topic names and filters with more levels are refused (0: any) */
+    uint64_t max_incoming;     /* bytes held by large messages arriving and waiting in memory,
+                                  broker-wide (0: any); see tn_intake */
 } tn_broker_limits;
 
 typedef struct tn_broker_stats {
@@ -58,6 +60,8 @@ typedef struct tn_broker_stats {
     uint32_t sessions;
     uint32_t retained;
     uint64_t paged; /* queued deliveries held on disk only (read back as clients catch up) */
+    uint64_t incoming_bytes;   /* held by large messages arriving or waiting (tn_intake) */
+    uint32_t incoming_waiting; /* connections waiting for room to receive a large message */
 } tn_broker_stats;
 
 typedef struct tn_session_ops {
@@ -110,6 +114,36 @@ bool tn_broker_levels_ok(const tn_broker *b, const char *name);
 void tn_broker_free(tn_broker *b);
 void tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out);
 const tn_broker_limits *tn_broker_get_limits(const tn_broker *b);
+
+/*
+ * Memory for large messages: a connection receiving one reserves its bytes from one
+ * broker-wide budget (max_incoming) before it holds them; once whole, the message keeps its
+ * payload charged until it is freed (delivered to every subscriber) or stored as retained, so
+ * large messages arriving and waiting in memory stay within the budget. A reservation that does
+ * not fit waits, oldest first: the connection stops reading (only it; small messages and acks
+ * of others flow on) until resume() says the bytes are its own. One message larger than the
+ * whole budget gets through alone; a holder may grow (a STOMP body of unknown length) by
+ * reserving more, and the oldest holder always may, so holders never wait for each other.
+ */
+typedef struct tn_intake tn_intake;
+struct tn_intake {
+    uint64_t held;          /* bytes granted */
+    uint64_t want;          /* bytes asked for while waiting */
+    uint64_t seq;           /* when it began (0: holds nothing, waits for nothing) */
+    bool waiting;           /* in the queue: resume() comes once want is granted */
+    tn_intake *prev, *next; /* in the broker's list of holders and waiters, by seq */
+    void (*resume)(tn_intake *t);
+};
+/* Reserves n more bytes for t. Returns 0 when granted now (t->held grew by n), TN_EAGAIN when t
+ * must wait: resume(t) is called once they are (not from inside this call). */
+int tn_intake_reserve(tn_broker *b, tn_intake *t, uint64_t n);
+/* Gives back everything t holds and leaves the queue; waiters that now fit are granted, oldest
+ * first (their resume() runs inside this call). Harmless when t holds nothing. */
+void tn_intake_release(tn_broker *b, tn_intake *t);
+/* The message t was receiving is whole: its payload stays charged to the budget until the
+ * message is freed (it waits in memory for its subscribers), the rest t holds is given back,
+ * as by tn_intake_release(). A retained message is uncharged when stored. */
+void tn_intake_charge(tn_broker *b, tn_intake *t, tn_message *m);
 
 /*
  * Opens the session for client_id (any bytes, len given) for the connection ops/ctx.

@@ -79,6 +79,10 @@ struct tn_broker {
     route *routes; /* scratch, reused by every publish */
     size_t n_routes, cap_routes;
     tn_broker_stats stats;
+    tn_intake *intake_head, *intake_tail; /* holders and waiters, oldest first */
+    uint64_t intake_used;                 /* arriving and charged bytes */
+    tn_message_owner large_owner;         /* the owner of charged messages */
+    uint64_t intake_seq;
 };
 
 /* Record types of the journal (core/store). Payloads: s = u16 length + bytes, u8/u64 little

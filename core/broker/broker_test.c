@@ -995,6 +995,96 @@ test_named_queues(void)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
+/* The incoming budget: fits are granted at once, the rest wait oldest first, the oldest holder
+ * always moves (even past the budget, and when it grows), and a release wakes waiters in order. */
+typedef struct intake_rec {
+    tn_intake t;
+    int resumed;
+} intake_rec;
+
+static int resume_order[8], n_resumed;
+
+static void
+intake_resumed(tn_intake *t)
+{
+    intake_rec *r = TN_CONTAINER_OF(t, intake_rec, t);
+    r->resumed++;
+    if (n_resumed < 8)
+        resume_order[n_resumed++] = (int)t->seq;
+}
+
+static void
+test_intake_budget(void)
+{
+    tn_broker_limits l = {
+        .max_inflight = 10, .max_queued = 10, .max_offline = 10, .max_incoming = 100};
+    tn_broker *b = tn_broker_new(&l);
+    intake_rec r[5] = {0};
+    for (int i = 0; i < 5; i++)
+        r[i].t.resume = intake_resumed;
+    n_resumed = 0;
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[0].t, 60), 0);
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[1].t, 30), 0);
+    /* 60 + 30 + 20 > 100: waits; then a small one that would fit waits behind it (FIFO). */
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[2].t, 20), TN_EAGAIN);
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[3].t, 5), TN_EAGAIN);
+    tn_broker_stats st;
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.incoming_bytes, 90);
+    CU_ASSERT_EQUAL(st.incoming_waiting, 2);
+    /* The oldest holder grows past the budget: granted, it must finish for anyone to move. */
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[0].t, 50), 0);
+    CU_ASSERT_EQUAL(r[0].t.held, 110);
+    /* A younger holder growing past the budget waits. */
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[1].t, 10), TN_EAGAIN);
+    tn_intake_release(b, &r[0].t); /* 0 + 30 used: r1 (+10), r2 (20), r3 (5) all fit */
+    CU_ASSERT_EQUAL(n_resumed, 3);
+    CU_ASSERT_EQUAL(r[1].resumed, 1);
+    CU_ASSERT_EQUAL(r[2].resumed, 1);
+    CU_ASSERT_EQUAL(r[3].resumed, 1);
+    CU_ASSERT(resume_order[0] < resume_order[1] && resume_order[1] < resume_order[2]);
+    CU_ASSERT_EQUAL(r[1].t.held, 40);
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.incoming_bytes, 65);
+    CU_ASSERT_EQUAL(st.incoming_waiting, 0);
+    /* One message larger than the whole budget still goes through once it is the oldest. */
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[4].t, 500), TN_EAGAIN);
+    tn_intake_release(b, &r[1].t);
+    tn_intake_release(b, &r[2].t);
+    CU_ASSERT_EQUAL(r[4].resumed, 0);
+    tn_intake_release(b, &r[3].t); /* a waiter leaving: harmless */
+    CU_ASSERT_EQUAL(r[4].resumed, 1);
+    CU_ASSERT_EQUAL(r[4].t.held, 500);
+    /* A waiter that goes away (its connection closed) frees its place in the queue. */
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[0].t, 10), TN_EAGAIN);
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[1].t, 10), TN_EAGAIN);
+    tn_intake_release(b, &r[0].t);
+    CU_ASSERT_EQUAL(r[1].resumed, 1); /* not yet: r4 still holds 500 */
+    tn_intake_release(b, &r[4].t);
+    CU_ASSERT_EQUAL(r[1].resumed, 2);
+    tn_intake_release(b, &r[1].t);
+    tn_intake_release(b, &r[1].t); /* twice: harmless */
+    /* A whole message keeps its payload charged until it is freed. */
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[0].t, 60), 0);
+    uint8_t *dst;
+    tn_message *m = tn_message_alloc("big", 3, NULL, 0, 50, 1, false, &dst);
+    tn_intake_charge(b, &r[0].t, m);
+    CU_ASSERT_EQUAL(r[0].t.held, 0);
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.incoming_bytes, 50);
+    CU_ASSERT_EQUAL(tn_intake_reserve(b, &r[1].t, 60), TN_EAGAIN);
+    tn_message_ref(m);
+    tn_message_unref(m);
+    CU_ASSERT_EQUAL(r[1].resumed, 2);
+    tn_message_unref(m); /* freed: its 50 bytes are given back */
+    CU_ASSERT_EQUAL(r[1].resumed, 3);
+    tn_intake_release(b, &r[1].t);
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.incoming_bytes, 0);
+    CU_ASSERT_EQUAL(st.incoming_waiting, 0);
+    tn_broker_free(b);
+}
+
 int
 main(void)
 {
@@ -1023,5 +1113,6 @@ main(void)
     CU_add_test(s, "packet_ids", test_packet_ids);
     CU_add_test(s, "journal_replay", test_journal_replay);
     CU_add_test(s, "journal_compaction", test_journal_compaction);
+    CU_add_test(s, "intake_budget", test_intake_budget);
     return tn_test_run();
 }

@@ -60,6 +60,18 @@ tn_message *
 tn_message_new_props(const char *name, size_t name_len, const void *props, size_t props_len,
                      const void *payload, size_t payload_len, uint8_t qos, bool retain)
 {
+    uint8_t *p;
+    tn_message *m =
+        tn_message_alloc(name, name_len, props, props_len, payload_len, qos, retain, &p);
+    if (m && payload_len)
+        memcpy(p, payload, payload_len);
+    return m;
+}
+
+tn_message *
+tn_message_alloc(const char *name, size_t name_len, const void *props, size_t props_len,
+                 size_t payload_len, uint8_t qos, bool retain, uint8_t **payload)
+{
     if (name_len > UINT32_MAX || payload_len > UINT32_MAX || props_len > UINT16_MAX)
         return NULL;
     bool small;
@@ -76,8 +88,7 @@ tn_message_new_props(const char *name, size_t name_len, const void *props, size_
     m->props = pr;
     m->props_len = (uint32_t)props_len;
     uint8_t *p = pr + props_len;
-    if (payload_len)
-        memcpy(p, payload, payload_len);
+    *payload = p;
     m->refs = 1;
     m->qos = qos;
     m->retain = retain;
@@ -85,6 +96,7 @@ tn_message_new_props(const char *name, size_t name_len, const void *props, size_
     m->name_len = (uint32_t)name_len;
     m->payload_len = (uint32_t)payload_len;
     m->id = 0;
+    m->owner = NULL;
     m->name = n;
     m->payload = p;
     return m;
@@ -104,8 +116,20 @@ tn_message_unref(tn_message *m)
     if (!m)
         return;
     tn_assert(m->refs > 0);
-    if (--m->refs == 0)
+    if (--m->refs == 0) {
+        tn_message_uncharge(m);
         block_free(m, m->small);
+    }
+}
+
+void
+tn_message_uncharge(tn_message *m)
+{
+    tn_message_owner *o = m->owner;
+    if (o) {
+        m->owner = NULL;
+        o->freed(o, m);
+    }
 }
 
 size_t

@@ -14,6 +14,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct tn_message;
+/* Who is told when a message is freed (a budget its bytes are charged to; see tn_message.owner). */
+typedef struct tn_message_owner {
+    void (*freed)(struct tn_message_owner *o, const struct tn_message *m);
+} tn_message_owner;
+
 typedef struct tn_message {
     uint32_t refs;
     uint8_t qos;     /* QoS the publisher sent it with (0, 1, 2) */
@@ -26,7 +32,8 @@ typedef struct tn_message {
     uint64_t id;      /* broker-wide sequence number, set by the broker on publish */
     const char *name; /* canonical core name ('.' separated), NUL-terminated */
     const uint8_t *payload;
-    const uint8_t *props; /* properties (headers), see tn_props_add; props_len bytes */
+    const uint8_t *props;    /* properties (headers), see tn_props_add; props_len bytes */
+    tn_message_owner *owner; /* NULL, or told once when the message is freed or uncharged */
 } tn_message;
 
 /*
@@ -51,10 +58,17 @@ tn_message *tn_message_new(const char *name, size_t name_len, const void *payloa
 tn_message *tn_message_new_props(const char *name, size_t name_len, const void *props,
                                  size_t props_len, const void *payload, size_t payload_len,
                                  uint8_t qos, bool retain);
+/* A message whose payload_len bytes of payload the caller writes through *payload before anyone
+ * else sees it (a large message filled as it arrives, held once). NULL when out of memory. */
+tn_message *tn_message_alloc(const char *name, size_t name_len, const void *props, size_t props_len,
+                             size_t payload_len, uint8_t qos, bool retain, uint8_t **payload);
 /* Another reference to m (returns m). */
 tn_message *tn_message_ref(tn_message *m);
 /* Drops one reference; frees at zero. NULL is a no-op. */
 void tn_message_unref(tn_message *m);
+/* Tells m's owner (if any) now rather than when m is freed, and forgets it: m's memory is
+ * accounted elsewhere from now on (a retained message). */
+void tn_message_uncharge(tn_message *m);
 /* Bytes this message holds in memory (for limits and statistics). */
 size_t tn_message_size(const tn_message *m);
 

@@ -699,6 +699,71 @@ tn_mqtt_decode(tn_mqtt_decoder *d, const uint8_t *buf, size_t len, size_t *used,
     return 0;
 }
 
+int
+tn_mqtt_decode_publish_head(tn_mqtt_decoder *d, const uint8_t *buf, size_t len, size_t *used,
+                            tn_mqtt_packet *pkt)
+{
+    uint32_t rl;
+    int n, rc;
+
+    *used = 0;
+    d->error = NULL;
+    d->connack_rc = -1;
+    if (len == 0)
+        return TN_EAGAIN;
+    if (buf[0] >> 4 != TN_MQTT_PUBLISH)
+        return TN_EINVAL;
+    if ((rc = check_first_byte(d, buf[0])) != 0)
+        return rc;
+    n = varint_get(buf + 1, len - 1, &rl);
+    if (n == 0)
+        return TN_EAGAIN;
+    if (n < 0)
+        return fail(d, "remaining length longer than 4 bytes");
+    uint32_t size = 1 + (uint32_t)n + rl;
+    if (size > d->max_packet) {
+        d->error = "packet larger than the maximum packet size";
+        return TN_ETOOBIG;
+    }
+    if ((rc = check_length(d, buf[0] >> 4, rl)) != 0)
+        return rc;
+    /* The variable header's length, from what has arrived of it. */
+    const uint8_t *q = buf + 1 + n;
+    size_t have = (len < size ? len : size) - (1 + (size_t)n);
+    uint8_t qos = (buf[0] >> 1) & 3;
+    if (rl < 2)
+        return fail(d, "truncated topic name");
+    if (have < 2)
+        return TN_EAGAIN;
+    size_t vh = 2 + (size_t)(q[0] << 8 | q[1]) + (qos > 0 ? 2 : 0);
+    if (is_v5(d) && vh < rl) {
+        uint32_t plen;
+        if (have <= vh)
+            return TN_EAGAIN;
+        int k = varint_get(q + vh, have - vh, &plen);
+        if (k == 0 && have < rl)
+            return TN_EAGAIN;
+        if (k <= 0)
+            return fail(d, "bad property length");
+        vh += (size_t)k + plen;
+    }
+    if (vh > rl)
+        return fail(d, "truncated PUBLISH variable header");
+    if (have < vh)
+        return TN_EAGAIN;
+    memset(pkt, 0, sizeof *pkt);
+    pkt->type = TN_MQTT_PUBLISH;
+    pkt->flags = buf[0] & 0x0f;
+    pkt->size = size;
+    reader r = {q, q + vh};
+    if ((rc = decode_publish(d, &r, pkt->flags, &pkt->u.publish)) != 0)
+        return rc;
+    pkt->u.publish.payload.p = NULL; /* not here yet */
+    pkt->u.publish.payload.len = (uint32_t)(rl - vh);
+    *used = 1 + (size_t)n + vh;
+    return 0;
+}
+
 bool
 tn_mqtt_list_begin(const tn_mqtt_list *l, tn_mqtt_list_iter *it)
 {

@@ -164,6 +164,17 @@ void tn_mqtt_decoder_init(tn_mqtt_decoder *d, tn_mqtt_role role, uint32_t max_pa
 int tn_mqtt_decode(tn_mqtt_decoder *d, const uint8_t *buf, size_t len, size_t *used,
                    tn_mqtt_packet *pkt);
 
+/*
+ * The head of a PUBLISH whose payload is still arriving (a large message, received straight into
+ * its place): decodes the fixed header and the variable header from buf[0..len), which starts at
+ * the packet. Returns 0 with pkt as tn_mqtt_decode would give it, except payload.p is NULL and
+ * payload.len is the payload's length; *used = the bytes of both headers. TN_EAGAIN while the
+ * variable header has not all arrived; TN_EINVAL when buf does not start a PUBLISH; the errors of
+ * tn_mqtt_decode otherwise. The decoder's state does not change: call it again from the start.
+ */
+int tn_mqtt_decode_publish_head(tn_mqtt_decoder *d, const uint8_t *buf, size_t len, size_t *used,
+                                tn_mqtt_packet *pkt);
+
 /* Next entry of a decoded list. SUBSCRIBE: filter + options byte (QoS in the low 2 bits);
  * UNSUBSCRIBE: filter, *opts = 0; SUBACK, UNSUBACK (5.0): *opts = return code, filter empty.
  * Returns false at the end. */

@@ -83,6 +83,16 @@ tn_mqtt__too_deep(mconn *c, const char *what)
 }
 
 int
+tn_mqtt__too_big(mconn *c, size_t n)
+{
+    tn_log_warn("MQTT-TOO-BIG",
+                "%s: PUBLISH with a %zu byte payload, over max_message_size (%u), closing",
+                c->io->peer(c->ioc), n, c->m->conf.max_message);
+    close_now(c);
+    return TN_ETOOBIG;
+}
+
+int
 tn_mqtt__out_result(mconn *c, int rc)
 {
     if (rc != 0)
@@ -153,6 +163,26 @@ flow_resume(tn_flow *f)
         c->io->wake(c->ioc);
 }
 
+/* Room for a large PUBLISH was granted: go on reading it. */
+static void
+intake_resume(tn_intake *t)
+{
+    mconn *c = TN_CONTAINER_OF(t, mconn, intake);
+    if (c->state != ST_CLOSING)
+        c->io->wake(c->ioc);
+}
+
+/* The decoder takes packets up to the largest PUBLISH (payload, topic, packet id and the
+ * fixed header); other packets are held to max_packet by the adapter. */
+static uint32_t
+decoder_limit(const tn_mqtt_conf *conf)
+{
+    uint64_t l = (uint64_t)conf->max_message + 65535 + 2 + 2 + 5;
+    if (l < conf->max_packet)
+        l = conf->max_packet;
+    return l > 268435455u + 5 ? 268435455u + 5 : (uint32_t)l;
+}
+
 static void *
 mqtt_open(void *proto, const tn_io *io, void *ioc)
 {
@@ -163,8 +193,9 @@ mqtt_open(void *proto, const tn_io *io, void *ioc)
     c->io = io;
     c->ioc = ioc;
     c->state = ST_CONNECT;
-    tn_mqtt_decoder_init(&c->dec, TN_MQTT_ROLE_SERVER, m->conf.max_packet);
+    tn_mqtt_decoder_init(&c->dec, TN_MQTT_ROLE_SERVER, decoder_limit(&m->conf));
     tn_flow_init(&c->flow, flow_resume);
+    c->intake.resume = intake_resume;
     tn_buf_init(&c->deferred, (size_t)m->conf.max_packet * 2 + 65536);
     io->set_deadline(ioc, io->now(ioc) + m->conf.connect_timeout_ms);
     return c;
@@ -176,6 +207,11 @@ mqtt_open(void *proto, const tn_io *io, void *ioc)
 static void
 close_now(mconn *c)
 {
+    if (c->big.msg) {
+        tn_message_unref(c->big.msg);
+        c->big.msg = NULL;
+    }
+    tn_intake_release(c->m->broker, &c->intake);
     c->state = ST_CLOSING;
     c->io->set_deadline(c->ioc, 0);
     c->io->close(c->ioc);
@@ -190,7 +226,8 @@ decode_error(mconn *c, int rc)
 {
     const char *peer = c->io->peer(c->ioc);
     if (rc == TN_ETOOBIG) {
-        tn_log_warn("MQTT-TOO-BIG", "%s: packet larger than max_packet_size %u, closing", peer,
+        tn_log_warn("MQTT-TOO-BIG",
+                    "%s: packet larger than the largest PUBLISH (%u bytes), closing", peer,
                     c->dec.max_packet);
     } else {
         tn_log_warn("MQTT-PROTOCOL", "%s: %s, closing", peer,
@@ -270,6 +307,24 @@ urgent(tn_mqtt_type t)
            t == TN_MQTT_PINGREQ;
 }
 
+/* Sets or clears one reason to stop reading. While reads are paused for the broker's sake, the
+ * client cannot be heard: its keep-alive is not timed until they resume. */
+static void
+set_pause(mconn *c, uint8_t why, bool on)
+{
+    uint8_t old = c->pauses;
+    c->pauses = on ? old | why : old & (uint8_t)~why;
+    if (!old == !c->pauses)
+        return;
+    c->io->pause(c->ioc, c->pauses != 0);
+    if (c->state != ST_CONNECTED)
+        return;
+    if (c->pauses)
+        c->io->set_deadline(c->ioc, 0);
+    else if (c->keepalive_ms)
+        c->io->set_deadline(c->ioc, c->io->now(c->ioc) + c->keepalive_ms);
+}
+
 /* Handles deferred packets in order until done or blocked again. */
 static int
 run_deferred(mconn *c)
@@ -296,11 +351,118 @@ run_deferred(mconn *c)
     tn_buf_consume(&c->deferred, off);
     if (c->deferred.len == 0)
         tn_buf_reset(&c->deferred);
-    if (c->paused && c->deferred.len == 0) {
-        c->paused = false;
-        c->io->pause(c->ioc, false);
-    }
+    if (c->deferred.len == 0)
+        set_pause(c, PAUSE_DEFERRED, false);
     return rc;
+}
+
+/* Copies the next bytes of a large PUBLISH into its message; publishes it once whole. Returns the
+ * bytes taken, or a negative TN_E* (closed). */
+static ssize_t
+big_feed(mconn *c, const uint8_t *p, size_t len)
+{
+    size_t take = c->big.need - c->big.got;
+    if (take > len)
+        take = len;
+    memcpy(c->big.dst + c->big.got, p, take);
+    c->big.got += take;
+    if (c->keepalive_ms && !c->pauses)
+        c->io->set_deadline(c->ioc, c->io->now(c->ioc) + c->keepalive_ms);
+    if (c->big.got < c->big.need)
+        return (ssize_t)take;
+    tn_message *msg = c->big.msg;
+    c->big.msg = NULL;
+    /* Whole: no longer arriving; its payload stays charged to the budget while it waits in
+     * memory for its subscribers. */
+    tn_intake_charge(c->m->broker, &c->intake, msg);
+    int rc = tn_mqtt__publish_message(c, msg, c->big.qos, c->big.pid);
+    tn_message_unref(msg);
+    if (rc < 0) {
+        if (c->state != ST_CLOSING)
+            close_now(c);
+        return rc;
+    }
+    return (ssize_t)take;
+}
+
+/* Reads the fixed header's remaining length: the packet's whole size in *size, or false while
+ * the fixed header is incomplete (or malformed: the decoder says so). */
+static bool
+peek_size(const uint8_t *p, size_t len, size_t *size)
+{
+    uint32_t v = 0;
+    for (size_t i = 1; i < len && i <= 4; i++) {
+        v |= (uint32_t)(p[i] & 0x7f) << (7 * (i - 1));
+        if (!(p[i] & 0x80)) {
+            *size = 1 + i + v;
+            return true;
+        }
+    }
+    return false;
+}
+
+enum { BIG_NO = 1, BIG_WAIT = 2 };
+
+/*
+ * A PUBLISH at p: when it is large and has not all arrived, starts receiving it straight into
+ * its message (*used = its headers) and returns 0. BIG_NO: decode it as usual (small, or all
+ * here). BIG_WAIT: stop reading for now (its head is not all here, or it waits for flow control
+ * or for room in the incoming budget). Negative: closed.
+ */
+static int
+big_begin(mconn *c, const uint8_t *p, size_t len, size_t *used)
+{
+    tn_mqtt_packet pkt;
+    size_t hu = 0;
+    int rc = tn_mqtt_decode_publish_head(&c->dec, p, len, &hu, &pkt);
+    if (rc == TN_EAGAIN) {
+        size_t size;
+        /* Small ones are decoded as usual once they are whole. */
+        return peek_size(p, len, &size) && size - 5 < LARGE_PUBLISH ? BIG_NO : BIG_WAIT;
+    }
+    if (rc != 0)
+        return decode_error(c, rc);
+    const tn_mqtt_publish *pub = &pkt.u.publish;
+    if (pub->payload.len > c->m->conf.max_message)
+        return tn_mqtt__too_big(c, pub->payload.len); /* before reading the payload */
+    if (pkt.size <= len || pub->payload.len < LARGE_PUBLISH)
+        return BIG_NO;
+    if (c->flow.blocked || c->deferred.len) {
+        /* Not taken in before the packets ahead of it are; flow_resume() wakes us. */
+        set_pause(c, PAUSE_FLOW, true);
+        return BIG_WAIT;
+    }
+    set_pause(c, PAUSE_FLOW, false);
+    tn_mqtt *m = c->m;
+    if (c->intake.waiting)
+        return BIG_WAIT;
+    if (c->intake.held < pub->payload.len) {
+        if (tn_intake_reserve(m->broker, &c->intake, pub->payload.len - c->intake.held) != 0) {
+            set_pause(c, PAUSE_INTAKE, true); /* intake_resume() wakes us */
+            return BIG_WAIT;
+        }
+    }
+    set_pause(c, PAUSE_INTAKE, false);
+    const char *name = tn_mqtt__core_name(m, pub->topic.p, pub->topic.len);
+    if (!tn_broker_levels_ok(m->broker, name))
+        return tn_mqtt__too_deep(c, "PUBLISH topic");
+    uint8_t *dst;
+    tn_message *msg = tn_message_alloc(name, pub->topic.len, NULL, 0, pub->payload.len, pub->qos,
+                                       pub->retain, &dst);
+    if (!msg) {
+        tn_log_error("MQTT-NOMEM", "%s: out of memory for a %u byte message, closing",
+                     c->io->peer(c->ioc), pub->payload.len);
+        close_now(c);
+        return TN_ENOMEM;
+    }
+    c->big.msg = msg;
+    c->big.dst = dst;
+    c->big.got = 0;
+    c->big.need = pub->payload.len;
+    c->big.pid = pub->pid;
+    c->big.qos = pub->qos;
+    *used = hu;
+    return 0;
 }
 
 static ssize_t
@@ -312,13 +474,45 @@ mqtt_input(void *a, const uint8_t *p, size_t len)
         if (rc < 0)
             return rc;
     }
+    if ((c->pauses & PAUSE_FLOW) && !c->flow.blocked && !c->deferred.len)
+        set_pause(c, PAUSE_FLOW, false);
     size_t off = 0;
     bool got = false;
+    if (c->big.msg) {
+        ssize_t n = big_feed(c, p, len);
+        if (n < 0)
+            return n;
+        off = (size_t)n;
+    }
     while (off < len && c->state != ST_CLOSING) {
         size_t used = 0;
         tn_mqtt_packet pkt;
         if (c->state == ST_CONNECT && check_first_byte(c, p[off]) != 0)
             return TN_EPROTO;
+        if (c->state == ST_CONNECTED && p[off] >> 4 == TN_MQTT_PUBLISH) {
+            int rc = big_begin(c, p + off, len - off, &used);
+            if (rc == BIG_WAIT)
+                break;
+            if (rc < 0)
+                return rc;
+            if (rc == 0) {
+                off += used;
+                ssize_t n = big_feed(c, p + off, len - off);
+                if (n < 0)
+                    return n;
+                off += (size_t)n;
+                continue;
+            }
+        } else {
+            size_t size;
+            if (peek_size(p + off, len - off, &size) && size > c->m->conf.max_packet) {
+                tn_log_warn("MQTT-TOO-BIG",
+                            "%s: packet of %zu bytes, over max_packet_size (%u), closing",
+                            c->io->peer(c->ioc), size, c->m->conf.max_packet);
+                close_now(c);
+                return TN_ETOOBIG;
+            }
+        }
         int rc = tn_mqtt_decode(&c->dec, p + off, len - off, &used, &pkt);
         if (rc == TN_EAGAIN)
             break;
@@ -328,8 +522,7 @@ mqtt_input(void *a, const uint8_t *p, size_t len)
         if ((c->flow.blocked || c->deferred.len) && !urgent(pkt.type)) {
             /* A subscriber is too far behind: keep this packet for later, in order. */
             if (tn_buf_append(&c->deferred, p + off, used) != 0) {
-                c->paused = true; /* and stop reading until it drains */
-                c->io->pause(c->ioc, true);
+                set_pause(c, PAUSE_DEFERRED, true); /* and stop reading until it drains */
                 break;
             }
             off += used;
@@ -345,7 +538,7 @@ mqtt_input(void *a, const uint8_t *p, size_t len)
     }
     if (c->state == ST_CLOSING)
         return (ssize_t)len;
-    if (got && c->state == ST_CONNECTED && c->keepalive_ms)
+    if (got && c->state == ST_CONNECTED && c->keepalive_ms && !c->pauses)
         c->io->set_deadline(c->ioc, c->io->now(c->ioc) + c->keepalive_ms);
     return (ssize_t)off;
 }
@@ -390,6 +583,8 @@ mqtt_closed(void *a, int reason)
     if (c->s)
         tn_session_detach(c->s);
     c->s = NULL;
+    tn_message_unref(c->big.msg);
+    tn_intake_release(c->m->broker, &c->intake);
     /* The will goes out on any close not preceded by DISCONNECT [MQTT-3.1.2-8], except when the
      * broker itself is shutting down. */
     if (c->will && reason != TN_CLOSE_SHUTDOWN)

@@ -26,7 +26,9 @@ typedef struct tn_mqtt_auth {
 } tn_mqtt_auth;
 
 typedef struct tn_mqtt_conf {
-    uint32_t max_packet;         /* largest packet accepted, bytes */
+    uint32_t max_message;        /* largest PUBLISH payload accepted, bytes (at most the
+                                    protocol's 256 MiB less the headers) */
+    uint32_t max_packet;         /* largest other packet (CONNECT with its will, SUBSCRIBE) */
     uint32_t connect_timeout_ms; /* time allowed between accept and CONNECT */
     tn_mqtt_auth auth;           /* check == NULL: everyone is allowed */
 } tn_mqtt_conf;

@@ -57,7 +57,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_broker = b;
     fz_now = 1000;
     tn_broker_tick(b, fz_now);
-    tn_mqtt_conf mc = {.max_packet = 512, .connect_timeout_ms = 1000};
+    tn_mqtt_conf mc = {.max_message = 512, .max_packet = 512, .connect_timeout_ms = 1000};
     tn_mqtt *m = tn_mqtt_new(b, &mc);
 
     fio sub, cl;

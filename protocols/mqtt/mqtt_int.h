@@ -10,6 +10,17 @@ enum { ST_CONNECT, ST_CONNECTED, ST_CLOSING };
 /* Larger PUBLISHes are encoded per delivery: copying dominates them anyway. */
 #define FRAME_CACHE_MAX 65536
 
+/* A PUBLISH with at least this much payload that has not all arrived is received straight into
+ * its message (held once, from the broker's incoming budget), not gathered in the input. */
+#define LARGE_PUBLISH 65536
+
+/* Why socket reads are paused (mconn.pauses). */
+enum {
+    PAUSE_DEFERRED = 1, /* deferred is full */
+    PAUSE_FLOW = 2,     /* a large PUBLISH waits for flow control */
+    PAUSE_INTAKE = 4,   /* a large PUBLISH waits for the incoming budget */
+};
+
 /* tn_delivery.state for outgoing QoS 2: PUBREC received, PUBREL sent, PUBCOMP awaited. */
 #define DELIVERY_PUBREL 1
 
@@ -44,7 +55,16 @@ typedef struct mconn {
     tn_flow flow;
     /* Packets read while the flow is blocked, in order, waiting to be handled (see mqtt.c). */
     tn_buf deferred;
-    bool paused; /* socket reads paused because deferred is full */
+    uint8_t pauses; /* PAUSE_*: socket reads are paused while any is set */
+    /* A large PUBLISH arriving straight into its message. */
+    struct {
+        tn_message *msg; /* NULL: none */
+        uint8_t *dst;    /* its payload */
+        size_t got, need;
+        uint16_t pid;
+        uint8_t qos;
+    } big;
+    tn_intake intake; /* what big holds of the broker's incoming budget */
     uint32_t keepalive_ms;
     uint8_t version;
     uint8_t state;
@@ -56,6 +76,8 @@ typedef struct mconn {
 /* Each returns 0, or a negative TN_E* after logging: the connection is then closed. */
 int tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p);
 int tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p);
+/* Publishes msg (borrowed), received whole, and confirms it per qos. */
+int tn_mqtt__publish_message(mconn *c, tn_message *msg, uint8_t qos, uint16_t pid);
 int tn_mqtt__ack(mconn *c, tn_mqtt_type type, uint16_t pid);
 int tn_mqtt__subscribe(mconn *c, const tn_mqtt_list *l);
 int tn_mqtt__unsubscribe(mconn *c, const tn_mqtt_list *l);
@@ -73,6 +95,9 @@ void tn_mqtt__tickets_cancel(mconn *c);
 /* A topic name or filter past max_topic_levels: logs once, closes (MQTT 3.1.1 has no code for it).
  * Returns TN_EPROTO. */
 int tn_mqtt__too_deep(mconn *c, const char *what);
+/* A PUBLISH payload of n bytes past max_message: logs, closes (3.1.1 has no code for it either;
+ * 5.0 would send DISCONNECT 0x95). Returns TN_ETOOBIG. */
+int tn_mqtt__too_big(mconn *c, size_t n);
 /* Writes the CONNACK/PUBACK/... output; fails (logged) only when the output buffer is full. */
 int tn_mqtt__out_result(mconn *c, int rc);
 /* Converts an MQTT name or filter into m->scratch as a NUL-terminated core name. */

@@ -5,6 +5,7 @@
 #include "tests/unit/tn_test.h"
 
 #include <CUnit/Basic.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct fake_io {
@@ -79,7 +80,7 @@ setup(void)
     tn_broker_limits bl = {
         .max_inflight = 10, .max_queued = 100, .max_offline = 100, .max_topic_levels = 8};
     broker = tn_broker_new(&bl);
-    tn_mqtt_conf mc = {.max_packet = 1024, .connect_timeout_ms = 5000};
+    tn_mqtt_conf mc = {.max_message = 1024, .max_packet = 1024, .connect_timeout_ms = 5000};
     mqtt = tn_mqtt_new(broker, &mc);
     return 0;
 }
@@ -288,7 +289,8 @@ test_bad_publish_topics_close(void)
     static const uint8_t bad_utf8[] = {0x30, 0x05, 0, 3, 'a', 0xc0, 0x80};
     static const uint8_t qos3[] = {0x36, 0x05, 0, 1, 'a', 0, 1};
     static const uint8_t long_len[] = {0x30, 0xff, 0xff, 0xff, 0xff, 0x01};
-    static const uint8_t too_big[] = {0x30, 0x80, 0x10}; /* 2048 > max 1024 */
+    /* A payload of 2045 > max 1024: refused once the topic's length tells, before the payload */
+    static const uint8_t too_big[] = {0x30, 0x80, 0x10, 0, 1, 'a'};
     const uint8_t *cases[] = {wild, bad_utf8, qos3, long_len, too_big};
     size_t sizes[] = {sizeof wild, sizeof bad_utf8, sizeof qos3, sizeof long_len, sizeof too_big};
     for (int i = 0; i < 5; i++) {
@@ -665,6 +667,117 @@ test_name_mapping(void)
     CU_ASSERT_EQUAL(memcmp(back, "a/b.c", 5), 0);
 }
 
+/* A large PUBLISH is received straight into its message as it arrives, from the broker's
+ * incoming budget: a second one that does not fit waits (its connection paused, nothing
+ * consumed) until the first is whole, then goes on; both arrive intact. */
+static void
+test_large_publish_budget(void)
+{
+    tn_broker *saved_b = broker;
+    tn_mqtt *saved_m = mqtt;
+    tn_broker_limits bl = {
+        .max_inflight = 10, .max_queued = 100, .max_offline = 100, .max_incoming = 200000};
+    broker = tn_broker_new(&bl);
+    tn_mqtt_conf mc = {.max_message = 160000, .max_packet = 1024, .connect_timeout_ms = 5000};
+    mqtt = tn_mqtt_new(broker, &mc);
+
+    fake_io sub, a, b;
+    conn_open(&sub);
+    connect_as(&sub, "sub", true, NULL, 0);
+    subscribe(&sub, "big", 0);
+    sub.out.len = 0;
+    conn_open(&a);
+    connect_as(&a, "a", true, NULL, 0);
+    conn_open(&b);
+    connect_as(&b, "b", true, NULL, 60);
+    a.out.len = b.out.len = 0;
+
+    size_t n = 150000;
+    uint8_t *payload = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        payload[i] = (uint8_t)(i * 7 + i / 251);
+    tn_buf pa, pb;
+    tn_buf_init(&pa, n + 64);
+    tn_buf_init(&pb, n + 64);
+    tn_mqtt_publish p = {.qos = 1,
+                         .pid = 5,
+                         .topic = {(const uint8_t *)"big", 3},
+                         .payload = {payload, (uint32_t)n}};
+    CU_ASSERT_EQUAL(tn_mqtt_encode_publish(&pa, TN_MQTT_V311, &p), 0);
+    CU_ASSERT_EQUAL(tn_mqtt_encode_publish(&pb, TN_MQTT_V311, &p), 0);
+
+    /* A: the head and a little of the payload: all taken, 150,000 bytes reserved. */
+    CU_ASSERT_EQUAL(feed(&a, pa.data, 4000), 4000);
+    tn_broker_stats st;
+    tn_broker_get_stats(broker, &st);
+    CU_ASSERT_EQUAL(st.incoming_bytes, n);
+    /* B: does not fit beside it: nothing taken, reads paused, keep-alive not timed. */
+    CU_ASSERT_EQUAL(feed(&b, pb.data, 4000), 0);
+    CU_ASSERT_TRUE(b.paused);
+    CU_ASSERT_EQUAL(b.deadline, 0);
+    tn_broker_get_stats(broker, &st);
+    CU_ASSERT_EQUAL(st.incoming_waiting, 1);
+    /* A's payload in odd pieces; whole, it is published and B is woken. */
+    size_t off = 4000;
+    while (off < pa.len) {
+        size_t k = pa.len - off < 9999 ? pa.len - off : 9999;
+        CU_ASSERT_EQUAL(feed(&a, pa.data + off, k), (ssize_t)k);
+        off += k;
+    }
+    CU_ASSERT_TRUE(out_is(&a, "\x40\x02\x00\x05", 4)); /* PUBACK */
+    CU_ASSERT_EQUAL(b.woken, 1);
+    tn_mqtt_packet pkt;
+    tn_buf keep;
+    tn_buf_init(&keep, 1 << 20);
+    CU_ASSERT_TRUE(next_packet(&sub, &pkt, &keep));
+    CU_ASSERT_EQUAL(pkt.type, TN_MQTT_PUBLISH);
+    CU_ASSERT_EQUAL(pkt.u.publish.payload.len, n);
+    CU_ASSERT_EQUAL(memcmp(pkt.u.publish.payload.p, payload, n), 0);
+    /* B, offered its input again (as net does on wake), goes on. */
+    CU_ASSERT_EQUAL(feed(&b, pb.data, 4000), 4000);
+    CU_ASSERT_FALSE(b.paused);
+    CU_ASSERT_TRUE(b.deadline > now_ms); /* timed again */
+    CU_ASSERT_EQUAL(feed(&b, pb.data + 4000, pb.len - 4000), (ssize_t)(pb.len - 4000));
+    CU_ASSERT_TRUE(out_is(&b, "\x40\x02\x00\x05", 4));
+    CU_ASSERT_TRUE(next_packet(&sub, &pkt, &keep));
+    CU_ASSERT_EQUAL(pkt.u.publish.payload.len, n);
+    CU_ASSERT_EQUAL(memcmp(pkt.u.publish.payload.p, payload, n), 0);
+    tn_broker_get_stats(broker, &st);
+    CU_ASSERT_EQUAL(st.incoming_bytes, 0);
+
+    /* Over max_message: refused from its head, before the payload. */
+    p.payload.len = 160001;
+    uint8_t *big = calloc(1, 160001);
+    p.payload.p = big;
+    tn_buf_fini(&pa);
+    tn_buf_init(&pa, 200000);
+    CU_ASSERT_EQUAL(tn_mqtt_encode_publish(&pa, TN_MQTT_V311, &p), 0);
+    CU_ASSERT_TRUE(feed(&a, pa.data, 16) < 0);
+    CU_ASSERT_TRUE(a.closed);
+    /* A connection closed in the middle gives its reservation back. */
+    pb.len = 0;
+    p.payload.len = 100000;
+    CU_ASSERT_EQUAL(tn_mqtt_encode_publish(&pb, TN_MQTT_V311, &p), 0);
+    CU_ASSERT_EQUAL(feed(&b, pb.data, 5000), 5000);
+    tn_broker_get_stats(broker, &st);
+    CU_ASSERT_EQUAL(st.incoming_bytes, 100000);
+    conn_close(&b, TN_CLOSE_PEER);
+    tn_broker_get_stats(broker, &st);
+    CU_ASSERT_EQUAL(st.incoming_bytes, 0);
+
+    conn_close(&a, TN_CLOSE_LOCAL);
+    conn_close(&sub, TN_CLOSE_PEER);
+    free(big);
+    free(payload);
+    tn_buf_fini(&pa);
+    tn_buf_fini(&pb);
+    tn_buf_fini(&keep);
+    tn_mqtt_free(mqtt);
+    tn_broker_free(broker);
+    broker = saved_b;
+    mqtt = saved_m;
+}
+
 int
 main(void)
 {
@@ -689,5 +802,6 @@ main(void)
     CU_add_test(s, "first_byte_not_connect", test_first_byte_not_connect_closes_at_once);
     CU_add_test(s, "too_many_levels", test_too_many_levels_close);
     CU_add_test(s, "closing_subscriber_releases", test_closing_subscriber_releases_publisher);
+    CU_add_test(s, "large_publish_budget", test_large_publish_budget);
     return tn_test_run();
 }

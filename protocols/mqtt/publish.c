@@ -3,6 +3,19 @@
 
 #include <string.h>
 
+static int
+publish_now(mconn *c, tn_message *msg, uint8_t qos, uint16_t pid)
+{
+    msg->persistent = qos > 0; /* kept by persistent sessions' journal */
+    tn_broker_publish(c->m->broker, msg, &c->flow);
+    /* Confirmed only once the journal holds what the message became [issue 5]. */
+    if (qos == 1)
+        return tn_mqtt__respond_ack(c, TN_MQTT_PUBACK, pid);
+    if (qos == 2)
+        return tn_mqtt__respond_ack(c, TN_MQTT_PUBREC, pid);
+    return 0;
+}
+
 int
 tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p)
 {
@@ -10,6 +23,8 @@ tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p)
     const char *name = tn_mqtt__core_name(m, p->topic.p, p->topic.len);
     if (!tn_broker_levels_ok(m->broker, name))
         return tn_mqtt__too_deep(c, "PUBLISH topic");
+    if (p->payload.len > m->conf.max_message)
+        return tn_mqtt__too_big(c, p->payload.len);
     if (p->qos == 2 && !tn_session_rx_mark(c->s, p->pid)) {
         /* A re-sent QoS 2 message we already published: acknowledge only [MQTT-4.3.3-2]. */
         return tn_mqtt__respond_ack(c, TN_MQTT_PUBREC, p->pid);
@@ -21,15 +36,17 @@ tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p)
                      c->io->peer(c->ioc), p->payload.len);
         return TN_ENOMEM;
     }
-    msg->persistent = p->qos > 0; /* kept by persistent sessions' journal */
-    tn_broker_publish(m->broker, msg, &c->flow);
+    int rc = publish_now(c, msg, p->qos, p->pid);
     tn_message_unref(msg);
-    /* Confirmed only once the journal holds what the message became [issue 5]. */
-    if (p->qos == 1)
-        return tn_mqtt__respond_ack(c, TN_MQTT_PUBACK, p->pid);
-    if (p->qos == 2)
-        return tn_mqtt__respond_ack(c, TN_MQTT_PUBREC, p->pid);
-    return 0;
+    return rc;
+}
+
+int
+tn_mqtt__publish_message(mconn *c, tn_message *msg, uint8_t qos, uint16_t pid)
+{
+    if (qos == 2 && !tn_session_rx_mark(c->s, pid))
+        return tn_mqtt__respond_ack(c, TN_MQTT_PUBREC, pid); /* [MQTT-4.3.3-2] */
+    return publish_now(c, msg, qos, pid);
 }
 
 /* The unacked delivery with packet id pid; acks mostly come in order, so the first is usual. */

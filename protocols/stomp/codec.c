@@ -183,6 +183,9 @@ begin_frame(tn_stomp_decoder *d)
     d->cl = 0;
     d->head.len = 0;
     d->body.len = 0;
+    d->ext = NULL;
+    d->ext_got = 0;
+    d->big = 0;
     if (d->body.cap > KEEP_BODY)
         tn_buf_reset(&d->body);
 }
@@ -378,8 +381,9 @@ on_header(tn_stomp_decoder *d, const uint8_t *s, size_t n)
     return 0;
 }
 
-static int
-frame_done(tn_stomp_decoder *d, const uint8_t *body, size_t len, tn_stomp_frame *f)
+/* Points the headers into d->head and fills f with them. */
+static void
+frame_headers(tn_stomp_decoder *d, tn_stomp_frame *f)
 {
     const char *s = (const char *)d->head.data;
 
@@ -393,6 +397,13 @@ frame_done(tn_stomp_decoder *d, const uint8_t *body, size_t len, tn_stomp_frame 
     f->command = d->cmd;
     f->nheaders = d->nhdrs;
     f->headers = d->hdrs;
+    f->has_content_length = d->has_cl;
+}
+
+static int
+frame_done(tn_stomp_decoder *d, const uint8_t *body, size_t len, tn_stomp_frame *f)
+{
+    frame_headers(d, f);
     f->body = len > 0 ? body : (const uint8_t *)"";
     f->body_len = len;
     f->has_content_length = d->has_cl;
@@ -407,6 +418,16 @@ body_fixed(tn_stomp_decoder *d, const uint8_t *p, size_t n, size_t *off, tn_stom
 {
     const uint8_t *s = p + *off;
     size_t avail = n - *off;
+    if (d->ext) {
+        size_t take = d->cl - d->ext_got;
+        take = avail < take ? avail : take;
+        memcpy(d->ext + d->ext_got, s, take);
+        d->ext_got += take;
+        *off += take;
+        if (d->ext_got == d->cl)
+            d->state = ST_NUL;
+        return TN_EAGAIN;
+    }
     size_t need = d->cl - d->body.len;
 
     if (d->body.len == 0 && avail > need) {
@@ -498,6 +519,21 @@ tn_stomp_decode(tn_stomp_decoder *d, const uint8_t *p, size_t n, size_t *used, t
             break;
         }
         case ST_BODY:
+            if (d->big == 1) { /* waiting for tn_stomp_decoder_body_to() */
+                rc = TN_EAGAIN;
+                goto out;
+            }
+            if (d->big == 0 && d->has_cl && d->lim.big_body && d->cl >= d->lim.big_body &&
+                d->body.len == 0) {
+                if (n - off <= d->cl) {
+                    d->big = 1;
+                    frame_headers(d, f);
+                    f->body = NULL;
+                    f->body_len = d->cl;
+                    rc = TN_STOMP_HEAD;
+                    goto out;
+                }
+            }
             rc = d->has_cl ? body_fixed(d, p, n, &off, f) : body_to_nul(d, p, n, &off, f);
             if (rc != TN_EAGAIN)
                 goto out;
@@ -508,7 +544,8 @@ tn_stomp_decode(tn_stomp_decoder *d, const uint8_t *p, size_t n, size_t *used, t
                 goto out;
             }
             off++;
-            rc = frame_done(d, d->body.data, d->body.len, f);
+            rc = d->ext ? frame_done(d, d->ext, d->cl, f)
+                        : frame_done(d, d->body.data, d->body.len, f);
             goto out;
         }
     }
@@ -516,6 +553,21 @@ tn_stomp_decode(tn_stomp_decoder *d, const uint8_t *p, size_t n, size_t *used, t
 out:
     *used = off;
     return rc;
+}
+
+void
+tn_stomp_decoder_body_to(tn_stomp_decoder *d, uint8_t *dst)
+{
+    tn_assert(d->big == 1 && d->state == ST_BODY && !d->ext);
+    d->ext = dst; /* NULL: the body is gathered in d->body like a small one */
+    d->ext_got = 0;
+    d->big = 2;
+}
+
+size_t
+tn_stomp_decoder_held(const tn_stomp_decoder *d)
+{
+    return d->state == ST_BODY || d->state == ST_NUL ? d->body.len : 0;
 }
 
 /* --- Encoder --- */

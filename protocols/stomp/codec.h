@@ -96,7 +96,12 @@ typedef struct tn_stomp_limits {
     uint32_t max_header_bytes; /* command line, header lines and blank line, line endings
                                   included */
     uint32_t max_body;         /* body bytes, with or without content-length */
+    uint32_t big_body;         /* 0, or a content-length from which a body that has not all
+                                  arrived goes where the caller says (TN_STOMP_HEAD) */
 } tn_stomp_limits;
+
+/* tn_stomp_decode(): the headers of a frame with a big body (see there). */
+#define TN_STOMP_HEAD 1
 
 /* Used when tn_stomp_decoder_init() gets NULL limits. */
 #define TN_STOMP_DEFAULT_MAX_LINE 8192u
@@ -125,9 +130,12 @@ typedef struct tn_stomp_decoder {
     uint32_t hdrs_cap;
     size_t cl;
     tn_stomp_hdr *hdrs;
-    tn_buf line; /* a line split across calls, at most max_line + 1 bytes (CR) */
-    tn_buf head; /* unescaped names and values, each NUL-terminated */
-    tn_buf body; /* a body split across calls */
+    tn_buf line;    /* a line split across calls, at most max_line + 1 bytes (CR) */
+    tn_buf head;    /* unescaped names and values, each NUL-terminated */
+    tn_buf body;    /* a body split across calls */
+    uint8_t *ext;   /* a big body's place, given by the caller (NULL: d->body) */
+    size_t ext_got; /* bytes of it written */
+    uint8_t big;    /* 0; 1: TN_STOMP_HEAD returned, waiting for body_to(); 2: body_to() called */
 } tn_stomp_decoder;
 
 /* lim is copied; NULL means the TN_STOMP_DEFAULT_* values. Allocates nothing. */
@@ -160,6 +168,19 @@ int tn_stomp_decoder_set_version(tn_stomp_decoder *d, uint8_t version);
  */
 int tn_stomp_decode(tn_stomp_decoder *d, const uint8_t *p, size_t n, size_t *used,
                     tn_stomp_frame *f);
+/*
+ * Big bodies (limits.big_body set): when a frame's headers end with a content-length of at least
+ * big_body and its body and NUL are not all in the input, tn_stomp_decode() returns TN_STOMP_HEAD
+ * with *used = the bytes up to the body and *f holding the headers (body NULL, body_len the
+ * content-length), so the caller can refuse the frame, or make room for the body and call
+ * tn_stomp_decoder_body_to() with where it goes (cl bytes; NULL: inside the decoder, as for
+ * other bodies). Until then, calls consume nothing (TN_EAGAIN, *used = 0). The frame is returned
+ * as usual once its NUL arrives, with body pointing at that place.
+ */
+void tn_stomp_decoder_body_to(tn_stomp_decoder *d, uint8_t *dst);
+/* Bytes of the current frame's body held inside the decoder (a body without content-length
+ * being gathered), for the caller's memory accounting. */
+size_t tn_stomp_decoder_held(const tn_stomp_decoder *d);
 
 /*
  * Encoding, for example a MESSAGE:

@@ -29,11 +29,12 @@ typedef struct setup {
 } setup;
 
 static const setup setups[] = {
-    {TN_STOMP_ROLE_SERVER, TN_STOMP_V10, true, {256, 16, 1024, 4096}},
-    {TN_STOMP_ROLE_SERVER, TN_STOMP_V11, false, {24, 4, 96, 32}},
-    {TN_STOMP_ROLE_SERVER, TN_STOMP_V12, false, {64, 8, 256, 128}},
-    {TN_STOMP_ROLE_CLIENT, TN_STOMP_V12, false, {256, 16, 1024, 4096}},
-    {TN_STOMP_ROLE_CLIENT, TN_STOMP_V10, false, {8, 2, 32, 8}},
+    /* The last field, big_body: bodies from that size go where the caller says. */
+    {TN_STOMP_ROLE_SERVER, TN_STOMP_V10, true, {256, 16, 1024, 4096, 64}},
+    {TN_STOMP_ROLE_SERVER, TN_STOMP_V11, false, {24, 4, 96, 32, 0}},
+    {TN_STOMP_ROLE_SERVER, TN_STOMP_V12, false, {64, 8, 256, 128, 16}},
+    {TN_STOMP_ROLE_CLIENT, TN_STOMP_V12, false, {256, 16, 1024, 4096, 0}},
+    {TN_STOMP_ROLE_CLIENT, TN_STOMP_V10, false, {8, 2, 32, 8, 0}},
 };
 
 static uint64_t
@@ -203,6 +204,8 @@ run(const setup *s, const uint8_t *data, size_t size, uint64_t seed, bool checks
     size_t start = 0;
     int rc = TN_EAGAIN;
     uint64_t max_piece = seed == 0 ? size : 1 + next_rand(&seed) % 17;
+    uint8_t *ext = NULL; /* a big body's place */
+    unsigned n_heads = 0;
 
     tn_stomp_decoder_init(&d, s->role, &s->lim);
     CHECK(tn_stomp_decoder_set_version(&d, s->version) == 0);
@@ -219,6 +222,19 @@ run(const setup *s, const uint8_t *data, size_t size, uint64_t seed, bool checks
             uint8_t version = d.version;
             uint64_t hb = d.heartbeats;
             rc = tn_stomp_decode(&d, piece + off, len - off, &used, &f);
+            if (rc == TN_STOMP_HEAD) {
+                /* Headers of a big body: nothing more is consumed until a place is given. */
+                CHECK(used <= len - off && f.body == NULL && f.body_len >= s->lim.big_body);
+                CHECK(f.body_len <= s->lim.max_body);
+                off += used;
+                CHECK(tn_stomp_decode(&d, piece + off, len - off, &used, &f) == TN_EAGAIN &&
+                      used == 0);
+                /* Alternately a place of the caller's and the decoder's own. */
+                free(ext);
+                ext = n_heads++ % 2 == 0 ? malloc(f.body_len) : NULL;
+                tn_stomp_decoder_body_to(&d, ext);
+                continue;
+            }
             CHECK(d.line.cap <= (size_t)s->lim.max_line + 1);
             CHECK(d.head.cap <= s->lim.max_header_bytes);
             CHECK(d.body.cap <= s->lim.max_body);
@@ -249,7 +265,8 @@ run(const setup *s, const uint8_t *data, size_t size, uint64_t seed, bool checks
         free(piece);
         start += len;
     }
-    put_u64(t, (uint64_t)(rc == 0 ? TN_EAGAIN : rc));
+    free(ext);
+    put_u64(t, (uint64_t)(rc == 0 || rc == TN_STOMP_HEAD ? TN_EAGAIN : rc));
     if (d.error)
         put(t, d.error, strlen(d.error));
     put_u64(t, d.heartbeats);

@@ -59,6 +59,14 @@ typedef struct txop {
 } txop;
 enum { TX_SEND, TX_ACK, TX_NACK };
 
+/* A SEND body from this size that has not all arrived goes straight into its message (held
+ * once, from the broker's incoming budget). */
+#define BIG_BODY 65536
+/* Why reads are paused (sconn.pauses). */
+enum { PAUSE_FLOW = 1, PAUSE_INTAKE = 2 };
+/* big_head(): the frame waits for room. */
+#define BIG_WAIT 1
+
 typedef struct stx {
     char *id;
     txop *ops, *tail;
@@ -85,6 +93,11 @@ struct sconn {
     size_t n_later, cap_later;
     tn_session **temps; /* temporary queues this connection made */
     size_t n_temps;
+    uint8_t pauses;   /* PAUSE_*: reads are paused while any is set */
+    tn_intake intake; /* what a big body holds of the broker's incoming budget */
+    tn_message *big;  /* a big SEND's message, its body arriving straight into it */
+    bool big_wait;    /* big_f's body waits for room in the incoming budget */
+    tn_stomp_frame big_f;
     char head[8];   /* ST_CONNECT: the first command's bytes so far (leading EOLs skipped) */
     uint8_t n_head; /* bytes in head */
     bool head_ok;   /* the first command can only be CONNECT or STOMP */
@@ -100,6 +113,7 @@ out(sconn *c)
 }
 
 static void schedule(sconn *c);
+static void big_drop(sconn *c);
 
 /* ERROR with a message header (and receipt-id for the frame's receipt), then close. Returns
  * TN_EPROTO for input() to stop. */
@@ -120,6 +134,7 @@ fail(sconn *c, const tn_stomp_frame *f, const char *msg, const char *detail)
         tn_stomp_encode_header(&e, "content-type", 12, "text/plain", 10);
         const char *body = detail ? detail : msg;
         tn_stomp_encode_end(&e, body, strlen(body), true);
+        big_drop(c);
         c->state = ST_CLOSING;
         c->io->set_deadline(c->ioc, 0);
         c->io->close(c->ioc);
@@ -465,13 +480,41 @@ head_plausible(sconn *c, const uint8_t *p, size_t len)
 /* ---- frames ---- */
 
 static void
+set_pause(sconn *c, uint8_t why, bool on)
+{
+    uint8_t old = c->pauses;
+    c->pauses = on ? old | why : old & (uint8_t)~why;
+    if (!old != !c->pauses)
+        c->io->pause(c->ioc, c->pauses != 0);
+}
+
+static void
 flow_resume(tn_flow *f)
 {
     sconn *c = TN_CONTAINER_OF(f, sconn, flow);
     if (c->state != ST_CLOSING) {
-        c->io->pause(c->ioc, false);
+        set_pause(c, PAUSE_FLOW, false);
         c->io->wake(c->ioc);
     }
+}
+
+/* Room for a big body was granted. */
+static void
+intake_resume(tn_intake *t)
+{
+    sconn *c = TN_CONTAINER_OF(t, sconn, intake);
+    if (c->state != ST_CLOSING)
+        c->io->wake(c->ioc);
+}
+
+/* The big body in progress is gone (whole, or the connection is closing). */
+static void
+big_drop(sconn *c)
+{
+    tn_message_unref(c->big);
+    c->big = NULL;
+    c->big_wait = false;
+    tn_intake_release(c->st->b, &c->intake);
 }
 
 static int
@@ -549,9 +592,9 @@ on_connect(sconn *c, const tn_stomp_frame *f)
     return 0;
 }
 
-/* Builds the message a SEND carries. */
+/* Builds the message a SEND carries. fill: the body is not here yet; *fill gets where it goes. */
 static tn_message *
-make_message(sconn *c, const tn_stomp_frame *f, const dest *d, int *err)
+make_message(sconn *c, const tn_stomp_frame *f, const dest *d, int *err, uint8_t **fill)
 {
     tn_stomp *st = c->st;
     tn_buf *pb = &st->props;
@@ -591,7 +634,9 @@ make_message(sconn *c, const tn_stomp_frame *f, const dest *d, int *err)
         }
     }
     tn_message *m =
-        tn_message_new_props(d->name, d->len, pb->data, pb->len, f->body, f->body_len, 1, false);
+        fill ? tn_message_alloc(d->name, d->len, pb->data, pb->len, f->body_len, 1, false, fill)
+             : tn_message_new_props(d->name, d->len, pb->data, pb->len, f->body, f->body_len, 1,
+                                    false);
     if (!m) {
         *err = TN_ENOMEM;
         return NULL;
@@ -657,8 +702,10 @@ too_deep(sconn *c, const tn_stomp_frame *f, const char *dv)
     return fail(c, f, msg, dv);
 }
 
+/* Where a SEND goes: *d, the queue *q (NULL: a topic) and its transaction *x. 0, or fail()'s
+ * result. */
 static int
-on_send(sconn *c, const tn_stomp_frame *f)
+send_target(sconn *c, const tn_stomp_frame *f, dest *dp, tn_session **qp, stx **xp)
 {
     const char *dv = tn_stomp_header(f, "destination");
     dest d;
@@ -686,8 +733,65 @@ on_send(sconn *c, const tn_stomp_frame *f)
     stx *x = tx_find(c, f, &rc);
     if (rc)
         return rc;
+    *dp = d;
+    *qp = q;
+    *xp = x;
+    return 0;
+}
+
+/* The headers of a SEND whose big body has not arrived: checked now, before any of the body is
+ * read; then, once the incoming budget has room, the body goes straight into its message.
+ * BIG_WAIT: not yet (reads pause until intake_resume()). */
+static int
+big_head(sconn *c, const tn_stomp_frame *f)
+{
+    if (f->command != TN_STOMP_SEND)
+        return fail(c, f, "a body this large is only accepted on SEND",
+                    tn_stomp_command_name(f->command));
+    dest d;
+    tn_session *q;
+    stx *x;
+    int rc = send_target(c, f, &d, &q, &x);
+    if (rc)
+        return rc;
+    if (c->intake.waiting ||
+        (c->intake.held < f->body_len &&
+         tn_intake_reserve(c->st->b, &c->intake, f->body_len - c->intake.held) != 0)) {
+        c->big_wait = true;
+        c->big_f = *f;
+        set_pause(c, PAUSE_INTAKE, true);
+        return BIG_WAIT;
+    }
+    c->big_wait = false;
+    set_pause(c, PAUSE_INTAKE, false);
     int err = 0;
-    tn_message *m = make_message(c, f, &d, &err);
+    uint8_t *dst = NULL;
+    c->big = make_message(c, f, &d, &err, &dst);
+    if (!c->big)
+        return fail(c, f, err == TN_ENOMEM ? "out of memory" : "too many header bytes", NULL);
+    tn_stomp_decoder_body_to(&c->dec, dst);
+    return 0;
+}
+
+static int
+on_send(sconn *c, const tn_stomp_frame *f)
+{
+    dest d;
+    tn_session *q;
+    stx *x;
+    int rc = send_target(c, f, &d, &q, &x);
+    if (rc)
+        return rc;
+    int err = 0;
+    tn_message *m;
+    if (c->big) { /* its body arrived straight into it: a message like any other now */
+        tn_assert(f->body == c->big->payload);
+        m = c->big;
+        c->big = NULL;
+        tn_intake_charge(c->st->b, &c->intake, m); /* charged while it waits in memory */
+    } else {
+        m = make_message(c, f, &d, &err, NULL);
+    }
     if (!m)
         return fail(c, f, err == TN_ENOMEM ? "out of memory" : "too many header bytes", NULL);
     if (x) {
@@ -1032,6 +1136,7 @@ a_open(void *proto, const tn_io *io, void *ctx)
     c->version = TN_STOMP_V10;
     tn_stomp_decoder_init(&c->dec, TN_STOMP_ROLE_SERVER, &st->conf.limits);
     tn_flow_init(&c->flow, flow_resume);
+    c->intake.resume = intake_resume;
     c->replies.send = reply_send;
     c->opened = c->last_rx = c->last_tx = io->now(ctx);
     schedule(c);
@@ -1050,17 +1155,46 @@ a_input(void *a, const uint8_t *p, size_t len)
         fail(c, NULL, "the first frame must be CONNECT or STOMP", NULL);
         return (ssize_t)len;
     }
+    if (c->intake.waiting)
+        return 0; /* intake_resume() wakes us */
+    set_pause(c, PAUSE_INTAKE, false);
+    if (c->big_wait) {
+        int rc = big_head(c, &c->big_f);
+        if (rc == BIG_WAIT)
+            return 0;
+        if (rc != 0) {
+            subs_release(c);
+            return (ssize_t)len;
+        }
+    }
     size_t off = 0;
     while (off < len && c->state != ST_CLOSING) {
         if (c->flow.blocked) { /* a queue we send to is full: read no more until it drains */
-            c->io->pause(c->ioc, true);
+            set_pause(c, PAUSE_FLOW, true);
             break;
         }
         size_t used = 0;
         tn_stomp_frame f;
         int rc = tn_stomp_decode(&c->dec, p + off, len - off, &used, &f);
+        if (rc == TN_STOMP_HEAD) {
+            off += used;
+            rc = big_head(c, &f);
+            if (rc == BIG_WAIT)
+                break;
+            if (rc != 0) {
+                subs_release(c);
+                return (ssize_t)len;
+            }
+            continue;
+        }
         if (rc == TN_EAGAIN) {
             off = len;
+            /* A big body without content-length, gathered in the decoder: from the budget too;
+             * past it, read no more until there is room (the bytes held stay held). */
+            size_t held = tn_stomp_decoder_held(&c->dec);
+            if (held >= BIG_BODY && held > c->intake.held &&
+                tn_intake_reserve(c->st->b, &c->intake, held - c->intake.held + BIG_BODY) != 0)
+                set_pause(c, PAUSE_INTAKE, true);
             break;
         }
         if (rc != 0) {
@@ -1069,7 +1203,7 @@ a_input(void *a, const uint8_t *p, size_t len)
             if (rc == TN_ETOOBIG && c->dec.error && strcmp(c->dec.error, "frame too large") == 0) {
                 /* Refused as soon as content-length says so, before the body: say the limit. */
                 snprintf(limit, sizeof limit,
-                         "the body is over the %" PRIu32 "-byte limit (max_packet_size)",
+                         "the body is over the %" PRIu32 "-byte limit (max_message_size)",
                          c->st->conf.limits.max_body);
                 detail = limit;
             }
@@ -1079,6 +1213,8 @@ a_input(void *a, const uint8_t *p, size_t len)
         }
         off += used;
         rc = on_frame(c, &f);
+        if (!c->big)
+            tn_intake_release(c->st->b, &c->intake); /* held for a body now whole */
         run_later(c);
         if (rc != 0) {
             if (c->state == ST_CLOSING)
@@ -1111,6 +1247,8 @@ a_timeout(void *a, uint64_t now)
         c->io->close(c->ioc);
         return;
     }
+    if (c->pauses)
+        c->last_rx = now; /* we do not read it: its heart-beats cannot be heard */
     if (c->hb_recv_ms && now >= c->last_rx + 2ull * c->hb_recv_ms) {
         tn_log_info("STOMP-HEARTBEAT", "%s: nothing received for %" PRIu64 " ms, closing",
                     c->io->peer(c->ioc), now - c->last_rx);
@@ -1131,6 +1269,7 @@ a_closed(void *a, int reason)
     sconn *c = a;
     run_later(c);
     c->state = ST_CLOSING;
+    big_drop(c);
     tn_replies_cancel(&c->replies);
     ssub *s, *tmp;
     HASH_ITER(hh, c->subs, s, tmp)
@@ -1168,6 +1307,7 @@ tn_stomp_new(tn_broker *b, const tn_stomp_conf *conf)
     tn_stomp *st = tn_xcalloc(1, sizeof *st);
     st->b = b;
     st->conf = *conf;
+    st->conf.limits.big_body = BIG_BODY;
     if (!st->conf.prefetch)
         st->conf.prefetch = 1000;
     if (!st->conf.connect_timeout_ms)

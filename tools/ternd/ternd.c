@@ -41,8 +41,25 @@ typedef struct ternd {
     tn_net *net;
     tn_store *store;
     tn_broker *broker;
+    tn_mqtt **mqtt; /* one adapter per listener */
+    tn_stomp **stomp;
+    size_t n_mqtt, n_stomp;
     bool stopping;
 } ternd;
+
+/* The largest journal record: a message as large as any listener takes, with its name and
+ * properties (each at most 64 KiB). */
+static uint32_t
+max_record(const tn_conf *c)
+{
+    uint64_t m = c->limits.max_message_size;
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        uint32_t l = tn_conf_listener_max_message(c, &c->listeners[i]);
+        m = l > m ? l : m;
+    }
+    m += 2 * 65536 + 4096;
+    return m > UINT32_MAX ? UINT32_MAX : (uint32_t)m;
+}
 
 static void
 store_notify(void *arg)
@@ -199,6 +216,8 @@ main(int argc, char **argv)
     }
 
     ternd t = {0};
+    t.mqtt = tn_xcalloc(conf.n_listeners, sizeof *t.mqtt);
+    t.stomp = tn_xcalloc(conf.n_listeners, sizeof *t.stomp);
     uv_loop_init(&t.loop);
     tn_broker_limits bl = {
         .max_inflight = conf.limits.max_inflight,
@@ -208,6 +227,7 @@ main(int argc, char **argv)
         .compact_bytes = conf.store.compact_bytes,
         .slow_consumer_ms = conf.limits.slow_consumer_timeout,
         .max_topic_levels = conf.limits.max_topic_levels,
+        .max_incoming = conf.limits.max_incoming_memory,
     };
     tn_broker *broker = tn_broker_new(&bl);
     t.broker = broker;
@@ -223,7 +243,7 @@ main(int argc, char **argv)
     tn_store_conf sc = {.dir = jdir,
                         .sync = sync,
                         .interval_ms = conf.store.sync_interval_ms,
-                        .max_record = conf.limits.max_packet_size + 4096,
+                        .max_record = max_record(&conf),
                         .notify = store_notify,
                         .notify_arg = &t.store_wake};
     bool store_ok = tn_store_open(&sc, &t.store, err, sizeof err) == 0;
@@ -233,20 +253,12 @@ main(int argc, char **argv)
     }
     if (!store_ok)
         tn_log_error("TERN-STORE", "cannot use the journal: %s", err);
-    tn_mqtt_conf mc = {.max_packet = conf.limits.max_packet_size, .connect_timeout_ms = 10000};
-    tn_mqtt *mqtt = tn_mqtt_new(broker, &mc);
-    tn_stomp_conf stc = {
-        .limits = {.max_line = 8192,
-                   .max_headers = 128,
-                   .max_header_bytes = 65536,
-                   .max_body = conf.limits.max_packet_size},
-        .connect_timeout_ms = 10000,
-        .max_deliveries = conf.limits.max_deliveries,
-    };
-    tn_stomp *stomp = tn_stomp_new(broker, &stc);
     tn_net_limits nl = {
         .max_connections = conf.limits.max_connections,
-        .max_input = conf.limits.max_packet_size + 8,
+        /* Large messages arrive straight into their message (held once, budgeted); input kept
+         * per connection is the rest: packets and frames up to max_packet_size, and the
+         * headers of a large one (an MQTT topic or STOMP headers, up to 64 KiB). */
+        .max_input = conf.limits.max_packet_size + 2 * 65536 + 8,
         .max_output = conf.limits.max_output_buffer,
         .close_timeout_ms = conf.limits.close_timeout,
     };
@@ -272,7 +284,25 @@ main(int argc, char **argv)
         const tn_adapter_ops *ops = l->proto == TN_PROTO_MQTT    ? &tn_mqtt_adapter
                                     : l->proto == TN_PROTO_STOMP ? &tn_stomp_adapter
                                                                  : NULL;
-        void *proto = l->proto == TN_PROTO_MQTT ? (void *)mqtt : (void *)stomp;
+        /* One adapter instance per listener: each has its own message size limit. */
+        uint32_t max_message = tn_conf_listener_max_message(&conf, l);
+        void *proto = NULL;
+        if (l->proto == TN_PROTO_MQTT) {
+            tn_mqtt_conf mc = {.max_message = max_message,
+                               .max_packet = conf.limits.max_packet_size,
+                               .connect_timeout_ms = 10000};
+            proto = t.mqtt[t.n_mqtt++] = tn_mqtt_new(broker, &mc);
+        } else if (l->proto == TN_PROTO_STOMP) {
+            tn_stomp_conf stc = {
+                .limits = {.max_line = 8192,
+                           .max_headers = 128,
+                           .max_header_bytes = 65536,
+                           .max_body = max_message},
+                .connect_timeout_ms = 10000,
+                .max_deliveries = conf.limits.max_deliveries,
+            };
+            proto = t.stomp[t.n_stomp++] = tn_stomp_new(broker, &stc);
+        }
         if (!ops) {
             tn_log_error("TERN-LISTEN-PROTO", "%s:// listeners are not supported yet", scheme);
             ok = false;
@@ -297,8 +327,12 @@ main(int argc, char **argv)
     }
     uv_run(&t.loop, UV_RUN_DEFAULT);
     tn_net_free(t.net);
-    tn_mqtt_free(mqtt);
-    tn_stomp_free(stomp);
+    for (size_t i = 0; i < t.n_mqtt; i++)
+        tn_mqtt_free(t.mqtt[i]);
+    for (size_t i = 0; i < t.n_stomp; i++)
+        tn_stomp_free(t.stomp[i]);
+    free(t.mqtt);
+    free(t.stomp);
     tn_broker_free(broker);
     if (uv_loop_close(&t.loop) != 0)
         tn_log_warn("TERN-LEAK", "event loop closed with open handles");
