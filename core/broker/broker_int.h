@@ -127,4 +127,8 @@ tn_session *tn_broker__session_find(tn_broker *b, const char *id, size_t len);
 tn_session *tn_broker__session_create(tn_broker *b, const char *id, size_t len, bool clean);
 void tn_broker__session_free(tn_session *s, bool log);
 
+/* Charges a large message read back from the journal to the incoming budget without waiting
+ * (its consumer asked for it): arrivals wait while it is in memory. */
+void tn_broker__charge(tn_broker *b, tn_message *m);
+
 #endif

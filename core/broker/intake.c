@@ -132,3 +132,14 @@ tn_intake_charge(tn_broker *b, tn_intake *t, tn_message *m)
     m->owner = &b->large_owner;
     leave(b, t, keep);
 }
+
+void
+tn_broker__charge(tn_broker *b, tn_message *m)
+{
+    if (m->owner)
+        return;
+    b->large_owner.freed = charged_freed;
+    m->owner = &b->large_owner;
+    b->intake_used += m->payload_len;
+    b->stats.incoming_bytes = b->intake_used;
+}

@@ -161,6 +161,11 @@ msg_decode(reader *r, tn_message **out)
     return 0;
 }
 
+/* Payloads from this size on are journaled by reference to the message (tn_store_append_ref). */
+#define LARGE_PAYLOAD 65536
+/* Scratch buffers grown past this by a large record are freed after it. */
+#define KEEP_SCRATCH (1u << 20)
+
 static bool
 active(tn_broker *b)
 {
@@ -179,6 +184,8 @@ append(tn_broker *b, uint16_t type)
     else
         b->lsn = UINT64_MAX; /* never durable: the waiter gets the store's error */
     b->rec.len = 0;
+    if (b->rec.cap > KEEP_SCRATCH)
+        tn_buf_reset(&b->rec);
 }
 
 static bool
@@ -208,6 +215,12 @@ tn_broker__log_sub(tn_broker *b, tn_session *s, const char *filter, uint8_t qos,
     append(b, put ? REC_SUB_PUT : REC_SUB_DEL);
 }
 
+static void
+release_message(void *m)
+{
+    tn_message_unref(m);
+}
+
 /* Writes m's MSG record unless it was the last one written; b->logged_pos tells where. */
 static void
 log_msg(tn_broker *b, tn_message *m)
@@ -220,8 +233,23 @@ log_msg(tn_broker *b, tn_message *m)
     put_u8(&b->rec, m->retain);
     put_str(&b->rec, m->name, m->name_len);
     put_str(&b->rec, (const char *)m->props, m->props_len);
-    put_bytes(&b->rec, m->payload, m->payload_len);
-    append(b, REC_MSG);
+    if (m->payload_len >= LARGE_PAYLOAD) {
+        /* Written from the message itself, not copied: it is held once (the store keeps a
+         * reference until the record is written). */
+        uint64_t lsn;
+        b->since_ckpt += TN_STORE_HEADER + b->rec.len + m->payload_len;
+        if (tn_store_append_ref(b->store, REC_MSG, b->rec.data, (uint32_t)b->rec.len, m->payload,
+                                m->payload_len, release_message, tn_message_ref(m), &lsn) == 0) {
+            b->lsn = lsn;
+        } else {
+            tn_message_unref(m);
+            b->lsn = UINT64_MAX;
+        }
+        b->rec.len = 0;
+    } else {
+        put_bytes(&b->rec, m->payload, m->payload_len);
+        append(b, REC_MSG);
+    }
     if (appended(b))
         tn_store_last_pos(b->store, &b->logged_pos);
     else
@@ -382,23 +410,66 @@ tn_replies_cancel(tn_replies *r)
 
 /* ---- paging ---- */
 
+/* A large MSG record read back straight into its message (tn_store_read_split). */
+typedef struct placing {
+    tn_message *m;
+    bool bad;
+} placing;
+
+static uint8_t *
+place_msg(void *arg, const uint8_t *p, uint32_t n, uint32_t len)
+{
+    placing *pl = arg;
+    reader r = {p, p + n, false};
+    uint64_t id = get_u64(&r);
+    uint8_t qos = get_u8(&r), retain = get_u8(&r);
+    size_t nl, pn;
+    const char *name = get_str(&r, &nl);
+    const char *props = get_str(&r, &pn);
+    if (r.bad || qos > 2) {
+        pl->bad = true; /* the prefix holds the whole head whenever the record is sound */
+        return NULL;
+    }
+    size_t head = (size_t)(r.p - p), have = n - head;
+    uint8_t *payload;
+    pl->m = tn_message_alloc(name, nl, props, pn, len - head, qos, retain != 0, &payload);
+    if (!pl->m)
+        return NULL;
+    pl->m->id = id;
+    pl->m->persistent = true;
+    memcpy(payload, r.p, have);
+    return payload + have;
+}
+
+/* Reads before the payload of a MSG record: id, qos, retain, name and properties at most. */
+#define MSG_HEAD_MAX (8 + 1 + 1 + 2 + 65535 + 2 + 65535)
+
 int
 tn_broker__load(void *ctx, const tn_paged *p, tn_message **out)
 {
     tn_broker *b = ctx;
     tn_store_pos pos = {p->seg, p->off, p->size};
     uint16_t type = 0;
-    int rc = tn_store_read(b->store, &pos, &b->page, &type);
+    placing pl = {NULL, false};
+    int rc = tn_store_read_split(b->store, &pos, MSG_HEAD_MAX, &b->page, &type, place_msg, &pl);
     if (rc == TN_EAGAIN) {
         b->refill_wanted = true;
         return rc;
     }
-    tn_message *m = NULL;
-    if (rc == 0 && type == REC_MSG) {
+    if (rc == TN_ENOMEM && !pl.bad) {
+        tn_message_unref(pl.m);
+        return TN_EAGAIN;
+    }
+    tn_message *m = pl.m; /* a large one, read straight into it */
+    if (m && rc == 0)
+        tn_broker__charge(b, m);
+    if (rc == 0 && !m && type == REC_MSG) {
         reader r = {b->page.data, b->page.data + b->page.len, false};
         if ((rc = msg_decode(&r, &m)) == TN_ENOMEM)
             return TN_EAGAIN;
     }
+    if (b->page.cap > KEEP_SCRATCH)
+        tn_buf_reset(&b->page);
     if (rc != 0 || type != REC_MSG || !m || m->id != p->id) {
         tn_message_unref(m);
         tn_log_error("STORE-PAGE-LOST",
@@ -495,13 +566,27 @@ relocate(ckpt_ctx *c, tn_paged *p)
     if (!e) {
         tn_store_pos pos = {p->seg, p->off, p->size};
         uint16_t type = 0;
-        if (tn_store_read(b->store, &pos, &b->page, &type) != 0 || type != REC_MSG)
+        placing pl = {NULL, false};
+        int rc = tn_store_read_split(b->store, &pos, MSG_HEAD_MAX, &b->page, &type, place_msg, &pl);
+        if (rc != 0 || type != REC_MSG) {
+            tn_message_unref(pl.m);
             return; /* left where it is; loading it reports the loss */
-        put_bytes(&b->rec, b->page.data, b->page.len);
-        append(b, REC_MSG);
-        if (!appended(b))
-            return;
-        tn_store_last_pos(b->store, &pos);
+        }
+        if (pl.m) {
+            /* A large one: read into a message and written again from it, held once. */
+            b->logged_msg = 0;
+            log_msg(b, pl.m);
+            tn_message_unref(pl.m);
+            if (!appended(b))
+                return;
+            pos = b->logged_pos;
+        } else {
+            put_bytes(&b->rec, b->page.data, b->page.len);
+            append(b, REC_MSG);
+            if (!appended(b))
+                return;
+            tn_store_last_pos(b->store, &pos);
+        }
         e = add_id(&c->moved, p->id, &pos);
     }
     p->seg = e->pos.seg;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -25,6 +26,43 @@ typedef struct waiter {
     tn_store_done_cb cb;
     void *arg;
 } waiter;
+
+/* A record's body written from where it is (tn_store_append_ref): its bytes come right before
+ * byte off of the pending buffer (or of the batch being written). */
+typedef struct store_ref {
+    uint64_t off;
+    const uint8_t *p;
+    uint32_t n;
+    void (*release)(void *owner);
+    void *owner;
+} store_ref;
+
+typedef struct ref_list {
+    store_ref *v;
+    size_t n, cap;
+} ref_list;
+
+static void
+refs_push(ref_list *l, store_ref r)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 8;
+        l->v = tn_xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = r;
+}
+
+/* Moves every ref of from to the end of to. */
+static void
+refs_move(ref_list *to, ref_list *from)
+{
+    for (size_t i = 0; i < from->n; i++)
+        refs_push(to, from->v[i]);
+    from->n = 0;
+}
+
+/* A batch buffer grown past this by large records is freed once written. */
+#define KEEP_BATCH (8u << 20)
 
 /* A segment starts at this offset of the pending buffer, with this LSN. */
 typedef struct roll_pt {
@@ -64,6 +102,8 @@ struct tn_store {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     tn_buf pending;
+    ref_list prefs; /* bodies of pending records, by offset */
+    ref_list done;  /* written or dropped: released by the loop in tn_store_poll() */
     uint64_t pending_first, pending_last;
     roll_pt *rolls; /* where in pending a new segment starts, ascending */
     size_t n_rolls, cap_rolls;
@@ -387,6 +427,63 @@ write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
     return 0;
 }
 
+/* Writes the batch with the bodies its refs point to in place, at off. */
+static int
+write_batch(int fd, const tn_buf *batch, const ref_list *refs, uint64_t off)
+{
+    if (refs->n == 0)
+        return write_all(fd, batch->data, batch->len, off);
+    enum { MAX_IOV = 512 };
+    struct iovec iov[MAX_IOV];
+    size_t pos = 0, i = 0;
+    while (pos < batch->len || i < refs->n) {
+        int k = 0;
+        size_t bytes = 0;
+        while (k + 2 <= MAX_IOV && (pos < batch->len || i < refs->n)) {
+            size_t upto = i < refs->n ? (size_t)refs->v[i].off : batch->len;
+            if (upto > pos) {
+                iov[k++] = (struct iovec){batch->data + pos, upto - pos};
+                bytes += upto - pos;
+                pos = upto;
+            }
+            if (i < refs->n) {
+                iov[k++] = (struct iovec){(void *)refs->v[i].p, refs->v[i].n};
+                bytes += refs->v[i].n;
+                i++;
+            }
+        }
+        struct iovec *v = iov;
+        while (bytes > 0) {
+            ssize_t w = pwritev(fd, v, k, (off_t)off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return TN_EIO;
+            bytes -= (size_t)w;
+            off += (uint64_t)w;
+            while (k > 0 && (size_t)w >= v->iov_len) {
+                w -= (ssize_t)v->iov_len;
+                v++;
+                k--;
+            }
+            if (k > 0) {
+                v->iov_base = (uint8_t *)v->iov_base + w;
+                v->iov_len -= (size_t)w;
+            }
+        }
+    }
+    return 0;
+}
+
+static uint64_t
+refs_bytes(const ref_list *l)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < l->n; i++)
+        n += l->v[i].n;
+    return n;
+}
+
 static uint64_t
 now_ms(void)
 {
@@ -412,6 +509,7 @@ writer(void *arg)
     tn_store *s = arg;
     tn_buf batch;
     tn_buf_init(&batch, SIZE_MAX);
+    ref_list brefs = {0};
     uint64_t last_sync = now_ms();
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -506,22 +604,36 @@ writer(void *arg)
             s->pending_first = s->rolls[0].lsn;
             for (size_t i = 0; i < s->n_rolls; i++)
                 s->rolls[i].off -= cut;
+            /* Refs are in offset order; those up to the cut go now (a body that ends its record
+             * without padding sits right at the cut, before the next segment's first record). */
+            size_t k = 0;
+            while (k < s->prefs.n && s->prefs.v[k].off <= cut)
+                refs_push(&brefs, s->prefs.v[k++]);
+            for (size_t i = k; i < s->prefs.n; i++) {
+                s->prefs.v[i - k] = s->prefs.v[i];
+                s->prefs.v[i - k].off -= cut;
+            }
+            s->prefs.n -= k;
         } else {
             tn_buf tmp = batch;
             batch = s->pending;
             s->pending = tmp;
             s->pending.len = 0;
+            ref_list rt = brefs;
+            brefs = s->prefs;
+            s->prefs = rt;
         }
         pthread_mutex_unlock(&s->mu);
 
         int rc = 0;
         if (s->fd < 0 || roll)
             rc = new_segment(s, first);
+        uint64_t batch_bytes = batch.len + refs_bytes(&brefs);
         if (rc == 0)
-            rc = write_all(s->fd, batch.data, batch.len, s->seg_bytes);
+            rc = write_batch(s->fd, &batch, &brefs, s->seg_bytes);
         bool unsynced = true;
         if (rc == 0) {
-            s->seg_bytes += batch.len;
+            s->seg_bytes += batch_bytes;
             /* sync always, but nobody waits for these records (acks, say): the next sync that
              * someone waits for covers them, or the idle sync IDLE_SYNC_MS later. */
             if (s->conf.sync == TN_SYNC_ALWAYS && need_sync) {
@@ -540,9 +652,12 @@ writer(void *arg)
                          "publishes are refused until it works again",
                          s->dir, first, last, strerror(e));
         }
-        uint64_t written = rc == 0 ? batch.len : 0;
+        uint64_t written = rc == 0 ? batch_bytes : 0;
         batch.len = 0;
+        if (batch.cap > KEEP_BATCH)
+            tn_buf_reset(&batch);
         pthread_mutex_lock(&s->mu);
+        refs_move(&s->done, &brefs); /* their bodies are written (or failed): release them */
         s->wr_seg = s->w_seg;
         s->wr_off = s->seg_bytes;
         s->unsynced = unsynced;
@@ -556,6 +671,7 @@ writer(void *arg)
              * gap): drop them; their LSNs are handed out again once writing resumes. */
             s->error = TN_EIO;
             s->pending.len = 0;
+            refs_move(&s->done, &s->prefs);
             s->n_rolls = 0;
         }
         s->conf.notify(s->conf.notify_arg);
@@ -564,6 +680,7 @@ writer(void *arg)
     if (s->fd >= 0 && s->conf.sync != TN_SYNC_NEVER)
         fdatasync(s->fd);
     tn_buf_fini(&batch);
+    free(brefs.v);
     return NULL;
 }
 
@@ -579,11 +696,16 @@ tn_store_start(tn_store *s)
     return 0;
 }
 
-int
-tn_store_append(tn_store *s, uint16_t type, const void *p, uint32_t len, uint64_t *lsn)
+/* Appends a record of head[0..hlen) and body[0..blen): the body is copied, or, with release,
+ * written from where it is. */
+static int
+append(tn_store *s, uint16_t type, const void *head, uint32_t hlen, const void *body, uint32_t blen,
+       void (*release)(void *owner), void *owner, uint64_t *lsn)
 {
-    if (len > s->conf.max_record)
+    uint64_t len64 = (uint64_t)hlen + blen;
+    if (len64 > s->conf.max_record)
         return TN_ETOOBIG;
+    uint32_t len = (uint32_t)len64;
     pthread_mutex_lock(&s->mu);
     int err = s->error;
     if (err) {
@@ -606,26 +728,52 @@ tn_store_append(tn_store *s, uint16_t type, const void *p, uint32_t len, uint64_
     s->roll_req = false;
     s->last_pos = (tn_store_pos){s->app_seg, (uint32_t)s->app_off, (uint32_t)size};
     s->app_off += size;
-    uint8_t *r = tn_buf_reserve(&s->pending, size);
+    uint64_t in_pending = release ? size - blen : size; /* a ref's body is not copied */
+    uint8_t *r = tn_buf_reserve(&s->pending, in_pending);
     tn_assert(r);
     uint16_t zero = 0;
     memcpy(r + 4, &len, 4);
     memcpy(r + 8, &n, 8);
     memcpy(r + 16, &type, 2);
     memcpy(r + 18, &zero, 2);
-    if (len)
-        memcpy(r + TN_STORE_HEADER, p, len);
-    memset(r + TN_STORE_HEADER + len, 0, size - TN_STORE_HEADER - len);
-    uint32_t crc = record_crc(r, len);
+    if (hlen)
+        memcpy(r + TN_STORE_HEADER, head, hlen);
+    uint32_t crc = crc32_gzip_refl(0, r + 4, TN_STORE_HEADER - 4 + (uint64_t)hlen);
+    if (blen)
+        crc = crc32_gzip_refl(crc, body, blen);
     memcpy(r, &crc, 4);
-    tn_buf_commit(&s->pending, size);
-    if (s->pending.len == size)
+    uint8_t *tail = r + TN_STORE_HEADER + hlen; /* the body (unless a ref), then padding */
+    if (release) {
+        refs_push(&s->prefs,
+                  (store_ref){s->pending.len + TN_STORE_HEADER + hlen, body, blen, release, owner});
+    } else {
+        if (blen)
+            memcpy(tail, body, blen);
+        tail += blen;
+    }
+    memset(tail, 0, size - TN_STORE_HEADER - len);
+    tn_buf_commit(&s->pending, in_pending);
+    if (s->pending.len == in_pending)
         s->pending_first = n;
     s->pending_last = n;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     *lsn = n;
     return 0;
+}
+
+int
+tn_store_append(tn_store *s, uint16_t type, const void *p, uint32_t len, uint64_t *lsn)
+{
+    return append(s, type, p, len, NULL, 0, NULL, NULL, lsn);
+}
+
+int
+tn_store_append_ref(tn_store *s, uint16_t type, const void *head, uint32_t hlen, const void *body,
+                    uint32_t blen, void (*release)(void *owner), void *owner, uint64_t *lsn)
+{
+    tn_assert(release);
+    return append(s, type, head, hlen, body, blen, release, owner, lsn);
 }
 
 void
@@ -651,9 +799,23 @@ tn_store_when_durable(tn_store *s, uint64_t lsn, tn_store_done_cb cb, void *arg)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Releases the bodies the writer is done with (loop thread). */
+static void
+release_done(tn_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    ref_list done = s->done;
+    s->done = (ref_list){0};
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < done.n; i++)
+        done.v[i].release(done.v[i].owner);
+    free(done.v);
+}
+
 void
 tn_store_poll(tn_store *s)
 {
+    release_done(s);
     pthread_mutex_lock(&s->mu);
     uint64_t durable = s->durable;
     int error = s->error;
@@ -747,8 +909,24 @@ read_fd(tn_store *s, uint64_t seg)
     return fd;
 }
 
+static int
+read_full(int fd, uint8_t *p, size_t n, uint64_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, p + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return TN_ENOENT;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
 int
-tn_store_read(tn_store *s, const tn_store_pos *pos, tn_buf *out, uint16_t *type)
+tn_store_read_split(tn_store *s, const tn_store_pos *pos, uint32_t prefix, tn_buf *out,
+                    uint16_t *type, tn_store_place_cb place, void *arg)
 {
     if (pos->size < TN_STORE_HEADER ||
         pos->size > PAD8((uint64_t)TN_STORE_HEADER + s->conf.max_record))
@@ -764,26 +942,46 @@ tn_store_read(tn_store *s, const tn_store_pos *pos, tn_buf *out, uint16_t *type)
     int fd = read_fd(s, pos->seg);
     if (fd < 0)
         return TN_ENOENT;
+    /* The header and the prefix (all of a small record) into out. */
+    uint64_t first = pos->size;
+    if (place && (uint64_t)TN_STORE_HEADER + prefix < first)
+        first = TN_STORE_HEADER + prefix;
     out->len = 0;
-    uint8_t *p = tn_buf_reserve(out, pos->size);
+    uint8_t *p = tn_buf_reserve(out, first);
     if (!p)
         return TN_ENOMEM;
-    size_t got = 0;
-    while (got < pos->size) {
-        ssize_t r = pread(fd, p + got, pos->size - got, (off_t)(pos->off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return TN_ENOENT;
-        got += (size_t)r;
-    }
+    if (read_full(fd, p, first, pos->off) != 0)
+        return TN_ENOENT;
     uint32_t len = rd32(p + 4);
-    if (PAD8((uint64_t)TN_STORE_HEADER + len) != pos->size || rd32(p) != record_crc(p, len))
+    if (PAD8((uint64_t)TN_STORE_HEADER + len) != pos->size)
         return TN_ENOENT;
     memcpy(type, p + 16, 2);
-    memmove(p, p + TN_STORE_HEADER, len);
-    out->len = len;
+    if (first == pos->size) {
+        if (rd32(p) != record_crc(p, len))
+            return TN_ENOENT;
+        memmove(p, p + TN_STORE_HEADER, len);
+        out->len = len;
+        return 0;
+    }
+    /* A large record: the rest straight where the caller wants it. */
+    uint32_t have = (uint32_t)(first - TN_STORE_HEADER);
+    uint32_t crc = crc32_gzip_refl(0, p + 4, first - 4);
+    uint32_t want = rd32(p);
+    uint8_t *dst = place(arg, p + TN_STORE_HEADER, have, len);
+    if (!dst)
+        return TN_ENOMEM;
+    if (read_full(fd, dst, len - have, pos->off + first) != 0)
+        return TN_ENOENT;
+    if (crc32_gzip_refl(crc, dst, len - have) != want)
+        return TN_ENOENT;
+    out->len = 0;
     return 0;
+}
+
+int
+tn_store_read(tn_store *s, const tn_store_pos *pos, tn_buf *out, uint16_t *type)
+{
+    return tn_store_read_split(s, pos, 0, out, type, NULL, NULL);
 }
 
 void
@@ -826,6 +1024,9 @@ tn_store_close(tn_store *s)
         pthread_join(s->thread, NULL);
     }
     tn_store_poll(s);
+    refs_move(&s->done, &s->prefs); /* never written (not started) */
+    release_done(s);
+    free(s->prefs.v);
     if (s->fd >= 0)
         close(s->fd);
     if (s->dirfd >= 0)

@@ -72,6 +72,14 @@ int tn_store_start(tn_store *s);
 /* Appends one record (loop thread). Returns its LSN in *lsn, TN_ETOOBIG over max_record, or the
  * sticky write error (TN_EIO) once writing has failed. */
 int tn_store_append(tn_store *s, uint16_t type, const void *p, uint32_t len, uint64_t *lsn);
+/* The same for a record of head[0..hlen) then body[0..blen), the body written from where it is,
+ * not copied (a large message's payload: written once, held once): body must stay valid and
+ * unchanged until release(owner) is called, on the loop thread from tn_store_poll() (or
+ * tn_store_close()), once it is written or dropped after a write error. On failure (the
+ * returns of tn_store_append) release is not called. */
+int tn_store_append_ref(tn_store *s, uint16_t type, const void *head, uint32_t hlen,
+                        const void *body, uint32_t blen, void (*release)(void *owner), void *owner,
+                        uint64_t *lsn);
 
 /* Calls cb(arg, 0) on the loop thread, from tn_store_poll(), once every record up to lsn is
  * durable; cb(arg, TN_EIO) if writing failed first. Callbacks run in LSN order. */
@@ -102,6 +110,14 @@ void tn_store_last_pos(tn_store *s, tn_store_pos *pos);
  * its append failed and the position was reused). Callers check the payload is what they
  * expect. */
 int tn_store_read(tn_store *s, const tn_store_pos *pos, tn_buf *out, uint16_t *type);
+/* The same for a large record, held once: reads its first prefix payload bytes (all of a record
+ * no longer than that, which is then returned as by tn_store_read) into out, then
+ * place(arg, p, n, len) gets those n bytes and the payload's whole length, and returns where the
+ * other len - n bytes go (NULL: TN_ENOMEM); they are read straight there and out is left empty.
+ * The CRC covers all of it: on TN_ENOENT whatever place() made must be discarded. */
+typedef uint8_t *(*tn_store_place_cb)(void *arg, const uint8_t *p, uint32_t n, uint32_t len);
+int tn_store_read_split(tn_store *s, const tn_store_pos *pos, uint32_t prefix, tn_buf *out,
+                        uint16_t *type, tn_store_place_cb place, void *arg);
 
 /* Compaction, driven by the caller, which knows what is live: roll makes the next batch start a
  * new segment; drop_before asks the writer thread to delete every segment whose records all
