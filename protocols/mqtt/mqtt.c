@@ -364,7 +364,8 @@ big_feed(mconn *c, const uint8_t *p, size_t len)
     size_t take = c->big.need - c->big.got;
     if (take > len)
         take = len;
-    memcpy(c->big.dst + c->big.got, p, take);
+    if (p != c->big.dst + c->big.got) /* else net read it in place (mqtt_read_into) */
+        memcpy(c->big.dst + c->big.got, p, take);
     c->big.got += take;
     if (c->keepalive_ms && !c->pauses)
         c->io->set_deadline(c->ioc, c->io->now(c->ioc) + c->keepalive_ms);
@@ -596,6 +597,17 @@ mqtt_closed(void *a, int reason)
     free(c);
 }
 
+/* The rest of a large PUBLISH's payload goes straight into its message. */
+static uint8_t *
+mqtt_read_into(void *a, size_t *len)
+{
+    mconn *c = a;
+    if (!c->big.msg || c->state == ST_CLOSING)
+        return NULL;
+    *len = c->big.need - c->big.got;
+    return c->big.dst + c->big.got;
+}
+
 const tn_adapter_ops tn_mqtt_adapter = {
     .name = "mqtt",
     .open = mqtt_open,
@@ -603,4 +615,5 @@ const tn_adapter_ops tn_mqtt_adapter = {
     .drained = mqtt_drained,
     .timeout = mqtt_timeout,
     .closed = mqtt_closed,
+    .read_into = mqtt_read_into,
 };

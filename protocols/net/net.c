@@ -373,6 +373,15 @@ alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     conn *c = (conn *)h;
+    size_t n = 0;
+    uint8_t *dst;
+    /* A large body arriving: straight into the message it belongs to, when nothing is kept
+     * before it. Worth a read of its own only when there is a good deal of it left. */
+    if (c->ops->read_into && c->in.len == 0 && (dst = c->ops->read_into(c->a, &n)) &&
+        n >= sizeof c->net->rbuf) {
+        *buf = uv_buf_init((char *)dst, n > INT32_MAX ? INT32_MAX : (unsigned)n);
+        return;
+    }
     *buf = uv_buf_init((char *)c->net->rbuf, sizeof c->net->rbuf);
 }
 

@@ -79,6 +79,10 @@ typedef struct tn_adapter_ops {
     void (*timeout)(void *a, uint64_t now);
     /* The connection is gone (reason: TN_CLOSE_*); free the state. Called exactly once. */
     void (*closed)(void *a, int reason);
+    /* Optional: where the next input bytes belong, when the adapter knows (the rest of a large
+     * message's body, *len bytes at most): the socket is read straight there, and input() then
+     * gets p pointing at them, in place (no copy needed). NULL: the usual read buffer. */
+    uint8_t *(*read_into)(void *a, size_t *len);
 } tn_adapter_ops;
 
 typedef struct tn_net_limits {

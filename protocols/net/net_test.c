@@ -10,7 +10,7 @@
 
 /* ---- server side: a test adapter ---- */
 
-typedef enum { MODE_ECHO, MODE_BYE, MODE_SLOW, MODE_FANOUT, MODE_FLOOD, MODE_REFS } mode;
+typedef enum { MODE_ECHO, MODE_BYE, MODE_SLOW, MODE_FANOUT, MODE_FLOOD, MODE_REFS, MODE_INTO } mode;
 
 typedef struct sconn {
     const tn_io *io;
@@ -26,6 +26,9 @@ static struct {
 
 static uint8_t big_payload[24 << 20]; /* more than loopback's socket buffers take at once */
 static int released;
+/* MODE_INTO: input after the first byte belongs in into_buf (as a large body would). */
+static uint8_t into_buf[4 << 20];
+static size_t into_got, into_in_place;
 static void
 on_release(void *owner)
 {
@@ -84,6 +87,17 @@ t_input(void *a, const uint8_t *p, size_t len)
         tn_buf_append(o, ".", 1);
         return (ssize_t)len;
     }
+    case MODE_INTO: {
+        size_t take = len < sizeof into_buf - into_got ? len : sizeof into_buf - into_got;
+        if (p == into_buf + into_got)
+            into_in_place += take; /* net read it there */
+        else
+            memcpy(into_buf + into_got, p, take);
+        into_got += take;
+        if (into_got == sizeof into_buf)
+            tn_buf_append(s->io->out(s->ioc), "done", 4);
+        return (ssize_t)len;
+    }
     case MODE_FLOOD: { /* as much output as the buffer takes, then close: never drained */
         static const uint8_t zeros[65536];
         while (tn_buf_append(s->io->out(s->ioc), zeros, sizeof zeros) == 0)
@@ -127,7 +141,18 @@ t_closed(void *a, int reason)
         srv.closed_shutdown++;
 }
 
-static const tn_adapter_ops test_ops = {"test", t_open, t_input, t_drained, t_timeout, t_closed};
+static uint8_t *
+t_read_into(void *a, size_t *len)
+{
+    (void)a;
+    if (srv.mode != MODE_INTO || into_got == 0 || into_got == sizeof into_buf)
+        return NULL;
+    *len = sizeof into_buf - into_got;
+    return into_buf + into_got;
+}
+
+static const tn_adapter_ops test_ops = {"test",    t_open,   t_input,    t_drained,
+                                        t_timeout, t_closed, t_read_into};
 
 /* ---- client side ---- */
 
@@ -241,6 +266,12 @@ got_n(void *arg)
 {
     client *c = arg;
     return c->n >= strlen(c->send) || c->eof;
+}
+static bool
+got_n4(void *arg)
+{
+    client *c = arg;
+    return c->n >= 4 || c->eof;
 }
 static bool
 got_eof(void *arg)
@@ -470,6 +501,31 @@ test_out_ref_in_order(void)
     CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
 }
 
+/* [issue 12] An adapter that knows where the next bytes belong (a large body) has them read
+ * straight there: they arrive in place, in order, and input() need not copy them. */
+static void
+test_read_into_in_place(void)
+{
+    static char data[(4 << 20) + 1];
+    for (size_t i = 0; i < sizeof data - 1; i++)
+        data[i] = (char)('a' + (i * 7 + i / 1000) % 26);
+    CU_ASSERT_EQUAL_FATAL(setup(10), 0);
+    srv.mode = MODE_INTO;
+    into_got = into_in_place = 0;
+    client c;
+    c_start(&c, data);
+    run_until(got_n4, &c);
+    CU_ASSERT_EQUAL(c.n, 4);
+    CU_ASSERT_EQUAL(memcmp(c.got, "done", 4), 0);
+    CU_ASSERT_EQUAL(memcmp(into_buf, data, sizeof into_buf), 0);
+    CU_ASSERT_TRUE(into_in_place > sizeof into_buf / 2); /* most of it: no copy */
+    c_close(&c);
+    run_until(all_closed, NULL);
+    teardown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+}
+
 /* [issue 19] A connection closing with output its client never reads is closed without it after
  * close_timeout_ms, instead of holding its buffer for as long as the client stays. */
 static void
@@ -510,5 +566,6 @@ main(void)
     CU_add_test(s, "max_connections_and_shutdown", test_max_connections_and_shutdown);
     CU_add_test(s, "close_timeout", test_close_timeout_gives_up_unread_output);
     CU_add_test(s, "out_ref_in_order", test_out_ref_in_order);
+    CU_add_test(s, "read_into_in_place", test_read_into_in_place);
     return tn_test_run();
 }

@@ -421,7 +421,8 @@ body_fixed(tn_stomp_decoder *d, const uint8_t *p, size_t n, size_t *off, tn_stom
     if (d->ext) {
         size_t take = d->cl - d->ext_got;
         take = avail < take ? avail : take;
-        memcpy(d->ext + d->ext_got, s, take);
+        if (s != d->ext + d->ext_got) /* else read in place (tn_stomp_decoder_body_room) */
+            memcpy(d->ext + d->ext_got, s, take);
         d->ext_got += take;
         *off += take;
         if (d->ext_got == d->cl)
@@ -562,6 +563,15 @@ tn_stomp_decoder_body_to(tn_stomp_decoder *d, uint8_t *dst)
     d->ext = dst; /* NULL: the body is gathered in d->body like a small one */
     d->ext_got = 0;
     d->big = 2;
+}
+
+uint8_t *
+tn_stomp_decoder_body_room(const tn_stomp_decoder *d, size_t *n)
+{
+    if (!d->ext || d->state != ST_BODY || d->err)
+        return NULL;
+    *n = d->cl - d->ext_got;
+    return d->ext + d->ext_got;
 }
 
 size_t

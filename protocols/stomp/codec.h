@@ -178,6 +178,10 @@ int tn_stomp_decode(tn_stomp_decoder *d, const uint8_t *p, size_t n, size_t *use
  * as usual once its NUL arrives, with body pointing at that place.
  */
 void tn_stomp_decoder_body_to(tn_stomp_decoder *d, uint8_t *dst);
+/* Where the next bytes of a body given to tn_stomp_decoder_body_to() go, and how many are still
+ * due (*n); NULL when no such body is being read. The caller may read input straight there and
+ * pass that same pointer to tn_stomp_decode(), which then copies nothing. */
+uint8_t *tn_stomp_decoder_body_room(const tn_stomp_decoder *d, size_t *n);
 /* Bytes of the current frame's body held inside the decoder (a body without content-length
  * being gathered), for the caller's memory accounting. */
 size_t tn_stomp_decoder_held(const tn_stomp_decoder *d);

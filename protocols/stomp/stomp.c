@@ -1292,6 +1292,16 @@ a_closed(void *a, int reason)
     free(c);
 }
 
+/* The rest of a big SEND body goes straight into its message. */
+static uint8_t *
+a_read_into(void *a, size_t *len)
+{
+    sconn *c = a;
+    if (!c->big || c->state == ST_CLOSING || c->state == ST_DRAINING)
+        return NULL;
+    return tn_stomp_decoder_body_room(&c->dec, len);
+}
+
 const tn_adapter_ops tn_stomp_adapter = {
     .name = "stomp",
     .open = a_open,
@@ -1299,6 +1309,7 @@ const tn_adapter_ops tn_stomp_adapter = {
     .drained = a_drained,
     .timeout = a_timeout,
     .closed = a_closed,
+    .read_into = a_read_into,
 };
 
 tn_stomp *
