@@ -11,6 +11,8 @@ tn_mqtt_new(tn_broker *b, const tn_mqtt_conf *conf)
     tn_mqtt *m = tn_xcalloc(1, sizeof *m);
     m->broker = b;
     m->conf = *conf;
+    if (!m->conf.large_min)
+        m->conf.large_min = LARGE_PUBLISH;
     tn_buf_init(&m->scratch, 65536 + 1);
     tn_buf_init(&m->topic, 65536 + 1);
     tn_buf_init(&m->frame.buf, FRAME_CACHE_MAX);
@@ -419,14 +421,14 @@ big_begin(mconn *c, const uint8_t *p, size_t len, size_t *used)
     if (rc == TN_EAGAIN) {
         size_t size;
         /* Small ones are decoded as usual once they are whole. */
-        return peek_size(p, len, &size) && size - 5 < LARGE_PUBLISH ? BIG_NO : BIG_WAIT;
+        return peek_size(p, len, &size) && size - 5 < c->m->conf.large_min ? BIG_NO : BIG_WAIT;
     }
     if (rc != 0)
         return decode_error(c, rc);
     const tn_mqtt_publish *pub = &pkt.u.publish;
     if (pub->payload.len > c->m->conf.max_message)
         return tn_mqtt__too_big(c, pub->payload.len); /* before reading the payload */
-    if (pkt.size <= len || pub->payload.len < LARGE_PUBLISH)
+    if (pkt.size <= len || pub->payload.len < c->m->conf.large_min)
         return BIG_NO;
     if (c->flow.blocked || c->deferred.len) {
         /* Not taken in before the packets ahead of it are; flow_resume() wakes us. */

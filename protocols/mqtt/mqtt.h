@@ -29,6 +29,8 @@ typedef struct tn_mqtt_conf {
     uint32_t max_message;        /* largest PUBLISH payload accepted, bytes (at most the
                                     protocol's 256 MiB less the headers) */
     uint32_t max_packet;         /* largest other packet (CONNECT with its will, SUBSCRIBE) */
+    uint32_t large_min;          /* a PUBLISH payload from this size that has not all arrived is
+                                    read straight into its message (0: 64 KiB) */
     uint32_t connect_timeout_ms; /* time allowed between accept and CONNECT */
     tn_mqtt_auth auth;           /* check == NULL: everyone is allowed */
 } tn_mqtt_conf;

@@ -52,12 +52,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                            .max_queued = 4,
                            .max_offline = 8,
                            .slow_consumer_ms = 100,
-                           .max_topic_levels = 6};
+                           .max_topic_levels = 6,
+                           .max_incoming = 1000};
     tn_broker *b = tn_broker_new(&bl);
     fz_broker = b;
     fz_now = 1000;
     tn_broker_tick(b, fz_now);
-    tn_mqtt_conf mc = {.max_message = 512, .max_packet = 512, .connect_timeout_ms = 1000};
+    /* Payloads from 64 bytes that are cut take the large path (into the message, from a 1000
+     * byte budget, so some wait). */
+    tn_mqtt_conf mc = {
+        .max_message = 512, .max_packet = 512, .large_min = 64, .connect_timeout_ms = 1000};
     tn_mqtt *m = tn_mqtt_new(b, &mc);
 
     fio sub, cl;

@@ -11,7 +11,8 @@ enum { ST_CONNECT, ST_CONNECTED, ST_CLOSING };
 #define FRAME_CACHE_MAX 65536
 
 /* A PUBLISH with at least this much payload that has not all arrived is received straight into
- * its message (held once, from the broker's incoming budget), not gathered in the input. */
+ * its message (held once, from the broker's incoming budget), not gathered in the input; unless
+ * tn_mqtt_conf.large_min says otherwise. */
 #define LARGE_PUBLISH 65536
 
 /* Why socket reads are paused (mconn.pauses). */

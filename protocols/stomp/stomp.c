@@ -59,8 +59,8 @@ typedef struct txop {
 } txop;
 enum { TX_SEND, TX_ACK, TX_NACK };
 
-/* A SEND body from this size that has not all arrived goes straight into its message (held
- * once, from the broker's incoming budget). */
+/* A SEND body from this size (unless tn_stomp_conf.limits.big_body says otherwise) that has not
+ * all arrived goes straight into its message (held once, from the broker's incoming budget). */
 #define BIG_BODY 65536
 /* Why reads are paused (sconn.pauses). */
 enum { PAUSE_FLOW = 1, PAUSE_INTAKE = 2 };
@@ -1192,8 +1192,9 @@ a_input(void *a, const uint8_t *p, size_t len)
             /* A big body without content-length, gathered in the decoder: from the budget too;
              * past it, read no more until there is room (the bytes held stay held). */
             size_t held = tn_stomp_decoder_held(&c->dec);
-            if (held >= BIG_BODY && held > c->intake.held &&
-                tn_intake_reserve(c->st->b, &c->intake, held - c->intake.held + BIG_BODY) != 0)
+            uint32_t big = c->st->conf.limits.big_body;
+            if (held >= big && held > c->intake.held &&
+                tn_intake_reserve(c->st->b, &c->intake, held - c->intake.held + big) != 0)
                 set_pause(c, PAUSE_INTAKE, true);
             break;
         }
@@ -1318,7 +1319,8 @@ tn_stomp_new(tn_broker *b, const tn_stomp_conf *conf)
     tn_stomp *st = tn_xcalloc(1, sizeof *st);
     st->b = b;
     st->conf = *conf;
-    st->conf.limits.big_body = BIG_BODY;
+    if (!st->conf.limits.big_body)
+        st->conf.limits.big_body = BIG_BODY;
     if (!st->conf.prefetch)
         st->conf.prefetch = 1000;
     if (!st->conf.connect_timeout_ms)

@@ -61,12 +61,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                            .max_queued = 4,
                            .max_offline = 8,
                            .slow_consumer_ms = 100,
-                           .max_topic_levels = 6};
+                           .max_topic_levels = 6,
+                           .max_incoming = 1500};
     tn_broker *b = tn_broker_new(&bl);
     fz_broker = b;
     fz_now = 1000;
     tn_broker_tick(b, fz_now);
-    tn_stomp_conf sc = {.limits = {256, 8, 1024, 1024}, .prefetch = 2, .max_deliveries = 2};
+    /* Bodies from 100 bytes take the big path (straight into the message, from a 1500 byte
+     * budget, so some wait). */
+    tn_stomp_conf sc = {.limits = {256, 8, 1024, 1024, 100}, .prefetch = 2, .max_deliveries = 2};
     tn_stomp *st = tn_stomp_new(b, &sc);
 
     fio sub, cl;

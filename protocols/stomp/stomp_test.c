@@ -25,7 +25,7 @@ setup(void)
     tn_broker_limits bl = {
         .max_inflight = 10, .max_queued = 100, .max_offline = 100, .max_topic_levels = 4};
     b = tn_broker_new(&bl);
-    tn_stomp_conf sc = {.limits = {8192, 64, 65536, 65536}, .prefetch = 10, .max_deliveries = 3};
+    tn_stomp_conf sc = {.limits = {8192, 64, 65536, 65536, 0}, .prefetch = 10, .max_deliveries = 3};
     st = tn_stomp_new(b, &sc);
 }
 
