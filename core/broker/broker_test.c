@@ -1085,6 +1085,53 @@ test_intake_budget(void)
     tn_broker_free(b);
 }
 
+/* A named queue's consumer whose next message is paged and not yet on disk when it asks for it
+ * gets it once the journal has written it (the retry after the store's poll covers named queues,
+ * whose consumers are not a session's). It stalled: the last messages of a run waited for the
+ * next consumer. */
+static void
+test_named_queue_paged_retry(void)
+{
+    char dir[] = "/tmp/tern-broker-qpage-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    tn_broker_limits l = limits;
+    l.max_offline = 1000;
+    l.max_queue_memory = 400; /* two or three messages in memory, the rest paged */
+    tn_store *st;
+    tn_broker *b = recovered_with(dir, &st, &l);
+    tn_session *q = tn_broker_queue(b, "pq", 2, true);
+    fake c = {0};
+    tn_consumer *k = tn_queue_attach(tn_session_queue(q), &consumer_ops, &c, 1);
+    enum { N = 40 };
+    char p[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(p, sizeof p, "%d", i);
+        send_to(b, q, p, true);
+    }
+    int got = 0, stalls = 0;
+    for (int round = 0; round < 1000 && got < N; round++) {
+        if (c.n == 0) { /* nothing in hand: what the journal wrote meanwhile may be loaded */
+            stalls++;
+            settle(b, st);
+            tn_broker_maintain(b);
+            continue;
+        }
+        CU_ASSERT_EQUAL(atoi(c.payload[0]), got);
+        tn_delivery *d = c.got[0];
+        c.n = 0;
+        got++;
+        tn_session_ack(q, d); /* at once: the next may not be written yet */
+    }
+    CU_ASSERT_EQUAL(got, N);
+    tn_queue_detach(k);
+    settle(b, st);
+    tn_store_close(st);
+    tn_broker_free(b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -1114,5 +1161,6 @@ main(void)
     CU_add_test(s, "journal_replay", test_journal_replay);
     CU_add_test(s, "journal_compaction", test_journal_compaction);
     CU_add_test(s, "intake_budget", test_intake_budget);
+    CU_add_test(s, "named_queue_paged_retry", test_named_queue_paged_retry);
     return tn_test_run();
 }

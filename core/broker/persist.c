@@ -743,7 +743,9 @@ tn_broker_maintain(tn_broker *b)
         tn_session *s, *tmp;
         HASH_ITER(hh, b->sessions, s, tmp)
         {
-            if (s->consumer && tn_queue_paged(s->queue))
+            /* Sessions and named queues alike (a queue's consumers are not its session's):
+             * tn_queue_refill() does nothing without consumers. */
+            if (tn_queue_paged(s->queue))
                 tn_queue_refill(s->queue);
         }
     }
