@@ -44,6 +44,11 @@ static const char usage[] =
     "      --persistent         MQTT: subscribers use persistent sessions (clean session 0),\n"
     "                           messages left by an earlier run are counted as stale;\n"
     "                           STOMP: SENDs carry persistent:true (persistent messages)\n"
+    "      --discard            subscribers copy only the first 24 bytes of a payload out of\n"
+    "                           the kernel and have it drop the rest unread (recv MSG_TRUNC):\n"
+    "                           for large messages, where copying them would make ternbench\n"
+    "                           the bottleneck; a message still counts (and is acknowledged)\n"
+    "                           when its last byte arrived\n"
     "      --stall K            MQTT: K of the S subscribers (0..K-1) stop reading their socket\n"
     "                           for good at --stall-after: the connection stays open, sends\n"
     "                           nothing (no PINGREQ) and is left out of expected, lost and the\n"
@@ -118,7 +123,9 @@ static const char usage[] =
     "recover_strict_ms (stall to the end of the last over window; 0 if none, -1 if the run's\n"
     "last window is over: never), recover_ms (the same counting only runs of 3 or more over\n"
     "windows: scheduling noise makes shorter ones), onset_ms (stall to the first such run, -1\n"
-    "if none: the stalled socket's buffers delay it), then stale, bad, stop.\n"
+    "if none: the stalled socket's buffers delay it), then with --discard: discarded\n"
+    "(messages whose payload past the header the kernel dropped unread), then stale, bad,\n"
+    "stop.\n"
     "retained: scenario=retained, received = distinct retained messages, lost = N - received,\n"
     "secs from SUBSCRIBE to the last new one, msgs_per_sec over secs, pub_per_sec over the\n"
     "publishing, latencies -1, then retained, publish_secs, cleared, clear_secs, live\n"
@@ -242,6 +249,7 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         OPT_STALL,
         OPT_STALL_AFTER,
         OPT_RETAINED,
+        OPT_DISCARD,
     };
     static const struct option opts[] = {
         {"url", required_argument, NULL, 'u'},
@@ -270,6 +278,7 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         {"stall", required_argument, NULL, OPT_STALL},
         {"stall-after", required_argument, NULL, OPT_STALL_AFTER},
         {"retained", required_argument, NULL, OPT_RETAINED},
+        {"discard", no_argument, NULL, OPT_DISCARD},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -439,6 +448,9 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
                 bad = "--retained wants 1..100000000";
             o->retained = v;
             break;
+        case OPT_DISCARD:
+            o->discard = true;
+            break;
         case 'h':
             fputs(usage, stdout);
             return -1;
@@ -461,6 +473,8 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
     }
     if (!bad && o->stall && (o->scenario != TN_BENCH_PUBSUB || o->stall >= o->subs))
         bad = "--stall K wants the pubsub scenario and K < --subscribers (someone must read)";
+    if (!bad && o->discard && (o->scenario != TN_BENCH_PUBSUB || o->stall))
+        bad = "--discard is for the pubsub scenario, without --stall";
     if (!bad && o->scenario == TN_BENCH_RETAINED) {
         if (o->proto != TN_BENCH_MQTT)
             bad = "--scenario retained is for MQTT";

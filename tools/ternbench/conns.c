@@ -49,7 +49,9 @@ tn_bench_conn_fini(tn_bench_conn *c)
     free(c->pid_busy);
     free(c->pid_rel);
     free(c->qos2_held);
+    free(c->skip_buf);
     c->pid_busy = c->pid_rel = c->qos2_held = NULL;
+    c->skip_buf = NULL;
 }
 
 bool
@@ -210,6 +212,9 @@ static void
 on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     tn_bench_conn *c = h->data;
+    /* --discard: what is left of a message is dropped, not read (on_read handles the message
+     * once it is over, even when this leaves nothing to read). */
+    tn_bench_skip_drain(c);
     if (c->in.len == 0) {
         *buf = uv_buf_init((char *)c->b->rbuf, sizeof c->b->rbuf);
         return;
@@ -318,10 +323,26 @@ on_packet(tn_bench_conn *c, const tn_mqtt_packet *pkt, uint64_t now_ns)
     }
 }
 
+/* --discard: the message pending since its head came in is over: handle it as if read now. */
+void
+tn_bench_mqtt_pending(tn_bench_conn *c, uint64_t now_ns)
+{
+    c->skip_pending = false;
+    on_packet(c, &c->skip_pkt, now_ns);
+}
+
 static void
 on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     tn_bench_conn *c = s->data;
+    if (tn_bench_skip_done(c)) { /* its last bytes went in on_alloc */
+        if (c->b->o.proto == TN_BENCH_STOMP)
+            tn_bench_stomp_pending(c, tn_bench_now_ns());
+        else
+            tn_bench_mqtt_pending(c, tn_bench_now_ns());
+        if (!tn_bench_conn_is_active(c))
+            return;
+    }
     if (n == 0)
         return;
     if (n < 0) {
@@ -345,12 +366,33 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     /* One clock read per read: the packets in it arrived together. */
     uint64_t now = tn_bench_now_ns();
     if (c->b->o.proto == TN_BENCH_STOMP) {
-        tn_bench_stomp_input(c, p, len, now); /* takes it all: c->in stays empty */
+        /* Takes it all (c->in stays empty) but, under --discard, a MESSAGE's start. */
+        off = tn_bench_stomp_input(c, p, len, now);
+        if (!tn_bench_conn_is_active(c))
+            return;
+        if (!shared)
+            tn_buf_consume(&c->in, off);
+        else if (off < len && tn_buf_append(&c->in, p + off, len - off) != 0)
+            tn_bench_conn_fail(c, "out of memory for a partial frame");
         return;
     }
+    bool discard = c->b->o.discard && c->role == TN_BENCH_SUB && c->state == TN_BENCH_CS_READY;
     while (off < len) {
         tn_mqtt_packet pkt;
         size_t used;
+        if (c->skip) { /* bytes of a message being dropped that came in before we knew */
+            off += tn_bench_skip_take(c, len - off);
+            if (tn_bench_skip_done(c)) {
+                tn_bench_mqtt_pending(c, now);
+                if (!tn_bench_conn_is_active(c))
+                    return;
+            }
+            continue;
+        }
+        if (discard && tn_bench_skip_mqtt(c, p + off, len - off)) {
+            off = len;
+            break;
+        }
         int rc = tn_mqtt_decode(&c->dec, p + off, len - off, &used, &pkt);
         if (rc == TN_EAGAIN)
             break;
@@ -368,6 +410,12 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         tn_buf_consume(&c->in, off);
     } else if (off < len && tn_buf_append(&c->in, p + off, len - off) != 0) {
         tn_bench_conn_fail(c, "out of memory for a partial packet");
+        return;
+    }
+    if (c->skip) {
+        tn_bench_skip_drain(c);
+        if (tn_bench_skip_done(c))
+            tn_bench_mqtt_pending(c, tn_bench_now_ns());
     }
 }
 

@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """ternbench smoke test: a short QoS 1 (or STOMP) run against a real ternd.
 
-Usage: smoke_test.py TERND TERNBENCH [mqtt|stomp]
+Usage: smoke_test.py TERND TERNBENCH [mqtt|stomp] [discard]
 
 Starts ternd on a free port (parsed from its TERN-READY line), runs 2,000 messages through one
 publisher and one subscriber, checks the RESULT line (received=2000, lost=0), then stops ternd
 with SIGTERM and checks that it exits with 0. mqtt (the default): QoS 1. stomp: a queue, SENDs
 with receipts, persistent:true, the consumer ACKing each MESSAGE (client-individual).
+discard: 256 KiB messages read with ternbench --discard, which must have dropped the tails of
+some of them unread (discarded > 0) and still count all.
 """
 import os
 import re
@@ -45,12 +47,18 @@ def wait_ready(proc, timeout, scheme):
 
 
 def main():
-    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["mqtt"], ["stomp"]):
+    args = sys.argv[3:]
+    discard = args[-1:] == ["discard"]
+    if discard:
+        args = args[:-1]
+    if len(sys.argv) < 3 or args not in ([], ["mqtt"], ["stomp"]):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     ternd, ternbench = sys.argv[1], sys.argv[2]
-    scheme = sys.argv[3] if len(sys.argv) == 4 else "mqtt"
+    scheme = args[0] if args else "mqtt"
     mode = ["--qos", "1"] if scheme == "mqtt" else ["--ack", "client-individual", "--persistent"]
+    if discard:
+        mode += ["--discard", "--size", "262144"]
     with tempfile.TemporaryDirectory(prefix="ternbench-smoke-") as data:
         broker = subprocess.Popen(
             [ternd, "--listen", scheme + "://127.0.0.1:0", "--data", data],
@@ -75,6 +83,8 @@ def main():
                               ("lost", "0"), ("dup", "0"), ("stop", "complete")):
                 if result.get(key) != want:
                     fail("%s=%s, want %s" % (key, result.get(key), want))
+            if discard and int(result.get("discarded", "0")) == 0:
+                fail("discarded=%s: --discard dropped nothing" % result.get("discarded"))
         finally:
             if broker.poll() is None:
                 broker.send_signal(signal.SIGTERM)
@@ -86,7 +96,7 @@ def main():
                 fail("ternd did not stop within 30 s of SIGTERM")
         if code != 0:
             fail("ternd exited with %d after SIGTERM" % code)
-    print("ternbench %s smoke test passed" % scheme)
+    print("ternbench %s%s smoke test passed" % (scheme, " discard" if discard else ""))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ tn_bench_stomp_init(tn_bench_conn *c)
         .max_body = size < 65536 ? 65536 : size,
     };
     tn_stomp_decoder_init(&c->sdec, TN_STOMP_ROLE_CLIENT, &lim);
+    c->stomp_between = true;
 }
 
 void
@@ -262,24 +263,69 @@ on_frame(tn_bench_conn *c, const tn_stomp_frame *f, uint64_t now_ns)
     }
 }
 
+/* --discard: the MESSAGE pending since its head came in is over: handle it as if read now. */
 void
+tn_bench_stomp_pending(tn_bench_conn *c, uint64_t now_ns)
+{
+    c->skip_pending = false;
+    on_frame(c, &c->skip_frame, now_ns);
+}
+
+size_t
 tn_bench_stomp_input(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns)
 {
     size_t off = 0;
+    bool discard = c->b->o.discard && c->role == TN_BENCH_SUB && c->state == TN_BENCH_CS_READY;
     while (off < len) {
         tn_stomp_frame f;
         size_t used;
+        if (c->skip) { /* bytes of a MESSAGE being dropped that came in before we knew */
+            off += tn_bench_skip_take(c, len - off);
+            if (tn_bench_skip_done(c)) {
+                tn_bench_stomp_pending(c, now_ns);
+                if (!tn_bench_conn_is_active(c))
+                    return len;
+            }
+            continue;
+        }
+        if (discard && c->stomp_between) {
+            /* EOLs between frames (heart-beats, the optional ones after a NUL) are ours to
+             * skip here: the decoder would keep a lone one as a partial frame. */
+            while (off < len &&
+                   (p[off] == '\n' || (p[off] == '\r' && off + 1 < len && p[off + 1] == '\n')))
+                off += p[off] == '\r' ? 2 : 1;
+            if (off == len)
+                break;
+            if (p[off] == '\r' && off + 1 == len)
+                return off; /* the rest of a CRLF: next read */
+            int skip = tn_bench_skip_stomp(c, p + off, len - off);
+            if (skip == TN_BENCH_SKIP_WAIT)
+                return off;
+            if (skip == TN_BENCH_SKIP_YES) {
+                off = len;
+                break;
+            }
+        }
         int rc = tn_stomp_decode(&c->sdec, p + off, len - off, &used, &f);
-        if (rc == TN_EAGAIN)
-            return; /* all taken; the decoder keeps the partial frame */
+        if (rc == TN_EAGAIN) {
+            c->stomp_between = false;
+            return len; /* all taken; the decoder keeps the partial frame */
+        }
         if (rc != 0) {
             tn_bench_conn_fail(c, "bad frame from the broker: %s",
                                c->sdec.error ? c->sdec.error : tn_strerror(rc));
-            return;
+            return len;
         }
+        c->stomp_between = true;
         off += used;
         on_frame(c, &f, now_ns);
         if (!tn_bench_conn_is_active(c))
-            return;
+            return len;
     }
+    if (c->skip) {
+        tn_bench_skip_drain(c);
+        if (tn_bench_skip_done(c))
+            tn_bench_stomp_pending(c, tn_bench_now_ns());
+    }
+    return len;
 }

@@ -504,6 +504,8 @@ report(tn_bench *b)
         printf(" pub_block_max_ms=%.1f", tn_bench_pub_block_max_ms(b));
         tn_bench_stall_result(b);
     }
+    if (o->discard)
+        printf(" discarded=%llu", (unsigned long long)b->discarded);
     printf(" stale=%llu bad=%llu stop=%s\n", (unsigned long long)b->stale,
            (unsigned long long)b->bad, b->stop_reason ? b->stop_reason : "?");
     fflush(stdout);

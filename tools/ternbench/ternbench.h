@@ -8,6 +8,7 @@
  *   pubsub.c     publishers (windows, pacing, QoS 1/2 flows, receipts) and subscribers (acks,
  *                bookkeeping), whichever the protocol
  *   stats.c      latency histogram, CPU and memory of this process and of the broker
+ *   skip.c       --discard: subscribers that have the kernel drop large payloads unread
  *   stall.c      --stall: subscribers that stop reading, the healthy ones' latency per 100 ms
  *                window, recover_ms, and how long publishers could not send (pub_block_max_ms)
  *   retained.c   the retained scenario: publish N retained messages, then count what a new
@@ -41,6 +42,7 @@
 #define TN_BENCH_MAX_SEEN (1ull << 30)    /* bytes of duplicate-tracking bitmaps, at most */
 #define TN_BENCH_WINDOW_NS 100000000ull   /* --stall: the latency timeline's window */
 #define TN_BENCH_SILENCE_NS 5000000000ull /* retained: no retained message this long: stop */
+#define TN_BENCH_SKIP_BUF 8192            /* --discard: the shortened copy of a message's head */
 
 typedef enum { TN_BENCH_PUBSUB, TN_BENCH_CONNS, TN_BENCH_RETAINED } tn_bench_scenario;
 typedef enum { TN_BENCH_SHARED, TN_BENCH_PER_PUBLISHER } tn_bench_topics;
@@ -75,6 +77,8 @@ typedef struct tn_bench_opts {
     double hold;
     uint32_t src_first, src_n; /* source addresses (host order) for conns; 0: the kernel's */
     bool quiet;
+    bool discard;       /* pubsub: subscribers take a payload's first TN_BENCH_HEADER bytes
+                           and have the kernel drop the rest unread (skip.c) */
     uint32_t stall;     /* pubsub, MQTT: subscribers 0..stall-1 stop reading at stall_after */
     double stall_after; /* seconds from the first publish */
     uint64_t retained;  /* retained: messages (also count) */
@@ -142,8 +146,8 @@ typedef struct tn_bench_conn {
     bool writing, dirty;
     tn_buf out;  /* encoded this turn, not yet handed to uv_write */
     tn_buf wbuf; /* being written (one uv_write in flight at most); swapped with out */
-    tn_buf in;   /* the start of a packet that did not fit in the last read (MQTT only: the
-                    STOMP decoder keeps partial frames itself) */
+    tn_buf in;   /* the start of a packet that did not fit in the last read (MQTT; STOMP only
+                    under --discard: the decoder keeps partial frames itself) */
     tn_mqtt_decoder dec;
     tn_stomp_decoder sdec;  /* STOMP only */
     uint64_t last_tx_ms;    /* loop time of the last write, for PINGREQ */
@@ -168,6 +172,16 @@ typedef struct tn_bench_conn {
     bool stalls;              /* --stall: stops reading at --stall-after; its deliveries are
                                  counted apart (stalled_received), never as expected or lost */
     bool stalled;             /* it did: reads stopped, no PINGREQ */
+
+    /* --discard (skip.c): a message whose first TN_BENCH_HEADER payload bytes arrived is
+     * decoded from a copy shortened to them (skip_buf); the rest of it, `skip` bytes, is
+     * dropped in the kernel (recv MSG_TRUNC). It counts once its last byte is dropped. */
+    uint64_t skip;             /* bytes of the pending message still to drop */
+    bool skip_pending;         /* a message waits for the end of its skip */
+    bool stomp_between;        /* STOMP: the decoder holds no partial frame */
+    uint8_t *skip_buf;         /* TN_BENCH_SKIP_BUF bytes, allocated on first use */
+    tn_mqtt_packet skip_pkt;   /* MQTT: the pending PUBLISH (views into skip_buf) */
+    tn_stomp_frame skip_frame; /* STOMP: the pending MESSAGE (headers in the decoder) */
 } tn_bench_conn;
 
 typedef enum {
@@ -212,6 +226,7 @@ struct tn_bench {
     bool competing;  /* STOMP queues: subscribers share duplicate bitmaps, a message counts
                         once overall */
     uint64_t sent, expected, acked, received, unique, dup, reordered, stale, bad;
+    uint64_t discarded; /* --discard: messages whose payload past the header was dropped */
     bool track_dups;
     uint64_t *seen_bits;
     tn_bench_stream *streams;
@@ -348,9 +363,32 @@ int tn_bench_stomp_disconnect(tn_bench_conn *c);
  * --persistent and receipt:<receipt> unless receipt is 0. 0, or TN_ETOOBIG when c->out is full
  * (the buffer is left as it was). */
 int tn_bench_stomp_send(tn_bench_conn *c, uint16_t receipt, const uint8_t *body, size_t len);
-/* Decodes p[0..len) (all of it: partial frames stay in the decoder) and acts on each frame;
- * errors and ERROR frames fail the connection. now_ns is the read's time. */
-void tn_bench_stomp_input(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns);
+/* Decodes p[0..len) and acts on each frame; errors and ERROR frames fail the connection.
+ * now_ns is the read's time. Returns the bytes taken: all (partial frames stay in the decoder)
+ * except, with --discard, the start of a MESSAGE kept for the next read (TN_BENCH_SKIP_WAIT),
+ * which the caller keeps in c->in. */
+size_t tn_bench_stomp_input(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns);
+
+/* skip.c: --discard, for subscribers in the READY state. tn_bench_skip_mqtt/_stomp look at
+ * p[0..n), the start of a packet or frame: when it is a PUBLISH or MESSAGE that is not all
+ * there but whose first TN_BENCH_HEADER payload bytes are, they decode a copy shortened to those
+ * bytes, keep it pending, set c->skip to the bytes still to come and return true or
+ * TN_BENCH_SKIP_YES (all n taken); otherwise false or TN_BENCH_SKIP_NO (decode normally), or,
+ * STOMP only (MQTT keeps a cut packet start in c->in anyway), TN_BENCH_SKIP_WAIT: the start of a
+ * MESSAGE whose head or first payload bytes are still to come, a few KiB at most: keep p[0..n)
+ * for the next read rather than have the decoder copy the whole message. */
+enum { TN_BENCH_SKIP_NO, TN_BENCH_SKIP_YES, TN_BENCH_SKIP_WAIT };
+bool tn_bench_skip_mqtt(tn_bench_conn *c, const uint8_t *p, size_t n);
+int tn_bench_skip_stomp(tn_bench_conn *c, const uint8_t *p, size_t n);
+/* Drops up to c->skip bytes from the socket (recv MSG_TRUNC, no copy) without blocking. */
+void tn_bench_skip_drain(tn_bench_conn *c);
+/* Takes up to c->skip bytes of p[0..n) (read before the skip was known); returns how many. */
+size_t tn_bench_skip_take(tn_bench_conn *c, size_t n);
+/* True when c's pending message is complete (its skip is over): the caller handles it. */
+bool tn_bench_skip_done(const tn_bench_conn *c);
+/* conns.c and stomp.c: the pending message's handlers. */
+void tn_bench_mqtt_pending(tn_bench_conn *c, uint64_t now_ns);
+void tn_bench_stomp_pending(tn_bench_conn *c, uint64_t now_ns);
 
 /* Bitmaps: packet ids in flight (PID_WORDS words for ids 0..65535), retained messages seen. */
 #define PID_WORDS (65536 / 64)
