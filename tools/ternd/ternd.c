@@ -9,6 +9,9 @@
 
 #include <errno.h>
 #include <getopt.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +121,15 @@ int
 main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a write to a reset peer must not kill the broker */
+#ifdef __GLIBC__
+    /* Messages of 64 KiB to a few MiB come and go by the thousand per second. glibc's defaults
+     * map each of them fresh (or trim the heap under them), so every one was paid for again in
+     * page faults and zeroed pages: 160 faults per 1 MiB message, a third of ternd's time.
+     * Up to 4 MiB they come from the heap, which keeps up to 64 MiB free before giving memory
+     * back; larger ones (up to 100 MiB) are still mapped and returned as soon as freed. */
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
     enum { OPT_LOG_LEVEL = 256 };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
