@@ -659,31 +659,43 @@ tn_mqtt_decoder_init(tn_mqtt_decoder *d, tn_mqtt_role role, uint32_t max_packet)
     d->connack_rc = -1;
 }
 
-int
-tn_mqtt_decode(tn_mqtt_decoder *d, const uint8_t *buf, size_t len, size_t *used,
-               tn_mqtt_packet *pkt)
+/* The fixed header at buf: its remaining-length varint's size in *n and the packet's whole size
+ * in *size, checked against max_packet and, for fixed-size packets, their length. 0, TN_EAGAIN
+ * while it is incomplete, or an error (d->error says which). */
+static int
+fixed_header(tn_mqtt_decoder *d, const uint8_t *buf, size_t len, int *n, uint32_t *rl,
+             uint32_t *size)
 {
-    uint32_t rl;
-    int n, rc;
+    int rc;
 
-    *used = 0;
     d->error = NULL;
     d->connack_rc = -1;
     if (len == 0)
         return TN_EAGAIN;
     if ((rc = check_first_byte(d, buf[0])) != 0)
         return rc;
-    n = varint_get(buf + 1, len - 1, &rl);
-    if (n == 0)
+    *n = varint_get(buf + 1, len - 1, rl);
+    if (*n == 0)
         return TN_EAGAIN;
-    if (n < 0)
+    if (*n < 0)
         return fail(d, "remaining length longer than 4 bytes"); /* 3.1.1 section 2.2.3 */
-    uint32_t size = 1 + (uint32_t)n + rl;                       /* at most 5 + VARINT_MAX */
-    if (size > d->max_packet) {
+    *size = 1 + (uint32_t)*n + *rl;                             /* at most 5 + VARINT_MAX */
+    if (*size > d->max_packet) {
         d->error = "packet larger than the maximum packet size";
         return TN_ETOOBIG;
     }
-    if ((rc = check_length(d, buf[0] >> 4, rl)) != 0)
+    return check_length(d, buf[0] >> 4, *rl);
+}
+
+int
+tn_mqtt_decode(tn_mqtt_decoder *d, const uint8_t *buf, size_t len, size_t *used,
+               tn_mqtt_packet *pkt)
+{
+    uint32_t rl, size;
+    int n, rc;
+
+    *used = 0;
+    if ((rc = fixed_header(d, buf, len, &n, &rl, &size)) != 0)
         return rc;
     if (len < size)
         return TN_EAGAIN;
@@ -703,29 +715,13 @@ int
 tn_mqtt_decode_publish_head(tn_mqtt_decoder *d, const uint8_t *buf, size_t len, size_t *used,
                             tn_mqtt_packet *pkt)
 {
-    uint32_t rl;
+    uint32_t rl, size;
     int n, rc;
 
     *used = 0;
-    d->error = NULL;
-    d->connack_rc = -1;
-    if (len == 0)
-        return TN_EAGAIN;
-    if (buf[0] >> 4 != TN_MQTT_PUBLISH)
+    if (len > 0 && buf[0] >> 4 != TN_MQTT_PUBLISH)
         return TN_EINVAL;
-    if ((rc = check_first_byte(d, buf[0])) != 0)
-        return rc;
-    n = varint_get(buf + 1, len - 1, &rl);
-    if (n == 0)
-        return TN_EAGAIN;
-    if (n < 0)
-        return fail(d, "remaining length longer than 4 bytes");
-    uint32_t size = 1 + (uint32_t)n + rl;
-    if (size > d->max_packet) {
-        d->error = "packet larger than the maximum packet size";
-        return TN_ETOOBIG;
-    }
-    if ((rc = check_length(d, buf[0] >> 4, rl)) != 0)
+    if ((rc = fixed_header(d, buf, len, &n, &rl, &size)) != 0)
         return rc;
     /* The variable header's length, from what has arrived of it. */
     const uint8_t *q = buf + 1 + n;
