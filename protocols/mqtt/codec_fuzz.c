@@ -288,6 +288,26 @@ run(const uint8_t *data, size_t size, tn_mqtt_role role, uint8_t version, uint32
         again = before;
         CHECK(tn_mqtt_decode(&again, p, 1, &u2, &scratch) == TN_EAGAIN);
 
+        /* A PUBLISH's head, decoded alone from any prefix that holds it, agrees with the whole
+         * packet; shorter prefixes are only incomplete. */
+        if (pkt.type == TN_MQTT_PUBLISH) {
+            tn_mqtt_packet h;
+            size_t hu = 0;
+            again = before;
+            int hr = tn_mqtt_decode_publish_head(&again, p, used, &hu, &h);
+            CHECK(hr == 0 && hu + pkt.u.publish.payload.len == used);
+            CHECK(h.u.publish.payload.len == pkt.u.publish.payload.len &&
+                  h.u.publish.qos == pkt.u.publish.qos && h.u.publish.pid == pkt.u.publish.pid &&
+                  h.u.publish.topic.len == pkt.u.publish.topic.len);
+            for (size_t k = 0; k < hu; k++) {
+                again = before;
+                CHECK(tn_mqtt_decode_publish_head(&again, p, k, &u2, &h) == TN_EAGAIN);
+            }
+        } else {
+            again = before;
+            CHECK(tn_mqtt_decode_publish_head(&again, p, used, &u2, &scratch) == TN_EINVAL);
+        }
+
         span s = {p, p + used};
         exercise(role, d.version, &pkt, s);
         off += used;

@@ -1040,6 +1040,43 @@ test_list_iter_bounds(void)
     CU_ASSERT_FALSE(tn_mqtt_list_next(&it, TN_MQTT_SUBACK, &f, &o));
 }
 
+/* [issue 12] The head of a PUBLISH whose payload is still arriving. */
+static void
+test_publish_head(void)
+{
+    tn_mqtt_decoder d;
+    tn_mqtt_decoder_init(&d, TN_MQTT_ROLE_SERVER, 1u << 20);
+    tn_mqtt_packet pkt;
+    size_t used = 99;
+    /* QoS 1, topic "a/b", packet id 7, a payload of 300 bytes of which 2 are here. */
+    static const uint8_t p[] = {0x32, 0xb3, 0x02, 0, 3, 'a', '/', 'b', 0, 7, 'x', 'y'};
+    for (size_t k = 0; k < 10; k++) {
+        CU_ASSERT_EQUAL(tn_mqtt_decode_publish_head(&d, p, k, &used, &pkt), TN_EAGAIN);
+        CU_ASSERT_EQUAL(used, 0);
+    }
+    CU_ASSERT_EQUAL(tn_mqtt_decode_publish_head(&d, p, sizeof p, &used, &pkt), 0);
+    CU_ASSERT_EQUAL(used, 10);
+    CU_ASSERT_EQUAL(pkt.size, 3 + 307);
+    CU_ASSERT_EQUAL(pkt.u.publish.qos, 1);
+    CU_ASSERT_EQUAL(pkt.u.publish.pid, 7);
+    CU_ASSERT_TRUE(pkt.u.publish.topic.len == 3 && !memcmp(pkt.u.publish.topic.p, "a/b", 3));
+    CU_ASSERT_PTR_NULL(pkt.u.publish.payload.p);
+    CU_ASSERT_EQUAL(pkt.u.publish.payload.len, 300);
+    /* Not a PUBLISH; a wildcard topic; packet id 0; a topic longer than the packet; over the
+     * maximum packet size. */
+    static const uint8_t sub[] = {0x82, 0x05, 0, 1, 0, 1, 'a'};
+    CU_ASSERT_EQUAL(tn_mqtt_decode_publish_head(&d, sub, sizeof sub, &used, &pkt), TN_EINVAL);
+    static const uint8_t wild[] = {0x30, 0xb3, 0x02, 0, 3, 'a', '/', '#'};
+    CU_ASSERT_EQUAL(tn_mqtt_decode_publish_head(&d, wild, sizeof wild, &used, &pkt), TN_EPROTO);
+    static const uint8_t pid0[] = {0x32, 0xb3, 0x02, 0, 1, 'a', 0, 0};
+    CU_ASSERT_EQUAL(tn_mqtt_decode_publish_head(&d, pid0, sizeof pid0, &used, &pkt), TN_EPROTO);
+    static const uint8_t longtopic[] = {0x30, 0x04, 0, 9, 'a', 'b'};
+    CU_ASSERT_EQUAL(tn_mqtt_decode_publish_head(&d, longtopic, sizeof longtopic, &used, &pkt),
+                    TN_EPROTO);
+    tn_mqtt_decoder_init(&d, TN_MQTT_ROLE_SERVER, 200);
+    CU_ASSERT_EQUAL(tn_mqtt_decode_publish_head(&d, p, 3, &used, &pkt), TN_ETOOBIG);
+}
+
 int
 main(void)
 {
@@ -1048,6 +1085,7 @@ main(void)
         CU_TestFunc fn;
     } tests[] = {
         {"connect_known_bytes", test_connect_known_bytes},
+        {"publish_head", test_publish_head},
         {"publish_qos1_known_bytes", test_publish_qos1_known_bytes},
         {"small_packets_known_bytes", test_small_packets_known_bytes},
         {"roundtrip_connect", test_roundtrip_connect},
