@@ -117,7 +117,8 @@ tn_message_unref(tn_message *m)
         return;
     tn_assert(m->refs > 0);
     if (--m->refs == 0) {
-        tn_message_uncharge(m);
+        if (m->owner)
+            tn_message_uncharge(m);
         block_free(m, m->small);
     }
 }

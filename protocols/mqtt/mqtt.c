@@ -406,6 +406,16 @@ peek_size(const uint8_t *p, size_t len, size_t *size)
 
 enum { BIG_NO = 1, BIG_WAIT = 2 };
 
+/* A packet other than PUBLISH over max_packet: logs, closes. */
+static int
+too_big_packet(mconn *c, size_t size)
+{
+    tn_log_warn("MQTT-TOO-BIG", "%s: packet of %zu bytes, over max_packet_size (%u), closing",
+                c->io->peer(c->ioc), size, c->m->conf.max_packet);
+    close_now(c);
+    return TN_ETOOBIG;
+}
+
 /*
  * A PUBLISH at p: when it is large and has not all arrived, starts receiving it straight into
  * its message (*used = its headers) and returns 0. BIG_NO: decode it as usual (small, or all
@@ -492,35 +502,32 @@ mqtt_input(void *a, const uint8_t *p, size_t len)
         tn_mqtt_packet pkt;
         if (c->state == ST_CONNECT && check_first_byte(c, p[off]) != 0)
             return TN_EPROTO;
-        if (c->state == ST_CONNECTED && p[off] >> 4 == TN_MQTT_PUBLISH) {
-            int rc = big_begin(c, p + off, len - off, &used);
-            if (rc == BIG_WAIT)
-                break;
-            if (rc < 0)
-                return rc;
-            if (rc == 0) {
-                off += used;
-                ssize_t n = big_feed(c, p + off, len - off);
-                if (n < 0)
-                    return n;
-                off += (size_t)n;
-                continue;
-            }
-        } else {
-            size_t size;
-            if (peek_size(p + off, len - off, &size) && size > c->m->conf.max_packet) {
-                tn_log_warn("MQTT-TOO-BIG",
-                            "%s: packet of %zu bytes, over max_packet_size (%u), closing",
-                            c->io->peer(c->ioc), size, c->m->conf.max_packet);
-                close_now(c);
-                return TN_ETOOBIG;
-            }
-        }
         int rc = tn_mqtt_decode(&c->dec, p + off, len - off, &used, &pkt);
-        if (rc == TN_EAGAIN)
+        if (rc == TN_EAGAIN) {
+            /* Not all here: a large PUBLISH is taken in straight into its message; any other
+             * packet waits in the input, which must not grow past max_packet for it. */
+            size_t size;
+            if (c->state == ST_CONNECTED && p[off] >> 4 == TN_MQTT_PUBLISH) {
+                rc = big_begin(c, p + off, len - off, &used);
+                if (rc < 0)
+                    return rc;
+                if (rc == 0) {
+                    off += used;
+                    ssize_t n = big_feed(c, p + off, len - off);
+                    if (n < 0)
+                        return n;
+                    off += (size_t)n;
+                    continue;
+                }
+            } else if (peek_size(p + off, len - off, &size) && size > c->m->conf.max_packet) {
+                return too_big_packet(c, size);
+            }
             break;
+        }
         if (rc < 0)
             return decode_error(c, rc);
+        if (pkt.type != TN_MQTT_PUBLISH && pkt.size > c->m->conf.max_packet)
+            return too_big_packet(c, pkt.size);
         got = true;
         if ((c->flow.blocked || c->deferred.len) && !urgent(pkt.type)) {
             /* A subscriber is too far behind: keep this packet for later, in order. */
