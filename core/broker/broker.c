@@ -461,6 +461,11 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
             rc = tn_queue_push_ref(s->queue, m, &where);
         else
             rc = tn_queue_push(s->queue, m, qos, true, flags); /* not on disk: memory only */
+    } else if (qos > 0 && !s->clean && b->store && m->payload_len >= TN_VOLATILE_PAGE_MIN &&
+               !tn_queue_is_full(s->queue) && tn_broker__log_volatile(b, m, qos, flags, &where)) {
+        /* A large non-persistent message: paged like a persistent one past the queue's memory
+         * limit, so a queue of them does not pin them all in memory. */
+        rc = tn_queue_push_ref(s->queue, m, &where);
     } else {
         rc = tn_queue_push(s->queue, m, qos, qos > 0, flags);
     }
@@ -473,7 +478,9 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
             behind_add(s, ep); /* a new congestion episode: time it */
         /* A slow consumer makes nobody wait for what it can drop (QoS 0) or page to the journal
          * (persistent messages to a persistent session); clean sessions' QoS 1/2 still wait. */
-        bool spill = s->slow && (qos == 0 || (!s->clean && b->store && m->persistent));
+        bool spill =
+            s->slow && (qos == 0 || (!s->clean && b->store &&
+                                     (m->persistent || m->payload_len >= TN_VOLATILE_PAGE_MIN)));
         if (producer && !spill)
             tn_queue_wait(s->queue, producer);
         return 0;

@@ -127,6 +127,15 @@ tn_session *tn_broker__session_find(tn_broker *b, const char *id, size_t len);
 tn_session *tn_broker__session_create(tn_broker *b, const char *id, size_t len, bool clean);
 void tn_broker__session_free(tn_session *s, bool log);
 
+/* tn_paged.flags: a non-persistent message paged to the journal (never enqueued there). */
+#define TN_PAGED_VOLATILE 0x02
+/* Non-persistent messages from this size queued for a persistent session or a durable queue
+ * are paged to the journal too (not pinned in memory), but not kept across a restart. */
+#define TN_VOLATILE_PAGE_MIN (1u << 20)
+/* Writes m's MSG record for such a message (no ENQ: replay never restores it); *where for the
+ * queue. false when it could not be written. */
+bool tn_broker__log_volatile(tn_broker *b, tn_message *m, uint8_t qos, uint8_t flags,
+                             tn_paged *where);
 /* Charges a large message read back from the journal to the incoming budget without waiting
  * (its consumer asked for it): arrivals wait while it is in memory. */
 void tn_broker__charge(tn_broker *b, tn_message *m);

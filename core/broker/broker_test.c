@@ -1132,6 +1132,80 @@ test_named_queue_paged_retry(void)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
+/* Large non-persistent messages to a durable queue are paged to the journal past its memory
+ * limit like persistent ones, delivered in order, and, not being persistent, gone after a
+ * restart, also when a checkpoint ran while they were paged. */
+static void
+test_large_volatile_paged(void)
+{
+    char dir[] = "/tmp/tern-broker-vol-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    tn_broker_limits l = limits;
+    l.max_offline = 100;
+    l.max_queue_memory = 1 << 20;
+    l.compact_bytes = 4 << 20; /* a checkpoint comes due */
+    tn_store *st;
+    tn_broker *b = recovered_with(dir, &st, &l);
+    tn_session *q = tn_broker_queue(b, "vq", 2, true);
+    size_t n = (size_t)3 << 19; /* 1.5 MiB */
+    char *body = malloc(n);
+    for (int i = 0; i < 4; i++) {
+        memset(body, 'a' + i, n);
+        tn_message *m = tn_message_new("vq", 2, body, n, 1, false);
+        m->persistent = false;
+        CU_ASSERT_EQUAL(tn_broker_send(b, q, m, NULL), 0);
+        tn_message_unref(m);
+    }
+    send_to(b, q, "p", true); /* and a small persistent one behind them */
+    settle(b, st);
+    tn_broker_stats stats;
+    tn_broker_get_stats(b, &stats);
+    CU_ASSERT_EQUAL(stats.paged, 5); /* none kept in memory */
+    tn_broker_maintain(b);           /* the checkpoint: the paged ones are not enqueued in it */
+    settle(b, st);
+    tn_broker_maintain(b);
+    fake c = {0};
+    tn_consumer *k = tn_queue_attach(tn_session_queue(q), &consumer_ops, &c, 10);
+    for (int r = 0; r < 100 && c.n < 5; r++) {
+        settle(b, st);
+        tn_broker_maintain(b);
+    }
+    CU_ASSERT_EQUAL_FATAL(c.n, 5);
+    for (int i = 0; i < 4; i++) {
+        CU_ASSERT_EQUAL(c.got[i]->msg->payload_len, n);
+        CU_ASSERT_EQUAL(c.got[i]->msg->payload[0], 'a' + i);
+        CU_ASSERT_FALSE(c.got[i]->msg->persistent);
+    }
+    CU_ASSERT_STRING_EQUAL(c.payload[4], "p");
+    tn_session_ack(q, c.got[0]);
+    tn_session_ack(q, c.got[1]); /* the others stay unacked */
+    tn_queue_detach(k);          /* they go back to the queue */
+    settle(b, st);
+    tn_store_close(st);
+    tn_broker_free(b);
+
+    /* After a restart only the persistent one is left. */
+    b = recovered_with(dir, &st, &l);
+    q = tn_broker_queue(b, "vq", 2, true);
+    fake c2 = {0};
+    k = tn_queue_attach(tn_session_queue(q), &consumer_ops, &c2, 10);
+    for (int r = 0; r < 100 && c2.n == 0; r++) {
+        settle(b, st);
+        tn_broker_maintain(b);
+    }
+    CU_ASSERT_EQUAL_FATAL(c2.n, 1);
+    CU_ASSERT_STRING_EQUAL(c2.payload[0], "p");
+    tn_session_ack(q, c2.got[0]);
+    tn_queue_detach(k);
+    settle(b, st);
+    tn_store_close(st);
+    tn_broker_free(b);
+    free(body);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -1162,5 +1236,6 @@ main(void)
     CU_add_test(s, "journal_compaction", test_journal_compaction);
     CU_add_test(s, "intake_budget", test_intake_budget);
     CU_add_test(s, "named_queue_paged_retry", test_named_queue_paged_retry);
+    CU_add_test(s, "large_volatile_paged", test_large_volatile_paged);
     return tn_test_run();
 }

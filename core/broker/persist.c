@@ -139,6 +139,10 @@ get_str(reader *r, size_t *n)
     return (const char *)take(r, *n);
 }
 
+/* The retain byte of a MSG record also says a message is not persistent (a large one paged
+ * to the journal all the same, never enqueued there: it does not survive a restart). */
+#define MSG_VOLATILE 2
+
 /* A MSG record's message: u64 id, u8 qos, u8 retain, s name, s properties, rest payload.
  * TN_EINVAL when malformed, TN_ENOMEM. */
 static int
@@ -151,12 +155,12 @@ msg_decode(reader *r, tn_message **out)
     const char *props = get_str(r, &pn);
     if (r->bad || qos > 2)
         return TN_EINVAL;
-    tn_message *m =
-        tn_message_new_props(name, n, props, pn, r->p, (size_t)(r->end - r->p), qos, retain != 0);
+    tn_message *m = tn_message_new_props(name, n, props, pn, r->p, (size_t)(r->end - r->p), qos,
+                                         (retain & 1) != 0);
     if (!m)
         return TN_ENOMEM;
     m->id = id;
-    m->persistent = true;
+    m->persistent = !(retain & MSG_VOLATILE);
     *out = m;
     return 0;
 }
@@ -230,7 +234,7 @@ log_msg(tn_broker *b, tn_message *m)
     b->logged_msg = m->id;
     put_u64(&b->rec, m->id);
     put_u8(&b->rec, m->qos);
-    put_u8(&b->rec, m->retain);
+    put_u8(&b->rec, (uint8_t)(m->retain | (m->persistent ? 0 : MSG_VOLATILE)));
     put_str(&b->rec, m->name, m->name_len);
     put_str(&b->rec, (const char *)m->props, m->props_len);
     if (m->payload_len >= LARGE_PAYLOAD) {
@@ -279,6 +283,22 @@ tn_broker__log_enq(tn_broker *b, tn_session *s, tn_message *m, uint8_t qos, uint
     log_enq_at(b, s, m->id, qos, flags, &pos);
     *where = (tn_paged){
         .id = m->id, .seg = pos.seg, .off = pos.off, .size = pos.size, .qos = qos, .flags = flags};
+    return pos.seg != 0;
+}
+
+bool
+tn_broker__log_volatile(tn_broker *b, tn_message *m, uint8_t qos, uint8_t flags, tn_paged *where)
+{
+    if (!active(b))
+        return false;
+    log_msg(b, m);
+    tn_store_pos pos = b->logged_pos;
+    *where = (tn_paged){.id = m->id,
+                        .seg = pos.seg,
+                        .off = pos.off,
+                        .size = pos.size,
+                        .qos = qos,
+                        .flags = flags | TN_PAGED_VOLATILE};
     return pos.seg != 0;
 }
 
@@ -432,11 +452,11 @@ place_msg(void *arg, const uint8_t *p, uint32_t n, uint32_t len)
     }
     size_t head = (size_t)(r.p - p), have = n - head;
     uint8_t *payload;
-    pl->m = tn_message_alloc(name, nl, props, pn, len - head, qos, retain != 0, &payload);
+    pl->m = tn_message_alloc(name, nl, props, pn, len - head, qos, (retain & 1) != 0, &payload);
     if (!pl->m)
         return NULL;
     pl->m->id = id;
-    pl->m->persistent = true;
+    pl->m->persistent = !(retain & MSG_VOLATILE);
     memcpy(payload, r.p, have);
     return payload + have;
 }
@@ -528,8 +548,8 @@ ckpt_msg(tn_broker *b, id_entry **written, tn_message *m)
 static void
 ckpt_delivery(tn_broker *b, id_entry **written, tn_session *s, tn_delivery *d)
 {
-    if (!d->ack)
-        return;
+    if (!d->ack || !d->msg->persistent)
+        return; /* a non-persistent message does not outlive a restart */
     tn_store_pos pos = ckpt_msg(b, written, d->msg);
     log_enq_at(b, s, d->msg->id, d->qos, d->flags, &pos);
     if (d->state)
@@ -601,7 +621,8 @@ ckpt_paged(void *arg, tn_paged *p)
     if (p->seg <= c->relocate)
         relocate(c, p);
     tn_store_pos pos = {p->seg, p->off, p->size};
-    log_enq_at(c->b, c->s, p->id, (uint8_t)p->qos, (uint8_t)p->flags, &pos);
+    if (!(p->flags & TN_PAGED_VOLATILE)) /* kept on disk, but not across a restart */
+        log_enq_at(c->b, c->s, p->id, (uint8_t)p->qos, (uint8_t)p->flags, &pos);
     if (p->seg < c->oldest)
         c->oldest = p->seg;
 }

@@ -7,7 +7,7 @@ import os
 import unittest
 
 from harness import (StompTestCase, needs_broker_control, publish_packet, stomp_frame,
-                     tern_only, varint)
+                     tern_only, unique_name, varint)
 
 MIB = 1 << 20
 
@@ -138,7 +138,8 @@ class LargeMessageTest(StompTestCase):
 @needs_broker_control("sets ternd's limits")
 class LargeMessageLimitTest(StompTestCase):
     """max_message_size and max_incoming_memory, set low so the test is quick."""
-    LIMITS = {"max_message_size": 4 * MIB, "max_incoming_memory": 6 * MIB}
+    LIMITS = {"max_message_size": 4 * MIB, "max_incoming_memory": 6 * MIB,
+              "max_queue_memory": 2 * MIB}
 
     def test_mqtt_over_limit_closed_before_the_payload(self):
         """A PUBLISH whose payload is over max_message_size is refused from its headers: the
@@ -189,6 +190,21 @@ class LargeMessageLimitTest(StompTestCase):
             got[m.topic] = m.payload
         self.assertTrue(got["budget/a"] == big_a and got["budget/b"] == big_b)
         self.assert_broker_up()
+
+    def test_queue_of_large_non_persistent_messages_is_paged(self):
+        """Large non-persistent messages to a queue nobody consumes yet are paged to the journal
+        past max_queue_memory like persistent ones, not pinned in memory: five of 3 MiB (15 MiB,
+        over the 6 MiB budget that large messages in memory count against) are all accepted,
+        and a consumer that comes later gets them in order, intact."""
+        q = "/queue/np-" + unique_name()
+        st = self.stomp(name="np-pub")
+        bodies = [payload(3 * MIB, b"np%d" % i) for i in range(5)]
+        for b in bodies:
+            st.send(q, b, receipt=True, timeout=60)
+        c = self.stomp(name="np-sub")
+        c.subscribe(q)
+        for i, b in enumerate(bodies):
+            self.assertTrue(c.get(timeout=60).body == b, "message %d differs" % i)
 
     def test_stomp_large_without_content_length(self):
         """A 2 MiB STOMP body without content-length (up to its NUL) is accepted too."""
