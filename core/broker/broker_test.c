@@ -546,6 +546,17 @@ recovered(const char *dir, tn_store **st)
     return recovered_with(dir, st, &limits);
 }
 
+/* The end of a test with a journal: closes it, frees the broker, removes the folder. */
+static void
+finish(tn_broker *b, tn_store *st, const char *dir)
+{
+    tn_store_close(st);
+    tn_broker_free(b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 static int
 segments(const char *dir)
 {
@@ -614,11 +625,7 @@ test_journal_compaction(void)
     CU_ASSERT_EQUAL(r.n, 1);
     ack_all(&r);
     tn_session_detach(r.s);
-    tn_store_close(st);
-    tn_broker_free(b);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CU_ASSERT_EQUAL(system(cmd), 0);
+    finish(b, st, dir);
 }
 
 static void
@@ -687,11 +694,7 @@ test_journal_replay(void)
     b = recovered(dir, &st);
     tn_broker_get_stats(b, &stats);
     CU_ASSERT_EQUAL(stats.sessions, 0);
-    tn_store_close(st);
-    tn_broker_free(b);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CU_ASSERT_EQUAL(system(cmd), 0);
+    finish(b, st, dir);
 }
 
 /* Takes and acks what f's session offers, in rounds, until it offers nothing or limit were
@@ -793,11 +796,7 @@ test_paging_deep_queue(void)
     CU_ASSERT_EQUAL(next, N + 100);
     CU_ASSERT_TRUE(rest > 0);
     tn_session_detach(a2.s);
-    tn_store_close(st);
-    tn_broker_free(b);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CU_ASSERT_EQUAL(system(cmd), 0);
+    finish(b, st, dir);
 }
 
 /* A persistent session that is a slow consumer pages persistent messages to the journal, as if
@@ -852,11 +851,7 @@ test_slow_persistent_session_pages(void)
     CU_ASSERT_EQUAL(stats.slow_now, 0); /* caught up */
     tn_flow_fini(&f);
     tn_session_detach(a.s);
-    tn_store_close(st);
-    tn_broker_free(b);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CU_ASSERT_EQUAL(system(cmd), 0);
+    finish(b, st, dir);
 }
 
 /* The protocol's state of an unacked delivery and its packet id survive a restart. */
@@ -889,11 +884,7 @@ test_delivery_state_survives_restart(void)
     CU_ASSERT_EQUAL(a2.got[1]->state, 0);
     CU_ASSERT_EQUAL(tn_session_tx_alloc(a2.s, a2.got[0]->msg->id), pid);
     tn_session_detach(a2.s);
-    tn_store_close(st);
-    tn_broker_free(b);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CU_ASSERT_EQUAL(system(cmd), 0);
+    finish(b, st, dir);
 }
 
 static int
@@ -988,11 +979,7 @@ test_named_queues(void)
     tn_session_ack(q, c3.got[0]);
     tn_session_ack(q, c3.got[1]);
     tn_queue_detach(k3);
-    tn_store_close(st);
-    tn_broker_free(b);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CU_ASSERT_EQUAL(system(cmd), 0);
+    finish(b, st, dir);
 }
 
 /* The incoming budget: fits are granted at once, the rest wait oldest first, the oldest holder
@@ -1125,11 +1112,7 @@ test_named_queue_paged_retry(void)
     CU_ASSERT_EQUAL(got, N);
     tn_queue_detach(k);
     settle(b, st);
-    tn_store_close(st);
-    tn_broker_free(b);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CU_ASSERT_EQUAL(system(cmd), 0);
+    finish(b, st, dir);
 }
 
 /* Large non-persistent messages to a durable queue are paged to the journal past its memory
@@ -1198,12 +1181,8 @@ test_large_volatile_paged(void)
     tn_session_ack(q, c2.got[0]);
     tn_queue_detach(k);
     settle(b, st);
-    tn_store_close(st);
-    tn_broker_free(b);
     free(body);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CU_ASSERT_EQUAL(system(cmd), 0);
+    finish(b, st, dir);
 }
 
 int
