@@ -453,21 +453,21 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
     }
     int rc;
     tn_paged where;
-    if (qos > 0 && !s->clean && b->store && m->persistent) {
-        /* Journaled first, so a queue past its memory limit can keep just where it is. */
-        if (tn_queue_is_full(s->queue))
-            rc = tn_queue_push(s->queue, m, qos, true, flags); /* refused and counted */
-        else if (tn_broker__log_enq(b, s, m, qos, flags, &where))
-            rc = tn_queue_push_ref(s->queue, m, &where);
-        else
-            rc = tn_queue_push(s->queue, m, qos, true, flags); /* not on disk: memory only */
-    } else if (qos > 0 && !s->clean && b->store && m->payload_len >= TN_VOLATILE_PAGE_MIN &&
-               !tn_queue_is_full(s->queue) && tn_broker__log_volatile(b, m, qos, flags, &where)) {
-        /* A large non-persistent message: paged like a persistent one past the queue's memory
-         * limit, so a queue of them does not pin them all in memory. */
+    /* Persistent messages to a persistent session or durable queue are journaled first, so a
+     * queue past its memory limit can keep just where they are; large non-persistent ones are
+     * written too (not enqueued: they do not survive a restart), so a queue of them does not pin
+     * them all in memory. */
+    bool pages = qos > 0 && !s->clean && b->store &&
+                 (m->persistent || m->payload_len >= TN_VOLATILE_PAGE_MIN);
+    if (!pages) {
+        rc = tn_queue_push(s->queue, m, qos, qos > 0, flags);
+    } else if (tn_queue_is_full(s->queue)) {
+        rc = tn_queue_push(s->queue, m, qos, true, flags); /* refused and counted */
+    } else if (m->persistent ? tn_broker__log_enq(b, s, m, qos, flags, &where)
+                             : tn_broker__log_volatile(b, m, qos, flags, &where)) {
         rc = tn_queue_push_ref(s->queue, m, &where);
     } else {
-        rc = tn_queue_push(s->queue, m, qos, qos > 0, flags);
+        rc = tn_queue_push(s->queue, m, qos, true, flags); /* not on disk: memory only */
     }
     if (rc == 0) {
         b->stats.delivered++;
@@ -477,10 +477,9 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
         if (ep && !s->is_queue && (!s->on_behind || s->behind_ep != ep))
             behind_add(s, ep); /* a new congestion episode: time it */
         /* A slow consumer makes nobody wait for what it can drop (QoS 0) or page to the journal
-         * (persistent messages to a persistent session); clean sessions' QoS 1/2 still wait. */
-        bool spill =
-            s->slow && (qos == 0 || (!s->clean && b->store &&
-                                     (m->persistent || m->payload_len >= TN_VOLATILE_PAGE_MIN)));
+         * (persistent or large messages to a persistent session); clean sessions' QoS 1/2 still
+         * wait. */
+        bool spill = s->slow && (qos == 0 || pages);
         if (producer && !spill)
             tn_queue_wait(s->queue, producer);
         return 0;

@@ -404,7 +404,7 @@ peek_size(const uint8_t *p, size_t len, size_t *size)
     return false;
 }
 
-enum { BIG_NO = 1, BIG_WAIT = 2 };
+enum { BIG_LATER = 1 };
 
 /* A packet other than PUBLISH over max_packet: logs, closes. */
 static int
@@ -417,10 +417,10 @@ too_big_packet(mconn *c, size_t size)
 }
 
 /*
- * A PUBLISH at p: when it is large and has not all arrived, starts receiving it straight into
- * its message (*used = its headers) and returns 0. BIG_NO: decode it as usual (small, or all
- * here). BIG_WAIT: stop reading for now (its head is not all here, or it waits for flow control
- * or for room in the incoming budget). Negative: closed.
+ * A PUBLISH at p that has not all arrived: when it is large, starts receiving it straight into
+ * its message (*used = its headers) and returns 0. BIG_LATER: read on as usual for now (a small
+ * one waits to be whole in the input; a large one's head is not all here yet, or it waits for
+ * flow control or for room in the incoming budget, with reads paused). Negative: closed.
  */
 static int
 big_begin(mconn *c, const uint8_t *p, size_t len, size_t *used)
@@ -428,31 +428,28 @@ big_begin(mconn *c, const uint8_t *p, size_t len, size_t *used)
     tn_mqtt_packet pkt;
     size_t hu = 0;
     int rc = tn_mqtt_decode_publish_head(&c->dec, p, len, &hu, &pkt);
-    if (rc == TN_EAGAIN) {
-        size_t size;
-        /* Small ones are decoded as usual once they are whole. */
-        return peek_size(p, len, &size) && size - 5 < c->m->conf.large_min ? BIG_NO : BIG_WAIT;
-    }
+    if (rc == TN_EAGAIN)
+        return BIG_LATER;
     if (rc != 0)
         return decode_error(c, rc);
     const tn_mqtt_publish *pub = &pkt.u.publish;
     if (pub->payload.len > c->m->conf.max_message)
         return tn_mqtt__too_big(c, pub->payload.len); /* before reading the payload */
-    if (pkt.size <= len || pub->payload.len < c->m->conf.large_min)
-        return BIG_NO;
+    if (pub->payload.len < c->m->conf.large_min)
+        return BIG_LATER;
     if (c->flow.blocked || c->deferred.len) {
         /* Not taken in before the packets ahead of it are; flow_resume() wakes us. */
         set_pause(c, PAUSE_FLOW, true);
-        return BIG_WAIT;
+        return BIG_LATER;
     }
     set_pause(c, PAUSE_FLOW, false);
     tn_mqtt *m = c->m;
     if (c->intake.waiting)
-        return BIG_WAIT;
+        return BIG_LATER;
     if (c->intake.held < pub->payload.len) {
         if (tn_intake_reserve(m->broker, &c->intake, pub->payload.len - c->intake.held) != 0) {
             set_pause(c, PAUSE_INTAKE, true); /* intake_resume() wakes us */
-            return BIG_WAIT;
+            return BIG_LATER;
         }
     }
     set_pause(c, PAUSE_INTAKE, false);

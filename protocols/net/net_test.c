@@ -325,6 +325,15 @@ teardown(void)
     tn_net_free(net);
 }
 
+/* teardown(), then the loop must end with every handle closed. */
+static void
+teardown_all(void)
+{
+    teardown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+}
+
 static void
 test_echo_and_peer_close(void)
 {
@@ -339,9 +348,7 @@ test_echo_and_peer_close(void)
     c_close(&c);
     run_until(all_closed, NULL);
     CU_ASSERT_EQUAL(srv.closed_peer, 1);
-    teardown();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0); /* every handle closed */
+    teardown_all();
 }
 
 static void
@@ -357,9 +364,7 @@ test_close_after_flush(void)
     run_until(all_closed, NULL);
     CU_ASSERT_EQUAL(srv.closed_local, 1);
     c_close(&c);
-    teardown();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+    teardown_all();
 }
 
 static void
@@ -374,9 +379,7 @@ test_wake_refeeds_unparsed_input(void)
     CU_ASSERT_EQUAL(memcmp(c.got, "abcdefghij", 10), 0);
     c_close(&c);
     run_until(all_closed, NULL);
-    teardown();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+    teardown_all();
 }
 
 typedef struct many {
@@ -428,9 +431,7 @@ test_fanout_with_wakeups(void)
         c_close(&m.c[i]);
     }
     run_until(all_closed, NULL);
-    teardown();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+    teardown_all();
 }
 
 static void
@@ -496,9 +497,7 @@ test_out_ref_in_order(void)
     c.no_read = false;
     c_close(&c);
     run_until(all_closed, NULL);
-    teardown();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+    teardown_all();
 }
 
 /* [issue 12] An adapter that knows where the next bytes belong (a large body) has them read
@@ -521,9 +520,7 @@ test_read_into_in_place(void)
     CU_ASSERT_TRUE(into_in_place > sizeof into_buf / 2); /* most of it: no copy */
     c_close(&c);
     run_until(all_closed, NULL);
-    teardown();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+    teardown_all();
 }
 
 /* [issue 19] A connection closing with output its client never reads is closed without it after
@@ -548,9 +545,7 @@ test_close_timeout_gives_up_unread_output(void)
     CU_ASSERT_EQUAL(srv.closed_local, 1);
     CU_ASSERT_TRUE(uv_now(&loop) - start >= 250); /* gave it its time first */
     c_close(&c);
-    teardown();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
+    teardown_all();
 }
 
 int
