@@ -50,6 +50,8 @@ static const tn_conf_limits default_limits = {
     .slow_consumer_timeout = 1000,
     .max_topic_levels = 200,
     .close_timeout = 3000,
+    .amqp_max_frame_size = 131072,
+    .amqp_idle_timeout = 60000,
 };
 
 /* ---- the file as libcyaml loads it: strings only, NULL where the key is absent ---- */
@@ -73,6 +75,8 @@ typedef struct file_limits {
     char *slow_consumer_timeout;
     char *max_topic_levels;
     char *close_timeout;
+    char *amqp_max_frame_size;
+    char *amqp_idle_timeout;
 } file_limits;
 
 typedef struct file_store {
@@ -118,6 +122,8 @@ static const struct {
     LIMIT(slow_consumer_timeout, 1, 86400000, "one day, in milliseconds"),
     LIMIT(max_topic_levels, 1, 65535, "an MQTT topic is at most 65535 bytes"),
     LIMIT(close_timeout, 1, 86400000, "one day, in milliseconds"),
+    LIMIT(amqp_max_frame_size, 512, UINT32_MAX, NULL), /* AMQP's smallest max-frame-size */
+    LIMIT(amqp_idle_timeout, 1, 86400000, "one day, in milliseconds"),
 #undef LIMIT
 };
 #define N_LIMITS (sizeof limit_fields / sizeof limit_fields[0])
@@ -150,6 +156,8 @@ static const cyaml_schema_field_t limits_fields[] = {
     OPT_STRING("slow_consumer_timeout", file_limits, slow_consumer_timeout),
     OPT_STRING("max_topic_levels", file_limits, max_topic_levels),
     OPT_STRING("close_timeout", file_limits, close_timeout),
+    OPT_STRING("amqp_max_frame_size", file_limits, amqp_max_frame_size),
+    OPT_STRING("amqp_idle_timeout", file_limits, amqp_idle_timeout),
     CYAML_FIELD_END,
 };
 

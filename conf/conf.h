@@ -63,6 +63,10 @@ typedef struct tn_conf_limits {
     uint32_t max_topic_levels;      /* levels in a topic name or filter, default 200 */
     uint32_t close_timeout;         /* ms a closing connection may take to flush its output
                                        before it is closed without flushing, default 3000 */
+    uint32_t amqp_max_frame_size;   /* AMQP max-frame-size announced in our open, bytes (at
+                                       least 512), default 128 KiB */
+    uint32_t amqp_idle_timeout;     /* ms: an AMQP connection silent this long is closed; it is
+                                       announced as our idle-time-out, default 60000 */
 } tn_conf_limits;
 
 typedef struct tn_conf_store {

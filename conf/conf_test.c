@@ -666,7 +666,7 @@ test_example(void)
     free(c.log_level);
     c.data_dir = tn_xstrdup("/elsewhere");
     c.log_level = tn_xstrdup("debug");
-    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+    c.limits = (tn_conf_limits){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     free(c.store.sync);
     c.store.sync = tn_xstrdup("never");
     c.store.sync_interval_ms = 7;

@@ -234,6 +234,30 @@ tn_broker__session_find(tn_broker *b, const char *id, size_t len)
     return s;
 }
 
+tn_session *
+tn_broker_session_find(tn_broker *b, const char *id, size_t len)
+{
+    return tn_broker__session_find(b, id, len);
+}
+
+bool
+tn_session_attached(const tn_session *s)
+{
+    return s->attached;
+}
+
+const char *
+tn_session_filter(const tn_session *s)
+{
+    return s->subs ? s->subs->filter : NULL;
+}
+
+uint64_t
+tn_broker_serial(tn_broker *b)
+{
+    return ++b->serial;
+}
+
 static int
 session_deliver(void *ctx, tn_delivery *d)
 {
@@ -241,7 +265,7 @@ session_deliver(void *ctx, tn_delivery *d)
     return s->ops->deliver(s->ctx, d);
 }
 
-static const tn_consumer_ops session_consumer_ops = {session_deliver};
+static const tn_consumer_ops session_consumer_ops = {.deliver = session_deliver};
 
 int
 tn_broker_session_open(tn_broker *b, const char *client_id, size_t len, bool clean,
@@ -442,7 +466,7 @@ static int
 session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *producer, int how)
 {
     tn_broker *b = s->b;
-    if (!s->attached && qos == 0)
+    if (!s->attached && !s->is_queue && qos == 0)
         return 0; /* QoS 0 is not queued for offline clients */
     if (s->slow)
         behind_current(s); /* ends the slow episode if it caught up since the last look */

@@ -225,6 +225,16 @@ int tn_broker_send(tn_broker *b, tn_session *q, tn_message *m, tn_flow *producer
 /* Deletes a queue without consumers (temporary queues when their connection closes). */
 void tn_broker_queue_free(tn_session *q);
 tn_queue *tn_session_queue(tn_session *s);
+/* The session with this id (a client id, or an internal one such as a durable subscription's),
+ * or NULL. Nothing is created. */
+tn_session *tn_broker_session_find(tn_broker *b, const char *id, size_t len);
+/* Whether a connection has the session (tn_broker_session_open, not yet detached). */
+bool tn_session_attached(const tn_session *s);
+/* The filter of one of s's subscriptions (the only one, for the single-filter sessions STOMP
+ * and AMQP make for topic subscriptions), or NULL if it has none. */
+const char *tn_session_filter(const tn_session *s);
+/* A number no other call returns in this process (connection serials, temporary names). */
+uint64_t tn_broker_serial(tn_broker *b);
 /* Whether an id is reserved for the broker's own sessions. */
 static inline bool
 tn_broker_id_reserved(const char *id, size_t len)

@@ -892,7 +892,7 @@ consumer_deliver(void *ctx, tn_delivery *d)
 {
     return fake_deliver(ctx, d);
 }
-static const tn_consumer_ops consumer_ops = {consumer_deliver};
+static const tn_consumer_ops consumer_ops = {.deliver = consumer_deliver};
 
 static void
 send_to(tn_broker *b, tn_session *q, const char *payload, bool persistent)

@@ -43,7 +43,7 @@ take_all(void *ctx, tn_delivery *d)
     return 0;
 }
 
-static const tn_consumer_ops drain_ops = {take_all};
+static const tn_consumer_ops drain_ops = {.deliver = take_all};
 
 static int
 refuse(void *ctx, tn_delivery *d)

@@ -105,6 +105,25 @@ queued_prepend(tn_queue *q, tn_delivery *d)
     q->mem += mem_of(d);
 }
 
+/* Back where it was: after `before` (NULL: at the head). */
+static void
+queued_insert_after(tn_queue *q, tn_delivery *before, tn_delivery *d)
+{
+    if (!before) {
+        queued_prepend(q, d);
+        return;
+    }
+    d->prev = before;
+    d->next = before->next;
+    if (before->next)
+        before->next->prev = d;
+    else
+        q->tail = d;
+    before->next = d;
+    q->depth++;
+    q->mem += mem_of(d);
+}
+
 static void
 queued_remove(tn_queue *q, tn_delivery *d)
 {
@@ -442,19 +461,26 @@ can_take(const tn_consumer *c, const tn_delivery *d)
     return !c->paused && (!d->ack || c->n_unacked < c->credit);
 }
 
-/* Next consumer, round robin from q->rr, that can take d; NULL if none. */
+/* Next consumer, round robin from q->rr, that can take d; NULL if none. *refused: one could
+ * but refuses d. */
 static tn_consumer *
-pick(tn_queue *q, const tn_delivery *d)
+pick(tn_queue *q, const tn_delivery *d, bool *refused)
 {
     tn_consumer *start = q->rr ? q->rr : q->consumers;
     tn_consumer *c = start;
     do {
-        if (can_take(c, d))
-            return c;
+        if (can_take(c, d)) {
+            if (!c->ops->refuses || !c->ops->refuses(c->ctx, d))
+                return c;
+            *refused = true;
+        }
         c = c->next ? c->next : q->consumers;
     } while (c != start);
     return NULL;
 }
+
+/* Deliveries looked at behind one that consumers refuse, per dispatch round. */
+#define REFUSED_SCAN 64
 
 static void
 dispatch(tn_queue *q)
@@ -468,16 +494,23 @@ dispatch(tn_queue *q)
         if (!q->head)
             break;
         tn_delivery *d = q->head;
-        tn_consumer *c = pick(q, d);
+        bool refused = false;
+        tn_consumer *c = pick(q, d, &refused);
+        for (int i = 0; !c && refused && d->next && i < REFUSED_SCAN; i++) {
+            d = d->next; /* refused by whoever could take it: offer what is behind it */
+            refused = false;
+            c = pick(q, d, &refused);
+        }
         if (!c)
             break;
+        tn_delivery *before = d->prev;
         queued_remove(q, d);
         d->count++;
         d->owner = c;
         if (c->ops->deliver(c->ctx, d) != 0) {
             d->count--;
             d->owner = NULL;
-            queued_prepend(q, d);
+            queued_insert_after(q, before, d);
             c->paused = true;
             continue;
         }

@@ -52,6 +52,10 @@ typedef struct tn_consumer_ops {
      * the consumer cannot take anything now: the queue stops offering to it until
      * tn_queue_consumer_ready(). Must not ack, release or detach from inside the call. */
     int (*deliver)(void *ctx, tn_delivery *d);
+    /* Optional: true when this consumer must not be offered d (AMQP undeliverable-here). The
+     * queue offers d to another consumer, and this one the deliveries behind d (up to 64 of
+     * them are looked at per dispatch), so a refused delivery blocks no consumer. */
+    bool (*refuses)(void *ctx, const tn_delivery *d);
 } tn_consumer_ops;
 
 /*

@@ -28,7 +28,7 @@ sink_deliver(void *ctx, tn_delivery *d)
     return 0;
 }
 
-static const tn_consumer_ops sink_ops = {sink_deliver};
+static const tn_consumer_ops sink_ops = {.deliver = sink_deliver};
 
 static tn_message *
 msg(const char *payload)

@@ -16,15 +16,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Authenticator: decides whether a CONNECT may proceed. Called on the loop thread; must not
- * block. Returns 0 to allow, TN_EDENIED to refuse (CONNACK 5) or TN_EINVAL for bad credentials
- * (CONNACK 4). user/password may be NULL when absent. */
-typedef struct tn_mqtt_auth {
-    int (*check)(void *ctx, const char *client_id, const char *user, const uint8_t *password,
-                 size_t password_len);
-    void *ctx;
-} tn_mqtt_auth;
-
 typedef struct tn_mqtt_conf {
     uint32_t max_message;        /* largest PUBLISH payload accepted, bytes (at most the
                                     protocol's 256 MiB less the headers) */
@@ -32,7 +23,7 @@ typedef struct tn_mqtt_conf {
     uint32_t large_min;          /* a PUBLISH payload from this size that has not all arrived is
                                     read straight into its message (0: 64 KiB) */
     uint32_t connect_timeout_ms; /* time allowed between accept and CONNECT */
-    tn_mqtt_auth auth;           /* check == NULL: everyone is allowed */
+    tn_auth auth;                /* check == NULL: everyone is allowed */
 } tn_mqtt_conf;
 
 typedef struct tn_mqtt tn_mqtt;

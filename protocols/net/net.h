@@ -55,6 +55,16 @@ typedef struct tn_io {
                     void *owner);
 } tn_io;
 
+/* Authenticator, shared by every protocol (MQTT CONNECT, STOMP CONNECT login/passcode, AMQP SASL
+ * PLAIN and ANONYMOUS): decides whether a client may connect. Called on the loop thread; must not
+ * block. Returns 0 to allow, TN_EDENIED to refuse (not authorized) or TN_EINVAL for bad
+ * credentials. client_id, user and password may be NULL when absent. */
+typedef struct tn_auth {
+    int (*check)(void *ctx, const char *client_id, const char *user, const uint8_t *password,
+                 size_t password_len);
+    void *ctx;
+} tn_auth;
+
 /* Payloads from this size on are written by reference (tn_io.out_ref), not copied: below it a
  * copy costs less than the bookkeeping. */
 #define TN_NET_REF_MIN 65536

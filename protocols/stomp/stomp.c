@@ -318,6 +318,22 @@ release_message(void *m)
     tn_message_unref(m);
 }
 
+/* Properties not shown as MESSAGE headers: the core's own (\x01...) and the headers this
+ * adapter writes itself (an AMQP message-id is not STOMP's). */
+static bool
+own_header(const char *k, size_t kl)
+{
+    static const char *const own[] = {
+        "message-id", "subscription", "destination",    "ack",
+        "persistent", "redelivered",  "delivery-count", "content-length"};
+    if (kl == 0 || k[0] == '\x01')
+        return true;
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (strlen(own[i]) == kl && memcmp(own[i], k, kl) == 0)
+            return true;
+    return false;
+}
+
 static int
 sub_deliver(void *ctx, tn_delivery *d)
 {
@@ -360,7 +376,8 @@ sub_deliver(void *ctx, tn_delivery *d)
     size_t off = 0, kl, vl;
     const char *k, *v;
     while (tn_message_prop_next(m, &off, &k, &kl, &v, &vl))
-        tn_stomp_encode_header(&e, k, kl, v, vl);
+        if (!own_header(k, kl))
+            tn_stomp_encode_header(&e, k, kl, v, vl);
     /* A large body goes by reference to the message: one copy however many get it. */
     bool by_ref = c->io->out_ref && m->payload_len >= TN_NET_REF_MIN;
     int rc = by_ref ? tn_stomp_encode_end_head(&e, m->payload_len)
@@ -387,7 +404,7 @@ sub_deliver(void *ctx, tn_delivery *d)
     return 0;
 }
 
-static const tn_consumer_ops sub_consumer_ops = {sub_deliver};
+static const tn_consumer_ops sub_consumer_ops = {.deliver = sub_deliver};
 
 static void
 sub_kick(void *ctx)
@@ -607,6 +624,8 @@ make_message(sconn *c, const tn_stomp_frame *f, const dest *d, int *err, uint8_t
             continue;
         if (tn_stomp_header(f, h->name) != h->value)
             continue; /* a repeated header: the first counts */
+        if (h->name[0] == '\x01')
+            continue; /* the core's own properties cannot be set by a client */
         if (!strcmp(h->name, "persistent")) {
             persistent = !strcmp(h->value, "true");
             continue;

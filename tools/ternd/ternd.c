@@ -3,6 +3,7 @@
 #include "core/base/base.h"
 #include "core/broker/broker.h"
 #include "core/store/store.h"
+#include "protocols/amqp/amqp.h"
 #include "protocols/mqtt/mqtt.h"
 #include "protocols/stomp/stomp.h"
 #include "protocols/net/net.h"
@@ -22,11 +23,12 @@
 
 static const char usage[] =
     "Usage: ternd [OPTION]...\n"
-    "Tern message broker: MQTT 3.1.1 on one event loop.\n"
+    "Tern message broker: MQTT 3.1.1, STOMP 1.0-1.2 and AMQP 1.0 on one event loop.\n"
     "\n"
     "  -c, --config FILE      read FILE (YAML; see conf/tern.conf); without it the built-in\n"
     "                         defaults apply: MQTT on 127.0.0.1:1883, data in ./data\n"
-    "  -l, --listen URL       listen on URL, e.g. mqtt://127.0.0.1:1883 or mqtt://[::1]:1883;\n"
+    "  -l, --listen URL       listen on URL, e.g. mqtt://127.0.0.1:1883, mqtt://[::1]:1883,\n"
+    "                         stomp://127.0.0.1:61613 or amqp://127.0.0.1:5672;\n"
     "                         repeatable; replaces the config's listeners; port 0 picks a free\n"
     "                         port (the TERN-READY log line tells which)\n"
     "  -d, --data DIR         keep data in DIR (created if missing)\n"
@@ -46,7 +48,8 @@ typedef struct ternd {
     tn_broker *broker;
     tn_mqtt **mqtt; /* one adapter per listener */
     tn_stomp **stomp;
-    size_t n_mqtt, n_stomp;
+    tn_amqp **amqp;
+    size_t n_mqtt, n_stomp, n_amqp;
     bool stopping;
 } ternd;
 
@@ -230,6 +233,7 @@ main(int argc, char **argv)
     ternd t = {0};
     t.mqtt = tn_xcalloc(conf.n_listeners, sizeof *t.mqtt);
     t.stomp = tn_xcalloc(conf.n_listeners, sizeof *t.stomp);
+    t.amqp = tn_xcalloc(conf.n_listeners, sizeof *t.amqp);
     uv_loop_init(&t.loop);
     tn_broker_limits bl = {
         .max_inflight = conf.limits.max_inflight,
@@ -295,6 +299,7 @@ main(int argc, char **argv)
         const char *scheme = tn_conf_proto_name(l->proto);
         const tn_adapter_ops *ops = l->proto == TN_PROTO_MQTT    ? &tn_mqtt_adapter
                                     : l->proto == TN_PROTO_STOMP ? &tn_stomp_adapter
+                                    : l->proto == TN_PROTO_AMQP  ? &tn_amqp_adapter
                                                                  : NULL;
         /* One adapter instance per listener: each has its own message size limit. */
         uint32_t max_message = tn_conf_listener_max_message(&conf, l);
@@ -314,6 +319,14 @@ main(int argc, char **argv)
                 .max_deliveries = conf.limits.max_deliveries,
             };
             proto = t.stomp[t.n_stomp++] = tn_stomp_new(broker, &stc);
+        } else if (l->proto == TN_PROTO_AMQP) {
+            tn_amqp_conf ac = {
+                .max_message = max_message,
+                .max_frame = conf.limits.amqp_max_frame_size,
+                .idle_timeout_ms = conf.limits.amqp_idle_timeout,
+                .max_deliveries = conf.limits.max_deliveries,
+            };
+            proto = t.amqp[t.n_amqp++] = tn_amqp_new(broker, &ac);
         }
         if (!ops) {
             tn_log_error("TERN-LISTEN-PROTO", "%s:// listeners are not supported yet", scheme);
@@ -343,8 +356,11 @@ main(int argc, char **argv)
         tn_mqtt_free(t.mqtt[i]);
     for (size_t i = 0; i < t.n_stomp; i++)
         tn_stomp_free(t.stomp[i]);
+    for (size_t i = 0; i < t.n_amqp; i++)
+        tn_amqp_free(t.amqp[i]);
     free(t.mqtt);
     free(t.stomp);
+    free(t.amqp);
     tn_broker_free(broker);
     if (uv_loop_close(&t.loop) != 0)
         tn_log_warn("TERN-LEAK", "event loop closed with open handles");

@@ -1,0 +1,568 @@
+/* Unit tests of the AMQP adapter through a fake tn_io (no sockets): a proton client (its own
+ * connection driver) talks to the adapter in memory. */
+#include "protocols/amqp/amqp.h"
+
+#include "core/base/base.h"
+
+#include "tests/unit/fake_io.h"
+#include "tests/unit/tn_test.h"
+
+#include <CUnit/Basic.h>
+#include <proton/condition.h>
+#include <proton/connection.h>
+#include <proton/connection_driver.h>
+#include <proton/delivery.h>
+#include <proton/disposition.h>
+#include <proton/link.h>
+#include <proton/message.h>
+#include <proton/sasl.h>
+#include <proton/session.h>
+#include <proton/terminus.h>
+#include <proton/transport.h>
+#include <stdio.h>
+#include <string.h>
+
+static tn_broker *b;
+static tn_amqp *am;
+
+typedef struct cli {
+    tn_fake_conn io; /* the adapter's side */
+    pn_connection_driver_t d;
+    pn_session_t *ssn;
+    size_t read; /* bytes of io.out given to the client */
+} cli;
+
+static void
+setup_with(uint32_t max_queued)
+{
+    tn_broker_limits bl = {.max_inflight = 10,
+                           .max_queued = max_queued,
+                           .max_offline = max_queued * 10,
+                           .max_topic_levels = 8};
+    b = tn_broker_new(&bl);
+    tn_amqp_conf ac = {.max_message = 1 << 20,
+                       .max_frame = 4096,
+                       .idle_timeout_ms = 2000,
+                       .credit = 10,
+                       .prefetch = 10,
+                       .max_deliveries = 3};
+    am = tn_amqp_new(b, &ac);
+}
+
+static void
+teardown(void)
+{
+    tn_amqp_free(am);
+    tn_broker_free(b);
+}
+
+static void
+to_adapter(cli *c, const uint8_t *p, size_t n)
+{
+    if (c->io.closed)
+        return;
+    size_t off = 0;
+    while (off < n) {
+        ssize_t k = tn_amqp_adapter.input(c->io.a, p + off, n - off);
+        CU_ASSERT_FATAL(k >= 0);
+        if (k == 0)
+            break;
+        off += (size_t)k;
+    }
+    while (c->io.woken && !c->io.closed) {
+        c->io.woken = 0;
+        tn_amqp_adapter.input(c->io.a, NULL, 0);
+    }
+}
+
+/* Moves bytes both ways until neither side has anything more to say. */
+static void
+run(cli *c)
+{
+    for (int i = 0; i < 1000; i++) {
+        bool moved = false;
+        while (pn_connection_driver_next_event(&c->d))
+            ;
+        pn_bytes_t wb = pn_connection_driver_write_buffer(&c->d);
+        if (wb.size) {
+            to_adapter(c, (const uint8_t *)wb.start, wb.size);
+            pn_connection_driver_write_done(&c->d, wb.size);
+            moved = true;
+        }
+        while (c->io.woken && !c->io.closed) {
+            c->io.woken = 0;
+            tn_amqp_adapter.input(c->io.a, NULL, 0);
+        }
+        while (c->read < c->io.out.len) {
+            pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->d);
+            if (!rb.size)
+                break;
+            size_t n = c->io.out.len - c->read;
+            n = n < rb.size ? n : rb.size;
+            memcpy(rb.start, c->io.out.data + c->read, n);
+            pn_connection_driver_read_done(&c->d, n);
+            c->read += n;
+            moved = true;
+        }
+        if (c->io.closed && c->read == c->io.out.len && !pn_connection_driver_read_closed(&c->d))
+            pn_connection_driver_read_close(&c->d);
+        if (!moved && !pn_connection_driver_has_event(&c->d))
+            return;
+    }
+    CU_FAIL("no quiescence");
+}
+
+static void
+cli_open(cli *c, bool sasl)
+{
+    memset(c, 0, sizeof *c);
+    tn_buf_init(&c->io.out, 64 << 20);
+    c->io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c->io);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c->io.a);
+    pn_connection_driver_init(&c->d, NULL, NULL);
+    if (sasl) {
+        pn_sasl_t *s = pn_sasl(c->d.transport);
+        pn_sasl_allowed_mechs(s, "ANONYMOUS");
+    }
+    pn_connection_set_container(c->d.connection, "test-client");
+    pn_connection_open(c->d.connection);
+    c->ssn = pn_session(c->d.connection);
+    pn_session_open(c->ssn);
+    run(c);
+}
+
+static void
+cli_close(cli *c)
+{
+    if (!c->io.closed)
+        tn_amqp_adapter.closed(c->io.a, TN_CLOSE_PEER);
+    pn_connection_driver_destroy(&c->d);
+    tn_buf_fini(&c->io.out);
+}
+
+static pn_link_t *
+sender(cli *c, const char *name, const char *addr)
+{
+    pn_link_t *l = pn_sender(c->ssn, name);
+    pn_terminus_set_address(pn_link_target(l), addr);
+    pn_link_open(l);
+    run(c);
+    return l;
+}
+
+static pn_link_t *
+receiver(cli *c, const char *name, const char *addr, int credit)
+{
+    pn_link_t *l = pn_receiver(c->ssn, name);
+    pn_terminus_set_address(pn_link_source(l), addr);
+    pn_link_open(l);
+    if (credit)
+        pn_link_flow(l, credit);
+    run(c);
+    return l;
+}
+
+static pn_delivery_t *
+send_msg(cli *c, pn_link_t *l, const char *body, bool durable)
+{
+    static int tag;
+    pn_message_t *m = pn_message();
+    pn_data_put_string(pn_message_body(m), pn_bytes(strlen(body), body));
+    pn_message_set_durable(m, durable);
+    char buf[4096];
+    size_t n = sizeof buf;
+    CU_ASSERT_EQUAL_FATAL(pn_message_encode(m, buf, &n), 0);
+    pn_message_free(m);
+    tag++;
+    pn_delivery_t *d = pn_delivery(l, pn_dtag((const char *)&tag, sizeof tag));
+    pn_link_send(l, buf, n);
+    pn_link_advance(l);
+    run(c);
+    return d;
+}
+
+/* The body (a string) of the current delivery on l, or "" if none; advances. */
+static pn_delivery_t *
+recv_msg(cli *c, pn_link_t *l, char *out, size_t cap)
+{
+    (void)c;
+    out[0] = '\0';
+    pn_delivery_t *d = pn_link_current(l);
+    if (!d || !pn_delivery_readable(d) || pn_delivery_partial(d))
+        return NULL;
+    char buf[8192];
+    ssize_t n = pn_link_recv(l, buf, sizeof buf);
+    pn_link_advance(l);
+    pn_message_t *m = pn_message();
+    if (n > 0 && pn_message_decode(m, buf, (size_t)n) == 0) {
+        pn_data_t *body = pn_message_body(m);
+        pn_data_rewind(body);
+        if (pn_data_next(body) && pn_data_type(body) == PN_STRING) {
+            pn_bytes_t s = pn_data_get_string(body);
+            snprintf(out, cap, "%.*s", (int)s.size, s.start);
+        }
+    }
+    pn_message_free(m);
+    return d;
+}
+
+static const char *
+remote_cond(pn_link_t *l)
+{
+    const char *n = pn_condition_get_name(pn_link_remote_condition(l));
+    return n ? n : "";
+}
+
+/* ---- tests ---- */
+
+static void
+test_queue_roundtrip(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    CU_ASSERT_TRUE(pn_connection_state(c.d.connection) & PN_REMOTE_ACTIVE);
+    pn_link_t *s = sender(&c, "s", "queue://q");
+    CU_ASSERT_TRUE(pn_link_state(s) & PN_REMOTE_ACTIVE);
+    CU_ASSERT_EQUAL(pn_link_credit(s), 10);
+    CU_ASSERT_TRUE(pn_link_remote_max_message_size(s) > 0);
+    pn_delivery_t *d = send_msg(&c, s, "hello", false);
+    CU_ASSERT_EQUAL(pn_delivery_remote_state(d), PN_ACCEPTED);
+    CU_ASSERT_TRUE(pn_delivery_settled(d));
+    pn_delivery_settle(d);
+    pn_link_t *r = receiver(&c, "r", "q", 10); /* a bare name is a queue */
+    char body[64];
+    pn_delivery_t *rd = recv_msg(&c, r, body, sizeof body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rd);
+    CU_ASSERT_STRING_EQUAL(body, "hello");
+    pn_delivery_update(rd, PN_ACCEPTED);
+    pn_delivery_settle(rd);
+    run(&c);
+    tn_session *q = tn_broker_queue_find(b, "q", 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+    CU_ASSERT_EQUAL(tn_queue_depth(tn_session_queue(q)), 0);
+    CU_ASSERT_EQUAL(tn_queue_inflight(tn_session_queue(q)), 0);
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_no_sasl_and_topic(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, false);
+    CU_ASSERT_TRUE(pn_connection_state(c.d.connection) & PN_REMOTE_ACTIVE);
+    pn_link_t *r1 = receiver(&c, "r1", "topic://a.*", 10);
+    pn_link_t *r2 = receiver(&c, "r2", "topic://a.>", 10);
+    pn_link_t *s = sender(&c, "s", "topic://a.b");
+    send_msg(&c, s, "one", false);
+    pn_link_t *s2 = sender(&c, "s2", "topic://a.b.c");
+    send_msg(&c, s2, "two", false);
+    CU_ASSERT_EQUAL(pn_link_queued(r1), 1);
+    CU_ASSERT_EQUAL(pn_link_queued(r2), 2);
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_credit(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    pn_link_t *s = sender(&c, "s", "queue://cq");
+    for (int i = 0; i < 3; i++)
+        send_msg(&c, s, "m", false);
+    pn_link_t *r = receiver(&c, "r", "queue://cq", 1);
+    CU_ASSERT_EQUAL(pn_link_queued(r), 1);
+    pn_link_flow(r, 1);
+    run(&c);
+    CU_ASSERT_EQUAL(pn_link_queued(r), 2);
+    /* drain: what is there comes, the rest of the credit is used up */
+    pn_link_drain(r, 5);
+    run(&c);
+    CU_ASSERT_EQUAL(pn_link_queued(r), 3);
+    CU_ASSERT_EQUAL(pn_link_remote_credit(r), 0);
+    CU_ASSERT_FALSE(pn_link_draining(r));
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_dispositions(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    pn_link_t *s = sender(&c, "s", "queue://dq");
+    send_msg(&c, s, "x", false);
+    pn_link_t *r = receiver(&c, "r", "queue://dq", 1);
+    char body[64];
+    tn_session *q = tn_broker_queue_find(b, "dq", 2);
+    tn_queue *qq = tn_session_queue(q);
+    /* released: back, not counted */
+    pn_delivery_t *d = recv_msg(&c, r, body, sizeof body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    pn_delivery_update(d, PN_RELEASED);
+    pn_delivery_settle(d);
+    pn_link_flow(r, 1);
+    run(&c);
+    d = recv_msg(&c, r, body, sizeof body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    /* modified, delivery-failed: counted; past max_deliveries (3) to the DLQ */
+    for (int i = 0; i < 3 && d; i++) {
+        pn_disposition_set_failed(pn_delivery_local(d), true);
+        pn_delivery_update(d, PN_MODIFIED);
+        pn_delivery_settle(d);
+        pn_link_flow(r, 1);
+        run(&c);
+        d = recv_msg(&c, r, body, sizeof body);
+    }
+    CU_ASSERT_PTR_NULL(d);
+    CU_ASSERT_EQUAL(tn_queue_depth(qq), 0);
+    tn_session *dlq = tn_broker_queue_find(b, "DLQ.dq", 6);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dlq);
+    CU_ASSERT_EQUAL(tn_queue_depth(tn_session_queue(dlq)), 1);
+    /* rejected: to the DLQ at once */
+    send_msg(&c, s, "y", false);
+    d = recv_msg(&c, r, body, sizeof body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT_STRING_EQUAL(body, "y");
+    pn_delivery_update(d, PN_REJECTED);
+    pn_delivery_settle(d);
+    run(&c);
+    CU_ASSERT_EQUAL(tn_queue_depth(tn_session_queue(dlq)), 2);
+    CU_ASSERT_EQUAL(tn_queue_depth(qq) + tn_queue_inflight(qq), 0);
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_undeliverable_here(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    pn_link_t *s = sender(&c, "s", "queue://uq");
+    send_msg(&c, s, "first", false);
+    pn_link_t *r1 = receiver(&c, "r1", "queue://uq", 1);
+    char body[64];
+    pn_delivery_t *d = recv_msg(&c, r1, body, sizeof body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    pn_disposition_set_undeliverable(pn_delivery_local(d), true);
+    pn_delivery_update(d, PN_MODIFIED);
+    pn_delivery_settle(d);
+    pn_link_flow(r1, 1);
+    send_msg(&c, s, "second", false);
+    /* r1 never sees "first" again, but gets what is behind it */
+    d = recv_msg(&c, r1, body, sizeof body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT_STRING_EQUAL(body, "second");
+    pn_link_t *r2 = receiver(&c, "r2", "queue://uq", 1);
+    d = recv_msg(&c, r2, body, sizeof body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT_STRING_EQUAL(body, "first");
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_refused_links(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    pn_link_t *l1 = sender(&c, "a", "foo://x");
+    CU_ASSERT_STRING_EQUAL(remote_cond(l1), "amqp:not-found");
+    pn_link_t *l2 = sender(&c, "b", "queue://");
+    CU_ASSERT_STRING_EQUAL(remote_cond(l2), "amqp:not-found");
+    pn_link_t *l3 = sender(&c, "c", "topic://a.*");
+    CU_ASSERT_STRING_EQUAL(remote_cond(l3), "amqp:not-found");
+    pn_link_t *l4 = receiver(&c, "d", "queue://tmp.99.1", 1);
+    CU_ASSERT_STRING_EQUAL(remote_cond(l4), "amqp:not-found");
+    /* the connection is fine */
+    pn_link_t *s = sender(&c, "e", "queue://ok");
+    CU_ASSERT_TRUE(pn_link_state(s) & PN_REMOTE_ACTIVE);
+    CU_ASSERT_FALSE(c.io.closed);
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_dynamic(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    pn_link_t *r = pn_receiver(c.ssn, "dyn");
+    pn_terminus_set_dynamic(pn_link_source(r), true);
+    pn_link_open(r);
+    pn_link_flow(r, 5);
+    run(&c);
+    const char *addr = pn_terminus_get_address(pn_link_remote_source(r));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(addr);
+    char name[128];
+    snprintf(name, sizeof name, "%s", addr);
+    CU_ASSERT_EQUAL(strncmp(name, "tmp.", 4), 0);
+    pn_link_t *s = sender(&c, "s", name);
+    send_msg(&c, s, "reply", false);
+    CU_ASSERT_EQUAL(pn_link_queued(r), 1);
+    pn_link_close(r);
+    run(&c);
+    CU_ASSERT_PTR_NULL(tn_broker_queue_find(b, name, strlen(name)));
+    pn_link_t *s2 = sender(&c, "s2", name);
+    CU_ASSERT_STRING_EQUAL(remote_cond(s2), "amqp:not-found");
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_flow_control(void)
+{
+    /* A queue past its limit (max_offline 40) slows its producer: no more credit, nothing
+     * dropped. */
+    setup_with(4);
+    cli c;
+    cli_open(&c, true);
+    pn_link_t *s = sender(&c, "s", "queue://fq");
+    int sent = 0;
+    while (pn_link_credit(s) > 0 && sent < 100) {
+        send_msg(&c, s, "m", false);
+        sent++;
+    }
+    CU_ASSERT_TRUE(sent < 100);
+    tn_session *q = tn_broker_queue_find(b, "fq", 2);
+    CU_ASSERT_EQUAL(tn_queue_depth(tn_session_queue(q)), (uint32_t)sent);
+    /* a consumer drains it: credit comes back */
+    pn_link_t *r = receiver(&c, "r", "queue://fq", 100);
+    char body[16];
+    pn_delivery_t *d;
+    int got = 0;
+    for (int i = 0; i < 1000 && got < sent; i++) {
+        while ((d = recv_msg(&c, r, body, sizeof body))) {
+            pn_delivery_update(d, PN_ACCEPTED);
+            pn_delivery_settle(d);
+            got++;
+        }
+        run(&c);
+    }
+    CU_ASSERT_EQUAL(got, sent);
+    CU_ASSERT_TRUE(pn_link_credit(s) > 0);
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_bad_header(void)
+{
+    setup_with(100);
+    cli c;
+    memset(&c, 0, sizeof c);
+    tn_buf_init(&c.io.out, 1 << 20);
+    c.io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c.io);
+    to_adapter(&c, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18);
+    CU_ASSERT_TRUE(c.io.closed);
+    CU_ASSERT_TRUE(c.io.out.len >= 8 && memcmp(c.io.out.data, "AMQP", 4) == 0);
+    tn_amqp_adapter.closed(c.io.a, TN_CLOSE_LOCAL);
+    tn_buf_fini(&c.io.out);
+    teardown();
+}
+
+static void
+test_frame_too_large(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, false);
+    /* a frame header claiming 1 MiB, past our max-frame-size of 4096 */
+    static const uint8_t big[] = {0x00, 0x10, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00};
+    to_adapter(&c, big, sizeof big);
+    run(&c);
+    CU_ASSERT_TRUE(c.io.closed);
+    const char *n = pn_condition_get_name(pn_connection_remote_condition(c.d.connection));
+    if (!n)
+        n = pn_condition_get_name(pn_transport_condition(c.d.transport));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(n);
+    CU_ASSERT_STRING_EQUAL(n, "amqp:connection:framing-error");
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_idle_timeout(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    CU_ASSERT_EQUAL(pn_transport_get_remote_idle_timeout(c.d.transport), 2000);
+    CU_ASSERT_TRUE(c.io.deadline > 0);
+    tn_fake_now += 1900; /* not yet */
+    tn_amqp_adapter.timeout(c.io.a, tn_fake_now);
+    run(&c);
+    CU_ASSERT_FALSE(c.io.closed);
+    tn_fake_now += 200; /* silent past our idle timeout */
+    tn_amqp_adapter.timeout(c.io.a, tn_fake_now);
+    run(&c);
+    CU_ASSERT_TRUE(c.io.closed);
+    cli_close(&c);
+    teardown();
+}
+
+static void
+test_durable_subscription(void)
+{
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    pn_link_t *r = pn_receiver(c.ssn, "sub1");
+    pn_terminus_set_address(pn_link_source(r), "topic://news");
+    pn_terminus_set_durability(pn_link_source(r), PN_DELIVERIES);
+    pn_terminus_set_expiry_policy(pn_link_source(r), PN_EXPIRE_NEVER);
+    pn_link_open(r);
+    pn_link_flow(r, 10);
+    run(&c);
+    pn_link_detach(r); /* away, not gone */
+    run(&c);
+    pn_link_t *s = sender(&c, "s", "topic://news");
+    send_msg(&c, s, "while away", true);
+    tn_session *sub = tn_broker_session_find(b,
+                                             "\x01"
+                                             "d:test-client:sub1",
+                                             19);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sub);
+    CU_ASSERT_EQUAL(tn_queue_depth(tn_session_queue(sub)), 1);
+    /* Qpid JMS's unsubscribe: the name and no source; the stored source comes back */
+    pn_link_t *u = pn_receiver(c.ssn, "sub1");
+    pn_link_open(u);
+    run(&c);
+    CU_ASSERT_STRING_EQUAL(pn_terminus_get_address(pn_link_remote_source(u)), "topic://news");
+    pn_link_close(u);
+    run(&c);
+    CU_ASSERT_PTR_NULL(tn_broker_session_find(b,
+                                              "\x01"
+                                              "d:test-client:sub1",
+                                              19));
+    cli_close(&c);
+    teardown();
+}
+
+int
+main(void)
+{
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("amqp", NULL, NULL);
+    CU_add_test(s, "queue_roundtrip", test_queue_roundtrip);
+    CU_add_test(s, "no_sasl_and_topic", test_no_sasl_and_topic);
+    CU_add_test(s, "credit", test_credit);
+    CU_add_test(s, "dispositions", test_dispositions);
+    CU_add_test(s, "undeliverable_here", test_undeliverable_here);
+    CU_add_test(s, "refused_links", test_refused_links);
+    CU_add_test(s, "dynamic", test_dynamic);
+    CU_add_test(s, "flow_control", test_flow_control);
+    CU_add_test(s, "bad_header", test_bad_header);
+    CU_add_test(s, "frame_too_large", test_frame_too_large);
+    CU_add_test(s, "idle_timeout", test_idle_timeout);
+    CU_add_test(s, "durable_subscription", test_durable_subscription);
+    return tn_test_run();
+}
