@@ -286,10 +286,11 @@ tn_conf_init(tn_conf *c)
     static const tn_conf_listener def[] = {
         {.proto = TN_PROTO_MQTT, .address = "127.0.0.1", .port = 1883},
         {.proto = TN_PROTO_STOMP, .address = "127.0.0.1", .port = 61613},
+        {.proto = TN_PROTO_AMQP, .address = "127.0.0.1", .port = 5672},
     };
     memset(c, 0, sizeof *c);
-    c->listeners = copy_listeners(def, 2);
-    c->n_listeners = 2;
+    c->listeners = copy_listeners(def, 3);
+    c->n_listeners = 3;
     c->data_dir = tn_xstrdup("./data");
     c->log_level = tn_xstrdup("info");
     c->limits = default_limits;

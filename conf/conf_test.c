@@ -26,7 +26,7 @@ expect_error(const char *yaml, const char *want)
     CU_ASSERT_STRING_EQUAL(err, want);
     if (strcmp(err, want) != 0)
         fprintf(stderr, "\n  yaml: %s\n  got:  %s\n  want: %s\n", yaml, err, want);
-    CU_ASSERT_EQUAL(c.n_listeners, 2); /* the defaults: MQTT and STOMP */
+    CU_ASSERT_EQUAL(c.n_listeners, 3); /* the defaults: MQTT, STOMP and AMQP */
     CU_ASSERT_EQUAL(c.listeners[0].port, 1883);
     CU_ASSERT_STRING_EQUAL(c.data_dir, "./data");
     CU_ASSERT_STRING_EQUAL(c.log_level, "info");
@@ -68,10 +68,11 @@ expect_url(const char *url, tn_proto proto, const char *address, unsigned port)
 static bool
 is_default(const tn_conf *c)
 {
-    return c->n_listeners == 2 && c->listeners[0].proto == TN_PROTO_MQTT &&
+    return c->n_listeners == 3 && c->listeners[0].proto == TN_PROTO_MQTT &&
            strcmp(c->listeners[0].address, "127.0.0.1") == 0 && c->listeners[0].port == 1883 &&
            c->listeners[0].max_message_size == 0 && c->listeners[1].proto == TN_PROTO_STOMP &&
            c->listeners[1].port == 61613 && c->listeners[1].max_message_size == 0 &&
+           c->listeners[2].proto == TN_PROTO_AMQP && c->listeners[2].port == 5672 &&
            strcmp(c->data_dir, "./data") == 0 && strcmp(c->log_level, "info") == 0 &&
            c->limits.max_message_size == 104857600 && c->limits.max_incoming_memory == 268435456 &&
            c->limits.max_packet_size == 1048576 && c->limits.max_connections == 100000 &&
@@ -194,7 +195,7 @@ test_partial_file(void)
     CU_ASSERT_EQUAL(c.limits.max_queued_messages, 1000); /* kept */
     CU_ASSERT_EQUAL(c.limits.max_packet_size, 1048576);
     CU_ASSERT_STRING_EQUAL(c.data_dir, "./data");
-    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 2);
+    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 3);
     CU_ASSERT_EQUAL(c.listeners[0].port, 1883);
 
     /* A second file loads over the first; its listener list replaces the old one. */
