@@ -552,6 +552,24 @@ sp(const char *p, size_t n)
     return (tn_amqp_span){(const uint8_t *)p, n};
 }
 
+/* The head of an amqp-value of a str32 (0xb1) or vbin32 (0xb0) whose bytes, m's payload, are
+ * sent after it (*tail). */
+static int
+value_head(tn_buf *e, uint8_t code, const tn_message *m, tn_amqp_span *tail)
+{
+    uint32_t n = m->payload_len;
+    uint8_t h[8] = {0x00,
+                    0x53,
+                    TN_AMQP_VALUE,
+                    code,
+                    (uint8_t)(n >> 24),
+                    (uint8_t)(n >> 16),
+                    (uint8_t)(n >> 8),
+                    (uint8_t)n};
+    *tail = (tn_amqp_span){m->payload, m->payload_len};
+    return tn_buf_append(e, h, sizeof h);
+}
+
 /* Encodes the message a delivery carries into a->enc: a header for this delivery, then the
  * sections the sender sent (an AMQP message) or ones made from the core properties. When the
  * payload is large, only the head is encoded and *tail gets the payload to send after it. */
@@ -667,19 +685,14 @@ encode_out(aconn *c, alink *lk, const tn_delivery *d, tn_amqp_span *tail)
     }
     if (rc)
         return TN_ETOOBIG;
-    if (kind == TN_AMQP_BODY_STRING && m->payload_len >= TN_NET_REF_MIN) {
-        /* amqp-value, str32 of the payload sent after it */
-        uint8_t h[8] = {0x00, 0x53, TN_AMQP_VALUE, 0xb1};
-        uint32_t n = m->payload_len;
-        h[4] = (uint8_t)(n >> 24);
-        h[5] = (uint8_t)(n >> 16);
-        h[6] = (uint8_t)(n >> 8);
-        h[7] = (uint8_t)n;
-        *tail = (tn_amqp_span){m->payload, m->payload_len};
-        return tn_buf_append(e, h, sizeof h);
-    }
+    if (kind == TN_AMQP_BODY_STRING && m->payload_len >= TN_NET_REF_MIN)
+        return value_head(e, 0xb1, m, tail);
     if (kind == TN_AMQP_BODY_STRING)
         return tn_amqp_put_string_value(e, (const char *)m->payload, m->payload_len);
+    if (kind == TN_AMQP_BODY_BINARY) /* re-encoded, so it is as sent (head + payload if large) */
+        return m->payload_len >= TN_NET_REF_MIN
+                   ? value_head(e, 0xb0, m, tail)
+                   : tn_amqp_put_binary_value(e, m->payload, m->payload_len);
     if (kind == TN_AMQP_BODY_OTHER) {
         if (m->payload_len >= TN_NET_REF_MIN) {
             *tail = (tn_amqp_span){m->payload, m->payload_len};

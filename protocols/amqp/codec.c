@@ -422,7 +422,8 @@ is_message_id(const tn_amqp_value *v)
     }
 }
 
-/* The header's fields (part 3.2.1). Fields past the five defined ones are ignored. */
+/* The header's fields (part 3.2.1). Fields past the five defined ones are ignored (a later
+ * version may add some, part 1.4 "Composite Types"); a boolean 0x56 is true when not 0. */
 static int
 header_fields(const tn_amqp_value *list, tn_amqp_msg *m)
 {
@@ -610,6 +611,22 @@ rank(int id)
     }
 }
 
+/* Where a section holding a map goes. */
+static tn_amqp_span *
+map_section(tn_amqp_msg *m, int id)
+{
+    switch (id) {
+    case TN_AMQP_DELIVERY_ANNOTATIONS:
+        return &m->delivery_annotations;
+    case TN_AMQP_MESSAGE_ANNOTATIONS:
+        return &m->message_annotations;
+    case TN_AMQP_APPLICATION_PROPERTIES:
+        return &m->application_properties;
+    default:
+        return &m->footer;
+    }
+}
+
 static int
 bad(const char **why, const char *reason)
 {
@@ -660,16 +677,12 @@ tn_amqp_msg_decode(const uint8_t *p, size_t n, tn_amqp_msg *m, const char **why)
                 type_error = "bad properties field";
             break;
         case TN_AMQP_DELIVERY_ANNOTATIONS:
-            m->delivery_annotations = s;
-            break;
         case TN_AMQP_MESSAGE_ANNOTATIONS:
-            m->message_annotations = s;
-            break;
         case TN_AMQP_APPLICATION_PROPERTIES:
-            m->application_properties = s;
-            break;
         case TN_AMQP_FOOTER:
-            m->footer = s;
+            *map_section(m, id) = s;
+            if (v.described || !is_map(v.code))
+                type_error = "annotations, application-properties or footer is not a map";
             break;
         case TN_AMQP_DATA:
             if (v.described || (v.code != C_VBIN8 && v.code != C_VBIN32))
@@ -688,10 +701,6 @@ tn_amqp_msg_decode(const uint8_t *p, size_t n, tn_amqp_msg *m, const char **why)
             }
             body_end = s.p + s.n;
         }
-        if ((id == TN_AMQP_DELIVERY_ANNOTATIONS || id == TN_AMQP_MESSAGE_ANNOTATIONS ||
-             id == TN_AMQP_APPLICATION_PROPERTIES || id == TN_AMQP_FOOTER) &&
-            (v.described || !is_map(v.code)))
-            type_error = "annotations or application-properties is not a map";
         if (type_error)
             return bad(why, type_error);
         if (id == TN_AMQP_MESSAGE_ANNOTATIONS || id == TN_AMQP_PROPERTIES ||
@@ -720,6 +729,10 @@ tn_amqp_msg_decode(const uint8_t *p, size_t n, tn_amqp_msg *m, const char **why)
     } else if (nbody == 1 && body_id == TN_AMQP_VALUE && !first_body.described &&
                (first_body.code == C_STR8 || first_body.code == C_STR32)) {
         m->body_kind = TN_AMQP_BODY_STRING;
+        m->content = first_body.data;
+    } else if (nbody == 1 && body_id == TN_AMQP_VALUE && !first_body.described &&
+               (first_body.code == C_VBIN8 || first_body.code == C_VBIN32)) {
+        m->body_kind = TN_AMQP_BODY_BINARY;
         m->content = first_body.data;
     } else {
         m->body_kind = TN_AMQP_BODY_OTHER;
@@ -1212,6 +1225,17 @@ tn_amqp_put_data(tn_buf *b, const uint8_t *p, size_t n)
 
     wr_init(&w, b);
     put_descriptor(&w, TN_AMQP_DATA);
+    put_var(&w, C_VBIN8, C_VBIN32, p, n);
+    return wr_end(&w);
+}
+
+int
+tn_amqp_put_binary_value(tn_buf *b, const uint8_t *p, size_t n)
+{
+    wr w;
+
+    wr_init(&w, b);
+    put_descriptor(&w, TN_AMQP_VALUE);
     put_var(&w, C_VBIN8, C_VBIN32, p, n);
     return wr_end(&w);
 }

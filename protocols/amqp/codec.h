@@ -65,6 +65,8 @@ typedef enum {
     TN_AMQP_BODY_OTHER,  /* anything else (amqp-sequence sections, several data sections, an
                             amqp-value of another type): content is every body section,
                             verbatim (re-sent as it is) */
+    TN_AMQP_BODY_BINARY, /* exactly one amqp-value section holding binary (vbin8/vbin32), as
+                            python-qpid-proton sends bytes: content is the bytes */
 } tn_amqp_body_kind;
 
 typedef struct tn_amqp_msg {
@@ -174,6 +176,8 @@ int tn_amqp_map_close(tn_buf *b, tn_amqp_map_out *mo);
 /* Body sections. */
 int tn_amqp_put_data(tn_buf *b, const uint8_t *p, size_t n);
 int tn_amqp_put_string_value(tn_buf *b, const char *s, size_t n);
+/* An amqp-value section holding binary. */
+int tn_amqp_put_binary_value(tn_buf *b, const uint8_t *p, size_t n);
 /* Just the head of a data section for n bytes that the caller sends after it (by reference):
  * descriptor and vbin32 constructor and size. */
 int tn_amqp_put_data_head(tn_buf *b, size_t n);
