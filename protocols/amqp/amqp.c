@@ -67,6 +67,12 @@ typedef struct alink {
     char *sid;        /* lookup: the subscription asked about */
     uint32_t pending; /* dispositions waiting for the journal */
     tn_buf part;      /* a delivery arriving in several transfers */
+    tn_message *big;  /* a large message whose body arrives straight into it */
+    uint8_t *big_dst; /* its payload */
+    size_t big_got;   /* payload bytes so far */
+    size_t big_extra; /* bytes after the payload (a footer) */
+    bool big_wait;    /* waits for room in the incoming budget */
+    bool big_drop;    /* refused: the rest of the delivery is read and dropped */
     uint64_t tag;
     uint64_t *refused; /* undeliverable-here: message ids not to offer it again */
     size_t n_refused;
@@ -108,6 +114,7 @@ struct aconn {
 static void pump(aconn *c);
 static void link_release(alink *lk, bool closed);
 static void link_unlink_free(alink *lk);
+static void on_transfer(aconn *c, alink *lk, pn_delivery_t *pd);
 
 static void
 poke(aconn *c)
@@ -848,6 +855,12 @@ static void
 feed(aconn *c)
 {
     for (alink *lk = c->links; lk; lk = lk->next) {
+        if (!lk->sender && lk->big_wait && !lk->dead && !c->intake.waiting) {
+            pn_delivery_t *pd = pn_link_current(lk->l);
+            if (pd)
+                on_transfer(c, lk, pd); /* the budget has room now */
+            continue;
+        }
         if (!lk->sender || !lk->starved || lk->dead)
             continue;
         tn_consumer *k = link_consumer(lk);
@@ -925,40 +938,15 @@ settle_in(pn_delivery_t *pd, uint64_t outcome, const char *cond, const char *des
     pn_delivery_settle(pd);
 }
 
-/* A whole message arrived on a link the client sends on. */
+/* Routes a message that arrived whole and settles (or, once journaled, accepts) its delivery. */
 static void
-on_message(aconn *c, alink *lk, pn_delivery_t *pd, const uint8_t *p, size_t n)
+route(aconn *c, alink *lk, pn_delivery_t *pd, tn_message *m)
 {
     tn_amqp *a = c->a;
-    bool settled = pn_delivery_settled(pd);
-    tn_amqp_msg am;
-    const char *why = "malformed message";
-    int prc = tn_amqp_msg_decode(p, n, &am, &why);
-    if (prc == 0)
-        prc = message_props(&a->props, &am, &why);
-    if (prc == TN_EPROTO) {
-        link_fail(lk, "amqp:decode-error", "%s", why);
-        return;
-    }
-    if (prc != 0) {
-        if (!settled)
-            settle_in(pd, PN_REJECTED, "amqp:resource-limit-exceeded", "properties over 64 KiB");
-        return;
-    }
-    tn_message *m = tn_message_new_props(lk->name, strlen(lk->name), a->props.data, a->props.len,
-                                         am.content.p, am.content.n, 1, false);
-    if (!m) {
-        if (!settled)
-            settle_in(pd, PN_RELEASED, NULL, NULL);
-        return;
-    }
-    m->persistent = am.durable;
-    if (n >= TN_NET_REF_MIN)
-        tn_intake_charge(a->b, &c->intake, m); /* held while it waits in memory */
     int rc =
         lk->q ? tn_broker_send(a->b, lk->q, m, &c->flow) : tn_broker_publish(a->b, m, &c->flow);
     tn_message_unref(m);
-    if (settled) {
+    if (pn_delivery_settled(pd)) {
         pn_delivery_settle(pd);
     } else if (rc == TN_ETOOBIG) {
         settle_in(pd, PN_REJECTED, "amqp:resource-limit-exceeded",
@@ -969,6 +957,153 @@ on_message(aconn *c, alink *lk, pn_delivery_t *pd, const uint8_t *p, size_t n)
     }
 }
 
+/* The core properties of a message's head (p[0..n)), in a->props: 0, TN_EPROTO (the link is
+ * closed), or another error (the delivery is refused). */
+static int
+head_props(aconn *c, alink *lk, pn_delivery_t *pd, const uint8_t *p, size_t n, tn_amqp_msg *am)
+{
+    const char *why = "malformed message";
+    int rc = tn_amqp_msg_decode(p, n, am, &why);
+    if (rc == 0)
+        rc = message_props(&c->a->props, am, &why);
+    if (rc == TN_EPROTO) {
+        link_fail(lk, "amqp:decode-error", "%s", why);
+    } else if (rc != 0 && !pn_delivery_settled(pd)) {
+        settle_in(pd, PN_REJECTED, "amqp:resource-limit-exceeded", "properties over 64 KiB");
+    }
+    return rc;
+}
+
+/* A whole message arrived on a link the client sends on. */
+static void
+on_message(aconn *c, alink *lk, pn_delivery_t *pd, const uint8_t *p, size_t n)
+{
+    tn_amqp *a = c->a;
+    tn_amqp_msg am;
+    if (head_props(c, lk, pd, p, n, &am) != 0)
+        return;
+    tn_message *m = tn_message_new_props(lk->name, strlen(lk->name), a->props.data, a->props.len,
+                                         am.content.p, am.content.n, 1, false);
+    if (!m) {
+        if (!pn_delivery_settled(pd))
+            settle_in(pd, PN_RELEASED, NULL, NULL);
+        return;
+    }
+    m->persistent = am.durable;
+    if (n >= TN_NET_REF_MIN)
+        tn_intake_charge(a->b, &c->intake, m); /* held while it waits in memory */
+    route(c, lk, pd, m);
+}
+
+/*
+ * A large message arriving in several transfers whose body is one data section: once the
+ * sections before it and the data section's size are here, the message is made and the rest of
+ * its body is received straight into it (held once, as MQTT and STOMP do), from the broker's
+ * incoming budget. Returns 1 when it was started (or waits for the budget: lk->big_wait), 0 when
+ * the message is not of that shape or not far enough yet (gathered as usual).
+ */
+static int
+big_begin(aconn *c, alink *lk, pn_delivery_t *pd)
+{
+    tn_amqp *a = c->a;
+    const uint8_t *p = lk->part.data;
+    size_t n = lk->part.len, off = 0;
+    while (off < n) {
+        /* a section: 0x00, descriptor, value; the body's data section starts the payload */
+        if (off + 3 <= n && p[off] == 0x00 && p[off + 1] == 0x53 && p[off + 2] == TN_AMQP_DATA)
+            break;
+        tn_amqp_value v;
+        size_t used;
+        if (tn_amqp_value_decode(p + off, n - off, &v, &used) != 0)
+            return 0; /* not all here yet (or malformed: found when whole) */
+        off += used;
+    }
+    if (off + 8 > n || p[off + 3] != 0xb0)
+        return 0;
+    uint32_t len = (uint32_t)p[off + 4] << 24 | (uint32_t)p[off + 5] << 16 |
+                   (uint32_t)p[off + 6] << 8 | p[off + 7];
+    size_t at = off + 8; /* the payload's first byte */
+    if (len < TN_NET_REF_MIN || len > a->conf.max_message)
+        return 0;
+    if (c->intake.waiting ||
+        (c->intake.held < len && tn_intake_reserve(a->b, &c->intake, len - c->intake.held) != 0)) {
+        lk->big_wait = true;
+        c->io->pause(c->ioc, true);
+        return 1;
+    }
+    lk->big_wait = false;
+    c->io->pause(c->ioc, false);
+    tn_amqp_msg am;
+    if (head_props(c, lk, pd, p, off, &am) != 0) {
+        lk->big_drop = true; /* refused: the rest is read and dropped */
+        return 1;
+    }
+    uint8_t *dst;
+    tn_message *m = tn_message_alloc(lk->name, strlen(lk->name), a->props.data, a->props.len, len,
+                                     1, false, &dst);
+    if (!m) {
+        link_fail(lk, "amqp:resource-limit-exceeded", "out of memory");
+        return 1;
+    }
+    m->persistent = am.durable;
+    size_t have = n - at < len ? n - at : len;
+    memcpy(dst, p + at, have);
+    lk->big = m;
+    lk->big_dst = dst;
+    lk->big_got = have;
+    lk->big_extra = n - at - have; /* bytes after the payload: a footer */
+    lk->part.len = 0;
+    tn_buf_reset(&lk->part);
+    return 1;
+}
+
+/* The rest of a large message, straight into it; then it goes as any other. */
+static void
+big_feed(aconn *c, alink *lk, pn_delivery_t *pd)
+{
+    tn_amqp *a = c->a;
+    for (;;) {
+        size_t pend = pn_delivery_pending(pd);
+        if (!pend)
+            break;
+        ssize_t got;
+        if (lk->big && lk->big_got < lk->big->payload_len) {
+            size_t want = lk->big->payload_len - lk->big_got;
+            got = pn_link_recv(lk->l, (char *)lk->big_dst + lk->big_got, pend < want ? pend : want);
+            if (got > 0)
+                lk->big_got += (size_t)got;
+        } else {
+            char sink[4096]; /* a footer (dropped, as every footer), or a refused message */
+            got = pn_link_recv(lk->l, sink, sizeof sink);
+            if (got > 0 && !lk->big_drop)
+                lk->big_extra += (size_t)got;
+        }
+        if (got <= 0)
+            break;
+    }
+    if (pn_delivery_partial(pd))
+        return;
+    pn_link_advance(lk->l);
+    tn_message *m = lk->big;
+    bool whole = m && lk->big_got == m->payload_len && lk->big_extra <= 1024;
+    lk->big = NULL;
+    lk->big_drop = false;
+    if (!m) {
+        /* refused in big_begin: already settled */
+    } else if (!whole) {
+        tn_message_unref(m);
+        if (!pn_delivery_settled(pd))
+            settle_in(pd, PN_REJECTED, "amqp:not-implemented",
+                      "a large message must have one data section as its body");
+        else
+            pn_delivery_settle(pd);
+    } else {
+        tn_intake_charge(a->b, &c->intake, m); /* held while it waits in memory */
+        route(c, lk, pd, m);
+    }
+    tn_intake_release(a->b, &c->intake);
+}
+
 static void
 on_transfer(aconn *c, alink *lk, pn_delivery_t *pd)
 {
@@ -976,6 +1111,9 @@ on_transfer(aconn *c, alink *lk, pn_delivery_t *pd)
     if (pn_delivery_aborted(pd)) {
         lk->part.len = 0;
         tn_buf_reset(&lk->part);
+        tn_message_unref(lk->big);
+        lk->big = NULL;
+        lk->big_wait = lk->big_drop = false;
         tn_intake_release(a->b, &c->intake);
         pn_delivery_settle(pd);
         pn_link_advance(lk->l);
@@ -983,6 +1121,12 @@ on_transfer(aconn *c, alink *lk, pn_delivery_t *pd)
     }
     if (!pn_delivery_readable(pd))
         return;
+    if (lk->big || lk->big_drop) {
+        big_feed(c, lk, pd);
+        if (!lk->dead)
+            grant(c, lk);
+        return;
+    }
     size_t pend = pn_delivery_pending(pd);
     size_t have = lk->part.len;
     if (have + pend > a->conf.max_message + 65536u) {
@@ -992,6 +1136,13 @@ on_transfer(aconn *c, alink *lk, pn_delivery_t *pd)
         return;
     }
     if (pn_delivery_partial(pd) || have) {
+        if (lk->big_wait) {
+            if (big_begin(c, lk, pd) == 1) {
+                if (lk->big || lk->big_drop)
+                    big_feed(c, lk, pd);
+                return;
+            }
+        }
         /* Gathered as it comes, from the broker's budget for large messages. */
         if (have + pend >= 65536 && c->intake.held < have + pend &&
             tn_intake_reserve(a->b, &c->intake, have + pend - c->intake.held + 65536) != 0)
@@ -1004,8 +1155,11 @@ on_transfer(aconn *c, alink *lk, pn_delivery_t *pd)
         ssize_t got = pn_link_recv(lk->l, (char *)dst, pend);
         if (got > 0)
             tn_buf_commit(&lk->part, (size_t)got);
-        if (pn_delivery_partial(pd))
+        if (pn_delivery_partial(pd)) {
+            if (big_begin(c, lk, pd) == 1 && (lk->big || lk->big_drop))
+                big_feed(c, lk, pd);
             return;
+        }
         pn_link_advance(lk->l);
         on_message(c, lk, pd, lk->part.data, lk->part.len);
         lk->part.len = 0;
@@ -1225,6 +1379,8 @@ link_release(alink *lk, bool closed)
         if (lk->temp && tn_queue_consumers(tn_session_queue(lk->temp)) == 0)
             tn_broker_queue_free(lk->temp);
         lk->temp = NULL;
+        tn_message_unref(lk->big);
+        lk->big = NULL;
         tn_intake_release(c->a->b, &c->intake);
     }
 }
@@ -1572,8 +1728,13 @@ on_event(aconn *c, pn_event_t *e)
         break;
     case PN_SESSION_REMOTE_OPEN: {
         pn_session_t *s = pn_event_session(e);
+        /* proton announces capacity / max-frame-size as the session's incoming window, and
+         * renews it only when it closes or link credit changes: a window smaller than the
+         * largest message stalls a multi-frame message until the client's next round trip.
+         * What proton holds is bounded anyway: every transfer is taken out of it at once, and
+         * reads stop while a large message waits for room in the incoming budget. */
         uint32_t mf = c->a->conf.max_frame;
-        pn_session_set_incoming_capacity(s, (size_t)mf * 64);
+        pn_session_set_incoming_capacity(s, (size_t)c->a->conf.max_message + (size_t)mf * 64);
         pn_session_open(s);
         break;
     }
@@ -1678,11 +1839,13 @@ pump(aconn *c)
         pn_bytes_t wb = pn_connection_driver_write_buffer(&c->d);
         if (!wb.size)
             break;
+        if (c->io->out_full(c->ioc))
+            break; /* the rest once drained() */
         tn_buf *ob = c->io->out(c->ioc);
         size_t room = ob->max > ob->len ? ob->max - ob->len : 0;
         size_t n = wb.size < room ? wb.size : room;
         if (n == 0)
-            break; /* the rest once drained() */
+            break;
         tn_buf_append(ob, wb.start, n);
         pn_connection_driver_write_done(&c->d, n);
     }
