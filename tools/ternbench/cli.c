@@ -12,11 +12,12 @@
 
 static const char usage[] =
     "Usage: ternbench [OPTION]...\n"
-    "MQTT 3.1.1 and STOMP 1.2 load generator: many connections on one event loop, batched\n"
-    "writes.\n"
+    "MQTT 3.1.1, STOMP 1.2 and AMQP 1.0 load generator: many connections on one event loop,\n"
+    "batched writes.\n"
     "\n"
-    "  -u, --url URL            broker, mqtt://HOST:PORT or stomp://HOST:PORT with an IPv4 HOST\n"
-    "                           (default mqtt://127.0.0.1:1883; no scheme means mqtt)\n"
+    "  -u, --url URL            broker, mqtt://HOST:PORT, stomp://HOST:PORT or amqp://HOST:PORT\n"
+    "                           with an IPv4 HOST (default mqtt://127.0.0.1:1883; no scheme\n"
+    "                           means mqtt)\n"
     "      --scenario NAME      pubsub (default): publishers and subscribers, measures\n"
     "                           throughput, loss and latency;\n"
     "                           conns: open --conns idle connections, measure broker memory;\n"
@@ -34,21 +35,23 @@ static const char usage[] =
     "      --size BYTES         payload size, at least 24 (default 64): run id, publisher,\n"
     "                           sequence number, send time, then filler\n"
     "  -n, --count N            messages per publisher (default 100000)\n"
-    "  -w, --inflight W         per publisher: unacknowledged QoS 1/2 messages, or STOMP SENDs\n"
-    "                           without their RECEIPT (default 20); at QoS 0 and with\n"
-    "                           --no-receipt up to W*size+64KiB bytes may wait unwritten\n"
+    "  -w, --inflight W         per publisher: unacknowledged QoS 1/2 messages, STOMP SENDs\n"
+    "                           without their RECEIPT or AMQP transfers without their\n"
+    "                           disposition (default 20); at QoS 0 and with --no-receipt up\n"
+    "                           to W*size+64KiB bytes may wait unwritten\n"
     "  -r, --rate R             fixed rate: R messages/s across all publishers, paced every\n"
     "                           millisecond (for latency); default: as fast as windows allow\n"
-    "      --clean              MQTT: subscribers use clean sessions (default); STOMP:\n"
-    "                           non-persistent messages (default)\n"
+    "      --clean              MQTT: subscribers use clean sessions (default); STOMP and\n"
+    "                           AMQP: non-persistent messages (default)\n"
     "      --persistent         MQTT: subscribers use persistent sessions (clean session 0),\n"
     "                           messages left by an earlier run are counted as stale;\n"
-    "                           STOMP: SENDs carry persistent:true (persistent messages)\n"
-    "      --discard            subscribers copy only the first 24 bytes of a payload out of\n"
-    "                           the kernel and have it drop the rest unread (recv MSG_TRUNC):\n"
-    "                           for large messages, where copying them would make ternbench\n"
-    "                           the bottleneck; a message still counts (and is acknowledged)\n"
-    "                           when its last byte arrived\n"
+    "                           STOMP: SENDs carry persistent:true (persistent messages);\n"
+    "                           AMQP: messages carry a header with durable=true\n"
+    "      --discard            MQTT and STOMP: subscribers copy only the first 24 bytes of\n"
+    "                           a payload out of the kernel and have it drop the rest unread\n"
+    "                           (recv MSG_TRUNC): for large messages, where copying them\n"
+    "                           would make ternbench the bottleneck; a message still counts\n"
+    "                           (and is acknowledged) when its last byte arrived\n"
     "      --stall K            MQTT: K of the S subscribers (0..K-1) stop reading their socket\n"
     "                           for good at --stall-after: the connection stays open, sends\n"
     "                           nothing (no PINGREQ) and is left out of expected, lost and the\n"
@@ -71,6 +74,24 @@ static const char usage[] =
     "                           QoS 0; default: each SEND asks for a RECEIPT and at most W\n"
     "                           wait for one\n"
     "\n"
+    "pubsub over AMQP 1.0 (-u amqp://...): each connection opens one session with one link.\n"
+    "Publishers attach a sending link to their address and transfer unsettled messages (a\n"
+    "header section with durable=true under --persistent, then one data section: the\n"
+    "payload), at most W awaiting the broker's disposition and never more than the link\n"
+    "credit the broker grants; subscribers attach a receiving link to the address, accept\n"
+    "and settle each message (at-least-once). An address is taken for a queue: its\n"
+    "subscribers compete and each message is expected once overall. A link the broker\n"
+    "refuses fails the set-up with its error condition. SASL ANONYMOUS unless --user.\n"
+    "      --address-prefix P   addresses are P followed by bench.t (--topics shared) or\n"
+    "                           bench.<i> (per-publisher); default queue:// (ternd).\n"
+    "                           RabbitMQ 3.x: /amq/queue/ names a queue declared beforehand\n"
+    "                           (only a durable queue writes durable messages to disk);\n"
+    "                           /queue/ has the attach declare it (a transient queue)\n"
+    "      --credit N           link credit of each receiving link (default 100), topped\n"
+    "                           up to N once half of it is used\n"
+    "      --user U             SASL PLAIN as U (allowed over plain TCP); default ANONYMOUS\n"
+    "      --password P         PLAIN's password (default empty)\n"
+    "\n"
     "retained (MQTT): one connection publishes N retained messages (QoS 1, -w in flight) to\n"
     "bench/r/0 .. bench/r/N-1 and waits for every PUBACK; then a new subscriber (clean\n"
     "session) subscribes to bench/r/# at -q Q and counts the distinct messages of this run\n"
@@ -80,7 +101,8 @@ static const char usage[] =
     "\n"
     "conns:\n"
     "      --conns N            idle connections to open (default 1000), at most 500\n"
-    "                           connecting at once (STOMP: CONNECT, CONNECTED)\n"
+    "                           connecting at once (STOMP: CONNECT, CONNECTED; AMQP: SASL,\n"
+    "                           open)\n"
     "      --hold SECONDS       keep them open this long once all are answered (default 2)\n"
     "      --source-ips RANGE   bind to source addresses round-robin, e.g.\n"
     "                           127.0.0.1-127.0.0.20 (or 127.0.0.1-20): each address adds\n"
@@ -88,12 +110,14 @@ static const char usage[] =
     "\n"
     "common:\n"
     "  -d, --duration SECONDS   hard bound for the whole run (default 60)\n"
-    "      --client-prefix STR  MQTT client ids are STR-p<i>, STR-s<j>, STR-c<k>\n"
-    "                           (default ternbench)\n"
+    "      --client-prefix STR  MQTT client ids and AMQP container ids are STR-p<i>,\n"
+    "                           STR-s<j>, STR-c<k> (default ternbench)\n"
     "      --keepalive S        MQTT keepalive in seconds (default 60; 0: none); a PINGREQ\n"
     "                           goes out after S/2 seconds without writes\n"
-    "      --broker-pid PID     also report the broker's CPU seconds over the run and its\n"
-    "                           RSS (from /proc); conns needs it for rss_per_conn_b\n"
+    "      --broker-pid PID[,PID...]  also report the broker's CPU seconds over the run and\n"
+    "                           its RSS (from /proc), summed over up to 16 processes (e.g.\n"
+    "                           an Erlang VM, its helpers and epmd; one that ends during the\n"
+    "                           run is left out); conns needs it for rss_per_conn_b\n"
     "      --quiet              no progress line on stderr every second\n"
     "  -h, --help               show this help and exit\n"
     "  -V, --version            show the version and exit\n"
@@ -104,18 +128,19 @@ static const char usage[] =
     "report.\n"
     "\n"
     "Output: a table on stdout, then one line 'RESULT key=value ...' with scenario, pubs,\n"
-    "subs, topics, qos (-1 for STOMP), size, count, sent, expected (sent x matching\n"
-    "subscribers; a STOMP queue with subscribers counts once), received, lost (expected -\n"
-    "unique received), dup (per publisher and subscriber; across a queue's competing\n"
-    "subscribers), reordered (seq lower than the highest seen, per publisher and\n"
+    "subs, topics, qos (-1 for STOMP and AMQP), size, count, sent, expected (sent x matching\n"
+    "subscribers; a STOMP queue or AMQP address with subscribers counts once), received, lost\n"
+    "(expected - unique received), dup (per publisher and subscriber; across a queue's\n"
+    "competing subscribers), reordered (seq lower than the highest seen, per publisher and\n"
     "subscriber), secs (first publish to last receive), msgs_per_sec (received/secs),\n"
     "pub_per_sec (sent/secs), p50_us, p99_us, p999_us, max_us (end-to-end latency, -1\n"
     "without samples), bench_cpu_s, broker_cpu_s and broker_rss_kb (-1 without\n"
     "--broker-pid), then conns, conns_failed, rss_per_conn_b (conns), then proto=stomp,\n"
-    "dest, ack, receipts and persistent (0 or 1) (STOMP only), then pub_block_max_ms\n"
-    "(pubsub: the longest a publisher could not send: with --rate, the most a message went\n"
-    "out after its scheduled time, pacing's 1 ms included; without, the longest gap between\n"
-    "writes while it had messages left), then with --stall: stall, stall_after,\n"
+    "dest, ack, receipts and persistent (0 or 1) (STOMP only), proto=amqp, credit and\n"
+    "persistent (AMQP only), then pub_block_max_ms (pubsub: the longest a publisher could\n"
+    "not send: with --rate, the most a message went out after its scheduled time, pacing's\n"
+    "1 ms included; without, the longest gap between writes while it had messages left),\n"
+    "then with --stall: stall, stall_after,\n"
     "stalled_received (the stalled subscribers' deliveries), pre_stall_p99_us (median of the\n"
     "window p99s before the stall), stall_p99_max_us (highest window p99 from the stall on),\n"
     "over_windows and pre_over_windows (windows after and before the stall whose p99\n"
@@ -136,7 +161,8 @@ static const char usage[] =
     "\n"
     "Exit status: 0 when the run completed (loss is a measurement), 1 when the set-up failed\n"
     "(cannot connect; CONNACK, SUBACK or CONNECTED refused; an ERROR frame before the\n"
-    "subscription's RECEIPT), 2 on bad arguments.\n";
+    "subscription's RECEIPT; AMQP: SASL failed, or the connection or a link closed with an\n"
+    "error before the link was attached), 2 on bad arguments.\n";
 
 static bool
 parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -166,7 +192,7 @@ parse_double(const char *s, double min, double max, double *out)
     return true;
 }
 
-/* [mqtt://|stomp://]HOST:PORT into o's addr, host and proto. */
+/* [mqtt://|stomp://|amqp://]HOST:PORT into o's addr, host and proto. */
 static bool
 parse_url(const char *url, tn_bench_opts *o)
 {
@@ -178,6 +204,9 @@ parse_url(const char *url, tn_bench_opts *o)
     } else if (strncmp(p, "stomp://", 8) == 0) {
         p += 8;
         proto = TN_BENCH_STOMP;
+    } else if (strncmp(p, "amqp://", 7) == 0) {
+        p += 7;
+        proto = TN_BENCH_AMQP;
     }
     const char *colon = strrchr(p, ':');
     if (!colon || (size_t)(colon - p) >= sizeof host || colon == p)
@@ -194,6 +223,31 @@ parse_url(const char *url, tn_bench_opts *o)
         return false;
     o->proto = proto;
     return true;
+}
+
+/* PID[,PID...] into o's broker_pids. */
+static bool
+parse_pids(const char *s, tn_bench_opts *o)
+{
+    char one[16];
+    uint64_t v;
+    o->n_broker_pids = 0;
+    while (*s) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        if (len >= sizeof one || o->n_broker_pids == TN_BENCH_MAX_BROKER_PIDS)
+            return false;
+        memcpy(one, s, len);
+        one[len] = '\0';
+        if (!parse_u64(one, 1, 0x7fffffff, &v))
+            return false;
+        o->broker_pids[o->n_broker_pids++] = (int)v;
+        s += len + (comma ? 1 : 0);
+        if (comma && !*s)
+            return false; /* a trailing comma */
+    }
+    o->broker_pid = o->n_broker_pids ? o->broker_pids[0] : 0;
+    return o->n_broker_pids > 0;
 }
 
 /* A.B.C.D, A.B.C.D-E or A.B.C.D-A.B.C.E */
@@ -250,6 +304,10 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         OPT_STALL_AFTER,
         OPT_RETAINED,
         OPT_DISCARD,
+        OPT_CREDIT,
+        OPT_ADDRESS_PREFIX,
+        OPT_USER,
+        OPT_PASSWORD,
     };
     static const struct option opts[] = {
         {"url", required_argument, NULL, 'u'},
@@ -279,6 +337,10 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         {"stall-after", required_argument, NULL, OPT_STALL_AFTER},
         {"retained", required_argument, NULL, OPT_RETAINED},
         {"discard", no_argument, NULL, OPT_DISCARD},
+        {"credit", required_argument, NULL, OPT_CREDIT},
+        {"address-prefix", required_argument, NULL, OPT_ADDRESS_PREFIX},
+        {"user", required_argument, NULL, OPT_USER},
+        {"password", required_argument, NULL, OPT_PASSWORD},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -295,6 +357,8 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         .dest = TN_BENCH_QUEUE,
         .ack = TN_BENCH_ACK_AUTO,
         .receipts = true,
+        .credit = 100,
+        .address_prefix = "queue://",
         .prefix = "ternbench",
         .keepalive = 60,
         .conns = 1000,
@@ -305,7 +369,7 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
     parse_url("mqtt://127.0.0.1:1883", o);
     /* Options of one protocol given with the other's URL are refused (after the loop: the URL
      * may come last). */
-    const char *mqtt_only = NULL, *stomp_only = NULL;
+    const char *mqtt_only = NULL, *stomp_only = NULL, *amqp_only = NULL;
     const char *bad = NULL;
     uint64_t v = 0; /* a failed parse still assigns it before `bad` stops the run */
     int ch;
@@ -314,7 +378,7 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         switch (ch) {
         case 'u':
             if (!parse_url(optarg, o))
-                bad = "--url wants mqtt://IPV4:PORT or stomp://IPV4:PORT";
+                bad = "--url wants mqtt://IPV4:PORT, stomp://IPV4:PORT or amqp://IPV4:PORT";
             break;
         case OPT_SCENARIO:
             if (strcmp(optarg, "pubsub") == 0)
@@ -391,9 +455,8 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
             mqtt_only = "--keepalive";
             break;
         case OPT_BROKER_PID:
-            if (!parse_u64(optarg, 1, 0x7fffffff, &v))
-                bad = "--broker-pid wants a process id";
-            o->broker_pid = (int)v;
+            if (!parse_pids(optarg, o))
+                bad = "--broker-pid wants a process id, or up to 16 separated by commas";
             break;
         case OPT_CONNS:
             if (!parse_u64(optarg, 1, 10000000, &v))
@@ -451,6 +514,26 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         case OPT_DISCARD:
             o->discard = true;
             break;
+        case OPT_CREDIT:
+            if (!parse_u64(optarg, 1, 1000000, &v))
+                bad = "--credit wants 1..1000000";
+            o->credit = (uint32_t)v;
+            amqp_only = "--credit";
+            break;
+        case OPT_ADDRESS_PREFIX:
+            if (strlen(optarg) > TN_BENCH_MAX_ADDRESS)
+                bad = "--address-prefix wants at most 64 characters";
+            o->address_prefix = optarg;
+            amqp_only = "--address-prefix";
+            break;
+        case OPT_USER:
+            o->user = optarg;
+            amqp_only = "--user";
+            break;
+        case OPT_PASSWORD:
+            o->password = optarg;
+            amqp_only = "--password";
+            break;
         case 'h':
             fputs(usage, stdout);
             return -1;
@@ -463,18 +546,28 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         }
     }
     static char why[96];
-    if (!bad && mqtt_only && o->proto == TN_BENCH_STOMP) {
-        snprintf(why, sizeof why, "%s is for MQTT; stomp:// uses --ack and receipts", mqtt_only);
+    if (!bad && mqtt_only && o->proto != TN_BENCH_MQTT) {
+        snprintf(why, sizeof why, "%s is for MQTT; %s", mqtt_only,
+                 o->proto == TN_BENCH_STOMP ? "stomp:// uses --ack and receipts"
+                                            : "amqp:// uses --credit and dispositions");
         bad = why;
     }
-    if (!bad && stomp_only && o->proto == TN_BENCH_MQTT) {
+    if (!bad && stomp_only && o->proto != TN_BENCH_STOMP) {
         snprintf(why, sizeof why, "%s is for STOMP: give -u stomp://HOST:PORT", stomp_only);
         bad = why;
     }
+    if (!bad && amqp_only && o->proto != TN_BENCH_AMQP) {
+        snprintf(why, sizeof why, "%s is for AMQP: give -u amqp://HOST:PORT", amqp_only);
+        bad = why;
+    }
+    if (!bad && o->password && !o->user)
+        bad = "--password wants --user";
     if (!bad && o->stall && (o->scenario != TN_BENCH_PUBSUB || o->stall >= o->subs))
         bad = "--stall K wants the pubsub scenario and K < --subscribers (someone must read)";
     if (!bad && o->discard && (o->scenario != TN_BENCH_PUBSUB || o->stall))
         bad = "--discard is for the pubsub scenario, without --stall";
+    if (!bad && o->discard && o->proto == TN_BENCH_AMQP)
+        bad = "--discard is for MQTT and STOMP";
     if (!bad && o->scenario == TN_BENCH_RETAINED) {
         if (o->proto != TN_BENCH_MQTT)
             bad = "--scenario retained is for MQTT";

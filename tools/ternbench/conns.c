@@ -1,10 +1,12 @@
 /*
  * One client connection: TCP connect (optionally from a chosen source address), then for MQTT
  * CONNECT, CONNACK, SUBSCRIBE/SUBACK for subscribers, then packets go to pubsub.c; STOMP's
- * frames are stomp.c's. Reads land in one buffer shared by all connections; only the start of
- * an MQTT packet cut by the read is copied to the connection's own buffer (the STOMP decoder
- * keeps partial frames itself). Writes are batched: encoders append to c->out and the uv_prepare
- * callback flushes every dirty connection with one uv_write.
+ * frames are stomp.c's, AMQP's bytes go to amqp.c's proton driver. Reads land in one buffer
+ * shared by all connections; only the start of an MQTT packet cut by the read is copied to the
+ * connection's own buffer (the STOMP decoder and proton keep partial frames themselves). Writes
+ * are batched: encoders append to c->out (amqp.c moves proton's output there when the
+ * connection is flushed) and the uv_prepare callback flushes every dirty connection with one
+ * uv_write.
  */
 #include "tools/ternbench/ternbench.h"
 
@@ -46,6 +48,7 @@ tn_bench_conn_fini(tn_bench_conn *c)
     tn_buf_fini(&c->in);
     if (c->b->o.proto == TN_BENCH_STOMP)
         tn_bench_stomp_fini(c);
+    tn_bench_amqp_fini(c);
     free(c->pid_busy);
     free(c->pid_rel);
     free(c->qos2_held);
@@ -72,6 +75,7 @@ on_close(uv_handle_t *h)
     tn_buf_reset(&c->in);
     if (c->b->o.proto == TN_BENCH_STOMP)
         tn_bench_stomp_fini(c); /* its buffers; it decodes nothing more */
+    tn_bench_amqp_fini(c);
     tn_bench_on_closed(c);
 }
 
@@ -125,7 +129,7 @@ on_write(uv_write_t *req, int status)
     tn_bench_pub_wrote(c);
     if (c->out.len)
         tn_bench_conn_dirty(c);
-    else if (c->state == TN_BENCH_CS_CLOSING && c->b->o.proto == TN_BENCH_MQTT)
+    else if (c->state == TN_BENCH_CS_CLOSING && c->close_when_written)
         tn_bench_conn_abort(c); /* STOMP waits for its DISCONNECT's RECEIPT */
 }
 
@@ -133,7 +137,14 @@ void
 tn_bench_conn_flush(tn_bench_conn *c)
 {
     c->dirty = false;
-    if (!tn_bench_conn_is_active(c) || c->writing || c->out.len == 0)
+    if (!tn_bench_conn_is_active(c))
+        return;
+    if (c->b->o.proto == TN_BENCH_AMQP) {
+        tn_bench_amqp_output(c); /* what this turn's sends, accepts and credit produced */
+        if (!tn_bench_conn_is_active(c))
+            return;
+    }
+    if (c->writing || c->out.len == 0)
         return;
     c->last_tx_ms = uv_now(&c->b->loop);
     /* Straight to the kernel when it takes everything: no request, no callback next turn. */
@@ -148,7 +159,7 @@ tn_bench_conn_flush(tn_bench_conn *c)
     if ((size_t)n == c->out.len) {
         c->out.len = 0;
         tn_bench_pub_wrote(c);
-        if (c->state == TN_BENCH_CS_CLOSING && c->b->o.proto == TN_BENCH_MQTT)
+        if (c->state == TN_BENCH_CS_CLOSING && c->close_when_written)
             tn_bench_conn_abort(c);
         return;
     }
@@ -175,17 +186,22 @@ tn_bench_conn_close(tn_bench_conn *c)
 {
     if (!tn_bench_conn_is_active(c))
         return;
-    bool stomp = c->b->o.proto == TN_BENCH_STOMP;
+    tn_bench_proto proto = c->b->o.proto;
     if (c->state < TN_BENCH_CS_CONNACK || c->state == TN_BENCH_CS_FAILED ||
-        (stomp && c->state == TN_BENCH_CS_CONNACK)) {
+        (proto != TN_BENCH_MQTT && c->state == TN_BENCH_CS_CONNACK)) {
         tn_bench_conn_abort(c);
         return;
     }
     if (c->state == TN_BENCH_CS_CLOSING)
         return;
     c->state = TN_BENCH_CS_CLOSING;
-    int rc =
-        stomp ? tn_bench_stomp_disconnect(c) : tn_mqtt_encode_simple(&c->out, TN_MQTT_DISCONNECT);
+    if (proto == TN_BENCH_AMQP) {
+        tn_bench_amqp_close(c); /* closes the handle once the broker's close is in */
+        return;
+    }
+    c->close_when_written = proto == TN_BENCH_MQTT; /* STOMP: on its DISCONNECT's RECEIPT */
+    int rc = proto == TN_BENCH_STOMP ? tn_bench_stomp_disconnect(c)
+                                     : tn_mqtt_encode_simple(&c->out, TN_MQTT_DISCONNECT);
     if (rc != 0) {
         tn_bench_conn_abort(c);
         return;
@@ -196,6 +212,10 @@ tn_bench_conn_close(tn_bench_conn *c)
 void
 tn_bench_conn_keepalive(tn_bench_conn *c, uint64_t now_ms)
 {
+    if (c->b->o.proto == TN_BENCH_AMQP) {
+        tn_bench_amqp_tick(c, now_ms);
+        return;
+    }
     uint64_t ka = c->b->o.keepalive;
     if (ka == 0 || c->b->o.proto != TN_BENCH_MQTT || c->state != TN_BENCH_CS_READY || c->stalled ||
         !tn_bench_conn_is_active(c))
@@ -335,6 +355,13 @@ static void
 on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     tn_bench_conn *c = s->data;
+    if (c->b->o.proto == TN_BENCH_AMQP) {
+        if (n > 0)
+            tn_bench_amqp_input(c, (const uint8_t *)buf->base, (size_t)n, tn_bench_now_ns());
+        else if (n < 0)
+            tn_bench_amqp_read_error(c, (int)n);
+        return;
+    }
     if (tn_bench_skip_done(c)) { /* its last bytes went in on_alloc */
         if (c->b->o.proto == TN_BENCH_STOMP)
             tn_bench_stomp_pending(c, tn_bench_now_ns());
@@ -426,8 +453,8 @@ on_connect(uv_connect_t *req, int status)
     if (status == UV_ECANCELED)
         return;
     if (status < 0) {
-        tn_bench_conn_fail(c, "connect to %s://%s:%u: %s",
-                           c->b->o.proto == TN_BENCH_STOMP ? "stomp" : "mqtt", c->b->o.host,
+        static const char *schemes[] = {"mqtt", "stomp", "amqp"};
+        tn_bench_conn_fail(c, "connect to %s://%s:%u: %s", schemes[c->b->o.proto], c->b->o.host,
                            ntohs(c->b->o.addr.sin_port), uv_strerror(status));
         return;
     }
@@ -437,6 +464,12 @@ on_connect(uv_connect_t *req, int status)
         return;
     }
     tn_bench *b = c->b;
+    if (b->o.proto == TN_BENCH_AMQP) {
+        c->state = TN_BENCH_CS_CONNACK; /* until the open (idle) or the link's attach */
+        if (tn_bench_amqp_connect(c) != 0)
+            tn_bench_conn_fail(c, "cannot set up the AMQP connection (out of memory)");
+        return;
+    }
     if (b->o.proto == TN_BENCH_STOMP) {
         if (tn_bench_stomp_connect(c) != 0) {
             tn_bench_conn_fail(c, "cannot encode CONNECT");

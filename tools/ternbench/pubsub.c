@@ -4,15 +4,17 @@
  * Publishers encode messages into their output buffer as far as their window allows: at QoS 1
  * and 2, --inflight unacknowledged messages, each holding a packet id until PUBACK (QoS 1) or
  * PUBCOMP (QoS 2, after PUBREC -> PUBREL); STOMP SENDs with receipts the same way, the packet id
- * serving as receipt id until its RECEIPT; at QoS 0 and for STOMP without receipts, bytes not yet
- * taken by the kernel. The payload carries the run id, publisher, sequence number and send time,
- * in either protocol.
+ * serving as receipt id until its RECEIPT, and AMQP transfers the same way, the packet id serving
+ * as delivery tag until the transfer's disposition; at QoS 0 and for STOMP without receipts,
+ * bytes not yet taken by the kernel. The payload carries the run id, publisher, sequence number
+ * and send time, in every protocol.
  *
  * Subscribers acknowledge what QoS asks (PUBACK; PUBREC, then PUBCOMP on PUBREL; stomp.c ACKs
  * for client-individual) and record per (publisher, subscriber) stream: duplicates (a bitmap of
  * sequence numbers), reordering (lower than the highest seen) and the end-to-end latency. The
- * subscribers of a STOMP queue compete for its messages, so they share the duplicate bitmaps:
- * a message counts once whichever subscriber got it, and as a duplicate if a second one did.
+ * subscribers of a STOMP queue (and of an AMQP address, always taken for a queue) compete for
+ * its messages, so they share the duplicate bitmaps: a message counts once whichever
+ * subscriber got it, and as a duplicate if a second one did.
  */
 #include "tools/ternbench/ternbench.h"
 
@@ -26,17 +28,22 @@ bit_clear(uint64_t *m, uint64_t i)
     m[i >> 6] &= ~(1ull << (i & 63));
 }
 
-/* Publisher i's topic or destination: MQTT bench/t or bench/<i>, STOMP /queue/bench.t,
- * /topic/bench.<i>, ... Returns its length. */
+/* Publisher i's topic, destination or address: MQTT bench/t or bench/<i>, STOMP
+ * /queue/bench.t, /topic/bench.<i>, ..., AMQP queue://bench.t (--address-prefix, then bench.t or
+ * bench.<i>). Returns its length. */
 static int
 dest_name(const tn_bench_opts *o, uint32_t i, char *buf, size_t size)
 {
-    const char *prefix = "bench/";
+    const char *prefix = "bench/", *prefix2 = "";
     if (o->proto == TN_BENCH_STOMP)
         prefix = o->dest == TN_BENCH_QUEUE ? "/queue/bench." : "/topic/bench.";
+    if (o->proto == TN_BENCH_AMQP) {
+        prefix = o->address_prefix;
+        prefix2 = "bench.";
+    }
     if (o->topics == TN_BENCH_SHARED)
-        return snprintf(buf, size, "%st", prefix);
-    return snprintf(buf, size, "%s%u", prefix, i);
+        return snprintf(buf, size, "%s%st", prefix, prefix2);
+    return snprintf(buf, size, "%s%s%u", prefix, prefix2, i);
 }
 
 tn_mqtt_bytes
@@ -53,9 +60,9 @@ tn_bench_pubsub_init(tn_bench *b)
 {
     const tn_bench_opts *o = &b->o;
     bool shared = o->topics == TN_BENCH_SHARED;
-    bool stomp = o->proto == TN_BENCH_STOMP;
-    b->acked_pubs = stomp ? o->receipts : o->qos > 0;
-    b->competing = stomp && o->dest == TN_BENCH_QUEUE;
+    bool stomp = o->proto == TN_BENCH_STOMP, amqp = o->proto == TN_BENCH_AMQP;
+    b->acked_pubs = stomp ? o->receipts : amqp || o->qos > 0; /* AMQP: always unsettled */
+    b->competing = (stomp && o->dest == TN_BENCH_QUEUE) || amqp;
     for (uint32_t j = 0; j < o->stall && j < o->subs; j++)
         b->subs[j].stalls = true;
 
@@ -72,7 +79,7 @@ tn_bench_pubsub_init(tn_bench *b)
             c->fanout = c->fanout > 0; /* one of the queue's consumers gets it */
         if (b->acked_pubs) {
             c->pid_busy = tn_xcalloc(PID_WORDS, sizeof(uint64_t));
-            if (!stomp)
+            if (o->proto == TN_BENCH_MQTT)
                 c->pid_rel = tn_xcalloc(PID_WORDS, sizeof(uint64_t));
         }
     }
@@ -159,6 +166,8 @@ encode_message(tn_bench_conn *c, uint16_t pid)
     tn_bench *b = c->b;
     if (b->o.proto == TN_BENCH_STOMP)
         return tn_bench_stomp_send(c, pid, b->payload, b->o.size);
+    if (b->o.proto == TN_BENCH_AMQP)
+        return tn_bench_amqp_send(c, pid, b->payload, b->o.size);
     tn_mqtt_publish p = {
         .qos = b->o.qos,
         .topic = {(const uint8_t *)c->topic, c->topic_len},
@@ -168,7 +177,8 @@ encode_message(tn_bench_conn *c, uint16_t pid)
     return tn_mqtt_encode_publish(&c->out, TN_MQTT_V311, &p);
 }
 
-/* Encodes publisher c's next message; false when its output buffer is full. */
+/* Encodes publisher c's next message; false when its output buffer is full (AMQP: when its
+ * link has no credit). */
 static bool
 publish_one(tn_bench_conn *c, uint64_t now_ns)
 {
@@ -236,7 +246,9 @@ void
 tn_bench_on_receipt(tn_bench_conn *c, uint16_t id, uint64_t now_ns)
 {
     if (c->role != TN_BENCH_PUB || !c->pid_busy || id == 0 || !bit_get(c->pid_busy, id)) {
-        tn_bench_bad(c, "RECEIPT for a receipt id not in flight");
+        tn_bench_bad(c, c->b->o.proto == TN_BENCH_AMQP
+                            ? "disposition for a delivery tag not in flight"
+                            : "RECEIPT for a receipt id not in flight");
         return;
     }
     bit_clear(c->pid_busy, id);

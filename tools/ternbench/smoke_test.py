@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """ternbench smoke test: a short QoS 1 (or STOMP) run against a real ternd.
 
-Usage: smoke_test.py TERND TERNBENCH [mqtt|stomp] [discard]
+Usage: smoke_test.py TERND TERNBENCH [mqtt|stomp|amqp] [discard]
 
 Starts ternd on a free port (parsed from its TERN-READY line), runs 2,000 messages through one
 publisher and one subscriber, checks the RESULT line (received=2000, lost=0), then stops ternd
 with SIGTERM and checks that it exits with 0. mqtt (the default): QoS 1. stomp: a queue, SENDs
-with receipts, persistent:true, the consumer ACKing each MESSAGE (client-individual).
+with receipts, persistent:true, the consumer ACKing each MESSAGE (client-individual). amqp: a
+queue, unsettled durable transfers, the receiver accepting each one.
 discard: 256 KiB messages read with ternbench --discard, which must have dropped the tails of
 some of them unread (discarded > 0) and still count all.
 """
@@ -51,12 +52,13 @@ def main():
     discard = args[-1:] == ["discard"]
     if discard:
         args = args[:-1]
-    if len(sys.argv) < 3 or args not in ([], ["mqtt"], ["stomp"]):
+    if len(sys.argv) < 3 or args not in ([], ["mqtt"], ["stomp"], ["amqp"]):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     ternd, ternbench = sys.argv[1], sys.argv[2]
     scheme = args[0] if args else "mqtt"
-    mode = ["--qos", "1"] if scheme == "mqtt" else ["--ack", "client-individual", "--persistent"]
+    mode = (["--qos", "1"] if scheme == "mqtt" else ["--persistent"] if scheme == "amqp" else
+            ["--ack", "client-individual", "--persistent"])
     if discard:
         mode += ["--discard", "--size", "262144"]
     with tempfile.TemporaryDirectory(prefix="ternbench-smoke-") as data:

@@ -130,3 +130,34 @@ tn_bench_proc_rss_kb(int pid)
         return -1;
     return kb;
 }
+
+void
+tn_bench_broker_cpu(const tn_bench_opts *o, double *cpu)
+{
+    for (uint32_t i = 0; i < o->n_broker_pids; i++)
+        cpu[i] = tn_bench_proc_cpu(o->broker_pids[i]);
+}
+
+double
+tn_bench_broker_cpu_since(const tn_bench_opts *o, const double *cpu0)
+{
+    double sum = -1;
+    for (uint32_t i = 0; i < o->n_broker_pids; i++) {
+        double cpu = tn_bench_proc_cpu(o->broker_pids[i]);
+        if (cpu >= 0 && cpu0[i] >= 0)
+            sum = (sum < 0 ? 0 : sum) + cpu - cpu0[i];
+    }
+    return sum;
+}
+
+long
+tn_bench_broker_rss_kb(const tn_bench_opts *o)
+{
+    long sum = -1;
+    for (uint32_t i = 0; i < o->n_broker_pids; i++) {
+        long kb = tn_bench_proc_rss_kb(o->broker_pids[i]);
+        if (kb >= 0)
+            sum = (sum < 0 ? 0 : sum) + kb;
+    }
+    return sum;
+}

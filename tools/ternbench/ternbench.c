@@ -1,6 +1,6 @@
 /*
- * ternbench: MQTT 3.1.1 and STOMP 1.2 load generator for Tern (and any other MQTT or STOMP
- * broker).
+ * ternbench: MQTT 3.1.1, STOMP 1.2 and AMQP 1.0 load generator for Tern (and any other MQTT,
+ * STOMP or AMQP 1.0 broker).
  *
  * This file: the scenarios' phases (set-up, run or hold, close), the timers that end a run,
  * and the report. See ternbench.h for the other files.
@@ -80,9 +80,8 @@ tn_bench_finish(tn_bench *b, const char *reason)
     b->t_end = tn_bench_now_ns();
     if (measured) {
         b->cpu_self = tn_bench_self_cpu() - b->cpu0_self;
-        double cpu = tn_bench_proc_cpu(b->o.broker_pid);
-        b->cpu_broker = cpu >= 0 && b->cpu0_broker >= 0 ? cpu - b->cpu0_broker : -1;
-        b->rss_kb = tn_bench_proc_rss_kb(b->o.broker_pid);
+        b->cpu_broker = tn_bench_broker_cpu_since(&b->o, b->cpu0_broker);
+        b->rss_kb = tn_bench_broker_rss_kb(&b->o);
         if (b->o.scenario == TN_BENCH_PUBSUB)
             tn_bench_stall_stop(b);
     }
@@ -114,7 +113,7 @@ mark_start(tn_bench *b)
     b->t_last_progress = b->t_start;
     b->last_report_ns = b->t_start;
     b->cpu0_self = tn_bench_self_cpu();
-    b->cpu0_broker = tn_bench_proc_cpu(b->o.broker_pid);
+    tn_bench_broker_cpu(&b->o, b->cpu0_broker);
 }
 
 static void
@@ -431,7 +430,7 @@ report(tn_bench *b)
     if (conns && b->rss0_kb >= 0 && b->rss_kb >= 0 && b->opened)
         rss_per_conn = (long)((b->rss_kb - b->rss0_kb) * 1024 / (long)b->opened);
     const char *topics = o->topics == TN_BENCH_SHARED ? "shared" : "per-publisher";
-    bool stomp = o->proto == TN_BENCH_STOMP;
+    bool stomp = o->proto == TN_BENCH_STOMP, amqp = o->proto == TN_BENCH_AMQP;
     const char *dest = o->dest == TN_BENCH_QUEUE ? "queue" : "topic";
     const char *ack = o->ack == TN_BENCH_ACK_AUTO ? "auto" : "client-individual";
 
@@ -454,6 +453,14 @@ report(tn_bench *b)
                o->topics == TN_BENCH_SHARED ? "bench.t" : "bench.<i>",
                b->competing ? "(competing consumers)" : "(fan-out)", ack, window,
                o->persistent ? ", persistent" : "", o->size, (unsigned long long)o->count,
+               o->rate > 0 ? " (fixed rate)" : "");
+    } else if (amqp) {
+        printf("ternbench pubsub over AMQP 1.0: %u senders -> %u receivers, address %s%s "
+               "(competing receivers), unsettled, %u in flight, credit %u%s, %u-byte payload, "
+               "%llu messages/publisher%s\n",
+               o->pubs, o->subs, o->address_prefix,
+               o->topics == TN_BENCH_SHARED ? "bench.t" : "bench.<i>", o->inflight, o->credit,
+               o->persistent ? ", durable" : "", o->size, (unsigned long long)o->count,
                o->rate > 0 ? " (fixed rate)" : "");
     } else {
         printf("ternbench pubsub: %u publishers -> %u subscribers, topics %s, QoS %u, "
@@ -489,7 +496,7 @@ report(tn_bench *b)
            "msgs_per_sec=%.0f pub_per_sec=%.0f p50_us=%s p99_us=%s p999_us=%s max_us=%s "
            "bench_cpu_s=%.2f broker_cpu_s=%.2f broker_rss_kb=%ld",
            conns ? "conns" : "pubsub", conns ? 0 : o->pubs, conns ? 0 : o->subs, topics,
-           stomp ? -1 : (int)o->qos, o->size, (unsigned long long)o->count,
+           stomp || amqp ? -1 : (int)o->qos, o->size, (unsigned long long)o->count,
            (unsigned long long)b->sent, (unsigned long long)b->expected,
            (unsigned long long)b->received, (unsigned long long)lost, dup,
            (unsigned long long)b->reordered, elapsed, rx_rate, tx_rate, p50, p99, p999, pmax,
@@ -500,6 +507,8 @@ report(tn_bench *b)
     if (stomp)
         printf(" proto=stomp dest=%s ack=%s receipts=%d persistent=%d", dest, ack, o->receipts,
                o->persistent);
+    if (amqp)
+        printf(" proto=amqp credit=%u persistent=%d", o->credit, o->persistent);
     if (!conns) {
         printf(" pub_block_max_ms=%.1f", tn_bench_pub_block_max_ms(b));
         tn_bench_stall_result(b);
@@ -574,9 +583,12 @@ main(int argc, char **argv)
             tn_bench_stall_init(b);
         }
     }
-    if (o->broker_pid && tn_bench_proc_cpu(o->broker_pid) < 0)
-        fprintf(stderr, "ternbench: cannot read /proc/%d/stat; broker figures will be -1\n",
-                o->broker_pid);
+    for (uint32_t i = 0; i < o->n_broker_pids; i++)
+        if (tn_bench_proc_cpu(o->broker_pids[i]) < 0)
+            fprintf(stderr,
+                    "ternbench: cannot read /proc/%d/stat; it is left out of the broker "
+                    "figures (-1 without any)\n",
+                    o->broker_pids[i]);
     if (conns && !o->broker_pid)
         fprintf(stderr, "ternbench: without --broker-pid, rss_per_conn_b is -1\n");
 
@@ -600,7 +612,7 @@ main(int argc, char **argv)
     b->last_report_ns = tn_bench_now_ns();
 
     if (conns) {
-        b->rss0_kb = tn_bench_proc_rss_kb(o->broker_pid);
+        b->rss0_kb = tn_bench_broker_rss_kb(o);
         mark_start(b);
         tn_bench_setup_group(b, TN_BENCH_SETUP_IDLE, 0, o->conns);
     } else if (o->scenario == TN_BENCH_RETAINED) {

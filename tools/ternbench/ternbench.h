@@ -5,6 +5,8 @@
  *   cli.c        command line
  *   conns.c      one client connection: TCP, reads, batched writes; MQTT CONNECT/SUBSCRIBE
  *   stomp.c      the same connection speaking STOMP 1.2: CONNECT, SUBSCRIBE, SEND, ACK, frames in
+ *   amqp.c       the same connection speaking AMQP 1.0 through qpid-proton's connection driver:
+ *                a sending or a receiving link, transfers, credit, dispositions
  *   pubsub.c     publishers (windows, pacing, QoS 1/2 flows, receipts) and subscribers (acks,
  *                bookkeeping), whichever the protocol
  *   stats.c      latency histogram, CPU and memory of this process and of the broker
@@ -17,7 +19,8 @@
  * Everything runs on one libuv loop, on one thread. Encoded packets are appended to a
  * per-connection buffer and written once per loop turn (the uv_prepare callback), so a turn that
  * encodes a thousand messages costs one write(2). No allocation happens per message: buffers
- * reach their working size in the first turns and stay there.
+ * reach their working size in the first turns and stay there (AMQP: proton's own deliveries and
+ * buffers, which it pools, and the copy of its output into that buffer).
  */
 #ifndef TN_BENCH_H
 #define TN_BENCH_H
@@ -43,36 +46,44 @@
 #define TN_BENCH_WINDOW_NS 100000000ull   /* --stall: the latency timeline's window */
 #define TN_BENCH_SILENCE_NS 5000000000ull /* retained: no retained message this long: stop */
 #define TN_BENCH_SKIP_BUF 8192            /* --discard: the shortened copy of a message's head */
+#define TN_BENCH_MAX_BROKER_PIDS 16       /* --broker-pid PID,PID,...: a broker's processes */
+#define TN_BENCH_MAX_ADDRESS 64           /* --address-prefix: the AMQP address's first part */
 
 typedef enum { TN_BENCH_PUBSUB, TN_BENCH_CONNS, TN_BENCH_RETAINED } tn_bench_scenario;
 typedef enum { TN_BENCH_SHARED, TN_BENCH_PER_PUBLISHER } tn_bench_topics;
-typedef enum { TN_BENCH_MQTT, TN_BENCH_STOMP } tn_bench_proto;
+typedef enum { TN_BENCH_MQTT, TN_BENCH_STOMP, TN_BENCH_AMQP } tn_bench_proto;
 /* STOMP destinations: a queue's subscribers compete for its messages, a topic's each get all. */
 typedef enum { TN_BENCH_QUEUE, TN_BENCH_TOPIC } tn_bench_dest;
 typedef enum { TN_BENCH_ACK_AUTO, TN_BENCH_ACK_CLIENT_INDIVIDUAL } tn_bench_ack;
 
 typedef struct tn_bench_opts {
     struct sockaddr_in addr; /* the broker */
-    char host[64];           /* as given in --url, for STOMP's host header */
+    char host[64];           /* as given in --url, for STOMP's host header and AMQP's hostname */
     tn_bench_proto proto;
     tn_bench_scenario scenario;
     tn_bench_topics topics;
     uint32_t pubs, subs;
-    uint8_t qos;        /* MQTT only */
-    tn_bench_dest dest; /* STOMP only */
-    tn_bench_ack ack;   /* STOMP only: the subscribers' ack mode */
-    bool receipts;      /* STOMP only: SENDs ask for a RECEIPT (the window counts them) */
-    uint32_t size;      /* payload bytes, >= TN_BENCH_HEADER */
-    uint64_t count;     /* messages per publisher */
-    double duration;    /* seconds, hard bound for the whole run */
-    uint32_t inflight;  /* per publisher: unacked QoS 1/2 messages or SENDs awaiting RECEIPT;
-                           QoS 0 and STOMP without receipts: see qos0_window */
-    double rate;        /* messages/s across publishers; 0: as fast as the windows allow */
-    bool persistent;    /* MQTT: subscribers keep sessions (clean session 0); STOMP: SENDs carry
-                           persistent:true (persistent messages) */
+    uint8_t qos;                 /* MQTT only */
+    tn_bench_dest dest;          /* STOMP only */
+    tn_bench_ack ack;            /* STOMP only: the subscribers' ack mode */
+    bool receipts;               /* STOMP only: SENDs ask for a RECEIPT (the window counts them) */
+    uint32_t credit;             /* AMQP only: link credit of each receiving link */
+    const char *address_prefix;  /* AMQP only: addresses are this, then bench.t or bench.<i> */
+    const char *user, *password; /* AMQP only: SASL PLAIN with these; NULL: ANONYMOUS */
+    uint32_t size;               /* payload bytes, >= TN_BENCH_HEADER */
+    uint64_t count;              /* messages per publisher */
+    double duration;             /* seconds, hard bound for the whole run */
+    uint32_t inflight; /* per publisher: unacked QoS 1/2 messages, SENDs awaiting RECEIPT or
+                          AMQP transfers awaiting their disposition; QoS 0 and STOMP without
+                          receipts: see qos0_window */
+    double rate;       /* messages/s across publishers; 0: as fast as the windows allow */
+    bool persistent;   /* MQTT: subscribers keep sessions (clean session 0); STOMP: SENDs carry
+                          persistent:true (persistent messages); AMQP: header durable=true */
     const char *prefix;
     uint16_t keepalive;
-    int broker_pid; /* 0: unknown */
+    int broker_pid;                            /* the first of broker_pids; 0: unknown */
+    int broker_pids[TN_BENCH_MAX_BROKER_PIDS]; /* CPU and RSS are their sums */
+    uint32_t n_broker_pids;
     uint32_t conns;
     double hold;
     uint32_t src_first, src_n; /* source addresses (host order) for conns; 0: the kernel's */
@@ -105,6 +116,15 @@ double tn_bench_self_cpu(void);
 double tn_bench_proc_cpu(int pid);
 /* VmRSS of process pid in KiB from /proc/PID/status, or -1. */
 long tn_bench_proc_rss_kb(int pid);
+/* The CPU seconds of each of the broker's processes (--broker-pid) into cpu[i], -1 for one that
+ * cannot be read. */
+void tn_bench_broker_cpu(const tn_bench_opts *o, double *cpu);
+/* The CPU seconds they used since cpu0 (from tn_bench_broker_cpu), summed over the processes
+ * readable both times: a helper that ended meanwhile (a broker's short-lived child) is left
+ * out rather than spoiling the sum. -1 when none was. */
+double tn_bench_broker_cpu_since(const tn_bench_opts *o, const double *cpu0);
+/* VmRSS summed over the broker's processes that can be read; -1 when none can. */
+long tn_bench_broker_rss_kb(const tn_bench_opts *o);
 
 /* One (publisher, subscriber) pair: what the subscriber has seen of that publisher. */
 typedef struct tn_bench_stream {
@@ -126,6 +146,7 @@ typedef enum {
 } tn_bench_conn_state;
 
 typedef struct tn_bench tn_bench;
+typedef struct tn_bench_amqp tn_bench_amqp; /* amqp.c: a connection's proton driver and link */
 
 /* --stall: one 100 ms window of the healthy subscribers' deliveries, by receive time. */
 typedef struct tn_bench_window {
@@ -144,19 +165,22 @@ typedef struct tn_bench_conn {
     bool open;  /* tcp initialized and its close callback not yet run */
     bool ready; /* got its CONNACK (and SUBACK): set-up is over for it */
     bool writing, dirty;
-    tn_buf out;  /* encoded this turn, not yet handed to uv_write */
-    tn_buf wbuf; /* being written (one uv_write in flight at most); swapped with out */
-    tn_buf in;   /* the start of a packet that did not fit in the last read (MQTT; STOMP only
-                    under --discard: the decoder keeps partial frames itself) */
+    bool close_when_written; /* CLOSING: close the handle once c->out is written (MQTT after its
+                                DISCONNECT, AMQP once the driver has finished) */
+    tn_buf out;              /* encoded this turn, not yet handed to uv_write */
+    tn_buf wbuf;             /* being written (one uv_write in flight at most); swapped with out */
+    tn_buf in; /* the start of a packet that did not fit in the last read (MQTT; STOMP only
+                  under --discard: the decoder keeps partial frames itself) */
     tn_mqtt_decoder dec;
     tn_stomp_decoder sdec;  /* STOMP only */
+    tn_bench_amqp *amqp;    /* AMQP only: from the TCP connect to the handle's close */
     uint64_t last_tx_ms;    /* loop time of the last write, for PINGREQ */
     uint64_t last_write_ns; /* publisher: the last write the kernel took (some bytes) */
     uint64_t block_max_ns;  /* publisher: longest gap between such writes, or (with --rate)
                                longest time behind its schedule */
 
     /* publisher */
-    char topic[24];
+    char topic[TN_BENCH_MAX_ADDRESS + 24];
     uint16_t topic_len;
     uint64_t sent, acked;
     uint64_t fanout; /* subscribers that get each message (a queue: 1, or 0 without consumer) */
@@ -223,8 +247,8 @@ struct tn_bench {
     uint8_t *payload; /* one message's payload, rewritten before each encode */
     size_t qos0_window;
     bool acked_pubs; /* publishers wait for PUBACK/PUBCOMP or RECEIPT; else qos0_window bounds */
-    bool competing;  /* STOMP queues: subscribers share duplicate bitmaps, a message counts
-                        once overall */
+    bool competing;  /* STOMP and AMQP queues: subscribers share duplicate bitmaps, a message
+                        counts once overall */
     uint64_t sent, expected, acked, received, unique, dup, reordered, stale, bad;
     uint64_t discarded; /* --discard: messages whose payload past the header was dropped */
     bool track_dups;
@@ -233,7 +257,8 @@ struct tn_bench {
     tn_bench_hist *hist;
     uint64_t t_start, t_end, t_last_rx, t_last_ack, t_last_progress, t_pubs_sent;
     uint64_t t_connected; /* conns: all connects answered */
-    double cpu0_self, cpu0_broker, cpu_self, cpu_broker;
+    double cpu0_self, cpu_self, cpu_broker;
+    double cpu0_broker[TN_BENCH_MAX_BROKER_PIDS]; /* per --broker-pid process, at the start */
     long rss0_kb, rss_kb;
     uint64_t last_report_sent, last_report_received, last_report_ns;
 
@@ -272,7 +297,8 @@ void tn_bench_conn_dirty(tn_bench_conn *c);
 /* Hands c->out to uv_write unless a write is already in flight (then its callback re-queues). */
 void tn_bench_conn_flush(tn_bench_conn *c);
 /* Sends DISCONNECT, then closes: MQTT once it is written, STOMP on its RECEIPT (or when the
- * broker closes; the linger timer bounds both). */
+ * broker closes; the linger timer bounds both). AMQP: a close frame, then closes once the
+ * broker's close is in and its own is written. */
 void tn_bench_conn_close(tn_bench_conn *c);
 /* Closes now. */
 void tn_bench_conn_abort(tn_bench_conn *c);
@@ -280,7 +306,8 @@ void tn_bench_conn_abort(tn_bench_conn *c);
 void tn_bench_conn_fini(tn_bench_conn *c);
 bool tn_bench_conn_is_active(const tn_bench_conn *c);
 /* MQTT: a PINGREQ when nothing was written for half the keepalive. STOMP: nothing (heart-beats
- * are off). */
+ * are off). AMQP: proton's tick, which sends an empty frame when the broker asked for an idle
+ * timeout and nothing went out for half of it. */
 void tn_bench_conn_keepalive(tn_bench_conn *c, uint64_t now_ms);
 
 /* ternbench.c: called by conns.c */
@@ -302,11 +329,12 @@ void tn_bench_on_packet(tn_bench_conn *c, const tn_mqtt_packet *pkt, uint64_t no
 /* A message's payload arrived at subscriber c (either protocol, acknowledged already): loss,
  * duplicate, reorder and latency bookkeeping. */
 void tn_bench_on_payload(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns);
-/* The RECEIPT for publisher c's SEND with receipt id (a packet id from its window). */
+/* The RECEIPT for publisher c's SEND with receipt id (a packet id from its window), or the
+ * disposition of its AMQP transfer with that delivery tag. */
 void tn_bench_on_receipt(tn_bench_conn *c, uint16_t id, uint64_t now_ns);
 /* Counts and logs (the first few) something unexpected from the broker. */
 void tn_bench_bad(tn_bench_conn *c, const char *what);
-/* The topic filter (MQTT) or destination (STOMP) subscriber c subscribes to. */
+/* The topic filter (MQTT), destination (STOMP) or address (AMQP) subscriber c subscribes to. */
 tn_mqtt_bytes tn_bench_sub_filter(tn_bench_conn *c, char *buf, size_t size);
 
 /* ternbench.c: called by retained.c */
@@ -368,6 +396,31 @@ int tn_bench_stomp_send(tn_bench_conn *c, uint16_t receipt, const uint8_t *body,
  * except, with --discard, the start of a MESSAGE kept for the next read (TN_BENCH_SKIP_WAIT),
  * which the caller keeps in c->in. */
 size_t tn_bench_stomp_input(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns);
+
+/* amqp.c: AMQP 1.0 on a connection from conns.c, in the client role (qpid-proton's connection
+ * driver; conns.c still owns the socket and the batched writes). */
+/* The TCP connection is up: creates the driver and queues the protocol header, SASL, open,
+ * begin and (publishers and subscribers) the attach of the connection's link. 0 or a TN_E*
+ * code. */
+int tn_bench_amqp_connect(tn_bench_conn *c);
+/* Frees the driver (idempotent); the connection decodes nothing more. */
+void tn_bench_amqp_fini(tn_bench_conn *c);
+/* Publisher c's transfer with delivery tag `tag` (a packet id from its window), unsettled, of a
+ * message with header durable=true under --persistent and one data section holding body.
+ * TN_EAGAIN without link credit (nothing sent). */
+int tn_bench_amqp_send(tn_bench_conn *c, uint16_t tag, const uint8_t *body, size_t len);
+/* Feeds p[0..len) to the driver and handles its events; returns len. now_ns is the read's
+ * time. */
+size_t tn_bench_amqp_input(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns);
+/* The socket's read side ended (UV_EOF or an error): lets the driver say why (a SASL outcome,
+ * the broker's close) before the connection fails; a connection closing anyway just closes. */
+void tn_bench_amqp_read_error(tn_bench_conn *c, int status);
+/* Handles pending events and moves the driver's output to c->out (the flush calls it). */
+void tn_bench_amqp_output(tn_bench_conn *c);
+/* Starts the close handshake (close frame; the broker's close finishes the driver). */
+void tn_bench_amqp_close(tn_bench_conn *c);
+/* Heart-beats: empty frames when the broker asked for an idle timeout. */
+void tn_bench_amqp_tick(tn_bench_conn *c, uint64_t now_ms);
 
 /* skip.c: --discard, for subscribers in the READY state. tn_bench_skip_mqtt/_stomp look at
  * p[0..n), the start of a packet or frame: when it is a PUBLISH or MESSAGE that is not all
