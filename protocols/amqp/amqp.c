@@ -608,7 +608,9 @@ encode_out(aconn *c, alink *lk, const tn_delivery *d, tn_amqp_span *tail)
             ttl = 1; /* already expired: as short as can be said */
     }
     uint32_t count = d->count > 0 ? d->count - 1 : 0;
-    int rc = tn_amqp_put_header(e, m->persistent, priority, ttl, count == 0, count, false);
+    /* first-acquirer is left out (false, its default): it is only a hint, and a shorter
+     * header is cheaper on both sides */
+    int rc = tn_amqp_put_header(e, m->persistent, priority, ttl, false, count, false);
     const char *raw = tn_message_prop(m, AMQP_KEY, &vl);
     int kind = TN_AMQP_BODY_DATA;
     if (raw && vl >= 1) {
@@ -1924,7 +1926,8 @@ a_input(void *a, const uint8_t *p, size_t len)
         off += n;
         pump(c);
     }
-    pump(c);
+    if (!off)
+        pump(c); /* woken: work to do without input */
     return (ssize_t)off;
 }
 

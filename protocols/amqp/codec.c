@@ -960,11 +960,18 @@ wr_end(wr *w)
     return w->err;
 }
 
-static void
+static inline void
 put(wr *w, const void *p, size_t n)
 {
-    if (w->err == 0 && tn_buf_append(w->b, p, n) != 0)
+    tn_buf *b = w->b;
+    if (w->err)
+        return;
+    if (b->cap - b->len >= n) { /* the usual case: room already there (cap <= max) */
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+    } else if (tn_buf_append(b, p, n) != 0) {
         w->err = TN_ETOOBIG;
+    }
 }
 
 static void
