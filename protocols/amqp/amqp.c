@@ -98,6 +98,7 @@ struct aconn {
     bool woken;       /* io->wake() asked for, input() not yet run */
     bool authed;      /* SASL outcome ok (or no SASL layer, checked at open) */
     bool logged;      /* the connection's error was logged */
+    bool got_input;   /* any byte arrived */
     char *container;
     char *user; /* SASL user, kept for proton */
     alink *links;
@@ -1912,6 +1913,17 @@ a_input(void *a, const uint8_t *p, size_t len)
         return (ssize_t)len;
     if (len)
         c->last_rx = c->io->now(c->ioc);
+    if (!c->got_input && len >= 5 && memcmp(p, "AMQP\x02", 5) == 0) {
+        /* TLS on a plain listener: proton would close without a word; [AMQP 2.2] wants a
+         * header we support back first. */
+        tn_log_info("AMQP-ERROR", "%s: a TLS protocol header on a plain listener; closing",
+                    peer(c));
+        tn_buf_append(c->io->out(c->ioc), "AMQP\x03\x01\x00\x00", 8);
+        c->closing = true;
+        c->io->close(c->ioc);
+        return (ssize_t)len;
+    }
+    c->got_input |= len > 0;
     size_t off = 0;
     while (off < len && !c->intake.waiting && !c->closing) {
         pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->d);
