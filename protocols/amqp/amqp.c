@@ -560,6 +560,92 @@ sp(const char *p, size_t n)
     return (tn_amqp_span){(const uint8_t *)p, n};
 }
 
+/* The properties and application-properties sections of a message that did not come from AMQP,
+ * made from its core properties, appended to e; *kind: the body kind it is sent with. */
+static int
+encode_bare(tn_buf *e, int dest_kind, const tn_message *m, int *kind)
+{
+    int rc = 0;
+    size_t vl;
+    const char *v;
+    bool ok;
+    tn_amqp_props_out po = {0};
+    size_t off = 0, kl;
+    const char *k;
+    char to[1024], rt[1024];
+    int tl = snprintf(to, sizeof to, "%s://%.*s", dest_kind == DEST_QUEUE ? "queue" : "topic",
+                      (int)m->name_len, m->name);
+    if (tl > 0 && (size_t)tl < sizeof to)
+        po.to = sp(to, (size_t)tl);
+    while (tn_message_prop_next(m, &off, &k, &kl, &v, &vl)) {
+        if (key_is(k, kl, "message-id")) {
+            po.message_id = sp(v, vl);
+        } else if (key_is(k, kl, "user-id")) {
+            po.user_id = sp(v, vl);
+        } else if (key_is(k, kl, "subject")) {
+            po.subject = sp(v, vl);
+        } else if (key_is(k, kl, "reply-to")) {
+            const char *rest = NULL;
+            char tmp[1024];
+            if (vl < sizeof tmp) {
+                memcpy(tmp, v, vl);
+                tmp[vl] = '\0';
+                int n = -1;
+                if (strip(tmp, "/queue/", &rest))
+                    n = snprintf(rt, sizeof rt, "queue://%s", rest);
+                else if (strip(tmp, "/topic/", &rest))
+                    n = snprintf(rt, sizeof rt, "topic://%s", rest);
+                po.reply_to = n > 0 && (size_t)n < sizeof rt ? sp(rt, (size_t)n) : sp(v, vl);
+            } else {
+                po.reply_to = sp(v, vl);
+            }
+        } else if (key_is(k, kl, "correlation-id")) {
+            po.correlation_id = sp(v, vl);
+        } else if (key_is(k, kl, "content-type")) {
+            po.content_type = sp(v, vl);
+        } else if (key_is(k, kl, "content-encoding")) {
+            po.content_encoding = sp(v, vl);
+        } else if (key_is(k, kl, "expires")) {
+            uint64_t x = num_of(v, vl, &ok);
+            if (ok)
+                po.absolute_expiry_time = (int64_t)x;
+        } else if (key_is(k, kl, "timestamp")) {
+            uint64_t x = num_of(v, vl, &ok);
+            if (ok)
+                po.creation_time = (int64_t)x;
+        } else if (key_is(k, kl, "JMSXGroupID")) {
+            po.group_id = sp(v, vl);
+        } else if (key_is(k, kl, "JMSXGroupSeq")) {
+            uint64_t x = num_of(v, vl, &ok);
+            if (ok && x <= UINT32_MAX) {
+                po.has_group_sequence = true;
+                po.group_sequence = (uint32_t)x;
+            }
+        }
+    }
+    rc |= tn_amqp_put_properties(e, &po);
+    tn_amqp_map_out mo;
+    rc |= tn_amqp_map_open(e, TN_AMQP_APPLICATION_PROPERTIES, &mo);
+    off = 0;
+    while (!rc && tn_message_prop_next(m, &off, &k, &kl, &v, &vl)) {
+        static const char *const std[] = {"message-id",       "user-id",        "subject",
+                                          "reply-to",         "correlation-id", "content-type",
+                                          "content-encoding", "expires",        "timestamp",
+                                          "JMSXGroupID",      "JMSXGroupSeq",   "priority"};
+        bool skip = kl == 0 || k[0] == '\x01';
+        for (size_t i = 0; i < sizeof std / sizeof std[0] && !skip; i++)
+            skip = key_is(k, kl, std[i]);
+        if (!skip)
+            rc |= tn_amqp_map_put_str(e, &mo, k, kl, v, vl);
+    }
+    rc |= tn_amqp_map_close(e, &mo);
+    /* STOMP text bodies are strings to AMQP (JMS TextMessage). */
+    v = tn_message_prop(m, "content-type", &vl);
+    if (v && vl >= 5 && memcmp(v, "text/", 5) == 0)
+        *kind = TN_AMQP_BODY_STRING;
+    return rc;
+}
+
 /* The head of an amqp-value of a str32 (0xb1) or vbin32 (0xb0) whose bytes, m's payload, are
  * sent after it (*tail). */
 static int
@@ -618,80 +704,7 @@ encode_out(aconn *c, alink *lk, const tn_delivery *d, tn_amqp_span *tail)
         kind = (uint8_t)raw[0];
         rc |= tn_buf_append(e, raw + 1, vl - 1);
     } else {
-        tn_amqp_props_out po = {0};
-        size_t off = 0, kl;
-        const char *k;
-        char to[1024], rt[1024];
-        int tl = snprintf(to, sizeof to, "%s://%.*s", lk->kind == DEST_QUEUE ? "queue" : "topic",
-                          (int)m->name_len, m->name);
-        if (tl > 0 && (size_t)tl < sizeof to)
-            po.to = sp(to, (size_t)tl);
-        while (tn_message_prop_next(m, &off, &k, &kl, &v, &vl)) {
-            if (key_is(k, kl, "message-id")) {
-                po.message_id = sp(v, vl);
-            } else if (key_is(k, kl, "user-id")) {
-                po.user_id = sp(v, vl);
-            } else if (key_is(k, kl, "subject")) {
-                po.subject = sp(v, vl);
-            } else if (key_is(k, kl, "reply-to")) {
-                const char *rest = NULL;
-                char tmp[1024];
-                if (vl < sizeof tmp) {
-                    memcpy(tmp, v, vl);
-                    tmp[vl] = '\0';
-                    int n = -1;
-                    if (strip(tmp, "/queue/", &rest))
-                        n = snprintf(rt, sizeof rt, "queue://%s", rest);
-                    else if (strip(tmp, "/topic/", &rest))
-                        n = snprintf(rt, sizeof rt, "topic://%s", rest);
-                    po.reply_to = n > 0 && (size_t)n < sizeof rt ? sp(rt, (size_t)n) : sp(v, vl);
-                } else {
-                    po.reply_to = sp(v, vl);
-                }
-            } else if (key_is(k, kl, "correlation-id")) {
-                po.correlation_id = sp(v, vl);
-            } else if (key_is(k, kl, "content-type")) {
-                po.content_type = sp(v, vl);
-            } else if (key_is(k, kl, "content-encoding")) {
-                po.content_encoding = sp(v, vl);
-            } else if (key_is(k, kl, "expires")) {
-                uint64_t x = num_of(v, vl, &ok);
-                if (ok)
-                    po.absolute_expiry_time = (int64_t)x;
-            } else if (key_is(k, kl, "timestamp")) {
-                uint64_t x = num_of(v, vl, &ok);
-                if (ok)
-                    po.creation_time = (int64_t)x;
-            } else if (key_is(k, kl, "JMSXGroupID")) {
-                po.group_id = sp(v, vl);
-            } else if (key_is(k, kl, "JMSXGroupSeq")) {
-                uint64_t x = num_of(v, vl, &ok);
-                if (ok && x <= UINT32_MAX) {
-                    po.has_group_sequence = true;
-                    po.group_sequence = (uint32_t)x;
-                }
-            }
-        }
-        rc |= tn_amqp_put_properties(e, &po);
-        tn_amqp_map_out mo;
-        rc |= tn_amqp_map_open(e, TN_AMQP_APPLICATION_PROPERTIES, &mo);
-        off = 0;
-        while (!rc && tn_message_prop_next(m, &off, &k, &kl, &v, &vl)) {
-            static const char *const std[] = {"message-id",       "user-id",        "subject",
-                                              "reply-to",         "correlation-id", "content-type",
-                                              "content-encoding", "expires",        "timestamp",
-                                              "JMSXGroupID",      "JMSXGroupSeq",   "priority"};
-            bool skip = kl == 0 || k[0] == '\x01';
-            for (size_t i = 0; i < sizeof std / sizeof std[0] && !skip; i++)
-                skip = key_is(k, kl, std[i]);
-            if (!skip)
-                rc |= tn_amqp_map_put_str(e, &mo, k, kl, v, vl);
-        }
-        rc |= tn_amqp_map_close(e, &mo);
-        /* STOMP text bodies are strings to AMQP (JMS TextMessage). */
-        v = tn_message_prop(m, "content-type", &vl);
-        if (v && vl >= 5 && memcmp(v, "text/", 5) == 0)
-            kind = TN_AMQP_BODY_STRING;
+        rc |= encode_bare(e, lk->kind, m, &kind);
     }
     if (rc)
         return TN_ETOOBIG;
@@ -1190,7 +1203,7 @@ on_transfer(aconn *c, alink *lk, pn_delivery_t *pd)
 /* ---- dispositions of what we sent ---- */
 
 static void
-annotate(aconn *c, tn_delivery *d, pn_data_t *ann)
+annotate(aconn *c, alink *lk, tn_delivery *d, pn_data_t *ann)
 {
     if (!ann || pn_data_size(ann) == 0)
         return;
@@ -1202,8 +1215,26 @@ annotate(aconn *c, tn_delivery *d, pn_data_t *ann)
     tn_message *m = d->msg;
     size_t vl = 0;
     const char *raw = tn_message_prop(m, AMQP_KEY, &vl);
+    const uint8_t *bare;
+    size_t bare_n;
+    uint8_t kind;
+    if (raw && vl >= 1) {
+        kind = (uint8_t)raw[0];
+        bare = (const uint8_t *)raw + 1;
+        bare_n = vl - 1;
+    } else {
+        /* From MQTT or STOMP: the sections it would be sent with, annotations added */
+        tn_buf *g = &c->a->enc;
+        g->len = 0;
+        int k = TN_AMQP_BODY_DATA;
+        if (encode_bare(g, lk->kind, m, &k) != 0)
+            return;
+        kind = (uint8_t)k;
+        bare = g->data;
+        bare_n = g->len;
+    }
     tn_amqp_msg old = {0};
-    if (raw && vl >= 1 && tn_amqp_msg_decode((const uint8_t *)raw + 1, vl - 1, &old, NULL) != 0)
+    if (bare_n && tn_amqp_msg_decode(bare, bare_n, &old, NULL) != 0)
         return;
     tn_buf *ab = &c->a->ann;
     ab->len = 0;
@@ -1218,13 +1249,12 @@ annotate(aconn *c, tn_delivery *d, pn_data_t *ann)
     while (tn_message_prop_next(m, &off, &k, &kl, &v, &vl))
         if (!key_is(k, kl, AMQP_KEY))
             tn_props_add(pb, k, kl, v, vl);
-    uint8_t kind = raw ? (uint8_t)raw[0] : TN_AMQP_BODY_DATA;
     const uint8_t *rest = old.properties.p               ? old.properties.p
                           : old.application_properties.p ? old.application_properties.p
                                                          : NULL;
     size_t rest_n = 0;
     if (rest)
-        rest_n = (size_t)((const uint8_t *)raw + vl - rest);
+        rest_n = (size_t)(bare + bare_n - rest);
     size_t total = 1 + ab->len + rest_n;
     if (total > 65535)
         return;
@@ -1283,7 +1313,7 @@ outcome(aconn *c, alink *lk, tn_delivery *d, uint64_t st, pn_disposition_t *rd)
         d->count--; /* not a delivery attempt */
         tn_queue_release(d);
     } else if (st == PN_MODIFIED) {
-        annotate(c, d, pn_disposition_annotations(rd));
+        annotate(c, lk, d, pn_disposition_annotations(rd));
         if (pn_disposition_is_undeliverable(rd))
             refuse_add(lk, d->msg->id);
         uint32_t maxd = c->a->conf.max_deliveries;
