@@ -4,9 +4,10 @@ The broker under test is ternd (env TERND, the path of the binary) or, with BROK
 Debian mosquitto as a reference broker, so the tests themselves can be checked before ternd exists.
 
 Contract with ternd (see tests/integration/CMakeLists.txt):
-  ternd --listen mqtt://127.0.0.1:0 [--listen stomp://127.0.0.1:0] --data DIR [--log-level L]
+  ternd --listen mqtt://127.0.0.1:0 [--listen stomp://127.0.0.1:0] [--listen amqp://127.0.0.1:0]
+        --data DIR [--log-level L]
   - port 0: ternd picks a free port and, once listening, logs to stderr one line per listener
-    containing `TERN-READY` and then ` mqtt://127.0.0.1:PORT` (` stomp://127.0.0.1:PORT`);
+    containing `TERN-READY` and then ` mqtt://127.0.0.1:PORT` (` stomp://...`, ` amqp://...`);
   - SIGTERM: ternd shuts down and exits 0. Anything else (a crash, a sanitizer report, a leak)
     fails the test that owned the broker, with the broker's stderr printed.
 
@@ -19,6 +20,9 @@ StompTestCase gives each test such a broker, StompClient (stomp.py, frames in qu
 RawStomp (exact bytes). With STOMP_EXTERNAL the STOMP tests run against an already running
 broker instead (the reference is ActiveMQ 5.17, whose STOMP Tern mimics); tests that restart or
 kill the broker are skipped then (needs_broker_control).
+
+AMQP 1.0 (test_amqp.py): Broker(amqp=True) adds an AMQP listener (broker.amqp_port); a
+StompTestCase subclass with AMQP = True gets one too (its LIMITS still apply).
 
 Environment:
   BROKER=mosquitto   test against /usr/sbin/mosquitto instead of ternd
@@ -97,19 +101,23 @@ class BrokerError(AssertionError):
 class Broker:
     """One broker process: start() waits until it listens, stop() checks it exits cleanly."""
 
-    def __init__(self, kind=None, listeners=1, data_dir=None, extra_args=(), stomp=False):
+    def __init__(self, kind=None, listeners=1, data_dir=None, extra_args=(), stomp=False,
+                 amqp=False):
         """listeners: how many `--listen mqtt://127.0.0.1:0` (ternd only); data_dir: a given
         --data folder (by default a new temporary one, removed after a clean stop);
         extra_args: more ternd options; stomp: also `--listen stomp://127.0.0.1:0` (ternd
-        only), its port in stomp_port."""
+        only), its port in stomp_port; amqp: also `--listen amqp://127.0.0.1:0` (ternd only),
+        its port in amqp_port."""
         self.kind = kind or BROKER_KIND
         self.host = HOST
         self.listeners = listeners
         self.stomp = stomp
+        self.amqp = amqp
         self.extra_args = list(extra_args)
         self.port = None  # the first MQTT listener's
         self.ports = []  # the MQTT listeners'
         self.stomp_port = None
+        self.amqp_port = None
         self.proc = None
         self.data_dir = data_dir
         self._own_data_dir = data_dir is None
@@ -139,28 +147,33 @@ class Broker:
             cmd += ["--listen", "mqtt://%s:0" % HOST]
         if self.stomp:
             cmd += ["--listen", "stomp://%s:0" % HOST]
+        if self.amqp:
+            cmd += ["--listen", "amqp://%s:0" % HOST]
         cmd += ["--data", self.data_dir] + self.extra_args
         if os.environ.get("TERN_LOG_LEVEL"):
             cmd += ["--log-level", os.environ["TERN_LOG_LEVEL"]]
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        self._ready_re = re.compile(r"TERN-READY.* (mqtt|stomp)://127\.0\.0\.1:(\d+)")
+        self._ready_re = re.compile(r"TERN-READY.* (mqtt|stomp|amqp)://127\.0\.0\.1:(\d+)")
         self._spawn(cmd, env)
-        found = self._wait_ready(self.listeners + (1 if self.stomp else 0))
+        found = self._wait_ready(self.listeners + int(self.stomp) + int(self.amqp))
         by_proto = {}
         for m in found:
             by_proto.setdefault(m.group(1), []).append(int(m.group(2)))
         self.ports = by_proto.get("mqtt", [])
         self.port = self.ports[0] if self.ports else None
         self.stomp_port = by_proto["stomp"][0] if self.stomp and "stomp" in by_proto else None
-        if len(self.ports) != self.listeners or (self.stomp and self.stomp_port is None):
+        self.amqp_port = by_proto["amqp"][0] if self.amqp and "amqp" in by_proto else None
+        if (len(self.ports) != self.listeners or (self.stomp and self.stomp_port is None)
+                or (self.amqp and self.amqp_port is None)):
             self._kill()
-            raise BrokerError("expected %d mqtt and %d stomp ready lines, got %r\n%s"
-                              % (self.listeners, int(self.stomp), by_proto, self.log_text()))
+            raise BrokerError("expected %d mqtt, %d stomp and %d amqp ready lines, got %r\n%s"
+                              % (self.listeners, int(self.stomp), int(self.amqp), by_proto,
+                                 self.log_text()))
 
     def _start_mosquitto(self):
-        if self.stomp:
-            raise BrokerError("mosquitto has no STOMP (use STOMP_EXTERNAL for a reference)")
+        if self.stomp or self.amqp:
+            raise BrokerError("mosquitto has no STOMP or AMQP (use STOMP_EXTERNAL for STOMP)")
         # The port is chosen here and can be taken by someone else before mosquitto binds it;
         # then mosquitto exits at once and we try another one.
         last = None
@@ -1328,9 +1341,11 @@ class StompTestCase(BrokerTestCase):
     """Each test gets a broker with a STOMP listener (and the MQTT one) in a data folder kept
     across restart_broker(), or, with STOMP_EXTERNAL, the external broker. Clients made
     through stomp(), raw_stomp() and client() are closed before the broker stops. A class's
-    LIMITS (a dict) become ternd's `limits:` section."""
+    LIMITS (a dict) become ternd's `limits:` section; with AMQP = True the broker also has an
+    AMQP listener (broker.amqp_port)."""
 
     LIMITS = {}
+    AMQP = False
 
     def setUp(self):
         if STOMP_EXTERNAL:
@@ -1346,7 +1361,8 @@ class StompTestCase(BrokerTestCase):
                 f.write("limits:\n" + "".join("  %s: %s\n" % kv for kv in self.LIMITS.items()))
             self.addCleanup(os.unlink, conf)
             extra = ["-c", conf]
-        self.broker = Broker(stomp=True, data_dir=self.data_dir, extra_args=extra)
+        self.broker = Broker(stomp=True, amqp=self.AMQP, data_dir=self.data_dir,
+                             extra_args=extra)
         self._problems_before = self._problems()
         self._stopped_cleanly = False
         self.addCleanup(self._remove_data)
