@@ -232,11 +232,13 @@ sasl_process_init(pn_transport_t *t, const char *mech, const pn_bytes_t *recv)
 {
     aconn *c = pnx_sasl_get_context(t);
     bool ok = false;
+    if (!mech)
+        mech = ""; /* a sasl-init without one (malformed): refused below */
     if (!strcmp(mech, "ANONYMOUS")) {
         ok = auth_check(c, NULL, NULL, 0) == 0;
         if (ok)
             pnx_sasl_set_succeeded(t, "anonymous", NULL);
-    } else if (!strcmp(mech, "PLAIN") && recv) {
+    } else if (!strcmp(mech, "PLAIN") && recv && recv->start && recv->size) {
         /* authzid NUL authcid NUL passwd (RFC 4616) */
         const char *p = recv->start, *end = recv->start + recv->size;
         const char *u = memchr(p, 0, recv->size);
