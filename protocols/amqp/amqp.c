@@ -98,7 +98,13 @@ struct aconn {
     bool woken;       /* io->wake() asked for, input() not yet run */
     bool authed;      /* SASL outcome ok (or no SASL layer, checked at open) */
     bool logged;      /* the connection's error was logged */
-    bool got_input;   /* any byte arrived */
+    bool got_input;
+    /* The frame scanner (scan()): where the input stands, before proton sees it. */
+    uint8_t sc_phase; /* SC_* */
+    uint8_t sc_have;  /* bytes of sc_buf gathered */
+    uint8_t sc_inits; /* sasl-init frames seen */
+    uint8_t sc_buf[11];
+    uint32_t sc_skip; /* bytes of the current frame's body still to pass */ /* any byte arrived */
     char *container;
     char *user; /* SASL user, kept for proton */
     alink *links;
@@ -1902,6 +1908,69 @@ pump(aconn *c)
     }
 }
 
+/* ---- a frame scanner in front of proton ---- */
+
+enum { SC_HEADER, SC_SASL, SC_AMQP, SC_OFF };
+
+/*
+ * proton 0.37 processes a sasl-init wherever it comes, after the SASL exchange too, and each one
+ * leaks a copy of its mechanism name: a client could grow ternd's memory without bound. Input
+ * is walked frame by frame (headers only) before proton sees it: a second sasl-init, or a SASL
+ * frame in the AMQP phase, ends the connection with a framing error. Anything else odd is left
+ * for proton to refuse (SC_OFF). Returns how many of p[0..n) may go to proton; fewer: *why says
+ * why the rest must not.
+ */
+static size_t
+scan(aconn *c, const uint8_t *p, size_t n, const char **why)
+{
+    size_t i = 0;
+    while (i < n && c->sc_phase != SC_OFF) {
+        tn_assert(c->sc_have < sizeof c->sc_buf);
+        if (c->sc_skip) {
+            size_t k = n - i < c->sc_skip ? n - i : c->sc_skip;
+            c->sc_skip -= (uint32_t)k;
+            i += k;
+            continue;
+        }
+        c->sc_buf[c->sc_have++] = p[i++];
+        if (c->sc_have < 8)
+            continue;
+        const uint8_t *b = c->sc_buf;
+        bool header = memcmp(b, "AMQP", 4) == 0;
+        if (c->sc_phase == SC_HEADER || (header && c->sc_have == 8)) {
+            /* a protocol header: SASL's (id 3) first, or AMQP's (id 0) */
+            c->sc_phase = !header                                 ? SC_OFF
+                          : b[4] == 3 && c->sc_phase == SC_HEADER ? SC_SASL
+                          : b[4] == 0                             ? SC_AMQP
+                                                                  : SC_OFF;
+            c->sc_have = 0;
+            continue;
+        }
+        uint32_t size = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+        uint8_t doff = b[4], type = b[5];
+        if (size < 8) {
+            c->sc_phase = SC_OFF;
+            break;
+        }
+        if (type == 1 && c->sc_phase == SC_AMQP) {
+            *why = "a SASL frame after the SASL exchange";
+            c->sc_phase = SC_OFF;
+            return i >= 8 ? i - 8 : 0;
+        }
+        if (type == 1 && doff == 2 && size >= 11 && c->sc_have < 11)
+            continue; /* the performative's descriptor too */
+        if (c->sc_have == 11 && b[8] == 0x00 && b[9] == 0x53 && b[10] == 0x41 &&
+            ++c->sc_inits > 1) {
+            *why = "a second sasl-init";
+            c->sc_phase = SC_OFF;
+            return i >= 11 ? i - 11 : 0;
+        }
+        c->sc_skip = size - c->sc_have;
+        c->sc_have = 0;
+    }
+    return n;
+}
+
 /* ---- adapter ---- */
 
 static void *
@@ -1965,9 +2034,23 @@ a_input(void *a, const uint8_t *p, size_t len)
             break;
         }
         size_t n = len - off < rb.size ? len - off : rb.size;
-        memcpy(rb.start, p + off, n);
-        pn_connection_driver_read_done(&c->d, n);
-        off += n;
+        const char *why = NULL;
+        size_t ok = scan(c, p + off, n, &why);
+        if (ok) {
+            memcpy(rb.start, p + off, ok);
+            pn_connection_driver_read_done(&c->d, ok);
+        }
+        off += ok;
+        if (why) {
+            if (!c->logged) {
+                c->logged = true;
+                tn_log_info("AMQP-ERROR", "%s: amqp:connection:framing-error: %s; closing", peer(c),
+                            why);
+            }
+            pn_connection_driver_errorf(&c->d, "amqp:connection:framing-error", "%s", why);
+            pump(c);
+            return (ssize_t)len;
+        }
         pump(c);
     }
     if (!off)

@@ -135,8 +135,8 @@ cli_open(cli *c, bool sasl)
 static void
 cli_close(cli *c)
 {
-    if (!c->io.closed)
-        tn_amqp_adapter.closed(c->io.a, TN_CLOSE_PEER);
+    /* net calls closed() exactly once, also after the adapter closed */
+    tn_amqp_adapter.closed(c->io.a, c->io.closed ? TN_CLOSE_LOCAL : TN_CLOSE_PEER);
     pn_connection_driver_destroy(&c->d);
     tn_buf_fini(&c->io.out);
 }
@@ -471,6 +471,37 @@ test_bad_header(void)
 }
 
 static void
+test_sasl_after_sasl(void)
+{
+    /* proton would take a sasl-init in the AMQP phase (and leak its mechanism name): the
+     * scanner in front of it closes the connection with a framing error instead. */
+    static const uint8_t in[] = {'A', 'M', 'Q', 'P', 3, 1, 0, 0,
+                                 /* sasl-init(ANONYMOUS): size 25, doff 2, type 1 */
+                                 0, 0, 0, 25, 2, 1, 0, 0, 0x00, 0x53, 0x41, 0xc0, 0x0c, 0x01, 0xa3,
+                                 0x09, 'A', 'N', 'O', 'N', 'Y', 'M', 'O', 'U', 'S', 'A', 'M', 'Q',
+                                 'P', 0, 1, 0, 0,
+                                 /* the same sasl-init again, now in the AMQP phase */
+                                 0, 0, 0, 25, 2, 1, 0, 0, 0x00, 0x53, 0x41, 0xc0, 0x0c, 0x01, 0xa3,
+                                 0x09, 'A', 'N', 'O', 'N', 'Y', 'M', 'O', 'U', 'S'};
+    setup_with(100);
+    for (size_t chunk = 1; chunk <= sizeof in; chunk *= 3) {
+        cli c;
+        memset(&c, 0, sizeof c);
+        tn_buf_init(&c.io.out, 1 << 20);
+        c.io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c.io);
+        for (size_t off = 0; off < sizeof in && !c.io.closed; off += chunk)
+            to_adapter(&c, in + off, sizeof in - off < chunk ? sizeof in - off : chunk);
+        CU_ASSERT_TRUE(c.io.closed);
+        /* the SASL exchange went through (ternd's outcome is there), then the error */
+        CU_ASSERT_PTR_NOT_NULL(memmem(c.io.out.data, c.io.out.len, "framing-error", 13));
+        CU_ASSERT_PTR_NOT_NULL(memmem(c.io.out.data, c.io.out.len, "SASL frame after", 16));
+        tn_amqp_adapter.closed(c.io.a, TN_CLOSE_LOCAL);
+        tn_buf_fini(&c.io.out);
+    }
+    teardown();
+}
+
+static void
 test_frame_too_large(void)
 {
     setup_with(100);
@@ -607,6 +638,7 @@ main(void)
     CU_add_test(s, "flow_control", test_flow_control);
     CU_add_test(s, "bad_header", test_bad_header);
     CU_add_test(s, "frame_too_large", test_frame_too_large);
+    CU_add_test(s, "sasl_after_sasl", test_sasl_after_sasl);
     CU_add_test(s, "idle_timeout", test_idle_timeout);
     CU_add_test(s, "durable_subscription", test_durable_subscription);
     CU_add_test(s, "large_message", test_large_message);
