@@ -2048,6 +2048,7 @@ a_input(void *a, const uint8_t *p, size_t len)
                             why);
             }
             pn_connection_driver_errorf(&c->d, "amqp:connection:framing-error", "%s", why);
+            pn_connection_driver_close(&c->d); /* proton writes its close with the error */
             pump(c);
             return (ssize_t)len;
         }

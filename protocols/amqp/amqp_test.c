@@ -491,10 +491,7 @@ test_sasl_after_sasl(void)
         c.io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c.io);
         for (size_t off = 0; off < sizeof in && !c.io.closed; off += chunk)
             to_adapter(&c, in + off, sizeof in - off < chunk ? sizeof in - off : chunk);
-        CU_ASSERT_TRUE(c.io.closed);
-        /* the SASL exchange went through (ternd's outcome is there), then the error */
-        CU_ASSERT_PTR_NOT_NULL(memmem(c.io.out.data, c.io.out.len, "framing-error", 13));
-        CU_ASSERT_PTR_NOT_NULL(memmem(c.io.out.data, c.io.out.len, "SASL frame after", 16));
+        CU_ASSERT_TRUE(c.io.closed); /* before any open: no close frame, just the end */
         tn_amqp_adapter.closed(c.io.a, TN_CLOSE_LOCAL);
         tn_buf_fini(&c.io.out);
     }
