@@ -1474,12 +1474,18 @@ set_caps(pn_terminus_t *t, const char *const *syms, size_t n)
     pn_data_exit(d);
 }
 
-/* A temporary queue for a dynamic node: "tmp.<serial>.<n>". */
-static tn_session *
-dyn_queue(aconn *c, char *name, size_t cap)
+/* A dynamic node's address, in dyn: a temporary queue "tmp.<serial>.<n>" (made now, deleted
+ * with the link), or topic://tmp.<serial>.<n> for the capability temporary-topic. */
+static const char *
+dyn_node(aconn *c, alink *lk, const caps *cp, char *dyn, size_t cap)
 {
-    snprintf(name, cap, "tmp.%" PRIu64 ".%" PRIu32, c->serial, ++c->n_dyn);
-    return tn_broker_queue(c->a->b, name, strlen(name), false);
+    if (cp->temp_topic) {
+        snprintf(dyn, cap, "topic://tmp.%" PRIu64 ".%" PRIu32, c->serial, ++c->n_dyn);
+    } else {
+        snprintf(dyn, cap, "tmp.%" PRIu64 ".%" PRIu32, c->serial, ++c->n_dyn);
+        lk->temp = tn_broker_queue(c->a->b, dyn, strlen(dyn), false);
+    }
+    return dyn;
 }
 
 /* The client sends on this link (our receiver). */
@@ -1492,12 +1498,7 @@ open_receiver(aconn *c, alink *lk)
     char dyn[64];
     const char *addr = pn_terminus_get_address(rt);
     if (pn_terminus_is_dynamic(rt)) {
-        if (cp.temp_topic) {
-            snprintf(dyn, sizeof dyn, "topic://tmp.%" PRIu64 ".%" PRIu32, c->serial, ++c->n_dyn);
-        } else {
-            lk->temp = dyn_queue(c, dyn, sizeof dyn);
-        }
-        addr = dyn;
+        addr = dyn_node(c, lk, &cp, dyn, sizeof dyn);
     }
     if (pn_terminus_get_type(rt) != PN_TARGET || !addr) {
         link_fail(lk, "amqp:not-implemented",
@@ -1605,12 +1606,7 @@ open_sender(aconn *c, alink *lk)
     const char *addr = pn_terminus_get_address(rs);
     char dyn[64];
     if (pn_terminus_is_dynamic(rs)) {
-        if (cp.temp_topic) {
-            snprintf(dyn, sizeof dyn, "topic://tmp.%" PRIu64 ".%" PRIu32, c->serial, ++c->n_dyn);
-        } else {
-            lk->temp = dyn_queue(c, dyn, sizeof dyn);
-        }
-        addr = dyn;
+        addr = dyn_node(c, lk, &cp, dyn, sizeof dyn);
     }
     if (!addr) {
         link_fail(lk, "amqp:not-found", "a source address is needed");

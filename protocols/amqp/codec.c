@@ -1225,37 +1225,34 @@ tn_amqp_map_close(tn_buf *b, tn_amqp_map_out *mo)
     return 0;
 }
 
-int
-tn_amqp_put_data(tn_buf *b, const uint8_t *p, size_t n)
+/* A section holding one binary or string value. */
+static int
+put_section_var(tn_buf *b, uint8_t id, uint8_t code8, uint8_t code32, const void *p, size_t n)
 {
     wr w;
 
     wr_init(&w, b);
-    put_descriptor(&w, TN_AMQP_DATA);
-    put_var(&w, C_VBIN8, C_VBIN32, p, n);
+    put_descriptor(&w, id);
+    put_var(&w, code8, code32, p, n);
     return wr_end(&w);
+}
+
+int
+tn_amqp_put_data(tn_buf *b, const uint8_t *p, size_t n)
+{
+    return put_section_var(b, TN_AMQP_DATA, C_VBIN8, C_VBIN32, p, n);
 }
 
 int
 tn_amqp_put_binary_value(tn_buf *b, const uint8_t *p, size_t n)
 {
-    wr w;
-
-    wr_init(&w, b);
-    put_descriptor(&w, TN_AMQP_VALUE);
-    put_var(&w, C_VBIN8, C_VBIN32, p, n);
-    return wr_end(&w);
+    return put_section_var(b, TN_AMQP_VALUE, C_VBIN8, C_VBIN32, p, n);
 }
 
 int
 tn_amqp_put_string_value(tn_buf *b, const char *s, size_t n)
 {
-    wr w;
-
-    wr_init(&w, b);
-    put_descriptor(&w, TN_AMQP_VALUE);
-    put_var(&w, C_STR8, C_STR32, s, n);
-    return wr_end(&w);
+    return put_section_var(b, TN_AMQP_VALUE, C_STR8, C_STR32, s, n);
 }
 
 int
