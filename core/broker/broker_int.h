@@ -77,7 +77,7 @@ struct tn_broker {
     tn_topictree *retained; /* name -> tn_message */
     uint64_t seq;
     uint64_t serial; /* tn_broker_serial */
-    route *routes; /* scratch, reused by every publish */
+    route *routes;   /* scratch, reused by every publish */
     size_t n_routes, cap_routes;
     tn_broker_stats stats;
     tn_intake *intake_head, *intake_tail; /* holders and waiters, oldest first */
