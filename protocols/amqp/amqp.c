@@ -263,7 +263,9 @@ sasl_process_init(pn_transport_t *t, const char *mech, const pn_bytes_t *recv)
     if (ok) {
         c->authed = true;
     } else {
-        tn_log_info("AMQP-AUTH", "%s: SASL %s refused", peer(c), mech);
+        tn_log_info("AMQP-AUTH", "%s: SASL %s refused (amqp:unauthorized-access); closing", peer(c),
+                    mech);
+        c->logged = true; /* proton's transport error that follows is this one */
         pnx_sasl_set_failed(t);
     }
     pnx_sasl_set_desired_state(t, SASL_POSTED_OUTCOME);

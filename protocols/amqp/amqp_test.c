@@ -247,6 +247,54 @@ test_queue_roundtrip(void)
     teardown();
 }
 
+static int
+auth_check(void *ctx, const char *client_id, const char *user, const uint8_t *pw, size_t pwlen)
+{
+    (void)ctx;
+    (void)client_id;
+    return user && strcmp(user, "ann") == 0 && pwlen == 2 && memcmp(pw, "pw", 2) == 0 ? 0
+                                                                                      : TN_EDENIED;
+}
+
+/* SASL PLAIN reaches the shared authenticator; ANONYMOUS and no SASL are refused by it. */
+static void
+test_sasl_plain_checked(void)
+{
+    setup_with(100);
+    tn_amqp_free(am);
+    tn_amqp_conf ac = {.max_message = 1 << 20, .auth = {.check = auth_check}};
+    am = tn_amqp_new(b, &ac);
+    static const char *const users[][3] = {
+        {"PLAIN", "ann", "pw"}, {"PLAIN", "ann", "no"}, {"ANONYMOUS", NULL, NULL}};
+    for (size_t i = 0; i < 3; i++) {
+        cli c;
+        memset(&c, 0, sizeof c);
+        tn_buf_init(&c.io.out, 1 << 20);
+        c.io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c.io);
+        pn_connection_driver_init(&c.d, NULL, NULL);
+        pn_sasl_t *sasl = pn_sasl(c.d.transport);
+        pn_sasl_allowed_mechs(sasl, users[i][0]);
+        pn_sasl_set_allow_insecure_mechs(sasl, true);
+        if (users[i][1]) {
+            pn_connection_set_user(c.d.connection, users[i][1]);
+            pn_connection_set_password(c.d.connection, users[i][2]);
+        }
+        pn_connection_open(c.d.connection);
+        run(&c);
+        bool open = pn_connection_state(c.d.connection) & PN_REMOTE_ACTIVE;
+        CU_ASSERT_EQUAL(open, i == 0);
+        if (i > 0)
+            CU_ASSERT_EQUAL(pn_sasl_outcome(sasl), PN_SASL_AUTH);
+        cli_close(&c);
+    }
+    cli c; /* no SASL layer: checked as anonymous at open */
+    cli_open(&c, false);
+    CU_ASSERT_STRING_EQUAL(pn_condition_get_name(pn_connection_remote_condition(c.d.connection)),
+                           "amqp:unauthorized-access");
+    cli_close(&c);
+    teardown();
+}
+
 static void
 test_no_sasl_and_topic(void)
 {
@@ -627,6 +675,7 @@ main(void)
     CU_pSuite s = CU_add_suite("amqp", NULL, NULL);
     CU_add_test(s, "queue_roundtrip", test_queue_roundtrip);
     CU_add_test(s, "no_sasl_and_topic", test_no_sasl_and_topic);
+    CU_add_test(s, "sasl_plain_checked", test_sasl_plain_checked);
     CU_add_test(s, "credit", test_credit);
     CU_add_test(s, "dispositions", test_dispositions);
     CU_add_test(s, "undeliverable_here", test_undeliverable_here);

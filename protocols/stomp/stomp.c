@@ -584,6 +584,14 @@ on_connect(sconn *c, const tn_stomp_frame *f)
     const char *cid = tn_stomp_header(f, "client-id");
     if (cid && *cid)
         c->client_id = tn_xstrdup(cid);
+    const tn_auth *au = &c->st->conf.auth;
+    if (au->check) {
+        const char *login = tn_stomp_header(f, "login");
+        const char *pass = tn_stomp_header(f, "passcode");
+        if (au->check(au->ctx, c->client_id, login, (const uint8_t *)pass,
+                      pass ? strlen(pass) : 0) != 0)
+            return fail(c, f, "not authorized", NULL);
+    }
     /* Heart-beats (1.1+): we send as often as the client wants to hear from us, and expect to
      * hear from it as often as it promises; never faster than min_heartbeat_ms. */
     const char *hb = v >= TN_STOMP_V11 ? tn_stomp_header(f, "heart-beat") : NULL;

@@ -120,6 +120,39 @@ test_connect_versions(void)
     teardown();
 }
 
+static int
+auth_check(void *ctx, const char *client_id, const char *user, const uint8_t *pw, size_t pwlen)
+{
+    (void)ctx;
+    (void)client_id;
+    return user && strcmp(user, "ann") == 0 && pwlen == 2 && memcmp(pw, "pw", 2) == 0 ? 0
+                                                                                      : TN_EDENIED;
+}
+
+static void
+test_login_checked(void)
+{
+    setup();
+    tn_stomp_free(st); /* again, with the shared authenticator: it sees login and passcode */
+    tn_stomp_conf sc = {.limits = {8192, 64, 65536, 65536, 0}, .auth = {.check = auth_check}};
+    st = tn_stomp_new(b, &sc);
+    fio f;
+    conn_open(&f);
+    FEED(&f, "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:pw\n\n\0");
+    tn_stomp_frame fr;
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_CONNECTED);
+    conn_close(&f);
+    conn_open(&f);
+    FEED(&f, "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:no\n\n\0");
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "message"), "not authorized");
+    CU_ASSERT_TRUE(f.io.closed);
+    conn_close(&f);
+    teardown();
+}
+
 static void
 test_queue_send_receive_ack(void)
 {
@@ -352,6 +385,7 @@ main(void)
     CU_pSuite s = CU_add_suite("stomp", NULL, NULL);
     CU_add_test(s, "connect_versions", test_connect_versions);
     CU_add_test(s, "queue_send_receive_ack", test_queue_send_receive_ack);
+    CU_add_test(s, "login_checked", test_login_checked);
     CU_add_test(s, "dead_letter", test_dead_letter_after_max_deliveries);
     CU_add_test(s, "topic_transaction_errors", test_topic_transaction_and_errors);
     CU_add_test(s, "bad_input", test_bad_input_gets_error_and_close);
