@@ -103,6 +103,7 @@ struct aconn {
     uint8_t sc_phase; /* SC_* */
     uint8_t sc_have;  /* bytes of sc_buf gathered */
     uint8_t sc_inits; /* sasl-init frames seen */
+    bool sc_opened;   /* the open went by */
     uint8_t sc_buf[11];
     uint32_t sc_skip; /* bytes of the current frame's body still to pass */ /* any byte arrived */
     char *container;
@@ -1876,6 +1877,21 @@ pump(aconn *c)
         if (pn_connection_driver_has_event(&c->d))
             continue;
         pn_bytes_t wb = pn_connection_driver_write_buffer(&c->d);
+        if (!wb.size && pn_connection_driver_read_closed(&c->d) &&
+            !pn_connection_driver_write_closed(&c->d)) {
+            /* proton stopped reading (malformed input; the socket's end never gets here: net
+             * calls closed() for it) and has nothing more to say. Say why in a close, once;
+             * then done. */
+            pn_connection_t *pc = c->d.connection;
+            if (c->open && !(pn_connection_state(pc) & PN_LOCAL_CLOSED)) {
+                pn_condition_t *tc = pn_transport_condition(c->d.transport);
+                const char *name = pn_condition_get_name(tc);
+                const char *desc = pn_condition_get_description(tc);
+                conn_fail(c, name ? name : "amqp:decode-error", desc ? desc : "malformed frame");
+                continue;
+            }
+            pn_connection_driver_write_close(&c->d);
+        }
         if (!wb.size)
             break;
         if (c->io->out_full(c->ioc))
@@ -1955,8 +1971,16 @@ scan(aconn *c, const uint8_t *p, size_t n, const char **why)
             c->sc_phase = SC_OFF;
             return i >= 8 ? i - 8 : 0;
         }
-        if (type == 1 && doff == 2 && size >= 11 && c->sc_have < 11)
+        if (doff == 2 && size >= 11 && c->sc_have < 11 && (type == 1 || !c->sc_opened))
             continue; /* the performative's descriptor too */
+        if (c->sc_phase == SC_AMQP && !c->sc_opened && size > 8) {
+            if (c->sc_have < 11 || b[8] != 0x00 || b[9] != 0x53 || b[10] != 0x10) {
+                *why = "the first frame must be an open";
+                c->sc_phase = SC_OFF;
+                return i >= c->sc_have ? i - c->sc_have : 0;
+            }
+            c->sc_opened = true;
+        }
         if (c->sc_have == 11 && b[8] == 0x00 && b[9] == 0x53 && b[10] == 0x41 &&
             ++c->sc_inits > 1) {
             *why = "a second sasl-init";

@@ -546,6 +546,59 @@ test_sasl_after_sasl(void)
     teardown();
 }
 
+/* Raw frames (type 0, channel 0) after a plain AMQP header, into a fresh connection; returns
+ * whether it was closed, with the error condition ternd sent found in its output. */
+static bool
+raw_frames(const uint8_t *const *bodies, const size_t *lens, size_t n, const char *cond)
+{
+    cli c;
+    memset(&c, 0, sizeof c);
+    tn_buf_init(&c.io.out, 1 << 20);
+    c.io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c.io);
+    to_adapter(&c, (const uint8_t *)"AMQP\x00\x01\x00\x00", 8);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t size = (uint32_t)lens[i] + 8;
+        uint8_t h[8] = {(uint8_t)(size >> 24),
+                        (uint8_t)(size >> 16),
+                        (uint8_t)(size >> 8),
+                        (uint8_t)size,
+                        2,
+                        0,
+                        0,
+                        0};
+        to_adapter(&c, h, 8);
+        to_adapter(&c, bodies[i], lens[i]);
+    }
+    bool ok = c.io.closed && memmem(c.io.out.data, c.io.out.len, cond, strlen(cond)) != NULL;
+    if (!ok)
+        fprintf(stderr, "closed %d, no %s in the output\n", c.io.closed, cond);
+    tn_amqp_adapter.closed(c.io.a, TN_CLOSE_LOCAL);
+    tn_buf_fini(&c.io.out);
+    return ok;
+}
+
+static void
+test_out_of_order_and_unattached(void)
+{
+    setup_with(100);
+    static const uint8_t open[] = {0x00, 0x53, 0x10, 0xc0, 0x03, 0x01, 0xa1, 0x00};
+    static const uint8_t begin[] = {0x00, 0x53, 0x11, 0xc0, 0x0d, 0x04, 0x40, 0x43, 0x70,
+                                    0,    0,    0,    0x64, 0x70, 0,    0,    0,    0x64};
+    static const uint8_t transfer[] = {0x00, 0x53, 0x14, 0xc0, 0x03, 0x01, 0x52, 0x05};
+    /* a begin before the open: performatives out of order (closed at once: nothing was
+     * opened to close with an error) */
+    CU_ASSERT_TRUE(raw_frames((const uint8_t *[]){begin}, (size_t[]){sizeof begin}, 1, "AMQP"));
+    /* a malformed performative after the open */
+    static const uint8_t bad[] = {0x00, 0x53, 0x11, 0xc0, 0x20, 0x04, 0x40};
+    CU_ASSERT_TRUE(raw_frames((const uint8_t *[]){open, bad}, (size_t[]){sizeof open, sizeof bad},
+                              2, "amqp:decode-error"));
+    /* a transfer on a link that was never attached */
+    CU_ASSERT_TRUE(raw_frames((const uint8_t *[]){open, begin, transfer},
+                              (size_t[]){sizeof open, sizeof begin, sizeof transfer}, 3,
+                              "amqp:invalid-field"));
+    teardown();
+}
+
 static void
 test_frame_too_large(void)
 {
@@ -684,6 +737,7 @@ main(void)
     CU_add_test(s, "flow_control", test_flow_control);
     CU_add_test(s, "bad_header", test_bad_header);
     CU_add_test(s, "frame_too_large", test_frame_too_large);
+    CU_add_test(s, "out_of_order_and_unattached", test_out_of_order_and_unattached);
     CU_add_test(s, "sasl_after_sasl", test_sasl_after_sasl);
     CU_add_test(s, "idle_timeout", test_idle_timeout);
     CU_add_test(s, "durable_subscription", test_durable_subscription);
