@@ -966,6 +966,8 @@ put(wr *w, const void *p, size_t n)
     tn_buf *b = w->b;
     if (w->err)
         return;
+    if (n == 0)
+        return; /* p may be NULL then */
     if (b->cap - b->len >= n) { /* the usual case: room already there (cap <= max) */
         memcpy(b->data + b->len, p, n);
         b->len += n;
