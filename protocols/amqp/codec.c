@@ -967,7 +967,7 @@ put(wr *w, const void *p, size_t n)
     if (w->err)
         return;
     if (n == 0)
-        return; /* p may be NULL then */
+        return;                 /* p may be NULL then */
     if (b->cap - b->len >= n) { /* the usual case: room already there (cap <= max) */
         memcpy(b->data + b->len, p, n);
         b->len += n;
