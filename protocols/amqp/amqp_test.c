@@ -315,6 +315,29 @@ test_no_sasl_and_topic(void)
 }
 
 static void
+test_malformed_message(void)
+{
+    /* A transfer whose bytes are not an AMQP message: its link is closed with
+     * amqp:decode-error; the connection and its other links go on. */
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    pn_link_t *s = sender(&c, "s", "queue://mq");
+    pn_link_t *ok = sender(&c, "ok", "queue://mq2");
+    pn_delivery(s, pn_dtag("x", 1));
+    static const char junk[] = "\x00\x53\x75\xb0\xff\xff\xff\xff"; /* data of 4 GiB */
+    pn_link_send(s, junk, sizeof junk - 1);
+    pn_link_advance(s);
+    run(&c);
+    CU_ASSERT_STRING_EQUAL(remote_cond(s), "amqp:decode-error");
+    CU_ASSERT_FALSE(c.io.closed);
+    pn_delivery_t *d = send_msg(&c, ok, "fine", false);
+    CU_ASSERT_EQUAL(pn_delivery_remote_state(d), PN_ACCEPTED);
+    cli_close(&c);
+    teardown();
+}
+
+static void
 test_credit(void)
 {
     setup_with(100);
@@ -730,6 +753,7 @@ main(void)
     CU_add_test(s, "no_sasl_and_topic", test_no_sasl_and_topic);
     CU_add_test(s, "sasl_plain_checked", test_sasl_plain_checked);
     CU_add_test(s, "credit", test_credit);
+    CU_add_test(s, "malformed_message", test_malformed_message);
     CU_add_test(s, "dispositions", test_dispositions);
     CU_add_test(s, "undeliverable_here", test_undeliverable_here);
     CU_add_test(s, "refused_links", test_refused_links);
