@@ -1135,6 +1135,13 @@ static void
 on_transfer(aconn *c, alink *lk, pn_delivery_t *pd)
 {
     tn_amqp *a = c->a;
+    if (pn_link_credit(lk->l) < 0) {
+        /* Sent without credit: producer flow control would mean nothing, and a full queue
+         * would grow without bound. [AMQP 2.6.7] */
+        link_fail(lk, "amqp:link:transfer-limit-exceeded",
+                  "a transfer without link credit (the destination is full: wait for credit)");
+        return;
+    }
     if (pn_delivery_aborted(pd)) {
         lk->part.len = 0;
         tn_buf_reset(&lk->part);
@@ -1142,8 +1149,9 @@ on_transfer(aconn *c, alink *lk, pn_delivery_t *pd)
         lk->big = NULL;
         lk->big_wait = lk->big_drop = false;
         tn_intake_release(a->b, &c->intake);
+        pn_link_advance(lk->l); /* before settling: proton asserts a settled delivery is off
+                                   its work list */
         pn_delivery_settle(pd);
-        pn_link_advance(lk->l);
         return;
     }
     if (!pn_delivery_readable(pd))
@@ -1827,9 +1835,10 @@ on_event(aconn *c, pn_event_t *e)
         alink *lk = pn_link_get_context(l);
         if (pn_link_is_receiver(l)) {
             if (!lk || lk->dead) {
-                if (!pn_delivery_partial(pd)) {
-                    pn_delivery_settle(pd); /* the link is going: drop what arrives on it */
-                    pn_link_advance(l);
+                if (!pn_delivery_partial(pd)) { /* the link is going: drop what arrives on it */
+                    if (pn_link_current(l) == pd)
+                        pn_link_advance(l); /* first: see on_transfer */
+                    pn_delivery_settle(pd);
                 }
                 break;
             }

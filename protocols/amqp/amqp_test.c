@@ -338,6 +338,31 @@ test_malformed_message(void)
 }
 
 static void
+test_aborted_delivery(void)
+{
+    /* A sender aborts a delivery half sent (max-frame-size is 4 KiB here): it is dropped, the
+     * link goes on. */
+    setup_with(100);
+    cli c;
+    cli_open(&c, true);
+    pn_link_t *s = sender(&c, "s", "queue://aq");
+    static char half[10000];
+    pn_delivery_t *d = pn_delivery(s, pn_dtag("a", 1));
+    pn_link_send(s, half, sizeof half);
+    run(&c);
+    pn_delivery_abort(d);
+    run(&c);
+    CU_ASSERT_FALSE(c.io.closed);
+    pn_delivery_t *d2 = send_msg(&c, s, "after", false);
+    CU_ASSERT_EQUAL(pn_delivery_remote_state(d2), PN_ACCEPTED);
+    tn_session *q = tn_broker_queue_find(b, "aq", 2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+    CU_ASSERT_EQUAL(tn_queue_depth(tn_session_queue(q)), 1);
+    cli_close(&c);
+    teardown();
+}
+
+static void
 test_credit(void)
 {
     setup_with(100);
@@ -570,9 +595,11 @@ test_sasl_after_sasl(void)
 }
 
 /* Raw frames (type 0, channel 0) after a plain AMQP header, into a fresh connection; returns
- * whether it was closed, with the error condition ternd sent found in its output. */
+ * whether the error condition ternd sent is in its output and the connection is closed (or,
+ * with link_only, still open). */
 static bool
-raw_frames(const uint8_t *const *bodies, const size_t *lens, size_t n, const char *cond)
+raw_frames_on(const uint8_t *const *bodies, const size_t *lens, size_t n, const char *cond,
+              bool link_only)
 {
     cli c;
     memset(&c, 0, sizeof c);
@@ -592,12 +619,19 @@ raw_frames(const uint8_t *const *bodies, const size_t *lens, size_t n, const cha
         to_adapter(&c, h, 8);
         to_adapter(&c, bodies[i], lens[i]);
     }
-    bool ok = c.io.closed && memmem(c.io.out.data, c.io.out.len, cond, strlen(cond)) != NULL;
+    bool ok =
+        c.io.closed != link_only && memmem(c.io.out.data, c.io.out.len, cond, strlen(cond)) != NULL;
     if (!ok)
         fprintf(stderr, "closed %d, no %s in the output\n", c.io.closed, cond);
     tn_amqp_adapter.closed(c.io.a, TN_CLOSE_LOCAL);
     tn_buf_fini(&c.io.out);
     return ok;
+}
+
+static bool
+raw_frames(const uint8_t *const *bodies, const size_t *lens, size_t n, const char *cond)
+{
+    return raw_frames_on(bodies, lens, n, cond, false);
 }
 
 static void
@@ -619,6 +653,40 @@ test_out_of_order_and_unattached(void)
     CU_ASSERT_TRUE(raw_frames((const uint8_t *[]){open, begin, transfer},
                               (size_t[]){sizeof open, sizeof begin, sizeof transfer}, 3,
                               "amqp:invalid-field"));
+    teardown();
+}
+
+/* A client that sends past its credit (flow control withheld it: the queue is full) loses
+ * the link with amqp:link:transfer-limit-exceeded; the queue holds what it was allowed. */
+static void
+test_transfer_without_credit(void)
+{
+    setup_with(4); /* a named queue waits its producers past max_offline: 40 */
+    static const uint8_t open[] = {0x00, 0x53, 0x10, 0xc0, 0x03, 0x01, 0xa1, 0x00};
+    static const uint8_t begin[] = {0x00, 0x53, 0x11, 0xc0, 0x0d, 0x04, 0x40, 0x43, 0x70,
+                                    0,    0,    0,    0xff, 0x70, 0,    0,    0,    0xff};
+    /* attach(name "l", handle 0, role sender, target address "q") */
+    static const uint8_t attach[] = {0x00, 0x53, 0x12, 0xc0, 0x12, 0x07, 0xa1, 0x01,
+                                     'l',  0x43, 0x42, 0x40, 0x40, 0x40, 0x00, 0x53,
+                                     0x29, 0xc0, 0x04, 0x01, 0xa1, 0x01, 'q'};
+    const uint8_t *bodies[3 + 200];
+    size_t lens[3 + 200];
+    static uint8_t transfers[200][18];
+    bodies[0] = open, bodies[1] = begin, bodies[2] = attach;
+    lens[0] = sizeof open, lens[1] = sizeof begin, lens[2] = sizeof attach;
+    for (int i = 0; i < 200; i++) {
+        /* transfer(handle 0, delivery-id i, tag i, format 0, settled) + amqp-value "x" */
+        uint8_t t[18] = {0x00, 0x53, 0x14,       0xc0, 0x09, 0x05, 0x43, 0x52, (uint8_t)i,
+                         0xa0, 0x01, (uint8_t)i, 0x43, 0x41, 0x00, 0x53, 0x77, 0x45};
+        memcpy(transfers[i], t, sizeof t);
+        bodies[3 + i] = transfers[i];
+        lens[3 + i] = sizeof t;
+    }
+    CU_ASSERT_TRUE(raw_frames_on(bodies, lens, 203, "amqp:link:transfer-limit-exceeded", true));
+    tn_session *q = tn_broker_queue_find(b, "q", 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+    uint32_t depth = tn_queue_depth(tn_session_queue(q));
+    CU_ASSERT_TRUE(depth >= 40 && depth < 60);
     teardown();
 }
 
@@ -754,6 +822,7 @@ main(void)
     CU_add_test(s, "sasl_plain_checked", test_sasl_plain_checked);
     CU_add_test(s, "credit", test_credit);
     CU_add_test(s, "malformed_message", test_malformed_message);
+    CU_add_test(s, "aborted_delivery", test_aborted_delivery);
     CU_add_test(s, "dispositions", test_dispositions);
     CU_add_test(s, "undeliverable_here", test_undeliverable_here);
     CU_add_test(s, "refused_links", test_refused_links);
@@ -762,6 +831,7 @@ main(void)
     CU_add_test(s, "bad_header", test_bad_header);
     CU_add_test(s, "frame_too_large", test_frame_too_large);
     CU_add_test(s, "out_of_order_and_unattached", test_out_of_order_and_unattached);
+    CU_add_test(s, "transfer_without_credit", test_transfer_without_credit);
     CU_add_test(s, "sasl_after_sasl", test_sasl_after_sasl);
     CU_add_test(s, "idle_timeout", test_idle_timeout);
     CU_add_test(s, "durable_subscription", test_durable_subscription);
