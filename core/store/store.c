@@ -583,8 +583,20 @@ writer(void *arg)
             pthread_mutex_lock(&s->mu);
             continue;
         }
-        if (s->pending.len == 0 && s->stop)
+        if (s->pending.len == 0 && s->stop) {
+            if (s->unsynced && !s->error) {
+                /* Written without a sync (nobody waited then): synced before stopping, so
+                 * whoever waits now is answered. */
+                uint64_t upto = s->written;
+                pthread_mutex_unlock(&s->mu);
+                bool ok = fdatasync(s->fd) == 0;
+                pthread_mutex_lock(&s->mu);
+                s->unsynced = false;
+                if (ok && s->durable < upto)
+                    s->durable = upto;
+            }
             break;
+        }
         /* Take everything pending (group commit), up to where the next segment starts: a batch
          * is written to one segment. */
         bool roll = false;
@@ -1024,6 +1036,14 @@ tn_store_close(tn_store *s)
         pthread_join(s->thread, NULL);
     }
     tn_store_poll(s);
+    /* Waiters for records the writer did not get to sync before it stopped: told so (their
+     * owners are gone by now; this frees what they left). */
+    while (s->w_len) {
+        waiter done = s->w[s->w_head];
+        s->w_head = (s->w_head + 1) % s->w_cap;
+        s->w_len--;
+        done.cb(done.arg, TN_ECLOSED);
+    }
     refs_move(&s->done, &s->prefs); /* never written (not started) */
     release_done(s);
     free(s->prefs.v);

@@ -495,6 +495,27 @@ test_unwaited_records_are_synced_soon(void)
     rm_dir();
 }
 
+/* Close answers every waiter, also for records the writer had not synced yet: synced at stop. */
+static void
+test_close_answers_waiters(void)
+{
+    char err[256];
+    fresh_dir();
+    tn_store *s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    replay(s, 0);
+    tn_store_start(s);
+    uint64_t last = 0;
+    for (int i = 0; i < 5; i++)
+        last = put(s);
+    durable_calls = 0;
+    durable_status = -1;
+    tn_store_when_durable(s, last, on_durable, (void *)(uintptr_t)last);
+    tn_store_close(s);
+    CU_ASSERT_EQUAL(durable_calls, 1);
+    CU_ASSERT_EQUAL(durable_status, 0);
+    rm_dir();
+}
+
 /* Records whose bodies are written from where they are (tn_store_append_ref), mixed with copied
  * ones, across segment boundaries: they replay as written, and each body is released once,
  * after it is written (ASan catches a write from a released body). */
@@ -599,6 +620,7 @@ main(void)
     CU_add_test(s, "write_failure_and_recovery", test_write_failure_and_recovery);
     CU_add_test(s, "read_back_by_position", test_read_back_by_position);
     CU_add_test(s, "unwaited_records_synced_soon", test_unwaited_records_are_synced_soon);
+    CU_add_test(s, "close_answers_waiters", test_close_answers_waiters);
     CU_add_test(s, "append_ref", test_append_ref);
     return tn_test_run();
 }
