@@ -406,25 +406,43 @@ parse_addr(const char *addr, const caps *cp, adest *d)
     return 0;
 }
 
-/* A reply-to address in the form STOMP shows (/queue/q, /topic/t), from AMQP's. */
+/* A reply-to property in the form STOMP shows (/queue/q, /topic/t), from AMQP's address. */
 static int
-reply_to_core(tn_buf *b, const char *p, size_t n)
+prop_reply_to(tn_buf *pb, const char *p, size_t n)
 {
-    char tmp[1024];
-    if (n >= sizeof tmp)
-        return tn_buf_append(b, p, n);
-    memcpy(tmp, p, n);
-    tmp[n] = '\0';
+    char tmp[1024], out[1100];
     caps none = {0};
     adest d;
-    if (parse_addr(tmp, &none, &d) != 0)
-        return tn_buf_append(b, p, n);
-    const char *pre = d.kind == DEST_QUEUE ? "/queue/" : "/topic/";
-    int rc = tn_buf_append(b, pre, strlen(pre));
-    return rc ? rc : tn_buf_append(b, d.name, strlen(d.name));
+    int k = -1;
+    if (n < sizeof tmp) {
+        memcpy(tmp, p, n);
+        tmp[n] = '\0';
+        if (parse_addr(tmp, &none, &d) == 0)
+            k = snprintf(out, sizeof out, "%s%s", d.kind == DEST_QUEUE ? "/queue/" : "/topic/",
+                         d.name);
+    }
+    if (k > 0 && (size_t)k < sizeof out)
+        return tn_props_add(pb, "reply-to", 8, out, (size_t)k);
+    return tn_props_add(pb, "reply-to", 8, p, n); /* not one of ours: as it is */
 }
 
 /* ---- messages in ---- */
+
+/* Appends the AMQP_KEY property: the body kind, then the sections a and b (either may be
+ * empty). TN_ETOOBIG past a property's 64 KiB. */
+static int
+raw_prop(tn_buf *pb, uint8_t kind, tn_amqp_span a, tn_amqp_span b)
+{
+    size_t n = 1 + a.n + b.n;
+    if (n > 65535)
+        return TN_ETOOBIG;
+    uint16_t kl = AMQP_KEY_LEN, vl = (uint16_t)n;
+    if (tn_buf_append(pb, &kl, 2) || tn_buf_append(pb, AMQP_KEY, AMQP_KEY_LEN) ||
+        tn_buf_append(pb, &vl, 2) || tn_buf_append(pb, &kind, 1) ||
+        (a.n && tn_buf_append(pb, a.p, a.n)) || (b.n && tn_buf_append(pb, b.p, b.n)))
+        return TN_ETOOBIG;
+    return 0;
+}
 
 static int
 prop_span(tn_buf *pb, const char *k, tn_amqp_span v)
@@ -470,25 +488,8 @@ message_props(tn_buf *pb, const tn_amqp_msg *am, const char **why)
     rc |= prop_value(pb, "message-id", &am->message_id);
     rc |= prop_span(pb, "user-id", am->user_id);
     rc |= prop_span(pb, "subject", am->subject);
-    if (am->reply_to.p) {
-        tn_buf *rb = pb; /* key first, then the value built in place */
-        size_t at = rb->len;
-        uint16_t kl = 8, vl = 0;
-        if (tn_buf_append(rb, &kl, 2) || tn_buf_append(rb, "reply-to", 8) ||
-            tn_buf_append(rb, &vl, 2)) {
-            rc = TN_ETOOBIG;
-        } else {
-            size_t vat = rb->len;
-            if (reply_to_core(rb, (const char *)am->reply_to.p, am->reply_to.n) != 0 ||
-                rb->len - vat > 65535) {
-                rb->len = at;
-                rc = TN_ETOOBIG;
-            } else {
-                vl = (uint16_t)(rb->len - vat);
-                memcpy(rb->data + vat - 2, &vl, 2);
-            }
-        }
-    }
+    if (am->reply_to.p)
+        rc |= prop_reply_to(pb, (const char *)am->reply_to.p, am->reply_to.n);
     rc |= prop_value(pb, "correlation-id", &am->correlation_id);
     rc |= prop_span(pb, "content-type", am->content_type);
     rc |= prop_span(pb, "content-encoding", am->content_encoding);
@@ -527,19 +528,8 @@ message_props(tn_buf *pb, const tn_amqp_msg *am, const char **why)
         return TN_EPROTO;
     }
     /* What an AMQP receiver gets verbatim. */
-    size_t head = am->bare_head.p ? am->bare_head.n : 0;
-    if (1 + head > 65535)
-        return TN_ETOOBIG;
-    uint8_t kind = (uint8_t)am->body_kind;
-    uint16_t kl = AMQP_KEY_LEN, vl = (uint16_t)(1 + head);
-    if (!rc) {
-        rc |= tn_buf_append(pb, &kl, 2);
-        rc |= tn_buf_append(pb, AMQP_KEY, AMQP_KEY_LEN);
-        rc |= tn_buf_append(pb, &vl, 2);
-        rc |= tn_buf_append(pb, &kind, 1);
-        if (head)
-            rc |= tn_buf_append(pb, am->bare_head.p, head);
-    }
+    if (!rc)
+        rc = raw_prop(pb, (uint8_t)am->body_kind, am->bare_head, (tn_amqp_span){0});
     return rc ? TN_ETOOBIG : 0;
 }
 
@@ -1274,13 +1264,7 @@ annotate(aconn *c, alink *lk, tn_delivery *d, pn_data_t *ann)
     size_t rest_n = 0;
     if (rest)
         rest_n = (size_t)(bare + bare_n - rest);
-    size_t total = 1 + ab->len + rest_n;
-    if (total > 65535)
-        return;
-    uint16_t k16 = AMQP_KEY_LEN, v16 = (uint16_t)total;
-    if (tn_buf_append(pb, &k16, 2) || tn_buf_append(pb, AMQP_KEY, AMQP_KEY_LEN) ||
-        tn_buf_append(pb, &v16, 2) || tn_buf_append(pb, &kind, 1) ||
-        tn_buf_append(pb, ab->data, ab->len) || (rest_n && tn_buf_append(pb, rest, rest_n)))
+    if (raw_prop(pb, kind, (tn_amqp_span){ab->data, ab->len}, (tn_amqp_span){rest, rest_n}) != 0)
         return;
     tn_message *nm = tn_message_new_props(m->name, m->name_len, pb->data, pb->len, m->payload,
                                           m->payload_len, m->qos, false);
@@ -1421,10 +1405,11 @@ link_release(alink *lk, bool closed)
                 tn_session_discard(s);
         } else if (lk->lookup && closed && lk->sid) {
             tn_session *s = tn_broker_session_find(c->a->b, lk->sid, strlen(lk->sid));
-            if (s && !tn_session_attached(s) && !tn_session_queue_name(s, &(size_t){0}))
+            size_t qn;
+            bool shared = s && tn_session_queue_name(s, &qn);
+            if (s && !shared && !tn_session_attached(s))
                 tn_session_discard(s);
-            else if (s && tn_session_queue_name(s, &(size_t){0}) &&
-                     tn_queue_consumers(tn_session_queue(s)) == 0)
+            else if (shared && tn_queue_consumers(tn_session_queue(s)) == 0)
                 tn_broker_queue_free(s);
         }
         lk->s = NULL;
