@@ -1899,7 +1899,9 @@ pump(aconn *c)
         pn_connection_driver_write_done(&c->d, n);
     }
     uint64_t at = c->next_tick;
-    uint64_t idle = c->last_rx + c->a->conf.idle_timeout_ms;
+    /* Loop time is in whole milliseconds: one more keeps the close from coming a fraction
+     * of a millisecond before the announced idle-time-out has really passed. */
+    uint64_t idle = c->last_rx + c->a->conf.idle_timeout_ms + 1;
     if (!at || idle < at)
         at = idle;
     if (!c->open) {
@@ -2094,7 +2096,7 @@ a_timeout(void *a, uint64_t now)
     }
     if (c->intake.waiting)
         c->last_rx = now; /* we do not read it: its frames cannot be heard */
-    if (now >= c->last_rx + c->a->conf.idle_timeout_ms) {
+    if (now > c->last_rx + c->a->conf.idle_timeout_ms) {
         char msg[96];
         snprintf(msg, sizeof msg, "idle-time-out: nothing received for %" PRIu64 " ms",
                  now - c->last_rx);
