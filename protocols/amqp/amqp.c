@@ -204,7 +204,15 @@ auth_check(aconn *c, const char *user, const uint8_t *pw, size_t pwlen)
     const tn_auth *au = &c->a->conf.auth;
     if (!au->check)
         return 0;
-    return au->check(au->ctx, c->container, user, pw, pwlen);
+    tn_auth_req req = {
+        .protocol = "amqp",
+        .client_id = c->container,
+        .user = user,
+        .password = pw,
+        .password_len = pwlen,
+        .cert_subject = tn_io_cert_subject(c->io, c->ioc),
+    };
+    return au->check(au->ctx, &req);
 }
 
 static const char *

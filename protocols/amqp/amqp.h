@@ -25,7 +25,7 @@
 #define TN_AMQP_H
 
 #include "core/broker/broker.h"
-#include "protocols/net/net.h"
+#include "protocols/io.h"
 
 #include <stdint.h>
 

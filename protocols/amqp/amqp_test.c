@@ -248,12 +248,13 @@ test_queue_roundtrip(void)
 }
 
 static int
-auth_check(void *ctx, const char *client_id, const char *user, const uint8_t *pw, size_t pwlen)
+auth_check(void *ctx, const tn_auth_req *r)
 {
     (void)ctx;
-    (void)client_id;
-    return user && strcmp(user, "ann") == 0 && pwlen == 2 && memcmp(pw, "pw", 2) == 0 ? 0
-                                                                                      : TN_EDENIED;
+    return r->user && strcmp(r->user, "ann") == 0 && r->password_len == 2 &&
+                   memcmp(r->password, "pw", 2) == 0
+               ? 0
+               : TN_EDENIED;
 }
 
 /* SASL PLAIN reaches the shared authenticator; ANONYMOUS and no SASL are refused by it. */

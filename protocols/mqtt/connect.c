@@ -61,9 +61,15 @@ tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p)
     if (m->conf.auth.check) {
         char *cid = dup_field(true, (tn_mqtt_bytes){(const uint8_t *)id, (uint32_t)id_len});
         char *user = dup_field(p->has_username, p->username);
-        int rc =
-            m->conf.auth.check(m->conf.auth.ctx, cid, user, p->has_password ? p->password.p : NULL,
-                               p->has_password ? p->password.len : 0);
+        tn_auth_req req = {
+            .protocol = "mqtt",
+            .client_id = cid,
+            .user = user,
+            .password = p->has_password ? p->password.p : NULL,
+            .password_len = p->has_password ? p->password.len : 0,
+            .cert_subject = tn_io_cert_subject(c->io, c->ioc),
+        };
+        int rc = m->conf.auth.check(m->conf.auth.ctx, &req);
         free(cid);
         free(user);
         if (rc == TN_EINVAL)

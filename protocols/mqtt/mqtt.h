@@ -10,7 +10,7 @@
 #define TN_MQTT_H
 
 #include "core/broker/broker.h"
-#include "protocols/net/net.h"
+#include "protocols/io.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -68,8 +68,17 @@ f_out_ref(void *ctx, const uint8_t *p, size_t n, void (*release)(void *owner), v
     tn_buf_append(&((fake_io *)ctx)->out, p, n); /* copied: tests compare the byte stream */
     release(owner);
 }
-static const tn_io fio = {f_out,      f_full, f_close, f_pause,  f_wake,
-                          f_deadline, f_now,  f_peer,  f_out_ref};
+static const tn_io fio = {
+    .out = f_out,
+    .out_full = f_full,
+    .close = f_close,
+    .pause = f_pause,
+    .wake = f_wake,
+    .set_deadline = f_deadline,
+    .now = f_now,
+    .peer = f_peer,
+    .out_ref = f_out_ref,
+};
 
 static tn_broker *broker;
 static tn_mqtt *mqtt;

@@ -588,8 +588,15 @@ on_connect(sconn *c, const tn_stomp_frame *f)
     if (au->check) {
         const char *login = tn_stomp_header(f, "login");
         const char *pass = tn_stomp_header(f, "passcode");
-        if (au->check(au->ctx, c->client_id, login, (const uint8_t *)pass,
-                      pass ? strlen(pass) : 0) != 0)
+        tn_auth_req req = {
+            .protocol = "stomp",
+            .client_id = c->client_id,
+            .user = login,
+            .password = (const uint8_t *)pass,
+            .password_len = pass ? strlen(pass) : 0,
+            .cert_subject = tn_io_cert_subject(c->io, c->ioc),
+        };
+        if (au->check(au->ctx, &req) != 0)
             return fail(c, f, "not authorized", NULL);
     }
     /* Heart-beats (1.1+): we send as often as the client wants to hear from us, and expect to

@@ -20,7 +20,7 @@
 #define TN_STOMP_H
 
 #include "core/broker/broker.h"
-#include "protocols/net/net.h"
+#include "protocols/io.h"
 #include "protocols/stomp/codec.h"
 
 #include <stdint.h>

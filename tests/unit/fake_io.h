@@ -5,7 +5,7 @@
 #ifndef TN_FAKE_IO_H
 #define TN_FAKE_IO_H
 
-#include "protocols/net/net.h"
+#include "protocols/io.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,7 +18,8 @@ typedef struct tn_fake_conn {
     bool paused;
     int woken; /* wake() calls not yet handled by the test */
     uint64_t deadline;
-    void *a; /* the adapter's state for this connection */
+    void *a;                  /* the adapter's state for this connection */
+    const char *cert_subject; /* what cert_subject() answers (NULL: no client certificate) */
 } tn_fake_conn;
 
 static uint64_t tn_fake_now = 1000;
@@ -75,9 +76,24 @@ tn_fake_out_ref(void *ctx, const uint8_t *p, size_t n, void (*release)(void *own
     release(owner);
 }
 
-static const tn_io tn_fake_io = {tn_fake_out,   tn_fake_full, tn_fake_close,
-                                 tn_fake_pause, tn_fake_wake, tn_fake_deadline,
-                                 tn_fake_clock, tn_fake_peer, tn_fake_out_ref};
+static inline const char *
+tn_fake_cert_subject(void *ctx)
+{
+    return ((tn_fake_conn *)ctx)->cert_subject;
+}
+
+static const tn_io tn_fake_io = {
+    .out = tn_fake_out,
+    .out_full = tn_fake_full,
+    .close = tn_fake_close,
+    .pause = tn_fake_pause,
+    .wake = tn_fake_wake,
+    .set_deadline = tn_fake_deadline,
+    .now = tn_fake_clock,
+    .peer = tn_fake_peer,
+    .out_ref = tn_fake_out_ref,
+    .cert_subject = tn_fake_cert_subject,
+};
 
 /* Opens a fake connection on ops/proto: out bounded by 64 KiB, full past full_at. */
 static inline void
