@@ -52,13 +52,27 @@ static const tn_conf_limits default_limits = {
     .close_timeout = 3000,
     .amqp_max_frame_size = 131072,
     .amqp_idle_timeout = 60000,
+    .tls_handshake_timeout = 10000,
 };
 
 /* ---- the file as libcyaml loads it: strings only, NULL where the key is absent ---- */
 
+typedef struct file_tls {
+    char *cert;
+    char *key;
+    char *ca;
+    char *verify_client;
+    char *min_version;
+    char *ciphers;
+    char *ciphersuites;
+} file_tls;
+
 typedef struct file_listener {
     char *url;
     char *max_message_size;
+    file_tls *tls;
+    char **origins;
+    unsigned n_origins;
 } file_listener;
 
 typedef struct file_limits {
@@ -77,6 +91,7 @@ typedef struct file_limits {
     char *close_timeout;
     char *amqp_max_frame_size;
     char *amqp_idle_timeout;
+    char *tls_handshake_timeout;
 } file_limits;
 
 typedef struct file_store {
@@ -92,6 +107,7 @@ typedef struct file_conf {
     char *log_level;
     file_limits *limits;
     file_store *store;
+    file_tls *tls;
 } file_conf;
 
 /* One row per limit: its key, where it lives in both structs, its smallest and largest sane
@@ -124,6 +140,7 @@ static const struct {
     LIMIT(close_timeout, 1, 86400000, "one day, in milliseconds"),
     LIMIT(amqp_max_frame_size, 512, UINT32_MAX, NULL), /* AMQP's smallest max-frame-size */
     LIMIT(amqp_idle_timeout, 1, 86400000, "one day, in milliseconds"),
+    LIMIT(tls_handshake_timeout, 1, 3600000, "one hour, in milliseconds"),
 #undef LIMIT
 };
 #define N_LIMITS (sizeof limit_fields / sizeof limit_fields[0])
@@ -132,9 +149,29 @@ static const struct {
     CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, type, member, 0,         \
                            CYAML_UNLIMITED)
 
+static const cyaml_schema_field_t tls_fields[] = {
+    OPT_STRING("cert", file_tls, cert),
+    OPT_STRING("key", file_tls, key),
+    OPT_STRING("ca", file_tls, ca),
+    OPT_STRING("verify_client", file_tls, verify_client),
+    OPT_STRING("min_version", file_tls, min_version),
+    OPT_STRING("ciphers", file_tls, ciphers),
+    OPT_STRING("ciphersuites", file_tls, ciphersuites),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t origin_schema = {
+    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 1, CYAML_UNLIMITED),
+};
+
 static const cyaml_schema_field_t listener_fields[] = {
     CYAML_FIELD_STRING_PTR("url", CYAML_FLAG_POINTER, file_listener, url, 0, CYAML_UNLIMITED),
     OPT_STRING("max_message_size", file_listener, max_message_size),
+    CYAML_FIELD_MAPPING_PTR("tls", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_listener, tls,
+                            tls_fields),
+    CYAML_FIELD_SEQUENCE_COUNT("allowed_origins", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                               file_listener, origins, n_origins, &origin_schema, 0,
+                               CYAML_UNLIMITED),
     CYAML_FIELD_END,
 };
 
@@ -158,6 +195,7 @@ static const cyaml_schema_field_t limits_fields[] = {
     OPT_STRING("close_timeout", file_limits, close_timeout),
     OPT_STRING("amqp_max_frame_size", file_limits, amqp_max_frame_size),
     OPT_STRING("amqp_idle_timeout", file_limits, amqp_idle_timeout),
+    OPT_STRING("tls_handshake_timeout", file_limits, tls_handshake_timeout),
     CYAML_FIELD_END,
 };
 
@@ -175,6 +213,8 @@ static const cyaml_schema_field_t conf_fields[] = {
     CYAML_FIELD_STRING_PTR("data_dir", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf,
                            data_dir, 1, CYAML_UNLIMITED),
     OPT_STRING("log_level", file_conf, log_level),
+    CYAML_FIELD_MAPPING_PTR("tls", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, tls,
+                            tls_fields),
     CYAML_FIELD_MAPPING_PTR("limits", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, limits,
                             limits_fields),
     CYAML_FIELD_MAPPING_PTR("store", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, store,
@@ -202,11 +242,76 @@ seterr(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+static char *
+dup_or_null(const char *s)
+{
+    return s ? tn_xstrdup(s) : NULL;
+}
+
+/* The tn_conf_tls fields, for walking them together. */
+#define TLS_FIELDS(X)                                                                              \
+    X(cert) X(key) X(ca) X(verify_client) X(min_version) X(ciphers) X(ciphersuites)
+
+static void
+tls_fini(tn_conf_tls *t)
+{
+#define FREE_F(f) free(t->f);
+    TLS_FIELDS(FREE_F)
+#undef FREE_F
+    memset(t, 0, sizeof *t);
+}
+
+static void
+tls_copy(tn_conf_tls *dst, const tn_conf_tls *src)
+{
+#define COPY_F(f) dst->f = dup_or_null(src->f);
+    TLS_FIELDS(COPY_F)
+#undef COPY_F
+}
+
+void
+tn_conf_tls_set(char **field, const char *v)
+{
+    free(*field);
+    *field = dup_or_null(v);
+}
+
+void
+tn_conf_listener_tls(const tn_conf *c, const tn_conf_listener *l, tn_conf_tls *out)
+{
+#define MERGE_F(f) out->f = l->tls.f ? l->tls.f : c->tls.f;
+    TLS_FIELDS(MERGE_F)
+#undef MERGE_F
+}
+
+bool
+tn_conf_proto_tls(tn_proto p)
+{
+    return p == TN_PROTO_MQTTS || p == TN_PROTO_STOMPS || p == TN_PROTO_AMQPS || p == TN_PROTO_WSS;
+}
+
+bool
+tn_conf_proto_ws(tn_proto p)
+{
+    return p == TN_PROTO_WS || p == TN_PROTO_WSS;
+}
+
+static void
+free_origins(char **o, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(o[i]);
+    free(o);
+}
+
 static void
 free_listeners(tn_conf_listener *l, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(l[i].address);
+        tls_fini(&l[i].tls);
+        free_origins(l[i].origins, l[i].n_origins);
+    }
     free(l);
 }
 
@@ -218,7 +323,11 @@ copy_listeners(const tn_conf_listener *l, size_t n)
     tn_conf_listener *out = tn_xcalloc(n, sizeof *out);
     for (size_t i = 0; i < n; i++) {
         out[i] = l[i];
-        out[i].address = l[i].address ? tn_xstrdup(l[i].address) : NULL;
+        out[i].address = dup_or_null(l[i].address);
+        tls_copy(&out[i].tls, &l[i].tls);
+        out[i].origins = l[i].n_origins ? tn_xcalloc(l[i].n_origins, sizeof(char *)) : NULL;
+        for (size_t j = 0; j < l[i].n_origins; j++)
+            out[i].origins[j] = tn_xstrdup(l[i].origins[j]);
     }
     return out;
 }
@@ -234,6 +343,7 @@ conf_copy(tn_conf *dst, const tn_conf *src)
     dst->store.sync = src->store.sync ? tn_xstrdup(src->store.sync) : NULL;
     dst->store.sync_interval_ms = src->store.sync_interval_ms;
     dst->store.compact_bytes = src->store.compact_bytes;
+    tls_copy(&dst->tls, &src->tls);
 }
 
 static void
@@ -306,6 +416,7 @@ tn_conf_fini(tn_conf *c)
     free(c->data_dir);
     free(c->log_level);
     free(c->store.sync);
+    tls_fini(&c->tls);
     memset(c, 0, sizeof *c);
 }
 
@@ -314,6 +425,10 @@ tn_conf_listener_fini(tn_conf_listener *l)
 {
     free(l->address);
     l->address = NULL;
+    tls_fini(&l->tls);
+    free_origins(l->origins, l->n_origins);
+    l->origins = NULL;
+    l->n_origins = 0;
 }
 
 uint32_t
@@ -435,10 +550,8 @@ tn_conf_parse_listen_url(const char *url, tn_conf_listener *l, char *err, size_t
         seterr(err, errlen, "'%s': %s", url, strerror(errno));
         return TN_EINVAL;
     }
-    l->proto = (tn_proto)proto;
-    l->address = tn_xstrdup(addr);
-    l->port = (uint16_t)port;
-    l->max_message_size = 0;
+    *l = (tn_conf_listener){
+        .proto = (tn_proto)proto, .address = tn_xstrdup(addr), .port = (uint16_t)port};
     return 0;
 }
 
@@ -468,6 +581,45 @@ check(const tn_conf *c, char *path, size_t pathlen, char *what, size_t whatlen)
                             inet_pton(AF_INET6, l->address, bin) != 1)) {
             seterr(what, whatlen, "'%s' is not a numeric IP address",
                    l->address ? l->address : "(null)");
+            return TN_EINVAL;
+        }
+        tn_conf_tls t;
+        tn_conf_listener_tls(c, l, &t);
+        /* Errors name the field where the value was set: the listener's own, or the top-level
+         * one (which the --tls-* flags set too). */
+#define TLS_PATH(f)                                                                                \
+    (l->tls.f ? seterr(path, pathlen, "listeners[%zu].tls." #f, i)                                 \
+              : seterr(path, pathlen, "tls." #f))
+        if (tn_conf_proto_tls(l->proto) && (!t.cert || !t.key)) {
+            seterr(what, whatlen,
+                   "a %s:// listener needs a certificate and a key (tls.cert and tls.key, or "
+                   "--tls-cert and --tls-key)",
+                   proto_names[l->proto]);
+            return TN_EINVAL;
+        }
+        if (t.verify_client && strcmp(t.verify_client, "none") != 0 &&
+            strcmp(t.verify_client, "optional") != 0 && strcmp(t.verify_client, "require") != 0) {
+            TLS_PATH(verify_client);
+            seterr(what, whatlen, "'%s' is not one of none, optional, require", t.verify_client);
+            return TN_EINVAL;
+        }
+        if (tn_conf_proto_tls(l->proto) && t.verify_client &&
+            strcmp(t.verify_client, "none") != 0 && !t.ca) {
+            TLS_PATH(verify_client);
+            seterr(what, whatlen, "verify_client %s needs a CA file (tls.ca or --tls-ca)",
+                   t.verify_client);
+            return TN_EINVAL;
+        }
+        if (t.min_version && strcmp(t.min_version, "1.2") != 0 &&
+            strcmp(t.min_version, "1.3") != 0) {
+            TLS_PATH(min_version);
+            seterr(what, whatlen, "'%s' is not 1.2 or 1.3", t.min_version);
+            return TN_EINVAL;
+        }
+#undef TLS_PATH
+        if (l->n_origins && !tn_conf_proto_ws(l->proto)) {
+            seterr(path, pathlen, "listeners[%zu].allowed_origins", i);
+            seterr(what, whatlen, "only ws:// and wss:// listeners check an Origin");
             return TN_EINVAL;
         }
         if (l->port == 0)
@@ -857,6 +1009,17 @@ cyaml_message(const char *name, const uint8_t *yaml, size_t len, const char *log
 
 /* ---- loading ---- */
 
+/* The fields the file sets replace t's. */
+static void
+apply_tls(tn_conf_tls *t, const file_tls *f)
+{
+#define APPLY_F(fld)                                                                               \
+    if (f->fld)                                                                                    \
+        tn_conf_tls_set(&t->fld, f->fld);
+    TLS_FIELDS(APPLY_F)
+#undef APPLY_F
+}
+
 /* Converts the loaded strings into n. On error fills path and what. */
 static int
 apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, size_t whatlen)
@@ -868,6 +1031,15 @@ apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, si
                 seterr(path, pathlen, "listeners[%u].url", i);
                 free_listeners(ls, i);
                 return TN_EINVAL;
+            }
+            const file_listener *fl = &f->listeners[i];
+            if (fl->tls)
+                apply_tls(&ls[i].tls, fl->tls);
+            if (fl->n_origins) {
+                ls[i].origins = tn_xcalloc(fl->n_origins, sizeof(char *));
+                for (unsigned j = 0; j < fl->n_origins; j++)
+                    ls[i].origins[j] = tn_xstrdup(fl->origins[j]);
+                ls[i].n_origins = fl->n_origins;
             }
             /* 0 in the struct means "not set", so the file may not say 0. */
             const char *s = f->listeners[i].max_message_size;
@@ -889,6 +1061,8 @@ apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, si
         n->listeners = ls;
         n->n_listeners = f->n_listeners;
     }
+    if (f->tls)
+        apply_tls(&n->tls, f->tls);
     if (f->data_dir)
         replace_string(&n->data_dir, f->data_dir);
     if (f->log_level)

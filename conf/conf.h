@@ -22,12 +22,28 @@ typedef enum {
     TN_PROTO_WSS,      /* wss://   */
 } tn_proto;
 
+/* TLS settings: the top-level `tls` (and the --tls-* flags) apply to every TLS listener (mqtts,
+ * stomps, amqps, wss); a listener's own `tls` overrides them field by field. NULL: not set. */
+typedef struct tn_conf_tls {
+    char *cert;          /* PEM certificate chain, the server's first */
+    char *key;           /* PEM private key */
+    char *ca;            /* PEM CA certificates that sign client certificates */
+    char *verify_client; /* "none" (default), "optional" or "require" */
+    char *min_version;   /* "1.2" (default) or "1.3" */
+    char *ciphers;       /* TLS 1.2 cipher list, OpenSSL syntax (default: OpenSSL's) */
+    char *ciphersuites;  /* TLS 1.3 cipher suites, OpenSSL syntax (default: OpenSSL's) */
+} tn_conf_tls;
+
 typedef struct tn_conf_listener {
     tn_proto proto;
     char *address;             /* numeric IPv4 or IPv6 address, e.g. "127.0.0.1", "::1" */
     uint16_t port;             /* 0 = pick a free port (tests) */
     uint32_t max_message_size; /* limits.max_message_size for this listener only; 0 = unset, use
                                   the global one (tn_conf_listener_max_message()) */
+    tn_conf_tls tls;           /* this listener's own TLS settings (tn_conf_listener_tls()) */
+    char **origins;            /* ws/wss: allowed Origin header values ("https://app.example.com");
+                                  none: any origin, and clients that send none */
+    size_t n_origins;
 } tn_conf_listener;
 
 typedef struct tn_conf_limits {
@@ -67,6 +83,8 @@ typedef struct tn_conf_limits {
                                        least 512), default 128 KiB */
     uint32_t amqp_idle_timeout;     /* ms: an AMQP connection silent this long is closed; it is
                                        announced as our idle-time-out, default 60000 */
+    uint32_t tls_handshake_timeout; /* ms a TLS handshake (TLS listeners, wss) may take before the
+                                       connection is closed, default 10000 */
 } tn_conf_limits;
 
 typedef struct tn_conf_store {
@@ -82,6 +100,7 @@ typedef struct tn_conf {
     char *log_level; /* "error", "warn", "info" (default), "debug" */
     tn_conf_limits limits;
     tn_conf_store store;
+    tn_conf_tls tls; /* defaults for every TLS listener (--tls-cert, --tls-key, ...) */
 } tn_conf;
 
 /* Fills c with the built-in defaults: MQTT on 127.0.0.1:1883, data in ./data, info logs. */
@@ -120,5 +139,13 @@ uint32_t tn_conf_listener_max_message(const tn_conf *c, const tn_conf_listener *
 int tn_conf_validate(const tn_conf *c, char *err, size_t errlen);
 
 const char *tn_conf_proto_name(tn_proto p); /* "mqtt", "mqtts", ... */
+bool tn_conf_proto_tls(tn_proto p);         /* mqtts, stomps, amqps, wss */
+bool tn_conf_proto_ws(tn_proto p);          /* ws, wss */
+
+/* Listener l's TLS settings: its own, else c's top-level ones, field by field (pointers into c
+ * and l, not copies). */
+void tn_conf_listener_tls(const tn_conf *c, const tn_conf_listener *l, tn_conf_tls *out);
+/* Sets one field of a tn_conf_tls (a copy of v), e.g. from --tls-cert. */
+void tn_conf_tls_set(char **field, const char *v);
 
 #endif

@@ -13,6 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Listeners are written positionally here ({proto, address, port, max_message_size}); the
+ * TLS and origin fields they leave out are zero. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 static const char *example_path;
 
 /* Loads yaml over the defaults and expects the exact error message; c must stay unchanged. */
@@ -130,9 +134,20 @@ test_full_file(void)
                        "  - url: amqp://10.1.2.3:5672\n"
                        "  - url: amqps://10.1.2.3:5671\n"
                        "  - url: ws://127.0.0.1:8080\n"
+                       "    allowed_origins: [https://a.example, \"http://b.example:8000\"]\n"
                        "  - url: wss://127.0.0.1:0\n"
+                       "    tls:\n"
+                       "      cert: /etc/tern/ws.pem\n"
+                       "      ca: /etc/tern/ca.pem\n"
+                       "      verify_client: require\n"
+                       "      min_version: \"1.3\"\n"
+                       "      ciphers: ECDHE+AESGCM\n"
+                       "      ciphersuites: TLS_AES_256_GCM_SHA384\n"
                        "  - url: stomps://127.0.0.1:0\n"
                        "    max_message_size: 4294967295\n"
+                       "tls:\n"
+                       "  cert: /etc/tern/server.pem\n"
+                       "  key: /etc/tern/server.key\n"
                        "data_dir: /var/lib/tern\n"
                        "log_level: debug\n"
                        "limits:\n"
@@ -150,6 +165,22 @@ test_full_file(void)
     CU_ASSERT_EQUAL_FATAL(tn_conf_load_string(&c, "t.conf", yaml, err, sizeof err), 0);
     CU_ASSERT_STRING_EQUAL(err, "");
     CU_ASSERT_EQUAL_FATAL(c.n_listeners, 8);
+    /* TLS: the listener's own fields over the top-level ones */
+    tn_conf_tls t;
+    tn_conf_listener_tls(&c, &c.listeners[6], &t);
+    CU_ASSERT_STRING_EQUAL(t.cert, "/etc/tern/ws.pem");
+    CU_ASSERT_STRING_EQUAL(t.key, "/etc/tern/server.key");
+    CU_ASSERT_STRING_EQUAL(t.ca, "/etc/tern/ca.pem");
+    CU_ASSERT_STRING_EQUAL(t.verify_client, "require");
+    CU_ASSERT_STRING_EQUAL(t.min_version, "1.3");
+    CU_ASSERT_STRING_EQUAL(t.ciphers, "ECDHE+AESGCM");
+    CU_ASSERT_STRING_EQUAL(t.ciphersuites, "TLS_AES_256_GCM_SHA384");
+    tn_conf_listener_tls(&c, &c.listeners[1], &t);
+    CU_ASSERT_STRING_EQUAL(t.cert, "/etc/tern/server.pem");
+    CU_ASSERT_PTR_NULL(t.ca);
+    CU_ASSERT_PTR_NULL(t.verify_client);
+    CU_ASSERT_EQUAL_FATAL(c.listeners[5].n_origins, 2);
+    CU_ASSERT_STRING_EQUAL(c.listeners[5].origins[1], "http://b.example:8000");
     CU_ASSERT_EQUAL(c.listeners[0].proto, TN_PROTO_MQTT);
     CU_ASSERT_STRING_EQUAL(c.listeners[0].address, "0.0.0.0");
     CU_ASSERT_EQUAL(c.listeners[0].port, 1884);
@@ -361,6 +392,25 @@ test_bad_values(void)
                  "t.conf:2:17: limits.max_inflight: 65536 is more than 65535 (MQTT Receive "
                  "Maximum is a 16-bit value)");
     expect_error("limits: *a\n", "t.conf:1:9: limits: No anchor found for alias: 'a'");
+    /* TLS */
+    expect_error("listeners:\n  - url: mqtts://127.0.0.1:0\n",
+                 "t.conf:2:10: listeners[0].url: a mqtts:// listener needs a certificate and a key "
+                 "(tls.cert and tls.key, or --tls-cert and --tls-key)");
+    expect_error("tls: {cert: c, key: k}\nlisteners:\n  - url: wss://127.0.0.1:0\n"
+                 "    tls: {verify_client: always}\n",
+                 "t.conf:4:26: listeners[0].tls.verify_client: 'always' is not one of none, "
+                 "optional, require");
+    expect_error("tls: {cert: c, key: k, verify_client: require}\nlisteners:\n"
+                 "  - url: amqps://127.0.0.1:0\n",
+                 "t.conf:1:39: tls.verify_client: verify_client require needs a CA file (tls.ca "
+                 "or --tls-ca)");
+    expect_error("tls: {cert: c, key: k, min_version: \"1.1\"}\nlisteners:\n"
+                 "  - url: stomps://127.0.0.1:0\n",
+                 "t.conf:1:37: tls.min_version: '1.1' is not 1.2 or 1.3");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:0\n    allowed_origins: [x]\n",
+                 "t.conf:3:22: listeners[0].allowed_origins: only ws:// and wss:// listeners "
+                 "check an Origin");
+    expect_error("tls: {cert: c, pem: k}\n", "t.conf:1:16: tls: unknown key 'pem'");
 }
 
 /* limits.max_message_size, limits.max_incoming_memory and a listener's own max_message_size. */
@@ -557,7 +607,7 @@ test_validate(void)
 
     tn_conf_set_listeners(
         &c,
-        (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 1, 0}, {TN_PROTO_MQTT, v6, 1, 0}, {7, v6b, 1, 0}},
+        (tn_conf_listener[]){{TN_PROTO_MQTT, v4, 1, 0}, {TN_PROTO_MQTT, v6, 1, 0}, {6, v6b, 1, 0}},
         3);
     CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
     CU_ASSERT_STRING_EQUAL(err, "listeners[2].url: [::1]:1 is already used by listeners[1]");

@@ -1,4 +1,5 @@
 #include "protocols/net/net.h"
+#include "protocols/tls/tls.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -9,6 +10,9 @@
 
 #define READ_CHUNK 65536
 #define SWEEP_MS 250
+/* TLS: plaintext is encrypted in pieces of at most this, and only while less than this much
+ * ciphertext waits to be written, so a large payload is never held twice in full. */
+#define SEAL_CHUNK 262144
 
 typedef struct conn conn;
 
@@ -45,10 +49,15 @@ struct conn {
     tn_net *net;
     const tn_adapter_ops *ops;
     void *a;
-    tn_buf in;  /* unparsed input */
-    tn_buf out; /* output not yet handed to the kernel */
-    orefs refs; /* payloads written from where they are, interleaved with out */
-    wreq *wr;   /* async write in flight, or NULL */
+    tn_buf in;     /* unparsed input */
+    tn_buf out;    /* output not yet handed to the kernel (TLS: plaintext not yet encrypted) */
+    orefs refs;    /* payloads written from where they are, interleaved with out */
+    tn_tls *tls;   /* TLS connection, or NULL (plain TCP) */
+    tn_buf tout;   /* TLS: ciphertext not yet handed to the kernel */
+    size_t sealed; /* TLS: bytes of out and refs (in stream order) already encrypted */
+    uint64_t handshake_by; /* TLS: loop time by which the handshake must be done (0: done) */
+    bool tls_shut;         /* TLS: close_notify queued */
+    wreq *wr;              /* async write in flight, or NULL */
     uint64_t deadline;
     uint64_t close_by; /* closing: loop time after which the output is given up (0: none) */
     conn *next, *prev; /* all connections */
@@ -75,6 +84,7 @@ typedef struct listener {
     tn_net *net;
     const tn_adapter_ops *ops;
     void *proto;
+    tn_tls_ctx *tls; /* TLS listener (not owned), or NULL */
     struct listener *next;
 } listener;
 
@@ -105,6 +115,7 @@ struct tn_net {
     void *done_arg;
     char peerbuf[64];
     uint8_t rbuf[READ_CHUNK];
+    uint8_t pbuf[READ_CHUNK]; /* TLS: plaintext decrypted from rbuf */
 };
 
 static void conn_update_reading(conn *c);
@@ -114,7 +125,14 @@ static const char *io_peer(void *ctx);
 static size_t
 pending_out(const conn *c)
 {
-    return c->out.len + c->refs.bytes + (c->wr ? c->wr->left : 0);
+    return c->out.len + c->refs.bytes - c->sealed + c->tout.len + (c->wr ? c->wr->left : 0);
+}
+
+/* The buffer the socket is written from: the output itself, or its ciphertext. */
+static tn_buf *
+wire(conn *c)
+{
+    return c->tls ? &c->tout : &c->out;
 }
 
 static void
@@ -231,6 +249,8 @@ conn_close_cb(uv_handle_t *h)
     orefs_release(&c->refs);
     tn_buf_fini(&c->in);
     tn_buf_fini(&c->out);
+    tn_buf_fini(&c->tout);
+    tn_tls_free(c->tls);
     free(c);
     handle_closed(n);
 }
@@ -263,8 +283,18 @@ conn_start_closing(conn *c)
 static void
 conn_maybe_finish(conn *c)
 {
-    if (c->closing && !c->handle_closing && pending_out(c) == 0)
-        conn_abort(c, c->close_reason);
+    if (!c->closing || c->handle_closing || pending_out(c) != 0)
+        return;
+    if (c->tls && !c->tls_shut && tn_tls_ready(c->tls)) {
+        /* Our side of a TLS close: close_notify, written before the socket closes. */
+        c->tls_shut = true;
+        tn_tls_shutdown(c->tls);
+        if (c->tout.len) {
+            mark_dirty(c);
+            return;
+        }
+    }
+    conn_abort(c, c->close_reason);
 }
 
 static void write_cb(uv_write_t *req, int status);
@@ -290,10 +320,11 @@ write_cb(uv_write_t *req, int status)
             return;
     }
     orefs_release(&w->refs);
-    if (c->out.cap == 0 && !c->handle_closing) {
-        c->out.data = w->buf.data; /* reuse the written buffer's memory */
-        c->out.cap = w->buf.cap;
-        c->out.len = 0;
+    tn_buf *b = wire(c);
+    if (b->cap == 0 && !c->handle_closing) {
+        b->data = w->buf.data; /* reuse the written buffer's memory */
+        b->cap = w->buf.cap;
+        b->len = 0;
     } else {
         tn_buf_fini(&w->buf);
     }
@@ -316,13 +347,18 @@ static int
 write_rest(conn *c, size_t written, size_t total)
 {
     wreq *w = tn_xmalloc(sizeof *w);
-    w->buf = c->out;
-    w->refs = c->refs;
+    tn_buf *b = wire(c);
+    w->buf = *b;
     w->done = written;
     w->left = total - written;
     w->req.data = c;
-    tn_buf_init(&c->out, c->out.max);
-    memset(&c->refs, 0, sizeof c->refs);
+    tn_buf_init(b, b->max);
+    if (c->tls) {
+        memset(&w->refs, 0, sizeof w->refs); /* sealed already: all in the ciphertext */
+    } else {
+        w->refs = c->refs;
+        memset(&c->refs, 0, sizeof c->refs);
+    }
     c->wr = w;
     int r = wreq_next(c, w);
     if (r < 0) {
@@ -334,16 +370,54 @@ write_rest(conn *c, size_t written, size_t total)
     return r;
 }
 
+/* TLS: encrypts the output (out and refs, in stream order) into tout, while tout holds less
+ * than SEAL_CHUNK; what is fully encrypted is released. Before the handshake is done, the
+ * plaintext waits. 0, or TN_EPROTO. */
+static int
+seal(conn *c)
+{
+    if (!tn_tls_ready(c->tls))
+        return 0;
+    size_t total = c->out.len + c->refs.bytes;
+    while (c->sealed < total && c->tout.len < SEAL_CHUNK) {
+        uv_buf_t iov[MAX_IOV];
+        size_t bytes;
+        unsigned k = build_iov(&c->out, &c->refs, c->sealed, iov, &bytes);
+        for (unsigned i = 0; i < k && c->tout.len < SEAL_CHUNK; i++) {
+            size_t n = iov[i].len < SEAL_CHUNK ? iov[i].len : SEAL_CHUNK;
+            if (tn_tls_write(c->tls, iov[i].base, n) != 0)
+                return TN_EPROTO;
+            c->sealed += n;
+            if (n < iov[i].len)
+                break;
+        }
+    }
+    if (c->sealed == total && total > 0) {
+        c->out.len = 0;
+        orefs_release(&c->refs);
+        c->sealed = 0;
+    }
+    return 0;
+}
+
 /* Hands c's output to the kernel: directly when it takes it all, else one async write. */
 static void
 conn_flush(conn *c)
 {
     if (c->handle_closing)
         return;
-    if (!c->wr && (c->out.len > 0 || c->refs.n > 0)) {
+    if (c->tls && !c->wr && seal(c) != 0) {
+        tn_log_info("NET-TLS-FAIL", "%s: %s, closing", io_peer(c), tn_tls_error(c->tls));
+        conn_abort(c, TN_CLOSE_LOCAL);
+        return;
+    }
+    static const orefs none;
+    tn_buf *b = wire(c);
+    const orefs *refs = c->tls ? &none : &c->refs;
+    if (!c->wr && (b->len > 0 || refs->n > 0)) {
         uv_buf_t iov[MAX_IOV];
-        size_t total = c->out.len + c->refs.bytes, bytes;
-        unsigned k = build_iov(&c->out, &c->refs, 0, iov, &bytes);
+        size_t total = b->len + refs->bytes, bytes;
+        unsigned k = build_iov(b, refs, 0, iov, &bytes);
         int r = uv_try_write((uv_stream_t *)&c->tcp, iov, k);
         if (r == UV_EAGAIN || r == UV_ENOSYS)
             r = 0;
@@ -352,8 +426,11 @@ conn_flush(conn *c)
             return;
         }
         if ((size_t)r == total) {
-            c->out.len = 0; /* keep the memory for the next turn; the sweep trims idle ones */
-            orefs_release(&c->refs);
+            b->len = 0; /* keep the memory for the next turn; the sweep trims idle ones */
+            if (!c->tls)
+                orefs_release(&c->refs);
+            else if (c->sealed < c->out.len + c->refs.bytes)
+                mark_dirty(c); /* more to encrypt: next turn */
         } else if (write_rest(c, (size_t)r, total) != 0) {
             conn_abort(c, TN_CLOSE_PEER);
             return;
@@ -377,7 +454,7 @@ alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     uint8_t *dst;
     /* A large body arriving: straight into the message it belongs to, when nothing is kept
      * before it. Worth a read of its own only when there is a good deal of it left. */
-    if (c->ops->read_into && c->in.len == 0 && (dst = c->ops->read_into(c->a, &n)) &&
+    if (c->ops->read_into && !c->tls && c->in.len == 0 && (dst = c->ops->read_into(c->a, &n)) &&
         n >= sizeof c->net->rbuf) {
         *buf = uv_buf_init((char *)dst, n > INT32_MAX ? INT32_MAX : (unsigned)n);
         return;
@@ -410,6 +487,56 @@ conn_feed(conn *c, const uint8_t *p, size_t len, bool from_in)
     }
 }
 
+/* Plaintext for the adapter: given at once, or kept in c->in while the adapter is paused (it
+ * arrived in the same read as what made it pause) or while earlier input waits there. */
+static void
+conn_input(conn *c, const uint8_t *p, size_t n)
+{
+    if (c->in.len == 0 && !c->paused) {
+        conn_feed(c, p, n, false);
+    } else if (tn_buf_append(&c->in, p, n) != 0) {
+        tn_log_warn("NET-INPUT-LIMIT", "%s: unparsed input over the %u byte limit, closing",
+                    io_peer(c), c->net->limits.max_input);
+        conn_abort(c, TN_CLOSE_LOCAL);
+    } else if (!c->paused) {
+        conn_feed(c, c->in.data, c->in.len, true);
+    }
+}
+
+/* TLS: ciphertext p[0..n) in; the handshake advances, records decrypt into the adapter's input. */
+static void
+tls_read(conn *c, const uint8_t *p, size_t n)
+{
+    tn_tls_input(c->tls, p, n);
+    for (;;) {
+        ssize_t r = tn_tls_read(c->tls, c->net->pbuf, sizeof c->net->pbuf);
+        if (c->handshake_by && tn_tls_ready(c->tls)) {
+            c->handshake_by = 0;
+            tn_log_debug("NET-TLS-READY", "%s: %s%s%s", io_peer(c), tn_tls_version(c->tls),
+                         tn_tls_subject(c->tls) ? ", client " : "",
+                         tn_tls_subject(c->tls) ? tn_tls_subject(c->tls) : "");
+        }
+        if (r == 0)
+            return;
+        if (r == TN_ECLOSED) {
+            conn_abort(c, TN_CLOSE_PEER); /* close_notify: the peer is done */
+            return;
+        }
+        if (r < 0) {
+            tn_log_info("NET-TLS-FAIL", "%s: TLS %s failed: %s, closing", io_peer(c),
+                        c->handshake_by ? "handshake" : "connection", tn_tls_error(c->tls));
+            /* Write the alert OpenSSL queued, then close. */
+            c->tls_shut = true;
+            if (!c->closing)
+                conn_start_closing(c);
+            return;
+        }
+        conn_input(c, c->net->pbuf, (size_t)r);
+        if (c->closing || c->handle_closing)
+            return;
+    }
+}
+
 static void
 read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
@@ -422,7 +549,9 @@ read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     const uint8_t *p = (const uint8_t *)buf->base;
     c->busy = true;
-    if (c->in.len == 0) {
+    if (c->tls) {
+        tls_read(c, p, (size_t)nread);
+    } else if (c->in.len == 0) {
         conn_feed(c, p, (size_t)nread, false);
     } else if (tn_buf_append(&c->in, p, (size_t)nread) != 0) {
         tn_log_warn("NET-INPUT-LIMIT", "%s: unparsed input over the %u byte limit, closing",
@@ -567,6 +696,13 @@ io_peer(void *ctx)
     return c->net->peerbuf;
 }
 
+static const char *
+io_cert_subject(void *ctx)
+{
+    conn *c = ctx;
+    return c->tls ? tn_tls_subject(c->tls) : NULL;
+}
+
 static const tn_io tcp_io = {
     .out = io_out,
     .out_ref = io_out_ref,
@@ -577,6 +713,7 @@ static const tn_io tcp_io = {
     .set_deadline = io_set_deadline,
     .now = io_now,
     .peer = io_peer,
+    .cert_subject = io_cert_subject,
 };
 
 static void
@@ -640,6 +777,17 @@ connection_cb(uv_stream_t *server, int status)
     int len = sizeof c->peer;
     uv_tcp_getpeername(&c->tcp, &c->peer.sa, &len);
     uv_tcp_nodelay(&c->tcp, 1);
+    if (l->tls) {
+        /* Ciphertext may briefly exceed the plaintext limits: records, handshake, alerts. */
+        tn_buf_init(&c->tout, (size_t)n->limits.max_output * 2 + n->limits.max_input + (1u << 20));
+        c->tls = tn_tls_new(l->tls, &c->tout);
+        if (!c->tls) {
+            tn_log_warn("NET-TLS-FAIL", "%s: cannot make a TLS connection", io_peer(c));
+            uv_close((uv_handle_t *)&c->tcp, refused_close_cb);
+            return;
+        }
+        c->handshake_by = uv_now(n->loop) + n->limits.tls_handshake_timeout_ms;
+    }
     c->next = n->conns;
     if (n->conns)
         n->conns->prev = c;
@@ -666,6 +814,15 @@ sweep_cb(uv_timer_t *t)
                 tn_buf_reset(&c->out);
             if (c->in.len == 0 && c->in.cap)
                 tn_buf_reset(&c->in);
+            if (c->tout.len == 0 && c->tout.cap)
+                tn_buf_reset(&c->tout);
+        }
+        if (c->handshake_by && c->handshake_by <= now && !c->handle_closing) {
+            tn_log_info("NET-TLS-TIMEOUT", "%s: TLS handshake not finished within %u ms, closing",
+                        io_peer(c), n->limits.tls_handshake_timeout_ms);
+            c->handshake_by = 0;
+            conn_abort(c, TN_CLOSE_LOCAL);
+            continue;
         }
         c->busy = false;
         if (c->deadline && c->deadline <= now && !c->closing) {
@@ -707,7 +864,7 @@ tn_net_new(uv_loop_t *loop, const tn_net_limits *limits)
 
 int
 tn_net_listen(tn_net *n, const char *address, uint16_t port, const tn_adapter_ops *ops, void *proto,
-              uint16_t *bound)
+              tn_tls_ctx *tls, uint16_t *bound)
 {
     union {
         struct sockaddr sa;
@@ -725,6 +882,7 @@ tn_net_listen(tn_net *n, const char *address, uint16_t port, const tn_adapter_op
     l->net = n;
     l->ops = ops;
     l->proto = proto;
+    l->tls = tls;
     uv_tcp_init(n->loop, &l->tcp);
     l->tcp.data = l;
     n->n_handles++;

@@ -32,17 +32,23 @@ typedef struct tn_net_limits {
     uint32_t max_output;       /* pending output above which out_full() is true (bytes) */
     uint32_t close_timeout_ms; /* a closing connection whose output is not written by then is
                                   closed without it (0: waits for the client however long) */
+    uint32_t tls_handshake_timeout_ms; /* a TLS handshake not done by then is closed */
 } tn_net_limits;
+
+struct tn_tls_ctx;
 
 typedef struct tn_net tn_net;
 
 tn_net *tn_net_new(struct uv_loop_s *loop, const tn_net_limits *limits);
 /*
  * Listens on address:port (numeric IPv4/IPv6) for connections handled by ops with proto as its
- * open() argument. port 0 picks a free port; *bound gets the actual port.
+ * open() argument. port 0 picks a free port; *bound gets the actual port. With tls (not owned;
+ * it must outlive n), connections speak TLS: the adapter sees plaintext once the handshake is
+ * done; a handshake that fails or is not done within tls_handshake_timeout_ms closes the
+ * connection (NET-TLS-FAIL, NET-TLS-TIMEOUT).
  */
 int tn_net_listen(tn_net *n, const char *address, uint16_t port, const tn_adapter_ops *ops,
-                  void *proto, uint16_t *bound);
+                  void *proto, struct tn_tls_ctx *tls, uint16_t *bound);
 /* Stops listening and closes every connection (closed() with TN_CLOSE_SHUTDOWN); done() is
  * called once every handle is closed, after which tn_net_free() may be called. */
 void tn_net_close(tn_net *n, void (*done)(void *arg), void *arg);

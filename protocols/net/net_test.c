@@ -291,7 +291,7 @@ setup_limits(const tn_net_limits *l)
     memset(&srv, 0, sizeof srv);
     uv_loop_init(&loop);
     net = tn_net_new(&loop, l);
-    return tn_net_listen(net, "127.0.0.1", 0, &test_ops, NULL, &port);
+    return tn_net_listen(net, "127.0.0.1", 0, &test_ops, NULL, NULL, &port);
 }
 
 static int

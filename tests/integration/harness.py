@@ -102,17 +102,21 @@ class Broker:
     """One broker process: start() waits until it listens, stop() checks it exits cleanly."""
 
     def __init__(self, kind=None, listeners=1, data_dir=None, extra_args=(), stomp=False,
-                 amqp=False):
+                 amqp=False, listen=()):
         """listeners: how many `--listen mqtt://127.0.0.1:0` (ternd only); data_dir: a given
         --data folder (by default a new temporary one, removed after a clean stop);
         extra_args: more ternd options; stomp: also `--listen stomp://127.0.0.1:0` (ternd
         only), its port in stomp_port; amqp: also `--listen amqp://127.0.0.1:0` (ternd only),
-        its port in amqp_port."""
+        its port in amqp_port; listen: more schemes, each `--listen SCHEME://127.0.0.1:0`
+        (e.g. "mqtts", "wss"), their ports in ports_by[SCHEME] (a list, in order) and by
+        port_of(SCHEME) (the first)."""
         self.kind = kind or BROKER_KIND
         self.host = HOST
         self.listeners = listeners
         self.stomp = stomp
         self.amqp = amqp
+        self.listen = list(listen)
+        self.ports_by = {}
         self.extra_args = list(extra_args)
         self.port = None  # the first MQTT listener's
         self.ports = []  # the MQTT listeners'
@@ -149,17 +153,21 @@ class Broker:
             cmd += ["--listen", "stomp://%s:0" % HOST]
         if self.amqp:
             cmd += ["--listen", "amqp://%s:0" % HOST]
+        for scheme in self.listen:
+            cmd += ["--listen", "%s://%s:0" % (scheme, HOST)]
         cmd += ["--data", self.data_dir] + self.extra_args
         if os.environ.get("TERN_LOG_LEVEL"):
             cmd += ["--log-level", os.environ["TERN_LOG_LEVEL"]]
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        self._ready_re = re.compile(r"TERN-READY.* (mqtt|stomp|amqp)://127\.0\.0\.1:(\d+)")
+        self._ready_re = re.compile(r"TERN-READY.* ([a-z]+)://127\.0\.0\.1:(\d+)")
         self._spawn(cmd, env)
-        found = self._wait_ready(self.listeners + int(self.stomp) + int(self.amqp))
+        found = self._wait_ready(self.listeners + int(self.stomp) + int(self.amqp)
+                                 + len(self.listen))
         by_proto = {}
         for m in found:
             by_proto.setdefault(m.group(1), []).append(int(m.group(2)))
+        self.ports_by = by_proto
         self.ports = by_proto.get("mqtt", [])
         self.port = self.ports[0] if self.ports else None
         self.stomp_port = by_proto["stomp"][0] if self.stomp and "stomp" in by_proto else None
@@ -170,6 +178,10 @@ class Broker:
             raise BrokerError("expected %d mqtt, %d stomp and %d amqp ready lines, got %r\n%s"
                               % (self.listeners, int(self.stomp), int(self.amqp), by_proto,
                                  self.log_text()))
+
+    def port_of(self, scheme):
+        """The port of the first `scheme` listener (see listen=)."""
+        return self.ports_by[scheme][0]
 
     def _start_mosquitto(self):
         if self.stomp or self.amqp:

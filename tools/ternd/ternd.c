@@ -7,6 +7,7 @@
 #include "protocols/mqtt/mqtt.h"
 #include "protocols/stomp/stomp.h"
 #include "protocols/net/net.h"
+#include "protocols/tls/tls.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -31,7 +32,14 @@ static const char usage[] =
     "                         stomp://127.0.0.1:61613 or amqp://127.0.0.1:5672;\n"
     "                         repeatable; replaces the config's listeners; port 0 picks a free\n"
     "                         port (the TERN-READY log line tells which)\n"
+    "                         TLS: mqtts://, stomps://, amqps:// (and wss://, WebSocket)\n"
     "  -d, --data DIR         keep data in DIR (created if missing)\n"
+    "      --tls-cert FILE    PEM certificate chain for every TLS listener\n"
+    "      --tls-key FILE     its PEM private key\n"
+    "      --tls-ca FILE      PEM CA certificates that sign client certificates\n"
+    "      --tls-verify-client none|optional|require\n"
+    "                         ask TLS clients for a certificate signed by --tls-ca: not at all\n"
+    "                         (none, the default), optional, or required in the handshake\n"
     "      --log-level LEVEL  error, warn, info or debug\n"
     "  -h, --help             show this help and exit\n"
     "  -V, --version          show the version and exit\n"
@@ -49,7 +57,8 @@ typedef struct ternd {
     tn_mqtt **mqtt; /* one adapter per listener */
     tn_stomp **stomp;
     tn_amqp **amqp;
-    size_t n_mqtt, n_stomp, n_amqp;
+    tn_tls_ctx **tls; /* one per TLS listener */
+    size_t n_mqtt, n_stomp, n_amqp, n_tls;
     bool stopping;
 } ternd;
 
@@ -133,17 +142,22 @@ main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
 #endif
-    enum { OPT_LOG_LEVEL = 256 };
+    enum { OPT_LOG_LEVEL = 256, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_VERIFY };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"listen", required_argument, NULL, 'l'},
         {"data", required_argument, NULL, 'd'},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"tls-verify-client", required_argument, NULL, OPT_TLS_VERIFY},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *data = NULL, *level = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL, *tls_verify = NULL;
     tn_conf_listener *listen = NULL;
     size_t n_listen = 0;
     char err[512];
@@ -170,6 +184,25 @@ main(int argc, char **argv)
             break;
         case OPT_LOG_LEVEL:
             level = optarg;
+            break;
+        case OPT_TLS_CERT:
+            tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            tls_key = optarg;
+            break;
+        case OPT_TLS_CA:
+            tls_ca = optarg;
+            break;
+        case OPT_TLS_VERIFY:
+            if (tn_tls_verify_parse(optarg) < 0) {
+                fprintf(stderr,
+                        "ternd: --tls-verify-client %s: expected none, optional or require\n",
+                        optarg);
+                ret = 2;
+                goto out;
+            }
+            tls_verify = optarg;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -204,6 +237,16 @@ main(int argc, char **argv)
         free(conf.log_level);
         conf.log_level = tn_xstrdup(level);
     }
+    /* The --tls-* flags set the top-level TLS settings, which every TLS listener uses where its
+     * own config says nothing. */
+    if (tls_cert)
+        tn_conf_tls_set(&conf.tls.cert, tls_cert);
+    if (tls_key)
+        tn_conf_tls_set(&conf.tls.key, tls_key);
+    if (tls_ca)
+        tn_conf_tls_set(&conf.tls.ca, tls_ca);
+    if (tls_verify)
+        tn_conf_tls_set(&conf.tls.verify_client, tls_verify);
     if (tn_conf_validate(&conf, err, sizeof err) != 0) {
         fprintf(stderr, "ternd: %s\n", err);
         goto out;
@@ -234,6 +277,7 @@ main(int argc, char **argv)
     t.mqtt = tn_xcalloc(conf.n_listeners, sizeof *t.mqtt);
     t.stomp = tn_xcalloc(conf.n_listeners, sizeof *t.stomp);
     t.amqp = tn_xcalloc(conf.n_listeners, sizeof *t.amqp);
+    t.tls = tn_xcalloc(conf.n_listeners, sizeof *t.tls);
     uv_loop_init(&t.loop);
     tn_broker_limits bl = {
         .max_inflight = conf.limits.max_inflight,
@@ -277,6 +321,7 @@ main(int argc, char **argv)
         .max_input = conf.limits.max_packet_size + 2 * 65536 + 8,
         .max_output = conf.limits.max_output_buffer,
         .close_timeout_ms = conf.limits.close_timeout,
+        .tls_handshake_timeout_ms = conf.limits.tls_handshake_timeout,
     };
     t.net = tn_net_new(&t.loop, &nl);
     /* Slow consumers are declared within a tenth of slow_consumer_timeout (at most 100 ms). */
@@ -297,19 +342,43 @@ main(int argc, char **argv)
     for (size_t i = 0; i < conf.n_listeners && ok; i++) {
         tn_conf_listener *l = &conf.listeners[i];
         const char *scheme = tn_conf_proto_name(l->proto);
-        const tn_adapter_ops *ops = l->proto == TN_PROTO_MQTT    ? &tn_mqtt_adapter
-                                    : l->proto == TN_PROTO_STOMP ? &tn_stomp_adapter
-                                    : l->proto == TN_PROTO_AMQP  ? &tn_amqp_adapter
-                                                                 : NULL;
+        /* mqtts is mqtt over TLS, and so on. */
+        tn_proto base = l->proto == TN_PROTO_MQTTS    ? TN_PROTO_MQTT
+                        : l->proto == TN_PROTO_STOMPS ? TN_PROTO_STOMP
+                        : l->proto == TN_PROTO_AMQPS  ? TN_PROTO_AMQP
+                                                      : l->proto;
+        const tn_adapter_ops *ops = base == TN_PROTO_MQTT    ? &tn_mqtt_adapter
+                                    : base == TN_PROTO_STOMP ? &tn_stomp_adapter
+                                    : base == TN_PROTO_AMQP  ? &tn_amqp_adapter
+                                                             : NULL;
+        tn_tls_ctx *tls = NULL;
+        if (ops && tn_conf_proto_tls(l->proto)) {
+            tn_conf_tls lt;
+            tn_conf_listener_tls(&conf, l, &lt);
+            tn_tls_conf tc = {.cert_file = lt.cert,
+                              .key_file = lt.key,
+                              .ca_file = lt.ca,
+                              .verify = lt.verify_client ? tn_tls_verify_parse(lt.verify_client)
+                                                         : TN_TLS_VERIFY_NONE,
+                              .min_version = lt.min_version,
+                              .ciphers = lt.ciphers,
+                              .ciphersuites = lt.ciphersuites};
+            tls = t.tls[t.n_tls++] = tn_tls_ctx_new(&tc, err, sizeof err);
+            if (!tls) {
+                tn_log_error("TERN-TLS", "%s listener: %s", scheme, err);
+                ok = false;
+                break;
+            }
+        }
         /* One adapter instance per listener: each has its own message size limit. */
         uint32_t max_message = tn_conf_listener_max_message(&conf, l);
         void *proto = NULL;
-        if (l->proto == TN_PROTO_MQTT) {
+        if (base == TN_PROTO_MQTT) {
             tn_mqtt_conf mc = {.max_message = max_message,
                                .max_packet = conf.limits.max_packet_size,
                                .connect_timeout_ms = 10000};
             proto = t.mqtt[t.n_mqtt++] = tn_mqtt_new(broker, &mc);
-        } else if (l->proto == TN_PROTO_STOMP) {
+        } else if (base == TN_PROTO_STOMP) {
             tn_stomp_conf stc = {
                 .limits = {.max_line = 8192,
                            .max_headers = 128,
@@ -319,7 +388,7 @@ main(int argc, char **argv)
                 .max_deliveries = conf.limits.max_deliveries,
             };
             proto = t.stomp[t.n_stomp++] = tn_stomp_new(broker, &stc);
-        } else if (l->proto == TN_PROTO_AMQP) {
+        } else if (base == TN_PROTO_AMQP) {
             tn_amqp_conf ac = {
                 .max_message = max_message,
                 .max_frame = conf.limits.amqp_max_frame_size,
@@ -334,7 +403,7 @@ main(int argc, char **argv)
             break;
         }
         uint16_t port = 0;
-        if (tn_net_listen(t.net, l->address, l->port, ops, proto, &port) != 0) {
+        if (tn_net_listen(t.net, l->address, l->port, ops, proto, tls, &port) != 0) {
             ok = false;
             break;
         }
@@ -361,6 +430,9 @@ main(int argc, char **argv)
     free(t.mqtt);
     free(t.stomp);
     free(t.amqp);
+    for (size_t i = 0; i < t.n_tls; i++)
+        tn_tls_ctx_free(t.tls[i]);
+    free(t.tls);
     tn_broker_free(broker);
     if (uv_loop_close(&t.loop) != 0)
         tn_log_warn("TERN-LEAK", "event loop closed with open handles");
