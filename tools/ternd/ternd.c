@@ -8,6 +8,7 @@
 #include "protocols/stomp/stomp.h"
 #include "protocols/net/net.h"
 #include "protocols/tls/tls.h"
+#include "protocols/ws/ws.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -52,6 +53,7 @@ typedef struct ternd {
     uv_async_t store_wake; /* the journal's writer thread says records became durable */
     uv_timer_t tick;       /* broker housekeeping (slow consumers) */
     tn_net *net;
+    tn_ws *ws; /* WebSocket listeners (libwebsockets), made with the first one */
     tn_store *store;
     tn_broker *broker;
     tn_mqtt **mqtt; /* one adapter per listener */
@@ -124,6 +126,8 @@ on_signal(uv_signal_t *h, int signum)
         return;
     t->stopping = true;
     tn_log_info("TERN-STOP", "signal %d: shutting down", signum);
+    if (t->ws)
+        tn_ws_close(t->ws);
     tn_net_close(t->net, net_closed, t);
     uv_close((uv_handle_t *)&t->sigint, signal_closed);
     uv_close((uv_handle_t *)&t->sigterm, signal_closed);
@@ -352,17 +356,18 @@ main(int argc, char **argv)
                                     : base == TN_PROTO_AMQP  ? &tn_amqp_adapter
                                                              : NULL;
         tn_tls_ctx *tls = NULL;
-        if (ops && tn_conf_proto_tls(l->proto)) {
-            tn_conf_tls lt;
-            tn_conf_listener_tls(&conf, l, &lt);
-            tn_tls_conf tc = {.cert_file = lt.cert,
-                              .key_file = lt.key,
-                              .ca_file = lt.ca,
-                              .verify = lt.verify_client ? tn_tls_verify_parse(lt.verify_client)
-                                                         : TN_TLS_VERIFY_NONE,
-                              .min_version = lt.min_version,
-                              .ciphers = lt.ciphers,
-                              .ciphersuites = lt.ciphersuites};
+        tn_conf_tls lt;
+        tn_conf_listener_tls(&conf, l, &lt);
+        tn_tls_conf tc = {.cert_file = lt.cert,
+                          .key_file = lt.key,
+                          .ca_file = lt.ca,
+                          .verify = lt.verify_client ? tn_tls_verify_parse(lt.verify_client)
+                                                     : TN_TLS_VERIFY_NONE,
+                          .min_version = lt.min_version,
+                          .ciphers = lt.ciphers,
+                          .ciphersuites = lt.ciphersuites};
+        if (tn_conf_proto_tls(l->proto)) {
+            /* Loaded here for wss too: a bad certificate is reported the same way. */
             tls = t.tls[t.n_tls++] = tn_tls_ctx_new(&tc, err, sizeof err);
             if (!tls) {
                 tn_log_error("TERN-TLS", "%s listener: %s", scheme, err);
@@ -370,15 +375,25 @@ main(int argc, char **argv)
                 break;
             }
         }
-        /* One adapter instance per listener: each has its own message size limit. */
+        /* One adapter instance per listener: each has its own message size limit. A WebSocket
+         * listener has one of each. */
         uint32_t max_message = tn_conf_listener_max_message(&conf, l);
         void *proto = NULL;
-        if (base == TN_PROTO_MQTT) {
+        bool ws = tn_conf_proto_ws(l->proto);
+        tn_ws_listen_conf wc = {.address = l->address,
+                                .port = l->port,
+                                .max_message = max_message,
+                                .origins = (const char *const *)l->origins,
+                                .n_origins = l->n_origins,
+                                .tls = l->proto == TN_PROTO_WSS ? &tc : NULL};
+        if (base == TN_PROTO_MQTT || ws) {
             tn_mqtt_conf mc = {.max_message = max_message,
                                .max_packet = conf.limits.max_packet_size,
                                .connect_timeout_ms = 10000};
             proto = t.mqtt[t.n_mqtt++] = tn_mqtt_new(broker, &mc);
-        } else if (base == TN_PROTO_STOMP) {
+            wc.mqtt = (tn_ws_adapter){&tn_mqtt_adapter, proto};
+        }
+        if (base == TN_PROTO_STOMP || ws) {
             tn_stomp_conf stc = {
                 .limits = {.max_line = 8192,
                            .max_headers = 128,
@@ -388,7 +403,9 @@ main(int argc, char **argv)
                 .max_deliveries = conf.limits.max_deliveries,
             };
             proto = t.stomp[t.n_stomp++] = tn_stomp_new(broker, &stc);
-        } else if (base == TN_PROTO_AMQP) {
+            wc.stomp = (tn_ws_adapter){&tn_stomp_adapter, proto};
+        }
+        if (base == TN_PROTO_AMQP || ws) {
             tn_amqp_conf ac = {
                 .max_message = max_message,
                 .max_frame = conf.limits.amqp_max_frame_size,
@@ -396,14 +413,30 @@ main(int argc, char **argv)
                 .max_deliveries = conf.limits.max_deliveries,
             };
             proto = t.amqp[t.n_amqp++] = tn_amqp_new(broker, &ac);
-        }
-        if (!ops) {
-            tn_log_error("TERN-LISTEN-PROTO", "%s:// listeners are not supported yet", scheme);
-            ok = false;
-            break;
+            wc.amqp = (tn_ws_adapter){&tn_amqp_adapter, proto};
         }
         uint16_t port = 0;
-        if (tn_net_listen(t.net, l->address, l->port, ops, proto, tls, &port) != 0) {
+        if (ws) {
+            tn_ws_limits wl = {.max_connections = nl.max_connections,
+                               .max_input = nl.max_input,
+                               .max_output = nl.max_output,
+                               .close_timeout_ms = nl.close_timeout_ms,
+                               .tls_handshake_timeout_ms = nl.tls_handshake_timeout_ms};
+            if (!t.ws && !(t.ws = tn_ws_new(&t.loop, &wl, err, sizeof err))) {
+                tn_log_error("TERN-WS", "%s", err);
+                ok = false;
+                break;
+            }
+            if (tn_ws_listen(t.ws, &wc, &port, err, sizeof err) != 0) {
+                tn_log_error("NET-LISTEN-FAIL", "%s listener: %s", scheme, err);
+                ok = false;
+                break;
+            }
+        } else if (!ops) {
+            tn_log_error("TERN-LISTEN-PROTO", "%s:// listeners are not supported", scheme);
+            ok = false;
+            break;
+        } else if (tn_net_listen(t.net, l->address, l->port, ops, proto, tls, &port) != 0) {
             ok = false;
             break;
         }
@@ -415,11 +448,14 @@ main(int argc, char **argv)
         tn_log_info("TERN-START", "ternd %s started, data in %s", TERN_VERSION, conf.data_dir);
     } else {
         t.stopping = true;
+        if (t.ws)
+            tn_ws_close(t.ws);
         tn_net_close(t.net, net_closed, &t);
         uv_close((uv_handle_t *)&t.sigint, signal_closed);
         uv_close((uv_handle_t *)&t.sigterm, signal_closed);
     }
     uv_run(&t.loop, UV_RUN_DEFAULT);
+    tn_ws_free(t.ws);
     tn_net_free(t.net);
     for (size_t i = 0; i < t.n_mqtt; i++)
         tn_mqtt_free(t.mqtt[i]);

@@ -1,0 +1,966 @@
+#include <uv.h> /* before libwebsockets.h: it declares its libuv helpers only after uv.h */
+
+#include "protocols/ws/ws.h"
+
+#include <arpa/inet.h>
+#include <libwebsockets.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define SWEEP_MS 250
+#define WRITE_CHUNK 262144     /* largest WebSocket message we send */
+#define RX_CHUNK 65536         /* libwebsockets hands us input in pieces of at most this */
+#define SNIFF_TIMEOUT_MS 10000 /* no subprotocol: the first bytes must come by then */
+
+/* What a connection speaks, by the subprotocol table below (also the lws protocol id). */
+enum { P_SNIFF, P_MQTT, P_STOMP, P_AMQP };
+
+typedef struct listener {
+    tn_ws *w;
+    struct lws_vhost *vh;
+    tn_ws_adapter ad[4]; /* by P_* (P_SNIFF unused) */
+    uint32_t max_message;
+    char **origins;
+    size_t n_origins;
+    tn_tls_conf tls; /* wss: strings owned */
+    bool is_tls;
+    struct listener *next;
+} listener;
+
+typedef struct oref {
+    size_t at; /* before byte `at` of out */
+    const uint8_t *p;
+    size_t n;
+    void (*release)(void *owner);
+    void *owner;
+} oref;
+
+typedef struct wconn {
+    tn_ws *w;
+    listener *l;
+    struct lws *wsi;
+    struct wconn **slot; /* libwebsockets' per-connection space, which points here */
+    int kind;            /* P_* */
+    const tn_adapter_ops *ops;
+    void *a;    /* the adapter's state, NULL until opened */
+    tn_buf in;  /* unparsed input */
+    tn_buf out; /* output */
+    oref *refs; /* payloads written from where they are, interleaved with out */
+    size_t n_refs, cap_refs, ref_bytes;
+    size_t sent;  /* bytes of out and refs (stream order) already written */
+    uint64_t msg; /* bytes of the incoming message so far */
+    uint64_t deadline;
+    uint64_t close_by;
+    struct wconn *next, *prev;
+    struct wconn *dirty_next, *wake_next;
+    char *subject;
+    char peer[64];
+    bool closing; /* no more input; closes once the output is written */
+    bool gone;    /* libwebsockets closed it (or is about to) */
+    bool paused;
+    bool full;
+    bool dirty;
+    bool woken;
+    bool busy;
+} wconn;
+
+struct tn_ws {
+    uv_loop_t *loop;
+    struct lws_context *ctx;
+    tn_ws_limits limits;
+    uv_prepare_t prepare;
+    uv_timer_t sweep;
+    listener *listeners;
+    wconn *conns;
+    wconn *dirty;
+    wconn *wakeq;
+    uint32_t n_conns;
+    bool closing;
+    uint8_t wbuf[LWS_PRE + WRITE_CHUNK];
+};
+
+static void conn_feed(wconn *c);
+
+/* ---- logging: libwebsockets' own lines go to ours ---- */
+
+static void
+lws_log(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    if (level & LLL_ERR)
+        tn_log_info("WS-LWS", "%.*s", (int)n, line);
+    else
+        tn_log_debug("WS-LWS", "%.*s", (int)n, line);
+}
+
+/* ---- output ---- */
+
+static size_t
+pending(const wconn *c)
+{
+    return c->out.len + c->ref_bytes - c->sent;
+}
+
+static void
+refs_release(wconn *c)
+{
+    for (size_t i = 0; i < c->n_refs; i++)
+        c->refs[i].release(c->refs[i].owner);
+    free(c->refs);
+    c->refs = NULL;
+    c->n_refs = c->cap_refs = c->ref_bytes = 0;
+}
+
+static void
+mark_dirty(wconn *c)
+{
+    c->busy = true;
+    if (c->dirty || c->gone)
+        return;
+    c->dirty = true;
+    c->dirty_next = c->w->dirty;
+    c->w->dirty = c;
+}
+
+static void
+mark_woken(wconn *c)
+{
+    if (c->woken || c->gone)
+        return;
+    c->woken = true;
+    c->wake_next = c->w->wakeq;
+    c->w->wakeq = c;
+}
+
+static void
+unlist(wconn *c)
+{
+    tn_ws *w = c->w;
+    if (c->dirty)
+        for (wconn **pp = &w->dirty; *pp; pp = &(*pp)->dirty_next)
+            if (*pp == c) {
+                *pp = c->dirty_next;
+                break;
+            }
+    if (c->woken)
+        for (wconn **pp = &w->wakeq; *pp; pp = &(*pp)->wake_next)
+            if (*pp == c) {
+                *pp = c->wake_next;
+                break;
+            }
+    c->dirty = c->woken = false;
+}
+
+/* Copies up to cap bytes of the output stream from byte `from` on into dst; returns how many. */
+static size_t
+gather(const wconn *c, size_t from, uint8_t *dst, size_t cap)
+{
+    size_t got = 0, pos = 0, skip = from; /* pos: in out */
+    for (size_t i = 0; i <= c->n_refs && got < cap; i++) {
+        size_t end = i < c->n_refs ? c->refs[i].at : c->out.len;
+        size_t len = end - pos;
+        if (skip >= len) {
+            skip -= len;
+        } else {
+            size_t k = len - skip < cap - got ? len - skip : cap - got;
+            memcpy(dst + got, c->out.data + pos + skip, k);
+            got += k;
+            skip = 0;
+        }
+        pos = end;
+        if (i == c->n_refs || got == cap)
+            break;
+        const oref *o = &c->refs[i];
+        if (skip >= o->n) {
+            skip -= o->n;
+        } else {
+            size_t k = o->n - skip < cap - got ? o->n - skip : cap - got;
+            memcpy(dst + got, o->p + skip, k);
+            got += k;
+            skip = 0;
+        }
+    }
+    return got;
+}
+
+/* Closes the connection from outside its callbacks (it is closed on lws' next service). */
+static void
+kill_async(wconn *c)
+{
+    if (c->gone)
+        return;
+    c->closing = true;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+/* WRITEABLE: one message of the pending output. Returns -1 to close the connection. */
+static int
+on_writeable(wconn *c)
+{
+    size_t n = gather(c, c->sent, c->w->wbuf + LWS_PRE, WRITE_CHUNK);
+    if (n) {
+        if (lws_write(c->wsi, c->w->wbuf + LWS_PRE, n, LWS_WRITE_BINARY) < (int)n)
+            return -1;
+        c->sent += n;
+        c->busy = true;
+        if (c->sent == c->out.len + c->ref_bytes) {
+            c->out.len = 0;
+            refs_release(c);
+            c->sent = 0;
+        }
+    }
+    if (c->full && pending(c) < c->w->limits.max_output / 4 * 3) {
+        c->full = false;
+        if (!c->closing && c->a)
+            c->ops->drained(c->a);
+    }
+    if (pending(c))
+        lws_callback_on_writable(c->wsi);
+    else if (c->closing) {
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- tn_io ---- */
+
+static tn_buf *
+io_out(void *ctx)
+{
+    wconn *c = ctx;
+    mark_dirty(c);
+    return &c->out;
+}
+
+static void
+io_out_ref(void *ctx, const uint8_t *p, size_t n, void (*release)(void *owner), void *owner)
+{
+    wconn *c = ctx;
+    mark_dirty(c);
+    if (c->gone || n == 0) {
+        release(owner);
+        return;
+    }
+    if (c->n_refs == c->cap_refs) {
+        c->cap_refs = c->cap_refs ? c->cap_refs * 2 : 4;
+        c->refs = tn_xrealloc(c->refs, c->cap_refs * sizeof *c->refs);
+    }
+    c->refs[c->n_refs++] = (oref){c->out.len, p, n, release, owner};
+    c->ref_bytes += n;
+}
+
+static bool
+io_out_full(void *ctx)
+{
+    wconn *c = ctx;
+    if (pending(c) >= c->w->limits.max_output)
+        c->full = true;
+    return c->full;
+}
+
+static void
+start_closing(wconn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (c->w->limits.close_timeout_ms)
+        c->close_by = uv_now(c->w->loop) + c->w->limits.close_timeout_ms;
+    mark_dirty(c);
+}
+
+static void
+io_close(void *ctx)
+{
+    start_closing(ctx);
+}
+
+static void
+io_pause(void *ctx, bool paused)
+{
+    wconn *c = ctx;
+    if (c->paused == paused)
+        return;
+    c->paused = paused;
+    if (!c->gone)
+        lws_rx_flow_control(c->wsi, paused ? 0 : 1);
+    if (!paused && c->in.len)
+        mark_woken(c);
+}
+
+static void
+io_wake(void *ctx)
+{
+    mark_woken(ctx);
+}
+
+static void
+io_set_deadline(void *ctx, uint64_t at)
+{
+    ((wconn *)ctx)->deadline = at;
+}
+
+static uint64_t
+io_now(void *ctx)
+{
+    return uv_now(((wconn *)ctx)->w->loop);
+}
+
+static const char *
+io_peer(void *ctx)
+{
+    return ((wconn *)ctx)->peer;
+}
+
+static const char *
+io_cert_subject(void *ctx)
+{
+    return ((wconn *)ctx)->subject;
+}
+
+static const tn_io ws_io = {
+    .out = io_out,
+    .out_ref = io_out_ref,
+    .out_full = io_out_full,
+    .close = io_close,
+    .pause = io_pause,
+    .wake = io_wake,
+    .set_deadline = io_set_deadline,
+    .now = io_now,
+    .peer = io_peer,
+    .cert_subject = io_cert_subject,
+};
+
+/* ---- input ---- */
+
+/* Offers c->in (or nothing new) to the adapter. */
+static void
+conn_feed(wconn *c)
+{
+    if (!c->a || c->closing || c->gone || c->paused)
+        return;
+    ssize_t used = c->ops->input(c->a, c->in.data, c->in.len);
+    if (used < 0) {
+        start_closing(c);
+        return;
+    }
+    tn_buf_consume(&c->in, (size_t)used);
+}
+
+static void
+conn_input(wconn *c, const uint8_t *p, size_t n)
+{
+    if (c->in.len == 0 && !c->paused && c->a) {
+        ssize_t used = c->ops->input(c->a, p, n);
+        if (used < 0) {
+            start_closing(c);
+            return;
+        }
+        p += used;
+        n -= (size_t)used;
+        if (n == 0 || c->closing)
+            return;
+    }
+    if (tn_buf_append(&c->in, p, n) != 0) {
+        tn_log_warn("NET-INPUT-LIMIT", "%s: unparsed input over the %u byte limit, closing",
+                    c->peer, c->w->limits.max_input);
+        kill_async(c);
+        return;
+    }
+    if (!c->paused)
+        conn_feed(c);
+}
+
+/* A client that offered no subprotocol: its first bytes say which protocol it speaks. */
+static int
+sniff(const uint8_t *p, size_t n, int *kind)
+{
+    size_t i = 0;
+    while (i < n && (p[i] == '\r' || p[i] == '\n')) /* STOMP heart-beats before CONNECT */
+        i++;
+    if (i == n)
+        return 0; /* not yet */
+    if (p[i] == 0x10 && i == 0)
+        *kind = P_MQTT;
+    else if (p[i] == 'A' && i == 0)
+        *kind = P_AMQP;
+    else if (p[i] == 'C' || p[i] == 'S')
+        *kind = P_STOMP;
+    else
+        return -1;
+    return 1;
+}
+
+static bool
+open_adapter(wconn *c, int kind)
+{
+    tn_ws_adapter *ad = &c->l->ad[kind];
+    if (!ad->ops)
+        return false;
+    c->kind = kind;
+    c->ops = ad->ops;
+    c->a = ad->ops->open(ad->proto, &ws_io, c);
+    return c->a != NULL;
+}
+
+static int
+on_receive(wconn *c, const uint8_t *p, size_t n)
+{
+    if (c->closing || c->gone)
+        return 0;
+    c->busy = true;
+    if (lws_is_first_fragment(c->wsi))
+        c->msg = 0;
+    c->msg += n;
+    if (c->msg > (uint64_t)c->l->max_message + 65536) {
+        tn_log_info("WS-TOO-LARGE", "%s: WebSocket message over %u bytes, closing", c->peer,
+                    c->l->max_message);
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, NULL, 0);
+        return -1;
+    }
+    if (!lws_frame_is_binary(c->wsi) && (c->kind == P_MQTT || c->kind == P_AMQP)) {
+        tn_log_info("WS-TEXT", "%s: text message on a %s connection (binary only), closing",
+                    c->peer, c->kind == P_MQTT ? "MQTT" : "AMQP");
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, NULL, 0);
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    if (!c->a) {
+        /* No subprotocol: pick one from the first bytes (kept in c->in until they tell). */
+        if (tn_buf_append(&c->in, p, n) != 0)
+            return -1;
+        int kind = P_SNIFF, r = sniff(c->in.data, c->in.len, &kind);
+        if (r == 0)
+            return 0;
+        if (r < 0 || !open_adapter(c, kind)) {
+            tn_log_info("WS-PROTOCOL",
+                        "%s: no subprotocol offered and the first bytes are not MQTT, STOMP or "
+                        "AMQP, closing",
+                        c->peer);
+            lws_close_reason(c->wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, NULL, 0);
+            return -1;
+        }
+        if (!lws_frame_is_binary(c->wsi) && c->kind != P_STOMP)
+            return -1;
+        conn_feed(c);
+        return 0;
+    }
+    conn_input(c, p, n);
+    return 0;
+}
+
+/* ---- connections ---- */
+
+/* "ADDR:PORT" of wsi's peer, for logs. */
+static void
+peer_of(struct lws *wsi, char *buf, size_t len)
+{
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } a;
+    socklen_t alen = sizeof a;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int fd = lws_get_socket_fd(wsi);
+    if (fd < 0 || getpeername(fd, &a.sa, &alen) != 0) {
+        snprintf(buf, len, "unknown");
+    } else if (a.sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &a.in4.sin_addr, host, sizeof host);
+        snprintf(buf, len, "%s:%u", host, ntohs(a.in4.sin_port));
+    } else {
+        inet_ntop(AF_INET6, &a.in6.sin6_addr, host, sizeof host);
+        snprintf(buf, len, "[%s]:%u", host, ntohs(a.in6.sin6_port));
+    }
+}
+
+static void
+set_peer(wconn *c)
+{
+    peer_of(c->wsi, c->peer, sizeof c->peer);
+}
+
+static void
+set_subject(wconn *c)
+{
+    SSL *ssl = lws_get_ssl(c->wsi);
+    if (!ssl)
+        return;
+    X509 *peer = SSL_get0_peer_certificate(ssl);
+    if (!peer || SSL_get_verify_result(ssl) != X509_V_OK ||
+        SSL_get_verify_mode(ssl) == SSL_VERIFY_NONE)
+        return;
+    BIO *m = BIO_new(BIO_s_mem());
+    if (!m)
+        return;
+    X509_NAME_print_ex(m, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+    char *s;
+    long len = BIO_get_mem_data(m, &s);
+    c->subject = tn_xmalloc((size_t)len + 1);
+    memcpy(c->subject, s, (size_t)len);
+    c->subject[len] = 0;
+    BIO_free(m);
+}
+
+static wconn *
+conn_new(tn_ws *w, listener *l, struct lws *wsi, int kind)
+{
+    wconn *c = tn_xcalloc(1, sizeof *c);
+    c->w = w;
+    c->l = l;
+    c->wsi = wsi;
+    c->kind = kind;
+    tn_buf_init(&c->in, w->limits.max_input);
+    tn_buf_init(&c->out, (size_t)w->limits.max_output * 2 + w->limits.max_input);
+    set_peer(c);
+    set_subject(c);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    return c;
+}
+
+static void
+conn_free(wconn *c, int reason)
+{
+    tn_ws *w = c->w;
+    c->gone = true;
+    unlist(c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    if (c->a)
+        c->ops->closed(c->a, reason);
+    refs_release(c);
+    tn_buf_fini(&c->in);
+    tn_buf_fini(&c->out);
+    free(c->subject);
+    free(c);
+}
+
+/* ---- the handshake ---- */
+
+static bool
+origin_ok(listener *l, struct lws *wsi, char *origin, size_t len)
+{
+    origin[0] = 0;
+    if (!l->n_origins)
+        return true;
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+    if (n <= 0 || (size_t)n >= len)
+        return false;
+    lws_hdr_copy(wsi, origin, (int)len, WSI_TOKEN_ORIGIN);
+    for (size_t i = 0; i < l->n_origins; i++)
+        if (strcasecmp(l->origins[i], origin) == 0)
+            return true;
+    return false;
+}
+
+/* wss: our TLS settings on the vhost's SSL_CTX (libwebsockets made it from the cert and key). */
+static int
+setup_ssl_ctx(listener *l, SSL_CTX *s)
+{
+    const tn_tls_conf *t = &l->tls;
+    SSL_CTX_set_min_proto_version(
+        s, t->min_version && strcmp(t->min_version, "1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    SSL_CTX_set_mode(s, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(s, 1);
+    if (t->ca_file) {
+        if (SSL_CTX_load_verify_locations(s, t->ca_file, NULL) != 1)
+            return -1;
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->ca_file);
+        if (names)
+            SSL_CTX_set_client_CA_list(s, names);
+    }
+    if (t->ciphersuites && SSL_CTX_set_ciphersuites(s, t->ciphersuites) != 1)
+        return -1;
+    int mode = t->verify == TN_TLS_VERIFY_REQUIRE
+                   ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+               : t->verify == TN_TLS_VERIFY_OPTIONAL ? SSL_VERIFY_PEER
+                                                     : SSL_VERIFY_NONE;
+    SSL_CTX_set_verify(s, mode, NULL);
+    return 0;
+}
+
+static const struct lws_protocols protocols[];
+
+/* True when the client offers no subprotocol, or one we serve ("mqtt, v12.stomp" lists). */
+static bool
+subprotocol_ok(struct lws *wsi, char *offered, size_t len)
+{
+    offered[0] = 0;
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+    if (n <= 0)
+        return true;
+    if ((size_t)n >= len)
+        n = (int)len - 1;
+    lws_hdr_copy(wsi, offered, n + 1, WSI_TOKEN_PROTOCOL);
+    char copy[256];
+    snprintf(copy, sizeof copy, "%s", offered);
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save))
+        for (const struct lws_protocols *p = protocols + 1; p->name; p++)
+            if (strcmp(p->name, tok) == 0)
+                return true;
+    return false;
+}
+
+static int
+callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    wconn **slot = user;
+    wconn *c = slot ? *slot : NULL;
+    struct lws_vhost *vh = wsi ? lws_get_vhost(wsi) : NULL;
+    listener *l = vh ? lws_vhost_user(vh) : NULL;
+    tn_ws *w = l ? l->w : NULL;
+    char origin[256];
+
+    switch (reason) {
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+        l = lws_vhost_user(in);
+        return l ? setup_ssl_ctx(l, user) : 0;
+
+    case LWS_CALLBACK_HTTP: {
+        /* A plain HTTP request: this port speaks WebSocket only. */
+        char peer[64];
+        peer_of(wsi, peer, sizeof peer);
+        tn_log_info("WS-NOT-UPGRADE", "%s: plain HTTP request on a WebSocket port, answered 426",
+                    peer);
+        lws_return_http_status(wsi, 426 /* Upgrade Required */,
+                               "This port speaks WebSocket only (subprotocols mqtt, v12.stomp, "
+                               "amqp)");
+        return -1;
+    }
+
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+        char peer[64], offered[256];
+        if (!l || !origin_ok(l, wsi, origin, sizeof origin)) {
+            peer_of(wsi, peer, sizeof peer);
+            tn_log_info("WS-ORIGIN", "%s: Origin '%s' is not allowed, answered 403", peer, origin);
+            lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "Origin not allowed");
+            return 1;
+        }
+        if (!subprotocol_ok(wsi, offered, sizeof offered)) {
+            peer_of(wsi, peer, sizeof peer);
+            tn_log_info("WS-SUBPROTOCOL",
+                        "%s: none of the subprotocols offered (%s) is served, answered 400", peer,
+                        offered);
+            lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST,
+                                   "No supported subprotocol (mqtt, mqttv3.1, v10.stomp, "
+                                   "v11.stomp, v12.stomp, amqp, AMQPWSB10)");
+            return 1;
+        }
+        return 0;
+    }
+
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (!w || w->closing || w->n_conns >= w->limits.max_connections) {
+            if (w && !w->closing)
+                tn_log_warn("NET-MAX-CONN", "WebSocket connection refused: max_connections (%u)",
+                            w->limits.max_connections);
+            return 1;
+        }
+        return 0;
+
+    case LWS_CALLBACK_ESTABLISHED: {
+        if (!w || !slot)
+            return -1;
+        int kind = lws_get_protocol(wsi)->id;
+        c = *slot = conn_new(w, l, wsi, kind);
+        c->slot = slot;
+        if (kind == P_SNIFF) /* its first bytes must come soon */
+            c->deadline = uv_now(w->loop) + SNIFF_TIMEOUT_MS;
+        if (kind != P_SNIFF && !open_adapter(c, kind)) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, NULL, 0);
+            return -1;
+        }
+        return 0;
+    }
+
+    case LWS_CALLBACK_RECEIVE:
+        return c ? on_receive(c, in, len) : -1;
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!c)
+            return 0;
+        return on_writeable(c);
+
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        return 0; /* echo the close, then lws closes */
+
+    case LWS_CALLBACK_CLOSED:
+        if (c) {
+            *slot = NULL;
+            conn_free(c, c->closing ? TN_CLOSE_LOCAL : TN_CLOSE_PEER);
+        }
+        return 0;
+
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+/* protocols[0] is the one a client that offers no subprotocol gets (and plain HTTP). */
+static const struct lws_protocols protocols[] = {
+    {"tern", callback, sizeof(wconn *), RX_CHUNK, P_SNIFF, NULL, 0},
+    {"mqtt", callback, sizeof(wconn *), RX_CHUNK, P_MQTT, NULL, 0},
+    {"mqttv3.1", callback, sizeof(wconn *), RX_CHUNK, P_MQTT, NULL, 0},
+    {"v12.stomp", callback, sizeof(wconn *), RX_CHUNK, P_STOMP, NULL, 0},
+    {"v11.stomp", callback, sizeof(wconn *), RX_CHUNK, P_STOMP, NULL, 0},
+    {"v10.stomp", callback, sizeof(wconn *), RX_CHUNK, P_STOMP, NULL, 0},
+    {"amqp", callback, sizeof(wconn *), RX_CHUNK, P_AMQP, NULL, 0},
+    {"AMQPWSB10", callback, sizeof(wconn *), RX_CHUNK, P_AMQP, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* ---- the loop turn: input the adapters asked for, then writable requests ---- */
+
+static void
+prepare_cb(uv_prepare_t *h)
+{
+    tn_ws *w = h->data;
+    while (w->wakeq || w->dirty) {
+        wconn *c;
+        while ((c = w->wakeq)) {
+            w->wakeq = c->wake_next;
+            c->woken = false;
+            conn_feed(c);
+        }
+        while ((c = w->dirty)) {
+            w->dirty = c->dirty_next;
+            c->dirty = false;
+            if (!c->gone && (pending(c) || c->closing))
+                lws_callback_on_writable(c->wsi);
+        }
+    }
+}
+
+static void
+sweep_cb(uv_timer_t *t)
+{
+    tn_ws *w = t->data;
+    uint64_t now = uv_now(w->loop);
+    for (wconn *c = w->conns; c; c = c->next) {
+        if (!c->busy) {
+            if (c->out.len == 0 && c->out.cap && c->n_refs == 0)
+                tn_buf_reset(&c->out);
+            if (c->in.len == 0 && c->in.cap)
+                tn_buf_reset(&c->in);
+        }
+        c->busy = false;
+        if (c->deadline && c->deadline <= now && !c->closing && c->a) {
+            c->deadline = 0;
+            c->ops->timeout(c->a, now);
+        } else if (c->deadline && c->deadline <= now && !c->a && !c->gone) {
+            tn_log_info("WS-PROTOCOL", "%s: nothing received within %u ms of the upgrade, closing",
+                        c->peer, SNIFF_TIMEOUT_MS);
+            c->deadline = 0;
+            kill_async(c);
+        }
+        if (c->closing && c->close_by && c->close_by <= now && !c->gone) {
+            tn_log_info("NET-CLOSE-TIMEOUT",
+                        "%s: %zu bytes still unread by the client after close_timeout (%u ms): "
+                        "closing without them",
+                        c->peer, pending(c), w->limits.close_timeout_ms);
+            c->close_by = 0;
+            kill_async(c);
+        }
+    }
+}
+
+/* ---- lifecycle ---- */
+
+tn_ws *
+tn_ws_new(uv_loop_t *loop, const tn_ws_limits *limits, char *err, size_t errlen)
+{
+    tn_ws *w = tn_xcalloc(1, sizeof *w);
+    w->loop = loop;
+    w->limits = *limits;
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
+    struct lws_context_creation_info ci;
+    memset(&ci, 0, sizeof ci);
+    void *loops[1] = {loop};
+    ci.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+                 LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
+    ci.foreign_loops = loops;
+    ci.pcontext = &w->ctx;
+    ci.timeout_secs = (limits->tls_handshake_timeout_ms + 999) / 1000;
+    ci.user = w;
+    w->ctx = lws_create_context(&ci);
+    if (!w->ctx) {
+        snprintf(err, errlen,
+                 "libwebsockets cannot run on libuv (is the libwebsockets-evlib-uv package "
+                 "installed?)");
+        free(w);
+        return NULL;
+    }
+    uv_prepare_init(loop, &w->prepare);
+    w->prepare.data = w;
+    uv_prepare_start(&w->prepare, prepare_cb);
+    uv_timer_init(loop, &w->sweep);
+    w->sweep.data = w;
+    uv_timer_start(&w->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
+    uv_unref((uv_handle_t *)&w->sweep);
+    return w;
+}
+
+static char *
+dup_or_null(const char *s)
+{
+    return s ? tn_xstrdup(s) : NULL;
+}
+
+int
+tn_ws_listen(tn_ws *w, const tn_ws_listen_conf *c, uint16_t *bound, char *err, size_t errlen)
+{
+    listener *l = tn_xcalloc(1, sizeof *l);
+    l->w = w;
+    l->ad[P_MQTT] = c->mqtt;
+    l->ad[P_STOMP] = c->stomp;
+    l->ad[P_AMQP] = c->amqp;
+    l->max_message = c->max_message;
+    l->n_origins = c->n_origins;
+    l->origins = c->n_origins ? tn_xcalloc(c->n_origins, sizeof(char *)) : NULL;
+    for (size_t i = 0; i < c->n_origins; i++)
+        l->origins[i] = tn_xstrdup(c->origins[i]);
+    l->next = w->listeners;
+    w->listeners = l;
+
+    struct lws_context_creation_info vi;
+    memset(&vi, 0, sizeof vi);
+    char name[80];
+    snprintf(name, sizeof name, "%s:%u", c->address, c->port);
+    vi.vhost_name = name;
+    vi.port = c->port ? c->port : CONTEXT_PORT_NO_LISTEN_SERVER;
+    vi.iface = c->address;
+    vi.protocols = protocols;
+    vi.user = l;
+    vi.timeout_secs = (w->limits.tls_handshake_timeout_ms + 999) / 1000;
+    /* An IPv4 address binds only with IPv6 off (else libwebsockets listens on every address). */
+    if (!strchr(c->address, ':'))
+        vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (c->tls) {
+        l->is_tls = true;
+        l->tls = *c->tls;
+        l->tls.cert_file = dup_or_null(c->tls->cert_file);
+        l->tls.key_file = dup_or_null(c->tls->key_file);
+        l->tls.ca_file = dup_or_null(c->tls->ca_file);
+        l->tls.min_version = dup_or_null(c->tls->min_version);
+        l->tls.ciphers = dup_or_null(c->tls->ciphers);
+        l->tls.ciphersuites = dup_or_null(c->tls->ciphersuites);
+        /* Without DO_SSL_GLOBAL_INIT on the vhost itself it would serve plain text. */
+        vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        vi.ssl_cert_filepath = l->tls.cert_file;
+        vi.ssl_private_key_filepath = l->tls.key_file;
+        vi.ssl_cipher_list = l->tls.ciphers;
+        vi.alpn = "http/1.1"; /* WebSocket over HTTP/1.1 upgrades, not HTTP/2 */
+    }
+    if (c->port == 0) {
+        /* libwebsockets has no "any free port": find one, then bind it. */
+        uv_tcp_t probe;
+        union {
+            struct sockaddr sa;
+            struct sockaddr_in in4;
+            struct sockaddr_in6 in6;
+        } a;
+        int r = strchr(c->address, ':') ? uv_ip6_addr(c->address, 0, &a.in6)
+                                        : uv_ip4_addr(c->address, 0, &a.in4);
+        uv_tcp_init(w->loop, &probe);
+        if (r == 0)
+            r = uv_tcp_bind(&probe, &a.sa, 0);
+        int len = sizeof a;
+        if (r == 0)
+            r = uv_tcp_getsockname(&probe, &a.sa, &len);
+        uv_close((uv_handle_t *)&probe, NULL);
+        uv_run(w->loop, UV_RUN_NOWAIT);
+        if (r != 0) {
+            snprintf(err, errlen, "cannot find a free port on %s: %s", c->address, uv_strerror(r));
+            return TN_EIO;
+        }
+        vi.port = ntohs(a.sa.sa_family == AF_INET6 ? a.in6.sin6_port : a.in4.sin_port);
+    }
+    l->vh = lws_create_vhost(w->ctx, &vi);
+    if (!l->vh) {
+        snprintf(err, errlen,
+                 "cannot listen on %s port %u (address in use, or the certificate or key "
+                 "cannot be read)",
+                 c->address, (unsigned)vi.port);
+        return TN_EIO;
+    }
+    int port = lws_get_vhost_listen_port(l->vh);
+    if (port <= 0) {
+        snprintf(err, errlen, "cannot listen on %s port %u", c->address, (unsigned)vi.port);
+        return TN_EIO;
+    }
+    *bound = (uint16_t)port;
+    return 0;
+}
+
+void
+tn_ws_close(tn_ws *w)
+{
+    if (w->closing)
+        return;
+    w->closing = true;
+    /* The adapters let go now (the journal closes after this); lws closes the sockets. */
+    while (w->conns) {
+        wconn *c = w->conns;
+        *c->slot = NULL;
+        conn_free(c, TN_CLOSE_SHUTDOWN);
+    }
+    uv_close((uv_handle_t *)&w->prepare, NULL);
+    uv_close((uv_handle_t *)&w->sweep, NULL);
+    lws_context_destroy(w->ctx);
+}
+
+void
+tn_ws_free(tn_ws *w)
+{
+    if (!w)
+        return;
+    if (w->ctx) {
+        /* libwebsockets on a foreign loop is destroyed in two steps, each with a loop run. */
+        lws_context_destroy(w->ctx);
+        uv_run(w->loop, UV_RUN_DEFAULT);
+    }
+    while (w->listeners) {
+        listener *l = w->listeners;
+        w->listeners = l->next;
+        for (size_t i = 0; i < l->n_origins; i++)
+            free(l->origins[i]);
+        free(l->origins);
+        if (l->is_tls) {
+            free((char *)l->tls.cert_file);
+            free((char *)l->tls.key_file);
+            free((char *)l->tls.ca_file);
+            free((char *)l->tls.min_version);
+            free((char *)l->tls.ciphers);
+            free((char *)l->tls.ciphersuites);
+        }
+        free(l);
+    }
+    free(w);
+}
+
+uint32_t
+tn_ws_connections(const tn_ws *w)
+{
+    return w->n_conns;
+}
