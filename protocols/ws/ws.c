@@ -221,9 +221,10 @@ on_writeable(wconn *c)
         if (!c->closing && c->a)
             c->ops->drained(c->a);
     }
-    if (pending(c))
+    if (pending(c) || (c->closing && n)) {
+        /* One write per callback: the close frame goes in the next one. */
         lws_callback_on_writable(c->wsi);
-    else if (c->closing) {
+    } else if (c->closing) {
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
         return -1;
     }
@@ -562,7 +563,9 @@ origin_ok(listener *l, struct lws *wsi, char *origin, size_t len)
     if (!l->n_origins)
         return true;
     int n = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
-    if (n <= 0 || (size_t)n >= len)
+    if (n <= 0)
+        return true; /* not a browser: any client can claim any Origin, so none is no less */
+    if ((size_t)n >= len)
         return false;
     lws_hdr_copy(wsi, origin, (int)len, WSI_TOKEN_ORIGIN);
     for (size_t i = 0; i < l->n_origins; i++)
