@@ -42,7 +42,7 @@ typedef struct tn_conf_listener {
                                   the global one (tn_conf_listener_max_message()) */
     tn_conf_tls tls;           /* this listener's own TLS settings (tn_conf_listener_tls()) */
     char **origins;            /* ws/wss: allowed Origin header values ("https://app.example.com");
-                                  none: any origin, and clients that send none */
+                                  none: any origin. A client that sends none is allowed. */
     size_t n_origins;
 } tn_conf_listener;
 
