@@ -1,7 +1,11 @@
 /* net over real loopback sockets, in one process and one loop, with small test adapters. */
 #include "protocols/net/net.h"
+#include "protocols/tls/tls.h"
 
+#include "tests/unit/test_certs.h"
 #include "tests/unit/tn_test.h"
+
+#include <openssl/ssl.h>
 
 #include <CUnit/Basic.h>
 #include <stdlib.h>
@@ -548,6 +552,228 @@ test_close_timeout_gives_up_unread_output(void)
     teardown_all();
 }
 
+/* ---- TLS: a client doing TLS over memory BIOs on the same loop ---- */
+
+static tn_test_certs certs;
+static tn_tls_ctx *server_tls;
+
+typedef struct tclient {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    SSL_CTX *ctx;
+    SSL *ssl;
+    BIO *in, *out;
+    const char *send; /* plaintext to send once the handshake is done */
+    bool sent;
+    size_t total;
+    uint32_t sum;
+    char got[64];
+    size_t n;
+    bool eof;
+} tclient;
+
+static void
+tc_written(uv_write_t *w, int status)
+{
+    (void)status;
+    free(w);
+}
+
+/* Ciphertext the client's SSL produced -> socket. */
+static void
+tc_flush(tclient *c)
+{
+    int k;
+    char buf[16384];
+    while ((k = BIO_read(c->out, buf, sizeof buf)) > 0) {
+        uv_write_t *w = malloc(sizeof *w + (size_t)k);
+        memcpy(w + 1, buf, (size_t)k);
+        uv_buf_t b = uv_buf_init((char *)(w + 1), (unsigned)k);
+        uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, tc_written);
+    }
+}
+
+static void
+tc_pump(tclient *c)
+{
+    if (!SSL_is_init_finished(c->ssl))
+        SSL_do_handshake(c->ssl);
+    if (SSL_is_init_finished(c->ssl) && c->send && !c->sent) {
+        SSL_write(c->ssl, c->send, (int)strlen(c->send));
+        c->sent = true;
+    }
+    static char buf[65536];
+    int r;
+    while ((r = SSL_read(c->ssl, buf, sizeof buf)) > 0) {
+        for (int i = 0; i < r; i++)
+            c->sum = c->sum * 31 + (uint8_t)buf[i];
+        if (c->n + (size_t)r <= sizeof c->got) {
+            memcpy(c->got + c->n, buf, (size_t)r);
+            c->n += (size_t)r;
+        }
+        c->total += (size_t)r;
+    }
+    if (SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN)
+        c->eof = true;
+    tc_flush(c);
+}
+
+static void
+tc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    tclient *c = (tclient *)s;
+    if (n < 0) {
+        c->eof = true;
+        uv_read_stop(s);
+        return;
+    }
+    BIO_write(c->in, b->base, (int)n);
+    tc_pump(c);
+}
+
+static void
+tc_connected(uv_connect_t *r, int status)
+{
+    tclient *c = r->data;
+    CU_ASSERT_EQUAL_FATAL(status, 0);
+    uv_read_start((uv_stream_t *)&c->tcp, c_alloc, tc_read);
+    tc_pump(c);
+}
+
+static void
+tc_start(tclient *c, const char *send)
+{
+    memset(c, 0, sizeof *c);
+    c->send = send;
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(c->ctx, certs.ca, NULL);
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    c->ssl = SSL_new(c->ctx);
+    c->in = BIO_new(BIO_s_mem());
+    c->out = BIO_new(BIO_s_mem());
+    SSL_set_bio(c->ssl, c->in, c->out);
+    SSL_set_connect_state(c->ssl);
+    SSL_set_tlsext_host_name(c->ssl, "localhost");
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", port, &a);
+    uv_tcp_init(&loop, &c->tcp);
+    c->creq.data = c;
+    uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&a, tc_connected);
+}
+
+static void
+tc_close(tclient *c)
+{
+    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, NULL);
+    SSL_free(c->ssl);
+    SSL_CTX_free(c->ctx);
+}
+
+static int
+setup_tls(uint32_t handshake_ms)
+{
+    memset(&srv, 0, sizeof srv);
+    char err[200];
+    tn_tls_conf tc = {.cert_file = certs.server_cert, .key_file = certs.server_key};
+    server_tls = tn_tls_ctx_new(&tc, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(server_tls);
+    tn_net_limits l = {.max_connections = 10,
+                       .max_input = 1024,
+                       .max_output = 4096,
+                       .close_timeout_ms = 3000,
+                       .tls_handshake_timeout_ms = handshake_ms};
+    uv_loop_init(&loop);
+    net = tn_net_new(&loop, &l);
+    return tn_net_listen(net, "127.0.0.1", 0, &test_ops, NULL, server_tls, &port);
+}
+
+static bool
+tc_got_refs(void *arg)
+{
+    tclient *c = arg;
+    return c->total >= sizeof big_payload + 5 || c->eof;
+}
+static bool
+tc_got_eof(void *arg)
+{
+    return ((tclient *)arg)->eof;
+}
+
+/* Over TLS, payloads by reference are encrypted in stream order, a piece at a time. */
+static void
+test_tls_refs_in_order(void)
+{
+    for (size_t i = 0; i < sizeof big_payload; i++)
+        big_payload[i] = (uint8_t)(i * 7 + i / 4096);
+    CU_ASSERT_EQUAL_FATAL(setup_tls(5000), 0);
+    srv.mode = MODE_REFS;
+    released = 0;
+    tclient c;
+    tc_start(&c, "x");
+    run_until(tc_got_refs, &c);
+    CU_ASSERT_EQUAL(c.total, sizeof big_payload + 5);
+    uint32_t want = 0;
+    want = want * 31 + '<';
+    for (size_t i = 0; i < sizeof big_payload; i++)
+        want = want * 31 + big_payload[i];
+    want = want * 31 + '>';
+    want = want * 31 + 'a';
+    want = want * 31 + 'b';
+    want = want * 31 + '.';
+    CU_ASSERT_EQUAL(c.sum, want);
+    CU_ASSERT_EQUAL(released, 2);
+    tc_close(&c);
+    run_until(all_closed, NULL);
+    teardown_all();
+    tn_tls_ctx_free(server_tls);
+}
+
+/* The adapter's last bytes, then close_notify, then the close. */
+static void
+test_tls_close_after_flush(void)
+{
+    CU_ASSERT_EQUAL_FATAL(setup_tls(5000), 0);
+    srv.mode = MODE_BYE;
+    tclient c;
+    tc_start(&c, "bye");
+    run_until(tc_got_eof, &c);
+    CU_ASSERT_EQUAL(c.n, 2);
+    CU_ASSERT_EQUAL(memcmp(c.got, "ok", 2), 0);
+    CU_ASSERT_TRUE(SSL_get_shutdown(c.ssl) & SSL_RECEIVED_SHUTDOWN); /* close_notify came */
+    run_until(all_closed, NULL);
+    CU_ASSERT_EQUAL(srv.closed_local, 1);
+    tc_close(&c);
+    teardown_all();
+    tn_tls_ctx_free(server_tls);
+}
+
+/* A client that never finishes the handshake is closed at the deadline; one that sends plain
+ * text is closed at once. The adapter sees neither's bytes. */
+static void
+test_tls_deadline_and_garbage(void)
+{
+    CU_ASSERT_EQUAL_FATAL(setup_tls(300), 0);
+    srv.mode = MODE_ECHO;
+    client silent;
+    c_start(&silent, NULL);
+    run_until(opened_1, NULL);
+    uint64_t start = uv_now(&loop);
+    run_until(got_eof, &silent);
+    CU_ASSERT_TRUE(uv_now(&loop) - start >= 200);
+    CU_ASSERT_EQUAL(silent.n, 0);
+    client plain;
+    c_start(&plain, "hello hello hello\r\n\r\n");
+    run_until(got_eof, &plain);
+    CU_ASSERT_TRUE(plain.n == 0 || (uint8_t)plain.got[0] == 0x15); /* an alert, never an echo */
+    run_until(all_closed, NULL);
+    CU_ASSERT_EQUAL(srv.closed_local, 2);
+    c_close(&silent);
+    c_close(&plain);
+    teardown_all();
+    tn_tls_ctx_free(server_tls);
+}
+
 int
 main(void)
 {
@@ -562,5 +788,11 @@ main(void)
     CU_add_test(s, "close_timeout", test_close_timeout_gives_up_unread_output);
     CU_add_test(s, "out_ref_in_order", test_out_ref_in_order);
     CU_add_test(s, "read_into_in_place", test_read_into_in_place);
-    return tn_test_run();
+    tn_test_certs_make(&certs);
+    CU_add_test(s, "tls_refs_in_order", test_tls_refs_in_order);
+    CU_add_test(s, "tls_close_after_flush", test_tls_close_after_flush);
+    CU_add_test(s, "tls_deadline_and_garbage", test_tls_deadline_and_garbage);
+    int rc = tn_test_run();
+    tn_test_certs_remove(&certs);
+    return rc;
 }
