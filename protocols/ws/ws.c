@@ -60,8 +60,9 @@ typedef struct wconn {
     struct wconn *dirty_next, *wake_next;
     char *subject;
     char peer[64];
-    bool closing; /* no more input; closes once the output is written */
-    bool gone;    /* libwebsockets closed it (or is about to) */
+    bool closing;    /* no more input; closes once the output is written */
+    bool close_sent; /* our close frame is written */
+    bool gone;       /* libwebsockets closed it (or is about to) */
     bool paused;
     bool full;
     bool dirty;
@@ -224,8 +225,18 @@ on_writeable(wconn *c)
     if (pending(c) || (c->closing && n)) {
         /* One write per callback: the close frame goes in the next one. */
         lws_callback_on_writable(c->wsi);
+    } else if (c->closing && !c->close_sent) {
+        /* Our close frame (1000), written by us: libwebsockets 4.1 drops the one
+         * lws_close_reason() asks for when the callback returns -1. The socket closes on the
+         * next writable turn (or when the client answers with its own close). */
+        uint8_t *p = c->w->wbuf + LWS_PRE;
+        p[0] = LWS_CLOSE_STATUS_NORMAL >> 8;
+        p[1] = LWS_CLOSE_STATUS_NORMAL & 0xff;
+        c->close_sent = true;
+        if (lws_write(c->wsi, p, 2, (enum lws_write_protocol)4 /* close; lws-write.h */) < 0)
+            return -1;
+        lws_callback_on_writable(c->wsi);
     } else if (c->closing) {
-        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
         return -1;
     }
     return 0;

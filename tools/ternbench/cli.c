@@ -17,7 +17,15 @@ static const char usage[] =
     "\n"
     "  -u, --url URL            broker, mqtt://HOST:PORT, stomp://HOST:PORT or amqp://HOST:PORT\n"
     "                           with an IPv4 HOST (default mqtt://127.0.0.1:1883; no scheme\n"
-    "                           means mqtt)\n"
+    "                           means mqtt); MQTT also over TLS, mqtts://HOST:PORT, and over\n"
+    "                           WebSocket, ws://HOST:PORT[/PATH] or, over TLS,\n"
+    "                           wss://HOST:PORT[/PATH] (PATH default /mqtt; subprotocol mqtt,\n"
+    "                           one binary frame per write batch, as one SSL_write)\n"
+    "      --tls-ca FILE        mqtts://, wss://: verify the broker's certificate against the\n"
+    "                           CA certificates in FILE (PEM), and that it names HOST; without\n"
+    "                           it nothing is verified (a warning says so)\n"
+    "      --tls-cert FILE      mqtts://, wss://: present this client certificate (PEM chain)\n"
+    "      --tls-key FILE       ... with this private key (PEM); both or neither\n"
     "      --scenario NAME      pubsub (default): publishers and subscribers, measures\n"
     "                           throughput, loss and latency;\n"
     "                           conns: open --conns idle connections, measure broker memory;\n"
@@ -137,8 +145,10 @@ static const char usage[] =
     "without samples), bench_cpu_s, broker_cpu_s and broker_rss_kb (-1 without\n"
     "--broker-pid), then conns, conns_failed, rss_per_conn_b (conns), then proto=stomp,\n"
     "dest, ack, receipts and persistent (0 or 1) (STOMP only), proto=amqp, credit and\n"
-    "persistent (AMQP only), then pub_block_max_ms (pubsub: the longest a publisher could\n"
-    "not send: with --rate, the most a message went out after its scheduled time, pacing's\n"
+    "persistent (AMQP only), then transport (mqtts, ws or wss) and tls_verify (1 with\n"
+    "--tls-ca) (not over plain TCP), then pub_block_max_ms (pubsub: the longest a\n"
+    "publisher could not send: with --rate, the most a message went out after its scheduled time, "
+    "pacing's\n"
     "1 ms included; without, the longest gap between writes while it had messages left),\n"
     "then with --stall: stall, stall_after,\n"
     "stalled_received (the stalled subscribers' deliveries), pre_stall_p99_us (median of the\n"
@@ -192,27 +202,45 @@ parse_double(const char *s, double min, double max, double *out)
     return true;
 }
 
-/* [mqtt://|stomp://|amqp://]HOST:PORT into o's addr, host and proto. */
+/* [SCHEME://]HOST:PORT, ws:// and wss:// with an optional /PATH, into o's addr, host, proto,
+ * scheme, tls, ws and ws_path. */
 static bool
 parse_url(const char *url, tn_bench_opts *o)
 {
-    char host[sizeof o->host];
+    static const struct {
+        const char *name;
+        tn_bench_proto proto;
+        bool tls, ws;
+    } schemes[] = {
+        {"mqtt", TN_BENCH_MQTT, false, false},   {"mqtts", TN_BENCH_MQTT, true, false},
+        {"ws", TN_BENCH_MQTT, false, true},      {"wss", TN_BENCH_MQTT, true, true},
+        {"stomp", TN_BENCH_STOMP, false, false}, {"amqp", TN_BENCH_AMQP, false, false},
+    };
+    char host[sizeof o->host], hostport[sizeof o->host + 8];
     const char *p = url;
-    tn_bench_proto proto = TN_BENCH_MQTT;
-    if (strncmp(p, "mqtt://", 7) == 0) {
-        p += 7;
-    } else if (strncmp(p, "stomp://", 8) == 0) {
-        p += 8;
-        proto = TN_BENCH_STOMP;
-    } else if (strncmp(p, "amqp://", 7) == 0) {
-        p += 7;
-        proto = TN_BENCH_AMQP;
+    size_t k = 0; /* no scheme: mqtt */
+    const char *sep = strstr(p, "://");
+    if (sep) {
+        for (k = 0; k < sizeof schemes / sizeof schemes[0]; k++)
+            if (strlen(schemes[k].name) == (size_t)(sep - p) &&
+                strncmp(p, schemes[k].name, (size_t)(sep - p)) == 0)
+                break;
+        if (k == sizeof schemes / sizeof schemes[0])
+            return false;
+        p = sep + 3;
     }
-    const char *colon = strrchr(p, ':');
-    if (!colon || (size_t)(colon - p) >= sizeof host || colon == p)
+    const char *path = strchr(p, '/');
+    size_t hp_len = path ? (size_t)(path - p) : strlen(p);
+    if (hp_len >= sizeof hostport || (path && !schemes[k].ws) ||
+        (path && strlen(path) >= sizeof o->ws_path))
         return false;
-    memcpy(host, p, (size_t)(colon - p));
-    host[colon - p] = '\0';
+    memcpy(hostport, p, hp_len);
+    hostport[hp_len] = '\0';
+    const char *colon = strrchr(hostport, ':');
+    if (!colon || (size_t)(colon - hostport) >= sizeof host || colon == hostport)
+        return false;
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = '\0';
     uint64_t port;
     if (!parse_u64(colon + 1, 1, 65535, &port))
         return false;
@@ -221,7 +249,11 @@ parse_url(const char *url, tn_bench_opts *o)
         strcpy(host, "127.0.0.1");
     if (uv_ip4_addr(host, (int)port, &o->addr) != 0)
         return false;
-    o->proto = proto;
+    o->proto = schemes[k].proto;
+    o->scheme = schemes[k].name;
+    o->tls = schemes[k].tls;
+    o->ws = schemes[k].ws;
+    snprintf(o->ws_path, sizeof o->ws_path, "%s", path && path[1] ? path : "/mqtt");
     return true;
 }
 
@@ -308,6 +340,9 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         OPT_ADDRESS_PREFIX,
         OPT_USER,
         OPT_PASSWORD,
+        OPT_TLS_CA,
+        OPT_TLS_CERT,
+        OPT_TLS_KEY,
     };
     static const struct option opts[] = {
         {"url", required_argument, NULL, 'u'},
@@ -341,6 +376,9 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         {"address-prefix", required_argument, NULL, OPT_ADDRESS_PREFIX},
         {"user", required_argument, NULL, OPT_USER},
         {"password", required_argument, NULL, OPT_PASSWORD},
+        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -369,7 +407,7 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
     parse_url("mqtt://127.0.0.1:1883", o);
     /* Options of one protocol given with the other's URL are refused (after the loop: the URL
      * may come last). */
-    const char *mqtt_only = NULL, *stomp_only = NULL, *amqp_only = NULL;
+    const char *mqtt_only = NULL, *stomp_only = NULL, *amqp_only = NULL, *tls_only = NULL;
     const char *bad = NULL;
     uint64_t v = 0; /* a failed parse still assigns it before `bad` stops the run */
     int ch;
@@ -378,7 +416,8 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         switch (ch) {
         case 'u':
             if (!parse_url(optarg, o))
-                bad = "--url wants mqtt://IPV4:PORT, stomp://IPV4:PORT or amqp://IPV4:PORT";
+                bad = "--url wants mqtt://IPV4:PORT, mqtts://IPV4:PORT, ws://IPV4:PORT[/PATH], "
+                      "wss://IPV4:PORT[/PATH], stomp://IPV4:PORT or amqp://IPV4:PORT";
             break;
         case OPT_SCENARIO:
             if (strcmp(optarg, "pubsub") == 0)
@@ -534,6 +573,18 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
             o->password = optarg;
             amqp_only = "--password";
             break;
+        case OPT_TLS_CA:
+            o->tls_ca = optarg;
+            tls_only = "--tls-ca";
+            break;
+        case OPT_TLS_CERT:
+            o->tls_cert = optarg;
+            tls_only = "--tls-cert";
+            break;
+        case OPT_TLS_KEY:
+            o->tls_key = optarg;
+            tls_only = "--tls-key";
+            break;
         case 'h':
             fputs(usage, stdout);
             return -1;
@@ -560,6 +611,15 @@ tn_bench_parse_args(int argc, char **argv, tn_bench_opts *o)
         snprintf(why, sizeof why, "%s is for AMQP: give -u amqp://HOST:PORT", amqp_only);
         bad = why;
     }
+    if (!bad && tls_only && !o->tls) {
+        snprintf(why, sizeof why, "%s is for TLS: give -u mqtts://HOST:PORT or wss://...",
+                 tls_only);
+        bad = why;
+    }
+    if (!bad && !o->tls_cert != !o->tls_key)
+        bad = "--tls-cert and --tls-key go together";
+    if (!bad && (o->tls || o->ws) && o->discard)
+        bad = "--discard drops bytes in the kernel: plain mqtt:// only";
     if (!bad && o->password && !o->user)
         bad = "--password wants --user";
     if (!bad && o->stall && (o->scenario != TN_BENCH_PUBSUB || o->stall >= o->subs))

@@ -6,7 +6,8 @@
  * connection's own buffer (the STOMP decoder and proton keep partial frames themselves). Writes
  * are batched: encoders append to c->out (amqp.c moves proton's output there when the
  * connection is flushed) and the uv_prepare callback flushes every dirty connection with one
- * uv_write.
+ * uv_write. mqtts://, ws:// and wss:// put xport.c between the socket and the MQTT reader and
+ * writer (c->x); over plain TCP c->x is NULL and the path is the one above.
  */
 #include "tools/ternbench/ternbench.h"
 
@@ -49,6 +50,7 @@ tn_bench_conn_fini(tn_bench_conn *c)
     if (c->b->o.proto == TN_BENCH_STOMP)
         tn_bench_stomp_fini(c);
     tn_bench_amqp_fini(c);
+    tn_bench_x_free(c);
     free(c->pid_busy);
     free(c->pid_rel);
     free(c->qos2_held);
@@ -76,6 +78,7 @@ on_close(uv_handle_t *h)
     if (c->b->o.proto == TN_BENCH_STOMP)
         tn_bench_stomp_fini(c); /* its buffers; it decodes nothing more */
     tn_bench_amqp_fini(c);
+    tn_bench_x_free(c);
     tn_bench_on_closed(c);
 }
 
@@ -127,7 +130,7 @@ on_write(uv_write_t *req, int status)
         return;
     }
     tn_bench_pub_wrote(c);
-    if (c->out.len)
+    if (c->out.len || (c->x && tn_bench_x_pending(c)))
         tn_bench_conn_dirty(c);
     else if (c->state == TN_BENCH_CS_CLOSING && c->close_when_written)
         tn_bench_conn_abort(c); /* STOMP waits for its DISCONNECT's RECEIPT */
@@ -144,6 +147,9 @@ tn_bench_conn_flush(tn_bench_conn *c)
         if (!tn_bench_conn_is_active(c))
             return;
     }
+    /* A transport turns c->out into wire bytes (in c->out) right before they are written. */
+    if (c->x && !c->writing && tn_bench_x_wrap(c) != 0)
+        return;
     if (c->writing || c->out.len == 0)
         return;
     c->last_tx_ms = uv_now(&c->b->loop);
@@ -235,7 +241,7 @@ on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     /* --discard: what is left of a message is dropped, not read (on_read handles the message
      * once it is over, even when this leaves nothing to read). */
     tn_bench_skip_drain(c);
-    if (c->in.len == 0) {
+    if (c->in.len == 0 || c->x) { /* a transport's bytes are decrypted or deframed first */
         *buf = uv_buf_init((char *)c->b->rbuf, sizeof c->b->rbuf);
         return;
     }
@@ -351,58 +357,13 @@ tn_bench_mqtt_pending(tn_bench_conn *c, uint64_t now_ns)
     on_packet(c, &c->skip_pkt, now_ns);
 }
 
-static void
-on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+/* Decodes the MQTT packets in p[0..len) and acts on them: p is c->in's data (shared false, the
+ * read went behind a cut packet's start) or another buffer, whose uncut rest is then kept in
+ * c->in. */
+static inline void
+mqtt_input(tn_bench_conn *c, const uint8_t *p, size_t len, bool shared, uint64_t now)
 {
-    tn_bench_conn *c = s->data;
-    if (c->b->o.proto == TN_BENCH_AMQP) {
-        if (n > 0)
-            tn_bench_amqp_input(c, (const uint8_t *)buf->base, (size_t)n, tn_bench_now_ns());
-        else if (n < 0)
-            tn_bench_amqp_read_error(c, (int)n);
-        return;
-    }
-    if (tn_bench_skip_done(c)) { /* its last bytes went in on_alloc */
-        if (c->b->o.proto == TN_BENCH_STOMP)
-            tn_bench_stomp_pending(c, tn_bench_now_ns());
-        else
-            tn_bench_mqtt_pending(c, tn_bench_now_ns());
-        if (!tn_bench_conn_is_active(c))
-            return;
-    }
-    if (n == 0)
-        return;
-    if (n < 0) {
-        if (n == UV_ENOBUFS)
-            tn_bench_conn_fail(c, "packet larger than %zu bytes", c->in.max);
-        else
-            tn_bench_conn_fail(c, "%s", n == UV_EOF ? "closed by the broker" : uv_strerror((int)n));
-        return;
-    }
-    bool shared = (uint8_t *)buf->base == c->b->rbuf;
-    const uint8_t *p;
-    size_t len, off = 0;
-    if (shared) {
-        p = c->b->rbuf;
-        len = (size_t)n;
-    } else {
-        tn_buf_commit(&c->in, (size_t)n);
-        p = c->in.data;
-        len = c->in.len;
-    }
-    /* One clock read per read: the packets in it arrived together. */
-    uint64_t now = tn_bench_now_ns();
-    if (c->b->o.proto == TN_BENCH_STOMP) {
-        /* Takes it all (c->in stays empty) but, under --discard, a MESSAGE's start. */
-        off = tn_bench_stomp_input(c, p, len, now);
-        if (!tn_bench_conn_is_active(c))
-            return;
-        if (!shared)
-            tn_buf_consume(&c->in, off);
-        else if (off < len && tn_buf_append(&c->in, p + off, len - off) != 0)
-            tn_bench_conn_fail(c, "out of memory for a partial frame");
-        return;
-    }
+    size_t off = 0;
     bool discard = c->b->o.discard && c->role == TN_BENCH_SUB && c->state == TN_BENCH_CS_READY;
     while (off < len) {
         tn_mqtt_packet pkt;
@@ -446,6 +407,82 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
 }
 
+void
+tn_bench_mqtt_stream(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns)
+{
+    if (c->in.len == 0) {
+        mqtt_input(c, p, len, true, now_ns);
+        return;
+    }
+    if (tn_buf_append(&c->in, p, len) != 0) {
+        tn_bench_conn_fail(c, "packet larger than %zu bytes", c->in.max - TN_BENCH_READ_SIZE);
+        return;
+    }
+    mqtt_input(c, c->in.data, c->in.len, false, now_ns);
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    tn_bench_conn *c = s->data;
+    if (c->b->o.proto == TN_BENCH_AMQP) {
+        if (n > 0)
+            tn_bench_amqp_input(c, (const uint8_t *)buf->base, (size_t)n, tn_bench_now_ns());
+        else if (n < 0)
+            tn_bench_amqp_read_error(c, (int)n);
+        return;
+    }
+    if (c->x) { /* TLS or WebSocket: decrypted, deframed, then mqtt_input */
+        if (n > 0)
+            tn_bench_x_input(c, (uint8_t *)buf->base, (size_t)n);
+        else if (n < 0)
+            tn_bench_conn_fail(c, "%s", n == UV_EOF ? "closed by the broker" : uv_strerror((int)n));
+        return;
+    }
+    if (tn_bench_skip_done(c)) { /* its last bytes went in on_alloc */
+        if (c->b->o.proto == TN_BENCH_STOMP)
+            tn_bench_stomp_pending(c, tn_bench_now_ns());
+        else
+            tn_bench_mqtt_pending(c, tn_bench_now_ns());
+        if (!tn_bench_conn_is_active(c))
+            return;
+    }
+    if (n == 0)
+        return;
+    if (n < 0) {
+        if (n == UV_ENOBUFS)
+            tn_bench_conn_fail(c, "packet larger than %zu bytes", c->in.max);
+        else
+            tn_bench_conn_fail(c, "%s", n == UV_EOF ? "closed by the broker" : uv_strerror((int)n));
+        return;
+    }
+    bool shared = (uint8_t *)buf->base == c->b->rbuf;
+    const uint8_t *p;
+    size_t len, off = 0;
+    if (shared) {
+        p = c->b->rbuf;
+        len = (size_t)n;
+    } else {
+        tn_buf_commit(&c->in, (size_t)n);
+        p = c->in.data;
+        len = c->in.len;
+    }
+    /* One clock read per read: the packets in it arrived together. */
+    uint64_t now = tn_bench_now_ns();
+    if (c->b->o.proto == TN_BENCH_STOMP) {
+        /* Takes it all (c->in stays empty) but, under --discard, a MESSAGE's start. */
+        off = tn_bench_stomp_input(c, p, len, now);
+        if (!tn_bench_conn_is_active(c))
+            return;
+        if (!shared)
+            tn_buf_consume(&c->in, off);
+        else if (off < len && tn_buf_append(&c->in, p + off, len - off) != 0)
+            tn_bench_conn_fail(c, "out of memory for a partial frame");
+        return;
+    }
+    mqtt_input(c, p, len, shared, now);
+}
+
 static void
 on_connect(uv_connect_t *req, int status)
 {
@@ -453,8 +490,7 @@ on_connect(uv_connect_t *req, int status)
     if (status == UV_ECANCELED)
         return;
     if (status < 0) {
-        static const char *schemes[] = {"mqtt", "stomp", "amqp"};
-        tn_bench_conn_fail(c, "connect to %s://%s:%u: %s", schemes[c->b->o.proto], c->b->o.host,
+        tn_bench_conn_fail(c, "connect to %s://%s:%u: %s", c->b->o.scheme, c->b->o.host,
                            ntohs(c->b->o.addr.sin_port), uv_strerror(status));
         return;
     }
@@ -463,6 +499,16 @@ on_connect(uv_connect_t *req, int status)
         tn_bench_conn_fail(c, "read: %s", uv_strerror(rc));
         return;
     }
+    if (c->b->o.tls || c->b->o.ws) {
+        tn_bench_x_start(c); /* then tn_bench_conn_session(), once the transport is up */
+        return;
+    }
+    tn_bench_conn_session(c);
+}
+
+void
+tn_bench_conn_session(tn_bench_conn *c)
+{
     tn_bench *b = c->b;
     if (b->o.proto == TN_BENCH_AMQP) {
         c->state = TN_BENCH_CS_CONNACK; /* until the open (idle) or the link's attach */

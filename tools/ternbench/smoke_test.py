@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """ternbench smoke test: a short QoS 1 (or STOMP) run against a real ternd.
 
-Usage: smoke_test.py TERND TERNBENCH [mqtt|stomp|amqp] [discard]
+Usage: smoke_test.py TERND TERNBENCH [mqtt|stomp|amqp|mqtts|ws|wss] [discard]
 
 Starts ternd on a free port (parsed from its TERN-READY line), runs 2,000 messages through one
 publisher and one subscriber, checks the RESULT line (received=2000, lost=0), then stops ternd
 with SIGTERM and checks that it exits with 0. mqtt (the default): QoS 1. stomp: a queue, SENDs
 with receipts, persistent:true, the consumer ACKing each MESSAGE (client-individual). amqp: a
-queue, unsettled durable transfers, the receiver accepting each one.
+queue, unsettled durable transfers, the receiver accepting each one. mqtts, ws, wss: QoS 1
+over TLS, WebSocket and WebSocket over TLS (certificates from tests/tls/mkcerts.sh, verified by
+ternbench with --tls-ca).
 discard: 256 KiB messages read with ternbench --discard, which must have dropped the tails of
 some of them unread (discarded > 0) and still count all.
 """
@@ -52,18 +54,28 @@ def main():
     discard = args[-1:] == ["discard"]
     if discard:
         args = args[:-1]
-    if len(sys.argv) < 3 or args not in ([], ["mqtt"], ["stomp"], ["amqp"]):
+    if len(sys.argv) < 3 or args not in ([], ["mqtt"], ["stomp"], ["amqp"], ["mqtts"], ["ws"],
+                                         ["wss"]):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     ternd, ternbench = sys.argv[1], sys.argv[2]
     scheme = args[0] if args else "mqtt"
-    mode = (["--qos", "1"] if scheme == "mqtt" else ["--persistent"] if scheme == "amqp" else
-            ["--ack", "client-individual", "--persistent"])
+    mode = (["--qos", "1"] if scheme in ("mqtt", "mqtts", "ws", "wss") else
+            ["--persistent"] if scheme == "amqp" else ["--ack", "client-individual", "--persistent"])
     if discard:
         mode += ["--discard", "--size", "262144"]
     with tempfile.TemporaryDirectory(prefix="ternbench-smoke-") as data:
+        tls = []
+        if scheme in ("mqtts", "wss"):
+            certs = os.path.join(data, "certs")
+            top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            subprocess.run([os.path.join(top, "tests", "tls", "mkcerts.sh"), certs], check=True)
+            tls = ["--tls-cert", os.path.join(certs, "server.pem"),
+                   "--tls-key", os.path.join(certs, "server.key")]
+            mode += ["--tls-ca", os.path.join(certs, "ca.pem")]
         broker = subprocess.Popen(
-            [ternd, "--listen", scheme + "://127.0.0.1:0", "--data", data],
+            [ternd, "--listen", scheme + "://127.0.0.1:0", "--data", os.path.join(data, "d")]
+            + tls,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             port = wait_ready(broker, 30, scheme)

@@ -1,6 +1,6 @@
 /*
- * ternbench: MQTT 3.1.1, STOMP 1.2 and AMQP 1.0 load generator for Tern (and any other MQTT,
- * STOMP or AMQP 1.0 broker).
+ * ternbench: MQTT 3.1.1 (over TCP, TLS, WebSocket or both), STOMP 1.2 and AMQP 1.0 load
+ * generator for Tern (and any other MQTT, STOMP or AMQP 1.0 broker).
  *
  * This file: the scenarios' phases (set-up, run or hold, close), the timers that end a run,
  * and the report. See ternbench.h for the other files.
@@ -435,7 +435,7 @@ report(tn_bench *b)
     const char *ack = o->ack == TN_BENCH_ACK_AUTO ? "auto" : "client-individual";
 
     if (conns) {
-        printf("ternbench conns: %u connections to %s:%u, held %.1f s\n", o->conns,
+        printf("ternbench conns: %u connections to %s://%s:%u, held %.1f s\n", o->conns, o->scheme,
                inet_ntoa(o->addr.sin_addr), ntohs(o->addr.sin_port), o->hold);
         printf("  opened             %u (%.0f/s over %.3f s)\n", b->opened, conn_rate, elapsed);
         printf("  failed             %u\n", b->failed);
@@ -463,9 +463,10 @@ report(tn_bench *b)
                o->persistent ? ", durable" : "", o->size, (unsigned long long)o->count,
                o->rate > 0 ? " (fixed rate)" : "");
     } else {
-        printf("ternbench pubsub: %u publishers -> %u subscribers, topics %s, QoS %u, "
+        printf("ternbench pubsub%s%s: %u publishers -> %u subscribers, topics %s, QoS %u, "
                "%u-byte payload, %llu messages/publisher%s\n",
-               o->pubs, o->subs, topics, o->qos, o->size, (unsigned long long)o->count,
+               o->tls || o->ws ? " over " : "", o->tls || o->ws ? o->scheme : "", o->pubs, o->subs,
+               topics, o->qos, o->size, (unsigned long long)o->count,
                o->rate > 0 ? " (fixed rate)" : "");
     }
     if (!conns) {
@@ -509,6 +510,8 @@ report(tn_bench *b)
                o->persistent);
     if (amqp)
         printf(" proto=amqp credit=%u persistent=%d", o->credit, o->persistent);
+    if (o->tls || o->ws)
+        printf(" transport=%s tls_verify=%d", o->scheme, o->tls_ca != NULL);
     if (!conns) {
         printf(" pub_block_max_ms=%.1f", tn_bench_pub_block_max_ms(b));
         tn_bench_stall_result(b);
@@ -555,6 +558,10 @@ main(int argc, char **argv)
     }
     tn_bench_opts *o = &b->o;
     bool conns = o->scenario == TN_BENCH_CONNS;
+    if (tn_bench_x_init(o) != 0) {
+        free(b);
+        return 1;
+    }
     raise_nofile(o);
     tn_log_set_level(TN_LOG_WARN);
 
@@ -638,6 +645,7 @@ main(int argc, char **argv)
     tn_bench_stall_fini(b);
     if (uv_loop_close(&b->loop) != 0)
         fprintf(stderr, "ternbench: event loop closed with open handles\n");
+    tn_bench_x_fini();
     free(b->conns);
     free(b->dirty);
     free(b);

@@ -15,6 +15,9 @@
  *                window, recover_ms, and how long publishers could not send (pub_block_max_ms)
  *   retained.c   the retained scenario: publish N retained messages, then count what a new
  *                subscriber gets, then clear them
+ *   xport.c      MQTT over TLS (mqtts://), WebSocket (ws://) or both (wss://): OpenSSL on
+ *                memory BIOs and an RFC 6455 client between conns.c's socket and its MQTT
+ *                reader and batched writes; plain TCP connections never enter it
  *
  * Everything runs on one libuv loop, on one thread. Encoded packets are appended to a
  * per-connection buffer and written once per loop turn (the uv_prepare callback), so a turn that
@@ -48,6 +51,7 @@
 #define TN_BENCH_SKIP_BUF 8192            /* --discard: the shortened copy of a message's head */
 #define TN_BENCH_MAX_BROKER_PIDS 16       /* --broker-pid PID,PID,...: a broker's processes */
 #define TN_BENCH_MAX_ADDRESS 64           /* --address-prefix: the AMQP address's first part */
+#define TN_BENCH_MAX_WS_PATH 128          /* ws://HOST:PORT/PATH: the request's path */
 
 typedef enum { TN_BENCH_PUBSUB, TN_BENCH_CONNS, TN_BENCH_RETAINED } tn_bench_scenario;
 typedef enum { TN_BENCH_SHARED, TN_BENCH_PER_PUBLISHER } tn_bench_topics;
@@ -60,6 +64,12 @@ typedef struct tn_bench_opts {
     struct sockaddr_in addr; /* the broker */
     char host[64];           /* as given in --url, for STOMP's host header and AMQP's hostname */
     tn_bench_proto proto;
+    const char *scheme;                 /* of --url: mqtt, mqtts, ws, wss, stomp or amqp */
+    bool tls;                           /* mqtts://, wss:// */
+    bool ws;                            /* ws://, wss://: MQTT over WebSocket, subprotocol mqtt */
+    char ws_path[TN_BENCH_MAX_WS_PATH]; /* the upgrade request's path (default /mqtt) */
+    const char *tls_ca;             /* verify the broker's certificate against it; NULL: no check */
+    const char *tls_cert, *tls_key; /* a client certificate, or NULL */
     tn_bench_scenario scenario;
     tn_bench_topics topics;
     uint32_t pubs, subs;
@@ -146,7 +156,8 @@ typedef enum {
 } tn_bench_conn_state;
 
 typedef struct tn_bench tn_bench;
-typedef struct tn_bench_amqp tn_bench_amqp; /* amqp.c: a connection's proton driver and link */
+typedef struct tn_bench_amqp tn_bench_amqp;   /* amqp.c: a connection's proton driver and link */
+typedef struct tn_bench_xport tn_bench_xport; /* xport.c: a connection's TLS and WebSocket state */
 
 /* --stall: one 100 ms window of the healthy subscribers' deliveries, by receive time. */
 typedef struct tn_bench_window {
@@ -174,6 +185,8 @@ typedef struct tn_bench_conn {
     tn_mqtt_decoder dec;
     tn_stomp_decoder sdec;  /* STOMP only */
     tn_bench_amqp *amqp;    /* AMQP only: from the TCP connect to the handle's close */
+    tn_bench_xport *x;      /* TLS and/or WebSocket: from the TCP connect to the handle's close;
+                               NULL over plain TCP */
     uint64_t last_tx_ms;    /* loop time of the last write, for PINGREQ */
     uint64_t last_write_ns; /* publisher: the last write the kernel took (some bytes) */
     uint64_t block_max_ns;  /* publisher: longest gap between such writes, or (with --rate)
@@ -309,6 +322,31 @@ bool tn_bench_conn_is_active(const tn_bench_conn *c);
  * are off). AMQP: proton's tick, which sends an empty frame when the broker asked for an idle
  * timeout and nothing went out for half of it. */
 void tn_bench_conn_keepalive(tn_bench_conn *c, uint64_t now_ms);
+
+/* conns.c, for xport.c: the transport is up (TLS handshake and WebSocket upgrade done): the
+ * protocol's own connect starts (MQTT CONNECT). */
+void tn_bench_conn_session(tn_bench_conn *c);
+/* MQTT bytes that arrived through a transport, in order; partial packets wait in c->in. */
+void tn_bench_mqtt_stream(tn_bench_conn *c, const uint8_t *p, size_t len, uint64_t now_ns);
+
+/* xport.c. c->out holds the protocol's bytes (plaintext, unframed) outside tn_bench_conn_flush;
+ * the flush turns them into wire bytes just before it writes them. */
+/* Once per run: the TLS context (--tls-ca, --tls-cert, --tls-key) when o->tls. 0, or -1 after
+ * printing why. */
+int tn_bench_x_init(const tn_bench_opts *o);
+void tn_bench_x_fini(void);
+/* The TCP connection is up: creates c->x and starts the TLS handshake or the WebSocket
+ * upgrade; tn_bench_conn_session() follows once both are done. 0, or -1 (c failed). */
+int tn_bench_x_start(tn_bench_conn *c);
+/* Frees c->x (idempotent). */
+void tn_bench_x_free(tn_bench_conn *c);
+/* Bytes read from the socket: decrypted, deframed, passed on. */
+void tn_bench_x_input(tn_bench_conn *c, uint8_t *p, size_t len);
+/* In the flush, not writing: c->out (protocol bytes) becomes wire bytes (one WebSocket frame,
+ * one SSL_write) followed by whatever TLS itself has to send. 0, or -1 (c failed). */
+int tn_bench_x_wrap(tn_bench_conn *c);
+/* TLS has bytes of its own to send (a handshake message, an alert). */
+bool tn_bench_x_pending(const tn_bench_conn *c);
 
 /* ternbench.c: called by conns.c */
 void tn_bench_on_ready(tn_bench_conn *c);
