@@ -370,6 +370,42 @@ write_rest(conn *c, size_t written, size_t total)
     return r;
 }
 
+/* TLS: gives back what is encrypted already (the front of out, references passed), so the
+ * output buffer only ever holds what still waits for encryption: a large output encrypted a
+ * piece at a time must not fill it with bytes already sent. */
+static void
+drop_sealed(conn *c)
+{
+    size_t left = c->sealed, from_out = 0, done = 0, pos = 0;
+    /* Walk the stream: out[pos..at) then reference i, for each i, then the rest of out. */
+    for (; done <= c->refs.n; done++) {
+        size_t end = done < c->refs.n ? c->refs.v[done].at : c->out.len;
+        size_t seg = end - pos;
+        if (left < seg) {
+            from_out += left;
+            left = 0;
+            break;
+        }
+        from_out += seg;
+        left -= seg;
+        pos = end;
+        if (done == c->refs.n || left < c->refs.v[done].n)
+            break; /* stops in (or just before) reference `done` */
+        left -= c->refs.v[done].n;
+    }
+    /* `done` references are passed whole; `left` bytes of the next one are encrypted. */
+    for (size_t i = 0; i < done; i++) {
+        c->refs.bytes -= c->refs.v[i].n;
+        c->refs.v[i].release(c->refs.v[i].owner);
+    }
+    memmove(c->refs.v, c->refs.v + done, (c->refs.n - done) * sizeof *c->refs.v);
+    c->refs.n -= done;
+    for (size_t i = 0; i < c->refs.n; i++)
+        c->refs.v[i].at -= from_out;
+    tn_buf_consume(&c->out, from_out);
+    c->sealed = left;
+}
+
 /* TLS: encrypts the output (out and refs, in stream order) into tout, while tout holds less
  * than SEAL_CHUNK; what is fully encrypted is released. Before the handshake is done, the
  * plaintext waits. 0, or TN_EPROTO. */
@@ -392,10 +428,12 @@ seal(conn *c)
                 break;
         }
     }
-    if (c->sealed == total && total > 0) {
+    if (c->sealed == total) {
         c->out.len = 0;
         orefs_release(&c->refs);
         c->sealed = 0;
+    } else if (c->sealed > 0) {
+        drop_sealed(c);
     }
     return 0;
 }

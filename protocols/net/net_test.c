@@ -14,7 +14,16 @@
 
 /* ---- server side: a test adapter ---- */
 
-typedef enum { MODE_ECHO, MODE_BYE, MODE_SLOW, MODE_FANOUT, MODE_FLOOD, MODE_REFS, MODE_INTO } mode;
+typedef enum {
+    MODE_ECHO,
+    MODE_BYE,
+    MODE_SLOW,
+    MODE_FANOUT,
+    MODE_FLOOD,
+    MODE_REFS,
+    MODE_INTO,
+    MODE_STREAM
+} mode;
 
 typedef struct sconn {
     const tn_io *io;
@@ -29,6 +38,20 @@ static struct {
 } srv;
 
 static uint8_t big_payload[24 << 20]; /* more than loopback's socket buffers take at once */
+/* MODE_STREAM: STREAM_TOTAL bytes of big_payload, appended as long as out_full() allows and
+ * resumed from drained(), as an adapter with a large message to send does. */
+#define STREAM_TOTAL (8u << 20)
+static size_t streamed;
+static void
+stream_more(const tn_io *io, void *ioc)
+{
+    while (streamed < STREAM_TOTAL && !io->out_full(ioc)) {
+        size_t n = STREAM_TOTAL - streamed < 16384 ? STREAM_TOTAL - streamed : 16384;
+        if (tn_buf_append(io->out(ioc), big_payload + streamed, n) != 0)
+            return; /* the buffer itself is full: only drained() can resume */
+        streamed += n;
+    }
+}
 static int released;
 /* MODE_INTO: input after the first byte belongs in into_buf (as a large body would). */
 static uint8_t into_buf[4 << 20];
@@ -102,6 +125,10 @@ t_input(void *a, const uint8_t *p, size_t len)
             tn_buf_append(s->io->out(s->ioc), "done", 4);
         return (ssize_t)len;
     }
+    case MODE_STREAM:
+        streamed = 0;
+        stream_more(s->io, s->ioc);
+        return (ssize_t)len;
     case MODE_FLOOD: { /* as much output as the buffer takes, then close: never drained */
         static const uint8_t zeros[65536];
         while (tn_buf_append(s->io->out(s->ioc), zeros, sizeof zeros) == 0)
@@ -116,7 +143,9 @@ t_input(void *a, const uint8_t *p, size_t len)
 static void
 t_drained(void *a)
 {
-    (void)a;
+    sconn *s = a;
+    if (srv.mode == MODE_STREAM)
+        stream_more(s->io, s->ioc);
 }
 
 static void
@@ -671,7 +700,7 @@ tc_close(tclient *c)
 }
 
 static int
-setup_tls(uint32_t handshake_ms)
+setup_tls_out(uint32_t handshake_ms, uint32_t max_output)
 {
     memset(&srv, 0, sizeof srv);
     char err[200];
@@ -680,12 +709,49 @@ setup_tls(uint32_t handshake_ms)
     CU_ASSERT_PTR_NOT_NULL_FATAL(server_tls);
     tn_net_limits l = {.max_connections = 10,
                        .max_input = 1024,
-                       .max_output = 4096,
+                       .max_output = max_output,
                        .close_timeout_ms = 3000,
                        .tls_handshake_timeout_ms = handshake_ms};
     uv_loop_init(&loop);
     net = tn_net_new(&loop, &l);
     return tn_net_listen(net, "127.0.0.1", 0, &test_ops, NULL, server_tls, &port);
+}
+
+static int
+setup_tls(uint32_t handshake_ms)
+{
+    return setup_tls_out(handshake_ms, 4096);
+}
+
+static bool
+tc_got_stream(void *arg)
+{
+    tclient *c = arg;
+    return c->total >= STREAM_TOTAL || c->eof;
+}
+
+/* [issue 14] A large output appended as flow control allows (an AMQP transfer of a 4 MiB
+ * message) is encrypted a piece at a time: what is encrypted leaves the output buffer, so it
+ * never fills with sent bytes and the stream does not stall. */
+static void
+test_tls_large_stream(void)
+{
+    for (size_t i = 0; i < sizeof big_payload; i++)
+        big_payload[i] = (uint8_t)(i * 7 + i / 4096);
+    CU_ASSERT_EQUAL_FATAL(setup_tls_out(5000, 1 << 20), 0);
+    srv.mode = MODE_STREAM;
+    tclient c;
+    tc_start(&c, "x");
+    run_until(tc_got_stream, &c);
+    CU_ASSERT_EQUAL(c.total, STREAM_TOTAL);
+    uint32_t want = 0;
+    for (size_t i = 0; i < STREAM_TOTAL; i++)
+        want = want * 31 + big_payload[i];
+    CU_ASSERT_EQUAL(c.sum, want);
+    tc_close(&c);
+    run_until(all_closed, NULL);
+    teardown_all();
+    tn_tls_ctx_free(server_tls);
 }
 
 static bool
@@ -791,6 +857,7 @@ main(void)
     tn_test_certs_make(&certs);
     CU_add_test(s, "tls_refs_in_order", test_tls_refs_in_order);
     CU_add_test(s, "tls_close_after_flush", test_tls_close_after_flush);
+    CU_add_test(s, "tls_large_stream", test_tls_large_stream);
     CU_add_test(s, "tls_deadline_and_garbage", test_tls_deadline_and_garbage);
     int rc = tn_test_run();
     tn_test_certs_remove(&certs);
