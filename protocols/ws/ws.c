@@ -13,8 +13,11 @@
 #include <sys/socket.h>
 
 #define SWEEP_MS 250
-#define WRITE_CHUNK 262144     /* largest WebSocket message we send */
-#define RX_CHUNK 65536         /* libwebsockets hands us input in pieces of at most this */
+#define WRITE_CHUNK 262144 /* largest WebSocket message we send */
+#define RX_CHUNK 65536     /* libwebsockets hands us input in pieces of at most this */
+/* What libwebsockets may send in one write: a whole message of ours with its header (else it
+ * sends rx_buffer_size and copies the rest aside). */
+#define TX_PACKET (WRITE_CHUNK + 16)
 #define SNIFF_TIMEOUT_MS 10000 /* no subprotocol: the first bytes must come by then */
 
 /* What a connection speaks, by the subprotocol table below (also the lws protocol id). */
@@ -60,9 +63,10 @@ typedef struct wconn {
     struct wconn *dirty_next, *wake_next;
     char *subject;
     char peer[64];
-    bool closing;    /* no more input; closes once the output is written */
-    bool close_sent; /* our close frame is written */
-    bool gone;       /* libwebsockets closed it (or is about to) */
+    bool closing;     /* no more input; closes once the output is written */
+    bool close_sent;  /* our close frame is written */
+    bool peer_closed; /* the client's close frame arrived */
+    bool gone;        /* libwebsockets closed it (or is about to) */
     bool paused;
     bool full;
     bool dirty;
@@ -201,9 +205,44 @@ kill_async(wconn *c)
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 }
 
-/* WRITEABLE: one message of the pending output. Returns -1 to close the connection. */
-static int
-on_writeable(wconn *c)
+/* Gives back what is written already (the front of out, references passed), so out only holds
+ * what still waits: a large output written a message at a time must not fill it with sent
+ * bytes (the adapter appends as long as pending output is under max_output). */
+static void
+drop_sent(wconn *c)
+{
+    size_t left = c->sent, from_out = 0, done = 0, pos = 0;
+    for (; done <= c->n_refs; done++) {
+        size_t end = done < c->n_refs ? c->refs[done].at : c->out.len;
+        if (left < end - pos) {
+            from_out += left;
+            left = 0;
+            break;
+        }
+        from_out += end - pos;
+        left -= end - pos;
+        pos = end;
+        if (done == c->n_refs || left < c->refs[done].n)
+            break; /* stops in (or just before) reference `done` */
+        left -= c->refs[done].n;
+    }
+    for (size_t i = 0; i < done; i++) {
+        c->ref_bytes -= c->refs[i].n;
+        c->refs[i].release(c->refs[i].owner);
+    }
+    memmove(c->refs, c->refs + done, (c->n_refs - done) * sizeof *c->refs);
+    c->n_refs -= done;
+    for (size_t i = 0; i < c->n_refs; i++)
+        c->refs[i].at -= from_out;
+    tn_buf_consume(&c->out, from_out);
+    c->sent = left;
+}
+
+/* Writes one message of the pending output (at most WRITE_CHUNK): the bytes written, or -1 if
+ * the write failed. What the socket does not take at once, libwebsockets keeps and writes
+ * before anything else. */
+static ssize_t
+write_some(wconn *c)
 {
     size_t n = gather(c, c->sent, c->w->wbuf + LWS_PRE, WRITE_CHUNK);
     if (n) {
@@ -215,6 +254,8 @@ on_writeable(wconn *c)
             c->out.len = 0;
             refs_release(c);
             c->sent = 0;
+        } else {
+            drop_sent(c);
         }
     }
     if (c->full && pending(c) < c->w->limits.max_output / 4 * 3) {
@@ -222,6 +263,16 @@ on_writeable(wconn *c)
         if (!c->closing && c->a)
             c->ops->drained(c->a);
     }
+    return (ssize_t)n;
+}
+
+/* WRITEABLE: one message of the pending output, or the close. Returns -1 to close. */
+static int
+on_writeable(wconn *c)
+{
+    ssize_t n = write_some(c);
+    if (n < 0)
+        return -1;
     if (pending(c) || (c->closing && n)) {
         /* One write per callback: the close frame goes in the next one. */
         lws_callback_on_writable(c->wsi);
@@ -461,8 +512,12 @@ on_receive(wconn *c, const uint8_t *p, size_t n)
             lws_close_reason(c->wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, NULL, 0);
             return -1;
         }
-        if (!lws_frame_is_binary(c->wsi) && c->kind != P_STOMP)
+        if (!lws_frame_is_binary(c->wsi) && c->kind != P_STOMP) {
+            tn_log_info("WS-TEXT", "%s: text message on a %s connection (binary only), closing",
+                        c->peer, c->kind == P_MQTT ? "MQTT" : "AMQP");
+            lws_close_reason(c->wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, NULL, 0);
             return -1;
+        }
         conn_feed(c);
         return 0;
     }
@@ -716,7 +771,9 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
         return on_writeable(c);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        return 0; /* echo the close, then lws closes */
+        if (c)
+            c->peer_closed = true; /* nothing more may be written but lws' echo */
+        return 0;                  /* echo the close, then lws closes */
 
     case LWS_CALLBACK_CLOSED:
         if (c) {
@@ -733,14 +790,14 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
 
 /* protocols[0] is the one a client that offers no subprotocol gets (and plain HTTP). */
 static const struct lws_protocols protocols[] = {
-    {"tern", callback, sizeof(wconn *), RX_CHUNK, P_SNIFF, NULL, 0},
-    {"mqtt", callback, sizeof(wconn *), RX_CHUNK, P_MQTT, NULL, 0},
-    {"mqttv3.1", callback, sizeof(wconn *), RX_CHUNK, P_MQTT, NULL, 0},
-    {"v12.stomp", callback, sizeof(wconn *), RX_CHUNK, P_STOMP, NULL, 0},
-    {"v11.stomp", callback, sizeof(wconn *), RX_CHUNK, P_STOMP, NULL, 0},
-    {"v10.stomp", callback, sizeof(wconn *), RX_CHUNK, P_STOMP, NULL, 0},
-    {"amqp", callback, sizeof(wconn *), RX_CHUNK, P_AMQP, NULL, 0},
-    {"AMQPWSB10", callback, sizeof(wconn *), RX_CHUNK, P_AMQP, NULL, 0},
+    {"tern", callback, sizeof(wconn *), RX_CHUNK, P_SNIFF, NULL, TX_PACKET},
+    {"mqtt", callback, sizeof(wconn *), RX_CHUNK, P_MQTT, NULL, TX_PACKET},
+    {"mqttv3.1", callback, sizeof(wconn *), RX_CHUNK, P_MQTT, NULL, TX_PACKET},
+    {"v12.stomp", callback, sizeof(wconn *), RX_CHUNK, P_STOMP, NULL, TX_PACKET},
+    {"v11.stomp", callback, sizeof(wconn *), RX_CHUNK, P_STOMP, NULL, TX_PACKET},
+    {"v10.stomp", callback, sizeof(wconn *), RX_CHUNK, P_STOMP, NULL, TX_PACKET},
+    {"amqp", callback, sizeof(wconn *), RX_CHUNK, P_AMQP, NULL, TX_PACKET},
+    {"AMQPWSB10", callback, sizeof(wconn *), RX_CHUNK, P_AMQP, NULL, TX_PACKET},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -760,7 +817,16 @@ prepare_cb(uv_prepare_t *h)
         while ((c = w->dirty)) {
             w->dirty = c->dirty_next;
             c->dirty = false;
-            if (!c->gone && (pending(c) || c->closing))
+            if (c->gone || c->peer_closed)
+                continue;
+            /* This turn's output goes out now, as one message, when nothing written before
+             * is still waiting in libwebsockets: asking for a writable callback first would
+             * cost two epoll changes and a loop turn per message. */
+            if (pending(c) && !c->closing && !lws_partial_buffered(c->wsi) && write_some(c) < 0) {
+                kill_async(c);
+                continue;
+            }
+            if (pending(c) || c->closing)
                 lws_callback_on_writable(c->wsi);
         }
     }
