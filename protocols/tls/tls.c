@@ -21,7 +21,7 @@ struct tn_tls {
     bool ready;
     bool failed;
     bool shut;
-    char err[160];
+    char *err; /* the last failure (allocated then: most connections never fail) */
 };
 
 /* ---- one BIO for both directions: reads from the input window, writes to cout ---- */
@@ -241,6 +241,7 @@ tn_tls_free(tn_tls *t)
         return;
     SSL_free(t->ssl);
     free(t->subject);
+    free(t->err);
     free(t);
 }
 
@@ -257,15 +258,17 @@ set_error(tn_tls *t, int ret)
     int e = SSL_get_error(t->ssl, ret);
     unsigned long code = ERR_peek_last_error();
     long vr = SSL_get_verify_result(t->ssl);
+    enum { ERRLEN = 160 };
+    if (!t->err)
+        t->err = tn_xmalloc(ERRLEN);
     if (vr != X509_V_OK)
-        snprintf(t->err, sizeof t->err, "client certificate: %s",
-                 X509_verify_cert_error_string(vr));
+        snprintf(t->err, ERRLEN, "client certificate: %s", X509_verify_cert_error_string(vr));
     else if (code)
-        ERR_error_string_n(code, t->err, sizeof t->err);
+        ERR_error_string_n(code, t->err, ERRLEN);
     else if (e == SSL_ERROR_SYSCALL)
-        snprintf(t->err, sizeof t->err, "unexpected end of the TLS stream");
+        snprintf(t->err, ERRLEN, "unexpected end of the TLS stream");
     else
-        snprintf(t->err, sizeof t->err, "TLS error %d", e);
+        snprintf(t->err, ERRLEN, "TLS error %d", e);
     ERR_clear_error();
     t->failed = true;
 }
@@ -371,5 +374,5 @@ tn_tls_version(const tn_tls *t)
 const char *
 tn_tls_error(const tn_tls *t)
 {
-    return t->err[0] ? t->err : "no error";
+    return t->err ? t->err : "no error";
 }
