@@ -3,14 +3,17 @@
 #include "protocols/ws/ws.h"
 
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <uthash.h>
 
 #define SWEEP_MS 250
 #define WRITE_CHUNK 262144 /* largest WebSocket message we send */
@@ -74,8 +77,18 @@ typedef struct wconn {
     bool busy;
 } wconn;
 
+/* wss: a connection in its TLS handshake, so one that never finishes it is logged when
+ * libwebsockets drops it (the handshake deadline, or the client going away). */
+typedef struct handshake {
+    struct lws *wsi;
+    uint64_t since;
+    char peer[64];
+    UT_hash_handle hh;
+} handshake;
+
 struct tn_ws {
     uv_loop_t *loop;
+    handshake *handshakes; /* by wsi */
     struct lws_context *ctx;
     tn_ws_limits limits;
     uv_prepare_t prepare;
@@ -202,6 +215,11 @@ kill_async(wconn *c)
     if (c->gone)
         return;
     c->closing = true;
+    /* libwebsockets' own asynchronous kill is a timer it only runs when serviced; shutting the
+     * socket down makes the loop report it at once, and libwebsockets closes it. */
+    int fd = lws_get_socket_fd(c->wsi);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 }
 
@@ -669,6 +687,43 @@ setup_ssl_ctx(listener *l, SSL_CTX *s)
 
 static const struct lws_protocols protocols[];
 
+/* wss handshakes: tracked from their start; a failure is logged once, with OpenSSL's reason. */
+static void
+on_ssl_info(tn_ws *w, struct lws *wsi, const struct lws_ssl_info *si)
+{
+    handshake *h;
+    HASH_FIND_PTR(w->handshakes, &wsi, h);
+    SSL *ssl = lws_get_ssl(wsi);
+    if (si->where & SSL_CB_HANDSHAKE_DONE) {
+        if (h) {
+            HASH_DEL(w->handshakes, h);
+            free(h);
+        }
+        return;
+    }
+    if (!h && ssl && !SSL_is_init_finished(ssl)) {
+        h = tn_xcalloc(1, sizeof *h);
+        h->wsi = wsi;
+        h->since = uv_now(w->loop);
+        peer_of(wsi, h->peer, sizeof h->peer);
+        HASH_ADD_PTR(w->handshakes, wsi, h);
+    }
+    if (!h || !(si->where & SSL_CB_EXIT) || si->ret > 0 || !ssl || SSL_want_read(ssl) ||
+        SSL_want_write(ssl))
+        return;
+    /* SSL_accept failed: garbage, a plain-text client, an unknown CA, a refused certificate. */
+    char why[160] = "TLS error";
+    long vr = SSL_get_verify_result(ssl);
+    unsigned long code = ERR_peek_last_error();
+    if (vr != X509_V_OK)
+        snprintf(why, sizeof why, "client certificate: %s", X509_verify_cert_error_string(vr));
+    else if (code)
+        ERR_error_string_n(code, why, sizeof why);
+    tn_log_info("WS-TLS-FAIL", "%s: TLS handshake failed: %s, closing", h->peer, why);
+    HASH_DEL(w->handshakes, h);
+    free(h);
+}
+
 /* True when the client offers no subprotocol, or one we serve ("mqtt, v12.stomp" lists). */
 static bool
 subprotocol_ok(struct lws *wsi, char *offered, size_t len)
@@ -704,6 +759,26 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
         l = lws_vhost_user(in);
         return l ? setup_ssl_ctx(l, user) : 0;
+
+    case LWS_CALLBACK_SSL_INFO:
+        if (w)
+            on_ssl_info(w, wsi, in);
+        return 0;
+
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (w) {
+            handshake *h;
+            HASH_FIND_PTR(w->handshakes, &wsi, h);
+            if (h) {
+                tn_log_info("WS-TLS-FAIL",
+                            "%s: TLS handshake not finished after %" PRIu64
+                            " ms (deadline or client gone), closed",
+                            h->peer, uv_now(w->loop) - h->since);
+                HASH_DEL(w->handshakes, h);
+                free(h);
+            }
+        }
+        return 0;
 
     case LWS_CALLBACK_HTTP: {
         /* A plain HTTP request: this port speaks WebSocket only. */
@@ -933,6 +1008,9 @@ tn_ws_listen(tn_ws *w, const tn_ws_listen_conf *c, uint16_t *bound, char *err, s
     vi.protocols = protocols;
     vi.user = l;
     vi.timeout_secs = (w->limits.tls_handshake_timeout_ms + 999) / 1000;
+    /* The wait for the HTTP upgrade (and, on wss, what libwebsockets applies to the TLS
+     * handshake) is the same deadline. */
+    vi.timeout_secs_ah_idle = vi.timeout_secs;
     /* An IPv4 address binds only with IPv6 off (else libwebsockets listens on every address). */
     if (!strchr(c->address, ':'))
         vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
@@ -951,6 +1029,7 @@ tn_ws_listen(tn_ws *w, const tn_ws_listen_conf *c, uint16_t *bound, char *err, s
         vi.ssl_private_key_filepath = l->tls.key_file;
         vi.ssl_cipher_list = l->tls.ciphers;
         vi.alpn = "http/1.1"; /* WebSocket over HTTP/1.1 upgrades, not HTTP/2 */
+        vi.ssl_info_event_mask = SSL_CB_EXIT | SSL_CB_HANDSHAKE_START | SSL_CB_HANDSHAKE_DONE;
     }
     if (c->port == 0) {
         /* libwebsockets has no "any free port": find one, then bind it. */
@@ -1035,6 +1114,12 @@ tn_ws_free(tn_ws *w)
             free((char *)l->tls.ciphersuites);
         }
         free(l);
+    }
+    handshake *h, *tmp;
+    HASH_ITER(hh, w->handshakes, h, tmp)
+    {
+        HASH_DEL(w->handshakes, h);
+        free(h);
     }
     free(w);
 }
