@@ -846,9 +846,12 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
         return on_writeable(c);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        if (c)
-            c->peer_closed = true; /* nothing more may be written but lws' echo */
-        return 0;                  /* echo the close, then lws closes */
+        if (!c)
+            return 0;
+        c->peer_closed = true; /* nothing more may be written but lws' echo */
+        /* Our own close frame went first: this is the client's answer, not a close to echo
+         * (a second close frame makes browsers report an unclean close). */
+        return c->close_sent ? 1 : 0;
 
     case LWS_CALLBACK_CLOSED:
         if (c) {

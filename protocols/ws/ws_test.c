@@ -368,6 +368,7 @@ static int status;
 static uint8_t got[400000];
 static size_t got_n;
 static int close_code;
+static int after_close; /* what followed our answer to the server's close (-1: the end) */
 
 static void
 c_subprotocol_echo(void)
@@ -387,6 +388,9 @@ c_subprotocol_echo(void)
     size_t n;
     uint8_t f[16];
     close_code = cli_read_frame(&c, f, sizeof f, &n) == 8 && n >= 2 ? f[0] << 8 | f[1] : -1;
+    /* Our answer to the server's close: the server must not answer it with a second close. */
+    cli_frame(&c, 8, true, "\x03\xe8", 2, true);
+    after_close = cli_read_frame(&c, f, sizeof f, &n);
     close(c.fd);
 }
 
@@ -405,6 +409,7 @@ test_subprotocol_stream_and_refs(void)
     CU_ASSERT_EQUAL(memcmp(got + 11, big, sizeof big), 0);
     CU_ASSERT_EQUAL(memcmp(got + 11 + sizeof big, ">bye\n", 5), 0);
     CU_ASSERT_EQUAL(close_code, 1000); /* the adapter's close, after its output */
+    CU_ASSERT_EQUAL(after_close, -1);  /* then the socket's end: no second close frame */
     teardown();
     CU_ASSERT_EQUAL(srv.closed, 1);
 }
