@@ -398,7 +398,8 @@ drop_sealed(conn *c)
         c->refs.bytes -= c->refs.v[i].n;
         c->refs.v[i].release(c->refs.v[i].owner);
     }
-    memmove(c->refs.v, c->refs.v + done, (c->refs.n - done) * sizeof *c->refs.v);
+    if (done && done < c->refs.n)
+        memmove(c->refs.v, c->refs.v + done, (c->refs.n - done) * sizeof *c->refs.v);
     c->refs.n -= done;
     for (size_t i = 0; i < c->refs.n; i++)
         c->refs.v[i].at -= from_out;

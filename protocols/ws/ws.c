@@ -248,7 +248,8 @@ drop_sent(wconn *c)
         c->ref_bytes -= c->refs[i].n;
         c->refs[i].release(c->refs[i].owner);
     }
-    memmove(c->refs, c->refs + done, (c->n_refs - done) * sizeof *c->refs);
+    if (done && done < c->n_refs)
+        memmove(c->refs, c->refs + done, (c->n_refs - done) * sizeof *c->refs);
     c->n_refs -= done;
     for (size_t i = 0; i < c->n_refs; i++)
         c->refs[i].at -= from_out;
