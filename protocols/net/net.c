@@ -855,6 +855,8 @@ sweep_cb(uv_timer_t *t)
                 tn_buf_reset(&c->in);
             if (c->tout.len == 0 && c->tout.cap)
                 tn_buf_reset(&c->tout);
+            if (c->tls)
+                tn_tls_idle(c->tls);
         }
         if (c->handshake_by && c->handshake_by <= now && !c->handle_closing) {
             tn_log_info("NET-TLS-TIMEOUT", "%s: TLS handshake not finished within %u ms, closing",

@@ -134,8 +134,9 @@ tn_tls_ctx_new(const tn_tls_conf *c, char *err, size_t errlen)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(s, minv);
-    /* Idle connections give their record buffers back; no session cache (tickets resume). */
-    SSL_CTX_set_mode(s, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE);
+    /* Record buffers stay while a connection is busy (no 16 KiB allocation per record) and
+     * are given back when it goes idle (tn_tls_idle); no session cache (tickets resume). */
+    SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE);
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(s, 1);
     SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -351,6 +352,12 @@ tn_tls_shutdown(tn_tls *t)
     ERR_clear_error();
     SSL_shutdown(t->ssl);
     ERR_clear_error();
+}
+
+void
+tn_tls_idle(tn_tls *t)
+{
+    SSL_free_buffers(t->ssl); /* refuses (harmlessly) while a record is half read */
 }
 
 bool

@@ -666,7 +666,7 @@ setup_ssl_ctx(listener *l, SSL_CTX *s)
     const tn_tls_conf *t = &l->tls;
     SSL_CTX_set_min_proto_version(
         s, t->min_version && strcmp(t->min_version, "1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
-    SSL_CTX_set_mode(s, SSL_MODE_RELEASE_BUFFERS);
+    /* Record buffers are given back when a connection goes idle (the sweep), not per record. */
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(s, 1);
     if (t->ca_file) {
@@ -922,6 +922,9 @@ sweep_cb(uv_timer_t *t)
                 tn_buf_reset(&c->out);
             if (c->in.len == 0 && c->in.cap)
                 tn_buf_reset(&c->in);
+            SSL *ssl = c->gone ? NULL : lws_get_ssl(c->wsi);
+            if (ssl)
+                SSL_free_buffers(ssl);
         }
         c->busy = false;
         if (c->deadline && c->deadline <= now && !c->closing && c->a) {
@@ -961,6 +964,7 @@ tn_ws_new(uv_loop_t *loop, const tn_ws_limits *limits, char *err, size_t errlen)
     ci.foreign_loops = loops;
     ci.pcontext = &w->ctx;
     ci.timeout_secs = (limits->tls_handshake_timeout_ms + 999) / 1000;
+    ci.pt_serv_buf_size = RX_CHUNK; /* what lws reads from a socket at once (default 4 KiB) */
     ci.user = w;
     w->ctx = lws_create_context(&ci);
     if (!w->ctx) {
