@@ -13,6 +13,8 @@
 /* TLS: plaintext is encrypted in pieces of at most this, and only while less than this much
  * ciphertext waits to be written, so a large payload is never held twice in full. */
 #define SEAL_CHUNK 262144
+/* TLS: reads and writes in one sweep period (250 ms) from which a connection is busy. */
+#define BUSY_OPS 16
 
 typedef struct conn conn;
 
@@ -57,6 +59,7 @@ struct conn {
     size_t sealed; /* TLS: bytes of out and refs (in stream order) already encrypted */
     uint64_t handshake_by; /* TLS: loop time by which the handshake must be done (0: done) */
     bool tls_shut;         /* TLS: close_notify queued */
+    uint32_t tls_ops;      /* TLS: reads and writes since the last sweep */
     wreq *wr;              /* async write in flight, or NULL */
     uint64_t deadline;
     uint64_t close_by; /* closing: loop time after which the output is given up (0: none) */
@@ -445,6 +448,8 @@ conn_flush(conn *c)
 {
     if (c->handle_closing)
         return;
+    if (c->tls && c->out.len + c->refs.bytes > c->sealed)
+        c->tls_ops++;
     if (c->tls && !c->wr && seal(c) != 0) {
         tn_log_info("NET-TLS-FAIL", "%s: %s, closing", io_peer(c), tn_tls_error(c->tls));
         conn_abort(c, TN_CLOSE_LOCAL);
@@ -546,6 +551,7 @@ conn_input(conn *c, const uint8_t *p, size_t n)
 static void
 tls_read(conn *c, const uint8_t *p, size_t n)
 {
+    c->tls_ops++;
     tn_tls_input(c->tls, p, n);
     for (;;) {
         ssize_t r = tn_tls_read(c->tls, c->net->pbuf, sizeof c->net->pbuf);
@@ -855,8 +861,12 @@ sweep_cb(uv_timer_t *t)
                 tn_buf_reset(&c->in);
             if (c->tout.len == 0 && c->tout.cap)
                 tn_buf_reset(&c->tout);
-            if (c->tls)
-                tn_tls_idle(c->tls);
+        }
+        if (c->tls) {
+            /* Busy: dozens of reads and writes a second. Only those keep OpenSSL's record
+             * buffers between records; thousands of quiet devices must not hold 34 KiB each. */
+            tn_tls_busy(c->tls, c->tls_ops >= BUSY_OPS);
+            c->tls_ops = 0;
         }
         if (c->handshake_by && c->handshake_by <= now && !c->handle_closing) {
             tn_log_info("NET-TLS-TIMEOUT", "%s: TLS handshake not finished within %u ms, closing",

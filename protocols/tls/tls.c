@@ -134,9 +134,10 @@ tn_tls_ctx_new(const tn_tls_conf *c, char *err, size_t errlen)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(s, minv);
-    /* Record buffers stay while a connection is busy (no 16 KiB allocation per record) and
-     * are given back when it goes idle (tn_tls_idle); no session cache (tickets resume). */
-    SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE);
+    /* Record buffers are given back after each record (a storm of new connections must not
+     * hold 34 KiB each), except on busy connections (tn_tls_busy): no 16 KiB allocation per
+     * record there. No session cache (tickets resume). */
+    SSL_CTX_set_mode(s, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE);
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(s, 1);
     SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -355,9 +356,14 @@ tn_tls_shutdown(tn_tls *t)
 }
 
 void
-tn_tls_idle(tn_tls *t)
+tn_tls_busy(tn_tls *t, bool busy)
 {
-    SSL_free_buffers(t->ssl); /* refuses (harmlessly) while a record is half read */
+    if (busy) {
+        SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+    } else {
+        SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+        SSL_free_buffers(t->ssl); /* refuses (harmlessly) while a record is half read */
+    }
 }
 
 bool

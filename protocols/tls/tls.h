@@ -4,10 +4,9 @@
  * tn_tls_input()/tn_tls_read(), and writes what lands in its ciphertext buffer; nothing here
  * touches a socket, so the unit tests run a client and a server in memory.
  *
- * Memory: OpenSSL's record buffers are kept while a connection is busy and released when the
- * transport says it is idle (tn_tls_idle), and no server-side session cache is kept
- * (resumption uses stateless tickets), so an idle TLS connection keeps only its SSL object
- * and its keys.
+ * Memory: OpenSSL's record buffers are released after each record unless the transport says
+ * the connection is busy (tn_tls_busy), and no server-side session cache is kept (resumption
+ * uses stateless tickets), so an idle TLS connection keeps only its SSL object and its keys.
  *
  * Thread: each tn_tls on one thread; a tn_tls_ctx may be shared (read-only after creation).
  */
@@ -66,8 +65,9 @@ ssize_t tn_tls_read(tn_tls *t, uint8_t *buf, size_t cap);
 int tn_tls_write(tn_tls *t, const void *p, size_t n);
 /* Appends close_notify to cout (once). */
 void tn_tls_shutdown(tn_tls *t);
-/* The connection is idle: OpenSSL's record buffers (about 34 KiB) are given back. */
-void tn_tls_idle(tn_tls *t);
+/* Whether the connection has been busy lately: busy ones keep OpenSSL's record buffers (about
+ * 34 KiB) between records; others (the default) give them back after each record, and now. */
+void tn_tls_busy(tn_tls *t, bool busy);
 
 bool tn_tls_ready(const tn_tls *t); /* the handshake is done */
 /* The verified client certificate's subject in RFC 2253 form ("CN=dev-1,O=Acme"), or NULL. */

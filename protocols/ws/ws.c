@@ -21,7 +21,14 @@
 /* What libwebsockets may send in one write: a whole message of ours with its header (else it
  * sends rx_buffer_size and copies the rest aside). */
 #define TX_PACKET (WRITE_CHUNK + 16)
-#define SNIFF_TIMEOUT_MS 10000 /* no subprotocol: the first bytes must come by then */
+#define SNIFF_TIMEOUT_MS 10000
+#define BUSY_OPS                                                                                   \
+    16 /* reads and writes per sweep (250 ms) from which a connection is busy */ /* no             \
+                                                                                    subprotocol:   \
+                                                                                    the first      \
+                                                                                    bytes must     \
+                                                                                    come by then   \
+                                                                                  */
 
 /* What a connection speaks, by the subprotocol table below (also the lws protocol id). */
 enum { P_SNIFF, P_MQTT, P_STOMP, P_AMQP };
@@ -69,6 +76,7 @@ typedef struct wconn {
     bool closing;     /* no more input; closes once the output is written */
     bool close_sent;  /* our close frame is written */
     bool peer_closed; /* the client's close frame arrived */
+    uint32_t n_ops;   /* reads and writes since the last sweep */
     bool gone;        /* libwebsockets closed it (or is about to) */
     bool paused;
     bool full;
@@ -269,6 +277,7 @@ write_some(wconn *c)
             return -1;
         c->sent += n;
         c->busy = true;
+        c->n_ops++;
         if (c->sent == c->out.len + c->ref_bytes) {
             c->out.len = 0;
             refs_release(c);
@@ -499,6 +508,7 @@ on_receive(wconn *c, const uint8_t *p, size_t n)
     if (c->closing || c->gone)
         return 0;
     c->busy = true;
+    c->n_ops++;
     if (lws_is_first_fragment(c->wsi))
         c->msg = 0;
     c->msg += n;
@@ -666,7 +676,9 @@ setup_ssl_ctx(listener *l, SSL_CTX *s)
     const tn_tls_conf *t = &l->tls;
     SSL_CTX_set_min_proto_version(
         s, t->min_version && strcmp(t->min_version, "1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
-    /* Record buffers are given back when a connection goes idle (the sweep), not per record. */
+    /* Record buffers are given back after each record, except on busy connections (the
+     * sweep clears this per connection): no 16 KiB allocation per record there. */
+    SSL_CTX_set_mode(s, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(s, 1);
     if (t->ca_file) {
@@ -922,9 +934,15 @@ sweep_cb(uv_timer_t *t)
                 tn_buf_reset(&c->out);
             if (c->in.len == 0 && c->in.cap)
                 tn_buf_reset(&c->in);
-            SSL *ssl = c->gone ? NULL : lws_get_ssl(c->wsi);
-            if (ssl)
-                SSL_free_buffers(ssl);
+        }
+        SSL *ssl = c->gone ? NULL : lws_get_ssl(c->wsi);
+        bool busy = c->n_ops >= BUSY_OPS; /* dozens a second: keep OpenSSL's record buffers */
+        c->n_ops = 0;
+        if (ssl && busy) {
+            SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+        } else if (ssl) {
+            SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+            SSL_free_buffers(ssl);
         }
         c->busy = false;
         if (c->deadline && c->deadline <= now && !c->closing && c->a) {
