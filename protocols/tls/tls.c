@@ -295,13 +295,22 @@ handshake_done(tn_tls *t)
     BIO_free(m);
 }
 
+/* SSL_get_error needs an empty error queue before the call; it almost always is (failures
+ * clear it), and emptying an empty one costs more than looking. */
+static inline void
+clear_errors(void)
+{
+    if (ERR_peek_error())
+        ERR_clear_error();
+}
+
 ssize_t
 tn_tls_read(tn_tls *t, uint8_t *buf, size_t cap)
 {
     if (t->failed)
         return TN_EPROTO;
     if (!t->ready) {
-        ERR_clear_error();
+        clear_errors();
         int r = SSL_do_handshake(t->ssl);
         if (r != 1) {
             int e = SSL_get_error(t->ssl, r);
@@ -313,7 +322,7 @@ tn_tls_read(tn_tls *t, uint8_t *buf, size_t cap)
         handshake_done(t);
     }
     size_t got = 0;
-    ERR_clear_error();
+    clear_errors();
     if (SSL_read_ex(t->ssl, buf, cap, &got) == 1)
         return (ssize_t)got;
     int e = SSL_get_error(t->ssl, 0);
@@ -333,7 +342,7 @@ tn_tls_write(tn_tls *t, const void *p, size_t n)
     const uint8_t *q = p;
     while (n > 0) {
         size_t w = 0;
-        ERR_clear_error();
+        clear_errors();
         if (SSL_write_ex(t->ssl, q, n, &w) != 1) {
             set_error(t, 0);
             return TN_EPROTO;
