@@ -275,24 +275,31 @@ set_error(tn_tls *t, int ret)
     t->failed = true;
 }
 
+char *
+tn_tls_verified_subject(const struct ssl_st *ssl)
+{
+    X509 *peer = SSL_get0_peer_certificate(ssl);
+    if (!peer || SSL_get_verify_result(ssl) != X509_V_OK ||
+        SSL_get_verify_mode(ssl) == SSL_VERIFY_NONE)
+        return NULL;
+    BIO *m = BIO_new(BIO_s_mem());
+    if (!m)
+        return NULL;
+    X509_NAME_print_ex(m, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+    char *s;
+    long len = BIO_get_mem_data(m, &s);
+    char *subject = tn_xmalloc((size_t)len + 1);
+    memcpy(subject, s, (size_t)len);
+    subject[len] = 0;
+    BIO_free(m);
+    return subject;
+}
+
 static void
 handshake_done(tn_tls *t)
 {
     t->ready = true;
-    X509 *peer = SSL_get0_peer_certificate(t->ssl);
-    if (!peer || SSL_get_verify_result(t->ssl) != X509_V_OK ||
-        SSL_get_verify_mode(t->ssl) == SSL_VERIFY_NONE)
-        return;
-    BIO *m = BIO_new(BIO_s_mem());
-    if (!m)
-        return;
-    X509_NAME_print_ex(m, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
-    char *s;
-    long len = BIO_get_mem_data(m, &s);
-    t->subject = tn_xmalloc((size_t)len + 1);
-    memcpy(t->subject, s, (size_t)len);
-    t->subject[len] = 0;
-    BIO_free(m);
+    t->subject = tn_tls_verified_subject(t->ssl);
 }
 
 /* SSL_get_error needs an empty error queue before the call; it almost always is (failures

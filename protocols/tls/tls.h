@@ -75,4 +75,10 @@ const char *tn_tls_subject(const tn_tls *t);
 const char *tn_tls_version(const tn_tls *t); /* "TLSv1.3", ... */
 const char *tn_tls_error(const tn_tls *t);   /* the last failure, for logs */
 
+struct ssl_st;
+/* The subject (RFC 2253) of the client certificate an OpenSSL connection verified against its
+ * CA, allocated (free it), or NULL: none, not verified, or verification off. For transports
+ * that hold their own SSL (libwebsockets' wss). */
+char *tn_tls_verified_subject(const struct ssl_st *ssl);
+
 #endif

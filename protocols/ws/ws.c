@@ -589,22 +589,8 @@ static void
 set_subject(wconn *c)
 {
     SSL *ssl = lws_get_ssl(c->wsi);
-    if (!ssl)
-        return;
-    X509 *peer = SSL_get0_peer_certificate(ssl);
-    if (!peer || SSL_get_verify_result(ssl) != X509_V_OK ||
-        SSL_get_verify_mode(ssl) == SSL_VERIFY_NONE)
-        return;
-    BIO *m = BIO_new(BIO_s_mem());
-    if (!m)
-        return;
-    X509_NAME_print_ex(m, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
-    char *s;
-    long len = BIO_get_mem_data(m, &s);
-    c->subject = tn_xmalloc((size_t)len + 1);
-    memcpy(c->subject, s, (size_t)len);
-    c->subject[len] = 0;
-    BIO_free(m);
+    if (ssl)
+        c->subject = tn_tls_verified_subject(ssl);
 }
 
 static wconn *
