@@ -120,10 +120,14 @@ test_connect_versions(void)
     teardown();
 }
 
+static char auth_subject[128], auth_protocol[16];
+
 static int
 auth_check(void *ctx, const tn_auth_req *r)
 {
     (void)ctx;
+    snprintf(auth_subject, sizeof auth_subject, "%s", r->cert_subject ? r->cert_subject : "");
+    snprintf(auth_protocol, sizeof auth_protocol, "%s", r->protocol ? r->protocol : "");
     return r->user && strcmp(r->user, "ann") == 0 && r->password_len == 2 &&
                    memcmp(r->password, "pw", 2) == 0
                ? 0
@@ -150,6 +154,16 @@ test_login_checked(void)
     CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
     CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "message"), "not authorized");
     CU_ASSERT_TRUE(f.io.closed);
+    conn_close(&f);
+    /* [issue 14] The verified TLS client certificate's subject reaches the authenticator. */
+    CU_ASSERT_STRING_EQUAL(auth_subject, "");
+    conn_open(&f);
+    f.io.cert_subject = "O=Acme,CN=dev-1";
+    FEED(&f, "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:pw\n\n\0");
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_CONNECTED);
+    CU_ASSERT_STRING_EQUAL(auth_subject, "O=Acme,CN=dev-1");
+    CU_ASSERT_STRING_EQUAL(auth_protocol, "stomp");
     conn_close(&f);
     teardown();
 }
