@@ -110,7 +110,8 @@ struct tn_net {
     conn *dirty;
     conn *wakeq;
     uint32_t n_conns;
-    uint32_t n_handles; /* open handles, for shutdown */
+    uint32_t n_handles;      /* open handles, for shutdown */
+    uint64_t tls_handshakes; /* completed, since the start */
     bool closing;
     refusals ref_max;    /* refused at max_connections */
     refusals ref_accept; /* accept() failed (out of file descriptors, mostly) */
@@ -557,6 +558,7 @@ tls_read(conn *c, const uint8_t *p, size_t n)
         ssize_t r = tn_tls_read(c->tls, c->net->pbuf, sizeof c->net->pbuf);
         if (c->handshake_by && tn_tls_ready(c->tls)) {
             c->handshake_by = 0;
+            c->net->tls_handshakes++;
             tn_log_debug("NET-TLS-READY", "%s: %s%s%s", io_peer(c), tn_tls_version(c->tls),
                          tn_tls_subject(c->tls) ? ", client " : "",
                          tn_tls_subject(c->tls) ? tn_tls_subject(c->tls) : "");
@@ -1001,4 +1003,10 @@ uint32_t
 tn_net_connections(const tn_net *n)
 {
     return n->n_conns;
+}
+
+uint64_t
+tn_net_tls_handshakes(const tn_net *n)
+{
+    return n->tls_handshakes;
 }

@@ -54,5 +54,6 @@ int tn_net_listen(tn_net *n, const char *address, uint16_t port, const tn_adapte
 void tn_net_close(tn_net *n, void (*done)(void *arg), void *arg);
 void tn_net_free(tn_net *n);
 uint32_t tn_net_connections(const tn_net *n);
+uint64_t tn_net_tls_handshakes(const tn_net *n); /* completed since tn_net_new */
 
 #endif
