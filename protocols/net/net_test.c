@@ -814,6 +814,66 @@ test_tls_close_after_flush(void)
     tn_tls_ctx_free(server_tls);
 }
 
+static bool
+tc_ready(void *arg)
+{
+    return SSL_is_init_finished(((tclient *)arg)->ssl);
+}
+static bool
+tc_got_hello(void *arg)
+{
+    tclient *c = arg;
+    return c->n >= 5 || c->eof;
+}
+static void
+wait_timer_cb(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
+/* Runs the loop for ms milliseconds (sweeps happen meanwhile). */
+static void
+run_for(uint64_t ms)
+{
+    bool done = false;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &done;
+    uv_timer_start(&t, wait_timer_cb, ms, 0);
+    while (!done)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* A record that arrives in two parts with sweeps between them (the idle connection's buffers
+ * are managed meanwhile) is decrypted whole. */
+static void
+test_tls_record_across_sweeps(void)
+{
+    CU_ASSERT_EQUAL_FATAL(setup_tls(5000), 0);
+    srv.mode = MODE_ECHO;
+    tclient c;
+    tc_start(&c, NULL);
+    run_until(tc_ready, &c);
+    run_for(600); /* the connection goes idle */
+    SSL_write(c.ssl, "hello", 5);
+    char rec[256];
+    int k = BIO_read(c.out, rec, sizeof rec);
+    CU_ASSERT_TRUE_FATAL(k > 10);
+    static uv_write_t w1, w2;
+    uv_buf_t b1 = uv_buf_init(rec, 8), b2 = uv_buf_init(rec + 8, (unsigned)k - 8);
+    uv_write(&w1, (uv_stream_t *)&c.tcp, &b1, 1, NULL);
+    run_for(600); /* half a record waits through two sweeps */
+    uv_write(&w2, (uv_stream_t *)&c.tcp, &b2, 1, NULL);
+    run_until(tc_got_hello, &c);
+    CU_ASSERT_EQUAL(c.n, 5);
+    CU_ASSERT_EQUAL(memcmp(c.got, "hello", 5), 0);
+    tc_close(&c);
+    run_until(all_closed, NULL);
+    teardown_all();
+    tn_tls_ctx_free(server_tls);
+}
+
 /* A client that never finishes the handshake is closed at the deadline; one that sends plain
  * text is closed at once. The adapter sees neither's bytes. */
 static void
@@ -858,6 +918,7 @@ main(void)
     CU_add_test(s, "tls_refs_in_order", test_tls_refs_in_order);
     CU_add_test(s, "tls_close_after_flush", test_tls_close_after_flush);
     CU_add_test(s, "tls_large_stream", test_tls_large_stream);
+    CU_add_test(s, "tls_record_across_sweeps", test_tls_record_across_sweeps);
     CU_add_test(s, "tls_deadline_and_garbage", test_tls_deadline_and_garbage);
     int rc = tn_test_run();
     tn_test_certs_remove(&certs);

@@ -374,12 +374,12 @@ tn_tls_shutdown(tn_tls *t)
 void
 tn_tls_busy(tn_tls *t, bool busy)
 {
-    if (busy) {
+    /* Only the mode: OpenSSL itself frees the buffers at the next record boundary. (An
+     * explicit SSL_free_buffers from here lost a half-received record once in CI.) */
+    if (busy)
         SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
-    } else {
+    else
         SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
-        SSL_free_buffers(t->ssl); /* refuses (harmlessly) while a record is half read */
-    }
 }
 
 bool

@@ -66,7 +66,7 @@ int tn_tls_write(tn_tls *t, const void *p, size_t n);
 /* Appends close_notify to cout (once). */
 void tn_tls_shutdown(tn_tls *t);
 /* Whether the connection has been busy lately: busy ones keep OpenSSL's record buffers (about
- * 34 KiB) between records; others (the default) give them back after each record, and now. */
+ * 34 KiB) between records; others (the default) give them back after each record. */
 void tn_tls_busy(tn_tls *t, bool busy);
 
 bool tn_tls_ready(const tn_tls *t); /* the handshake is done */

@@ -927,8 +927,7 @@ sweep_cb(uv_timer_t *t)
         if (ssl && busy) {
             SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
         } else if (ssl) {
-            SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-            SSL_free_buffers(ssl);
+            SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS); /* freed at the next record's end */
         }
         c->busy = false;
         if (c->deadline && c->deadline <= now && !c->closing && c->a) {
