@@ -21,7 +21,8 @@ struct tn_tls {
     bool ready;
     bool failed;
     bool shut;
-    char *err; /* the last failure (allocated then: most connections never fail) */
+    bool ticket; /* the session ticket is queued */
+    char *err;   /* the last failure (allocated then: most connections never fail) */
 };
 
 /* ---- one BIO for both directions: reads from the input window, writes to cout ---- */
@@ -139,7 +140,11 @@ tn_tls_ctx_new(const tn_tls_conf *c, char *err, size_t errlen)
      * record there. No session cache (tickets resume). */
     SSL_CTX_set_mode(s, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE);
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_num_tickets(s, 1);
+    /* One session ticket, sent with our first application data (tn_tls_write) rather than
+     * right after the handshake: clients that read and write one TLS connection from two
+     * threads at once (stomp.py over Python's ssl) lost or corrupted their first frame when
+     * the ticket arrived while they were writing it. */
+    SSL_CTX_set_num_tickets(s, 0);
     SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (SSL_CTX_use_certificate_chain_file(s, c->cert_file) != 1) {
         ssl_err(err, errlen, "cannot read certificate", c->cert_file);
@@ -347,6 +352,10 @@ tn_tls_write(tn_tls *t, const void *p, size_t n)
     if (!t->ready || t->failed || t->shut)
         return TN_EPROTO;
     const uint8_t *q = p;
+    if (!t->ticket && SSL_version(t->ssl) >= TLS1_3_VERSION) {
+        t->ticket = true;
+        SSL_new_session_ticket(t->ssl); /* goes out before the data below */
+    }
     while (n > 0) {
         size_t w = 0;
         clear_errors();
