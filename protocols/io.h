@@ -106,4 +106,41 @@ typedef struct tn_adapter_ops {
     uint8_t *(*read_into)(void *a, size_t *len);
 } tn_adapter_ops;
 
+/* Output that mixes copied bytes with payloads written from where they are (tn_io.out_ref):
+ * the transport's output buffer, and the references that go out before byte `at` of it, in
+ * stream order. Shared by the transports (net, ws). */
+typedef struct tn_oref {
+    size_t at;
+    const uint8_t *p;
+    size_t n;
+    void (*release)(void *owner); /* once written or dropped */
+    void *owner;
+} tn_oref;
+
+typedef struct tn_orefs {
+    tn_oref *v;
+    size_t n, cap;
+    size_t bytes; /* their n, summed */
+} tn_orefs;
+
+/* A piece of the output stream. */
+typedef struct tn_piece {
+    const uint8_t *p;
+    size_t n;
+} tn_piece;
+
+/* Adds a reference before byte `at` of the buffer (its current end). */
+void tn_orefs_add(tn_orefs *r, size_t at, const uint8_t *p, size_t n, void (*release)(void *owner),
+                  void *owner);
+/* Releases every reference and empties r. */
+void tn_orefs_release(tn_orefs *r);
+/* The pieces of buf and r from stream byte `skip` on (at most max pieces); returns how many,
+ * and the bytes they cover in *bytes. */
+unsigned tn_out_pieces(const tn_buf *buf, const tn_orefs *r, size_t skip, tn_piece *v, unsigned max,
+                       size_t *bytes);
+/* The first `done` bytes of the stream are written (or encrypted): drops them from buf,
+ * releases the references passed whole, and returns how many bytes of the first remaining
+ * reference they include (the new cursor). */
+size_t tn_out_drop(tn_buf *buf, tn_orefs *r, size_t done);
+
 #endif

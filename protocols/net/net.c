@@ -18,29 +18,11 @@
 
 typedef struct conn conn;
 
-/* Bytes written from where they are (a large message's payload), not copied into the output
- * buffer: they go out before byte `at` of the buffer, and release(owner) runs once written (or
- * dropped). */
-typedef struct oref {
-    size_t at;
-    const uint8_t *p;
-    size_t n;
-    void (*release)(void *owner);
-    void *owner;
-} oref;
-
-/* The references of one output buffer, in stream order. */
-typedef struct orefs {
-    oref *v;
-    size_t n, cap;
-    size_t bytes; /* their n, summed */
-} orefs;
-
 /* An output buffer being written asynchronously (only when a direct write came up short). */
 typedef struct wreq {
     uv_write_t req;
     tn_buf buf;
-    orefs refs;
+    tn_orefs refs;
     size_t done;  /* bytes of buf and refs written so far */
     size_t left;  /* bytes still to write */
     size_t chunk; /* bytes of the write in flight (at most MAX_IOV pieces) */
@@ -53,7 +35,7 @@ struct conn {
     void *a;
     tn_buf in;     /* unparsed input */
     tn_buf out;    /* output not yet handed to the kernel (TLS: plaintext not yet encrypted) */
-    orefs refs;    /* payloads written from where they are, interleaved with out */
+    tn_orefs refs; /* payloads written from where they are, interleaved with out */
     tn_tls *tls;   /* TLS connection, or NULL (plain TCP) */
     tn_buf tout;   /* TLS: ciphertext not yet handed to the kernel */
     size_t sealed; /* TLS: bytes of out and refs (in stream order) already encrypted */
@@ -139,50 +121,18 @@ wire(conn *c)
     return c->tls ? &c->tout : &c->out;
 }
 
-static void
-orefs_release(orefs *r)
-{
-    for (size_t i = 0; i < r->n; i++)
-        r->v[i].release(r->v[i].owner);
-    free(r->v);
-    r->v = NULL;
-    r->n = r->cap = r->bytes = 0;
-}
-
 /* At most this many pieces per write; a longer list is written in several. */
 #define MAX_IOV 64
 
 /* The pieces of buf and refs from byte `skip` on, as iovecs (at most MAX_IOV); returns how
  * many, and the bytes they cover in *bytes. */
 static unsigned
-build_iov(const tn_buf *buf, const orefs *r, size_t skip, uv_buf_t *iov, size_t *bytes)
+build_iov(const tn_buf *buf, const tn_orefs *r, size_t skip, uv_buf_t *iov, size_t *bytes)
 {
-    unsigned k = 0;
-    size_t pos = 0; /* in buf */
-    *bytes = 0;
-    for (size_t i = 0; i <= r->n && k < MAX_IOV; i++) {
-        size_t end = i < r->n ? r->v[i].at : buf->len;
-        /* buf[pos..end) */
-        size_t len = end - pos;
-        if (skip >= len) {
-            skip -= len;
-        } else {
-            iov[k++] = uv_buf_init((char *)buf->data + pos + skip, (unsigned)(len - skip));
-            *bytes += len - skip;
-            skip = 0;
-        }
-        pos = end;
-        if (i == r->n || k == MAX_IOV)
-            break;
-        const oref *o = &r->v[i];
-        if (skip >= o->n) {
-            skip -= o->n;
-        } else {
-            iov[k++] = uv_buf_init((char *)o->p + skip, (unsigned)(o->n - skip));
-            *bytes += o->n - skip;
-            skip = 0;
-        }
-    }
+    tn_piece v[MAX_IOV];
+    unsigned k = tn_out_pieces(buf, r, skip, v, MAX_IOV, bytes);
+    for (unsigned i = 0; i < k; i++)
+        iov[i] = uv_buf_init((char *)v[i].p, (unsigned)v[i].n);
     return k;
 }
 
@@ -250,7 +200,7 @@ conn_close_cb(uv_handle_t *h)
     n->n_conns--;
     if (c->a)
         c->ops->closed(c->a, c->close_reason);
-    orefs_release(&c->refs);
+    tn_orefs_release(&c->refs);
     tn_buf_fini(&c->in);
     tn_buf_fini(&c->out);
     tn_buf_fini(&c->tout);
@@ -323,7 +273,7 @@ write_cb(uv_write_t *req, int status)
         if ((status = wreq_next(c, w)) == 0)
             return;
     }
-    orefs_release(&w->refs);
+    tn_orefs_release(&w->refs);
     tn_buf *b = wire(c);
     if (b->cap == 0 && !c->handle_closing) {
         b->data = w->buf.data; /* reuse the written buffer's memory */
@@ -367,48 +317,11 @@ write_rest(conn *c, size_t written, size_t total)
     int r = wreq_next(c, w);
     if (r < 0) {
         c->wr = NULL;
-        orefs_release(&w->refs);
+        tn_orefs_release(&w->refs);
         tn_buf_fini(&w->buf);
         free(w);
     }
     return r;
-}
-
-/* TLS: gives back what is encrypted already (the front of out, references passed), so the
- * output buffer only ever holds what still waits for encryption: a large output encrypted a
- * piece at a time must not fill it with bytes already sent. */
-static void
-drop_sealed(conn *c)
-{
-    size_t left = c->sealed, from_out = 0, done = 0, pos = 0;
-    /* Walk the stream: out[pos..at) then reference i, for each i, then the rest of out. */
-    for (; done <= c->refs.n; done++) {
-        size_t end = done < c->refs.n ? c->refs.v[done].at : c->out.len;
-        size_t seg = end - pos;
-        if (left < seg) {
-            from_out += left;
-            left = 0;
-            break;
-        }
-        from_out += seg;
-        left -= seg;
-        pos = end;
-        if (done == c->refs.n || left < c->refs.v[done].n)
-            break; /* stops in (or just before) reference `done` */
-        left -= c->refs.v[done].n;
-    }
-    /* `done` references are passed whole; `left` bytes of the next one are encrypted. */
-    for (size_t i = 0; i < done; i++) {
-        c->refs.bytes -= c->refs.v[i].n;
-        c->refs.v[i].release(c->refs.v[i].owner);
-    }
-    if (done && done < c->refs.n)
-        memmove(c->refs.v, c->refs.v + done, (c->refs.n - done) * sizeof *c->refs.v);
-    c->refs.n -= done;
-    for (size_t i = 0; i < c->refs.n; i++)
-        c->refs.v[i].at -= from_out;
-    tn_buf_consume(&c->out, from_out);
-    c->sealed = left;
 }
 
 /* TLS: encrypts the output (out and refs, in stream order) into tout, while tout holds less
@@ -421,24 +334,26 @@ seal(conn *c)
         return 0;
     size_t total = c->out.len + c->refs.bytes;
     while (c->sealed < total && c->tout.len < SEAL_CHUNK) {
-        uv_buf_t iov[MAX_IOV];
+        tn_piece v[MAX_IOV];
         size_t bytes;
-        unsigned k = build_iov(&c->out, &c->refs, c->sealed, iov, &bytes);
+        unsigned k = tn_out_pieces(&c->out, &c->refs, c->sealed, v, MAX_IOV, &bytes);
         for (unsigned i = 0; i < k && c->tout.len < SEAL_CHUNK; i++) {
-            size_t n = iov[i].len < SEAL_CHUNK ? iov[i].len : SEAL_CHUNK;
-            if (tn_tls_write(c->tls, iov[i].base, n) != 0)
+            size_t n = v[i].n < SEAL_CHUNK ? v[i].n : SEAL_CHUNK;
+            if (tn_tls_write(c->tls, v[i].p, n) != 0)
                 return TN_EPROTO;
             c->sealed += n;
-            if (n < iov[i].len)
+            if (n < v[i].n)
                 break;
         }
     }
     if (c->sealed == total) {
         c->out.len = 0;
-        orefs_release(&c->refs);
+        tn_orefs_release(&c->refs);
         c->sealed = 0;
     } else if (c->sealed > 0) {
-        drop_sealed(c);
+        /* What is encrypted leaves the buffer: a large output encrypted a piece at a time
+         * must not fill it with bytes already sent. */
+        c->sealed = tn_out_drop(&c->out, &c->refs, c->sealed);
     }
     return 0;
 }
@@ -456,9 +371,9 @@ conn_flush(conn *c)
         conn_abort(c, TN_CLOSE_LOCAL);
         return;
     }
-    static const orefs none;
+    static const tn_orefs none;
     tn_buf *b = wire(c);
-    const orefs *refs = c->tls ? &none : &c->refs;
+    const tn_orefs *refs = c->tls ? &none : &c->refs;
     if (!c->wr && (b->len > 0 || refs->n > 0)) {
         uv_buf_t iov[MAX_IOV];
         size_t total = b->len + refs->bytes, bytes;
@@ -473,7 +388,7 @@ conn_flush(conn *c)
         if ((size_t)r == total) {
             b->len = 0; /* keep the memory for the next turn; the sweep trims idle ones */
             if (!c->tls)
-                orefs_release(&c->refs);
+                tn_orefs_release(&c->refs);
             else if (c->sealed < c->out.len + c->refs.bytes)
                 mark_dirty(c); /* more to encrypt: next turn */
         } else if (write_rest(c, (size_t)r, total) != 0) {
@@ -670,13 +585,7 @@ io_out_ref(void *ctx, const uint8_t *p, size_t n, void (*release)(void *owner), 
         release(owner);
         return;
     }
-    orefs *r = &c->refs;
-    if (r->n == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 4;
-        r->v = tn_xrealloc(r->v, r->cap * sizeof *r->v);
-    }
-    r->v[r->n++] = (oref){c->out.len, p, n, release, owner};
-    r->bytes += n;
+    tn_orefs_add(&c->refs, c->out.len, p, n, release, owner);
 }
 
 static bool

@@ -45,14 +45,6 @@ typedef struct listener {
     struct listener *next;
 } listener;
 
-typedef struct oref {
-    size_t at; /* before byte `at` of out */
-    const uint8_t *p;
-    size_t n;
-    void (*release)(void *owner);
-    void *owner;
-} oref;
-
 typedef struct wconn {
     tn_ws *w;
     listener *l;
@@ -60,13 +52,12 @@ typedef struct wconn {
     struct wconn **slot; /* libwebsockets' per-connection space, which points here */
     int kind;            /* P_* */
     const tn_adapter_ops *ops;
-    void *a;    /* the adapter's state, NULL until opened */
-    tn_buf in;  /* unparsed input */
-    tn_buf out; /* output */
-    oref *refs; /* payloads written from where they are, interleaved with out */
-    size_t n_refs, cap_refs, ref_bytes;
-    size_t sent;  /* bytes of out and refs (stream order) already written */
-    uint64_t msg; /* bytes of the incoming message so far */
+    void *a;       /* the adapter's state, NULL until opened */
+    tn_buf in;     /* unparsed input */
+    tn_buf out;    /* output */
+    tn_orefs refs; /* payloads written from where they are, interleaved with out */
+    size_t sent;   /* bytes of out and refs (stream order) already written */
+    uint64_t msg;  /* bytes of the incoming message so far */
     uint64_t deadline;
     uint64_t close_by;
     struct wconn *next, *prev;
@@ -131,17 +122,7 @@ lws_log(int level, const char *line)
 static size_t
 pending(const wconn *c)
 {
-    return c->out.len + c->ref_bytes - c->sent;
-}
-
-static void
-refs_release(wconn *c)
-{
-    for (size_t i = 0; i < c->n_refs; i++)
-        c->refs[i].release(c->refs[i].owner);
-    free(c->refs);
-    c->refs = NULL;
-    c->n_refs = c->cap_refs = c->ref_bytes = 0;
+    return c->out.len + c->refs.bytes - c->sent;
 }
 
 static void
@@ -188,30 +169,13 @@ unlist(wconn *c)
 static size_t
 gather(const wconn *c, size_t from, uint8_t *dst, size_t cap)
 {
-    size_t got = 0, pos = 0, skip = from; /* pos: in out */
-    for (size_t i = 0; i <= c->n_refs && got < cap; i++) {
-        size_t end = i < c->n_refs ? c->refs[i].at : c->out.len;
-        size_t len = end - pos;
-        if (skip >= len) {
-            skip -= len;
-        } else {
-            size_t k = len - skip < cap - got ? len - skip : cap - got;
-            memcpy(dst + got, c->out.data + pos + skip, k);
-            got += k;
-            skip = 0;
-        }
-        pos = end;
-        if (i == c->n_refs || got == cap)
-            break;
-        const oref *o = &c->refs[i];
-        if (skip >= o->n) {
-            skip -= o->n;
-        } else {
-            size_t k = o->n - skip < cap - got ? o->n - skip : cap - got;
-            memcpy(dst + got, o->p + skip, k);
-            got += k;
-            skip = 0;
-        }
+    tn_piece v[64];
+    size_t bytes, got = 0;
+    unsigned k = tn_out_pieces(&c->out, &c->refs, from, v, 64, &bytes);
+    for (unsigned i = 0; i < k && got < cap; i++) {
+        size_t n = v[i].n < cap - got ? v[i].n : cap - got;
+        memcpy(dst + got, v[i].p, n);
+        got += n;
     }
     return got;
 }
@@ -231,40 +195,6 @@ kill_async(wconn *c)
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 }
 
-/* Gives back what is written already (the front of out, references passed), so out only holds
- * what still waits: a large output written a message at a time must not fill it with sent
- * bytes (the adapter appends as long as pending output is under max_output). */
-static void
-drop_sent(wconn *c)
-{
-    size_t left = c->sent, from_out = 0, done = 0, pos = 0;
-    for (; done <= c->n_refs; done++) {
-        size_t end = done < c->n_refs ? c->refs[done].at : c->out.len;
-        if (left < end - pos) {
-            from_out += left;
-            left = 0;
-            break;
-        }
-        from_out += end - pos;
-        left -= end - pos;
-        pos = end;
-        if (done == c->n_refs || left < c->refs[done].n)
-            break; /* stops in (or just before) reference `done` */
-        left -= c->refs[done].n;
-    }
-    for (size_t i = 0; i < done; i++) {
-        c->ref_bytes -= c->refs[i].n;
-        c->refs[i].release(c->refs[i].owner);
-    }
-    if (done && done < c->n_refs)
-        memmove(c->refs, c->refs + done, (c->n_refs - done) * sizeof *c->refs);
-    c->n_refs -= done;
-    for (size_t i = 0; i < c->n_refs; i++)
-        c->refs[i].at -= from_out;
-    tn_buf_consume(&c->out, from_out);
-    c->sent = left;
-}
-
 /* Writes one message of the pending output (at most WRITE_CHUNK): the bytes written, or -1 if
  * the write failed. What the socket does not take at once, libwebsockets keeps and writes
  * before anything else. */
@@ -278,12 +208,14 @@ write_some(wconn *c)
         c->sent += n;
         c->busy = true;
         c->n_ops++;
-        if (c->sent == c->out.len + c->ref_bytes) {
+        if (c->sent == c->out.len + c->refs.bytes) {
             c->out.len = 0;
-            refs_release(c);
+            tn_orefs_release(&c->refs);
             c->sent = 0;
         } else {
-            drop_sent(c);
+            /* What is written leaves the buffer: a large output written a message at a time
+             * must not fill it with sent bytes. */
+            c->sent = tn_out_drop(&c->out, &c->refs, c->sent);
         }
     }
     if (c->full && pending(c) < c->w->limits.max_output / 4 * 3) {
@@ -340,12 +272,7 @@ io_out_ref(void *ctx, const uint8_t *p, size_t n, void (*release)(void *owner), 
         release(owner);
         return;
     }
-    if (c->n_refs == c->cap_refs) {
-        c->cap_refs = c->cap_refs ? c->cap_refs * 2 : 4;
-        c->refs = tn_xrealloc(c->refs, c->cap_refs * sizeof *c->refs);
-    }
-    c->refs[c->n_refs++] = (oref){c->out.len, p, n, release, owner};
-    c->ref_bytes += n;
+    tn_orefs_add(&c->refs, c->out.len, p, n, release, owner);
 }
 
 static bool
@@ -628,7 +555,7 @@ conn_free(wconn *c, int reason)
     w->n_conns--;
     if (c->a)
         c->ops->closed(c->a, reason);
-    refs_release(c);
+    tn_orefs_release(&c->refs);
     tn_buf_fini(&c->in);
     tn_buf_fini(&c->out);
     free(c->subject);
@@ -916,7 +843,7 @@ sweep_cb(uv_timer_t *t)
     uint64_t now = uv_now(w->loop);
     for (wconn *c = w->conns; c; c = c->next) {
         if (!c->busy) {
-            if (c->out.len == 0 && c->out.cap && c->n_refs == 0)
+            if (c->out.len == 0 && c->out.cap && c->refs.n == 0)
                 tn_buf_reset(&c->out);
             if (c->in.len == 0 && c->in.cap)
                 tn_buf_reset(&c->in);
