@@ -34,6 +34,7 @@ Environment:
   MQTT_EXTERNAL=H:P  with STOMP_EXTERNAL: that broker's MQTT port, for the cross-protocol tests
 """
 
+import hashlib
 import itertools
 import os
 import queue
@@ -84,6 +85,21 @@ _ids = itertools.count(1)
 def unique_id(prefix="c"):
     """A client id unique in this run (MQTT 3.1.1 servers must accept 1-23 characters)."""
     return "%s-%d-%d" % (prefix[:8], os.getpid() % 100000, next(_ids))
+
+
+def make_test_certs(prefix="tern-certs-"):
+    """A new folder holding tests/tls/mkcerts.sh's test CA (ca.pem), server (server.pem/.key,
+    localhost and 127.0.0.1), client (client.pem/.key) and rogue certificates."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    mkcerts = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tls", "mkcerts.sh")
+    subprocess.run(["sh", mkcerts, folder], check=True, timeout=120, stdout=subprocess.DEVNULL)
+    return folder
+
+
+def varied_payload(n, seed):
+    """n bytes that differ everywhere (a truncated or shifted copy does not compare equal)."""
+    block = hashlib.sha256(seed).digest() * 2048  # 64 KiB
+    return (block * (n // len(block) + 1))[:n]
 
 
 def free_port():

@@ -21,7 +21,6 @@ connection closed); the tests accept that or a failed handshake, never a CONNACK
 Run: TERND=build/dev/tools/ternd/ternd /usr/bin/python3 tests/integration/test_tls.py -v
 """
 
-import hashlib
 import logging
 import os
 import queue
@@ -39,13 +38,12 @@ import unittest
 from proton import Delivery, Message as AmqpMessage, SSLDomain, Timeout
 from proton.utils import BlockingConnection
 
-from harness import (CONNACK, HOST, IS_MOSQUITTO, READY_TIMEOUT, SANITIZER_RE, STOMP_EXTERNAL,
+from harness import (make_test_certs, varied_payload, CONNACK, HOST, IS_MOSQUITTO, READY_TIMEOUT, SANITIZER_RE, STOMP_EXTERNAL,
                      TIMEOUT, Broker, BrokerTestCase, Client, DISCONNECT_BYTES, PINGREQ_BYTES,
                      PINGRESP_BYTES, RawClient, StompClient, connect_packet, unique_id)
 
 MIB = 1 << 20
 HERE = os.path.dirname(os.path.abspath(__file__))
-MKCERTS = os.path.join(HERE, "..", "tls", "mkcerts.sh")
 CERTS = None  # the folder mkcerts.sh made, for this module
 LARGE_TIMEOUT = 120.0  # 5 MiB through TLS, possibly an AddressSanitizer build
 
@@ -62,8 +60,7 @@ logging.getLogger("stomp.py").setLevel(logging.ERROR)
 
 def setUpModule():
     global CERTS
-    CERTS = tempfile.mkdtemp(prefix="tern-tls-certs-")
-    subprocess.run(["sh", MKCERTS, CERTS], check=True, timeout=120, stdout=subprocess.DEVNULL)
+    CERTS = make_test_certs("tern-tls-certs-")
 
 
 def tearDownModule():
@@ -75,10 +72,7 @@ def cert(name):
     return os.path.join(CERTS, name)
 
 
-def payload(n, seed):
-    """n bytes that differ everywhere (a truncated or shifted copy does not compare equal)."""
-    block = hashlib.sha256(seed).digest() * 2048  # 64 KiB
-    return (block * (n // len(block) + 1))[:n]
+payload = varied_payload
 
 
 def client_context(cert_name=None, max_version=None):

@@ -33,7 +33,6 @@ import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import tempfile
 import threading
 import time
@@ -45,14 +44,13 @@ from websocket import ABNF
 from proton import (Collector, Connection as ProtonConnection, Delivery, Endpoint, Event,
                     Message as AmqpMessage, Transport)
 
-from harness import (CONNACK, HOST, IS_MOSQUITTO, PINGREQ_BYTES, PINGRESP_BYTES, PUBLISH, SUBACK,
+from harness import (make_test_certs, varied_payload, CONNACK, HOST, IS_MOSQUITTO, PINGREQ_BYTES, PINGRESP_BYTES, PUBLISH, SUBACK,
                      TIMEOUT, Broker, BrokerTestCase, Client, RawClient, RawStomp, StompClient,
                      connect_packet, mqtt_str, packet, publish_packet, stomp_frame,
                      subscribe_packet, unique_id, unique_name)
 
 MIB = 1 << 20
 HERE = os.path.dirname(os.path.abspath(__file__))
-MKCERTS = os.path.join(HERE, "..", "tls", "mkcerts.sh")
 CERTS = None  # the folder mkcerts.sh made, for this module
 LARGE_TIMEOUT = 120.0  # 5 MiB through WebSocket (and TLS), possibly an AddressSanitizer build
 WRITE_CHUNK = 262144  # ws.h: the broker's output leaves in binary messages of up to 256 KiB
@@ -67,8 +65,7 @@ def setUpModule():
     global CERTS
     if IS_MOSQUITTO:
         raise unittest.SkipTest("Tern's WebSocket listeners (mosquitto has no STOMP/AMQP)")
-    CERTS = tempfile.mkdtemp(prefix="tern-ws-certs-")
-    subprocess.run(["sh", MKCERTS, CERTS], check=True, timeout=120, stdout=subprocess.DEVNULL)
+    CERTS = make_test_certs("tern-ws-certs-")
 
 
 def tearDownModule():
@@ -84,10 +81,7 @@ def tls_args():
     return ["--tls-cert", cert("server.pem"), "--tls-key", cert("server.key")]
 
 
-def payload(n, seed):
-    """n bytes that differ everywhere (a truncated or shifted copy does not compare equal)."""
-    block = hashlib.sha256(seed).digest() * 2048  # 64 KiB
-    return (block * (n // len(block) + 1))[:n]
+payload = varied_payload
 
 
 def digest(b):
