@@ -64,11 +64,12 @@ typedef struct wconn {
     struct wconn *dirty_next, *wake_next;
     char *subject;
     char peer[64];
-    bool closing;     /* no more input; closes once the output is written */
-    bool close_sent;  /* our close frame is written */
-    bool peer_closed; /* the client's close frame arrived */
-    uint32_t n_ops;   /* reads and writes since the last sweep */
-    bool gone;        /* libwebsockets closed it (or is about to) */
+    bool closing;        /* no more input; closes once the output is written */
+    bool close_sent;     /* our close frame is written */
+    uint16_t close_code; /* its status (0: 1000, normal) */
+    bool peer_closed;    /* the client's close frame arrived */
+    uint32_t n_ops;      /* reads and writes since the last sweep */
+    bool gone;           /* libwebsockets closed it (or is about to) */
     bool paused;
     bool full;
     bool dirty;
@@ -241,14 +242,15 @@ on_writeable(wconn *c)
          * lws_close_reason() asks for when the callback returns -1. The socket closes on the
          * next writable turn (or when the client answers with its own close). */
         uint8_t *p = c->w->wbuf + LWS_PRE;
-        p[0] = LWS_CLOSE_STATUS_NORMAL >> 8;
-        p[1] = LWS_CLOSE_STATUS_NORMAL & 0xff;
+        int code = c->close_code ? c->close_code : LWS_CLOSE_STATUS_NORMAL;
+        p[0] = (uint8_t)(code >> 8);
+        p[1] = (uint8_t)(code & 0xff);
         c->close_sent = true;
         if (lws_write(c->wsi, p, 2, (enum lws_write_protocol)4 /* close; lws-write.h */) < 0)
             return -1;
-        lws_callback_on_writable(c->wsi);
-    } else if (c->closing) {
-        return -1;
+        /* Then the client's answering close ends it (RFC 6455 7.1.1), or close_timeout:
+         * closing at once could reset the socket under data the client is still sending,
+         * and the reset would discard our close frame before the client reads it. */
     }
     return 0;
 }
@@ -429,6 +431,16 @@ open_adapter(wconn *c, int kind)
     return c->a != NULL;
 }
 
+/* Bad input: no more is read, what is pending goes out, then our close frame with `code`
+ * (written by us, like every close: lws' own may be dropped when a callback returns -1). */
+static int
+fail_close(wconn *c, int code)
+{
+    c->close_code = (uint16_t)code;
+    start_closing(c); /* what still arrives is read and dropped (on_receive) */
+    return 0;
+}
+
 static int
 on_receive(wconn *c, const uint8_t *p, size_t n)
 {
@@ -442,14 +454,12 @@ on_receive(wconn *c, const uint8_t *p, size_t n)
     if (c->msg > (uint64_t)c->l->max_message + 65536) {
         tn_log_info("WS-TOO-LARGE", "%s: WebSocket message over %u bytes, closing", c->peer,
                     c->l->max_message);
-        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, NULL, 0);
-        return -1;
+        return fail_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
     }
     if (!lws_frame_is_binary(c->wsi) && (c->kind == P_MQTT || c->kind == P_AMQP)) {
         tn_log_info("WS-TEXT", "%s: text message on a %s connection (binary only), closing",
                     c->peer, c->kind == P_MQTT ? "MQTT" : "AMQP");
-        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, NULL, 0);
-        return -1;
+        return fail_close(c, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE);
     }
     if (n == 0)
         return 0;
@@ -465,14 +475,12 @@ on_receive(wconn *c, const uint8_t *p, size_t n)
                         "%s: no subprotocol offered and the first bytes are not MQTT, STOMP or "
                         "AMQP, closing",
                         c->peer);
-            lws_close_reason(c->wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, NULL, 0);
-            return -1;
+            return fail_close(c, LWS_CLOSE_STATUS_PROTOCOL_ERR);
         }
         if (!lws_frame_is_binary(c->wsi) && c->kind != P_STOMP) {
             tn_log_info("WS-TEXT", "%s: text message on a %s connection (binary only), closing",
                         c->peer, c->kind == P_MQTT ? "MQTT" : "AMQP");
-            lws_close_reason(c->wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, NULL, 0);
-            return -1;
+            return fail_close(c, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE);
         }
         conn_feed(c);
         return 0;
