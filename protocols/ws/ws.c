@@ -2,6 +2,8 @@
 
 #include "protocols/ws/ws.h"
 
+#include "protocols/ws/guard.h"
+
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <libwebsockets.h>
@@ -21,14 +23,10 @@
 /* What libwebsockets may send in one write: a whole message of ours with its header (else it
  * sends rx_buffer_size and copies the rest aside). */
 #define TX_PACKET (WRITE_CHUNK + 16)
+/* no subprotocol: the first bytes must come by then */
 #define SNIFF_TIMEOUT_MS 10000
-#define BUSY_OPS                                                                                   \
-    16 /* reads and writes per sweep (250 ms) from which a connection is busy */ /* no             \
-                                                                                    subprotocol:   \
-                                                                                    the first      \
-                                                                                    bytes must     \
-                                                                                    come by then   \
-                                                                                  */
+/* reads and writes per sweep (250 ms) from which a connection is busy */
+#define BUSY_OPS 16
 
 /* What a connection speaks, by the subprotocol table below (also the lws protocol id). */
 enum { P_SNIFF, P_MQTT, P_STOMP, P_AMQP };
@@ -64,6 +62,7 @@ typedef struct wconn {
     struct wconn *dirty_next, *wake_next;
     char *subject;
     char peer[64];
+    int fd;              /* its socket, while guard.h follows it (else -1) */
     bool closing;        /* no more input; closes once the output is written */
     bool close_sent;     /* our close frame is written */
     uint16_t close_code; /* its status (0: 1000, normal) */
@@ -441,11 +440,25 @@ fail_close(wconn *c, int code)
     return 0;
 }
 
+/* RFC 6455 5.1: an unmasked client frame closes the connection (1002); what it carried, and
+ * whatever came with it, is dropped. */
+static int
+refuse_unmasked(wconn *c)
+{
+    if (c->closing || c->gone)
+        return 0;
+    tn_log_info("WS-PROTOCOL", "%s: unmasked frame from the client (RFC 6455 5.1), closing",
+                c->peer);
+    return fail_close(c, LWS_CLOSE_STATUS_PROTOCOL_ERR);
+}
+
 static int
 on_receive(wconn *c, const uint8_t *p, size_t n)
 {
     if (c->closing || c->gone)
         return 0;
+    if (c->fd >= 0 && tn_ws_guard_unmasked(c->fd))
+        return refuse_unmasked(c);
     c->busy = true;
     c->n_ops++;
     if (lws_is_first_fragment(c->wsi))
@@ -553,6 +566,8 @@ conn_free(wconn *c, int reason)
 {
     tn_ws *w = c->w;
     c->gone = true;
+    if (c->fd >= 0)
+        tn_ws_guard_forget(c->fd);
     unlist(c);
     if (c->prev)
         c->prev->next = c->next;
@@ -699,7 +714,15 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
             on_ssl_info(w, wsi, in);
         return 0;
 
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        /* A socket just accepted (`user` is not a connection's space here): follow what
+         * libwebsockets reads from it (guard.h). */
+        tn_ws_guard_watch((int)(intptr_t)in);
+        return 0;
+
     case LWS_CALLBACK_WSI_DESTROY:
+        /* One that never became a WebSocket (plain HTTP, a refused upgrade or handshake). */
+        tn_ws_guard_forget(lws_get_socket_fd(wsi));
         if (w) {
             handshake *h;
             HASH_FIND_PTR(w->handshakes, &wsi, h);
@@ -762,6 +785,11 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
         int kind = lws_get_protocol(wsi)->id;
         c = *slot = conn_new(w, l, wsi, kind);
         c->slot = slot;
+        c->fd = lws_get_socket_fd(wsi);
+        if (!tn_ws_guard_arm(c->fd, c)) {
+            tn_log_debug("WS-GUARD", "%s: frames not followed (masking unchecked)", c->peer);
+            c->fd = -1;
+        }
         if (kind == P_SNIFF) /* its first bytes must come soon */
             c->deadline = uv_now(w->loop) + SNIFF_TIMEOUT_MS;
         if (kind != P_SNIFF && !open_adapter(c, kind)) {
@@ -819,6 +847,9 @@ static void
 prepare_cb(uv_prepare_t *h)
 {
     tn_ws *w = h->data;
+    wconn *bad;
+    while ((bad = tn_ws_guard_take())) /* unmasked frames no receive callback saw (control) */
+        refuse_unmasked(bad);
     while (w->wakeq || w->dirty) {
         wconn *c;
         while ((c = w->wakeq)) {
