@@ -37,7 +37,7 @@ frame(uint8_t *buf, int opcode, size_t n, int masked)
     if (masked)
         for (int k = 0; k < 4; k++)
             buf[i++] = (uint8_t)(0x80 | k); /* a key whose bytes look like mask bits */
-    memset(buf + i, 0x80, n); /* payload bytes with the high bit set everywhere */
+    memset(buf + i, 0x80, n);               /* payload bytes with the high bit set everywhere */
     return i + n;
 }
 
