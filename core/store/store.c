@@ -92,6 +92,8 @@ struct tn_store {
     uint64_t app_seg, app_off; /* where the next append lands (app_seg 0: no segment yet) */
     bool roll_req;             /* tn_store_roll(): the next append starts a segment */
     tn_store_pos last_pos;
+    uint64_t (*gate)(void *arg); /* tn_store_set_gate */
+    void *gate_arg;
     struct {
         uint64_t seg;
         int fd;
@@ -167,7 +169,7 @@ tn_store_open(const tn_store_conf *conf, tn_store **out, char *err, size_t errle
     if (!s->conf.max_record)
         s->conf.max_record = 16u << 20;
     s->fd = -1;
-    s->next_lsn = 1;
+    s->next_lsn = conf->first_lsn ? conf->first_lsn : 1;
     for (size_t i = 0; i < sizeof s->rfd / sizeof s->rfd[0]; i++)
         s->rfd[i].fd = -1;
     struct dirent *e;
@@ -251,7 +253,7 @@ tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t
         close(s->fd);
         s->fd = -1;
     }
-    uint64_t expected = s->n_segs ? s->segs[0] : 1;
+    uint64_t expected = s->n_segs ? s->segs[0] : s->conf.first_lsn ? s->conf.first_lsn : 1;
     bool salvaged = false;
     int rc = 0;
     s->total_bytes = 0;
@@ -646,6 +648,14 @@ writer(void *arg)
         bool unsynced = true;
         if (rc == 0) {
             s->seg_bytes += batch_bytes;
+            if (s->conf.notify_written) {
+                /* Readable now (tn_store_cursor_read): a standby gets these records while our
+                 * own sync runs. */
+                pthread_mutex_lock(&s->mu);
+                s->written = last;
+                s->conf.notify(s->conf.notify_arg);
+                pthread_mutex_unlock(&s->mu);
+            }
             /* sync always, but nobody waits for these records (acks, say): the next sync that
              * someone waits for covers them, or the idle sync IDLE_SYNC_MS later. */
             if (s->conf.sync == TN_SYNC_ALWAYS && need_sync) {
@@ -833,6 +843,11 @@ tn_store_poll(tn_store *s)
     int error = s->error;
     bool resume = error && s->room;
     pthread_mutex_unlock(&s->mu);
+    if (s->gate) {
+        uint64_t g = s->gate(s->gate_arg);
+        if (g < durable)
+            durable = g;
+    }
     /* In LSN order: durable ones succeed; after a write error, all others fail. */
     while (s->w_len) {
         waiter *w = &s->w[s->w_head];
@@ -870,12 +885,33 @@ tn_store_last_lsn(tn_store *s)
     return n;
 }
 
+void
+tn_store_set_gate(tn_store *s, uint64_t (*gate)(void *arg), void *arg)
+{
+    s->gate = gate;
+    s->gate_arg = arg;
+}
+
+uint64_t
+tn_store_written_lsn(tn_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t w = s->written;
+    pthread_mutex_unlock(&s->mu);
+    return w;
+}
+
 uint64_t
 tn_store_durable_lsn(tn_store *s)
 {
     pthread_mutex_lock(&s->mu);
     uint64_t d = s->durable;
     pthread_mutex_unlock(&s->mu);
+    if (s->gate) {
+        uint64_t g = s->gate(s->gate_arg);
+        if (g < d)
+            d = g;
+    }
     return d;
 }
 
@@ -1021,6 +1057,201 @@ tn_store_bytes(tn_store *s)
     uint64_t n = s->total_bytes;
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+/* ---- reading in order (a pair's active shipping its journal) ---- */
+
+struct tn_store_cursor {
+    tn_store *s;
+    int fd;
+    uint64_t off;  /* of the next record in fd's segment */
+    uint64_t next; /* its LSN */
+};
+
+/* Opens the segment that starts at first (the cursor has reached its end). */
+static int
+cursor_segment(tn_store_cursor *c, uint64_t first)
+{
+    char path[4200];
+    seg_name(c->s, first, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return TN_ENOENT;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = fd;
+    c->off = 0;
+    return 0;
+}
+
+int
+tn_store_cursor_open(tn_store *s, uint64_t lsn, tn_store_cursor **out)
+{
+    if (lsn > tn_store_last_lsn(s) + 1)
+        return TN_ENOENT;
+    /* The segment holding lsn: the newest one that starts at or before it (segments are
+     * listed now, not at open: compaction and rolls change them). */
+    DIR *d = opendir(s->dir);
+    if (!d)
+        return TN_EIO;
+    uint64_t best = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        uint64_t first = strtoull(e->d_name, &end, 10);
+        if (end == e->d_name + 20 && strcmp(end, ".seg") == 0 && first <= lsn && first > best)
+            best = first;
+    }
+    closedir(d);
+    tn_store_cursor *c = tn_xcalloc(1, sizeof *c);
+    c->s = s;
+    c->fd = -1;
+    c->next = best;
+    if (best == 0) {
+        /* No segment at or before lsn: fine only for an empty journal read from its start. */
+        if (lsn != tn_store_last_lsn(s) + 1 || tn_store_written_lsn(s) >= lsn) {
+            free(c);
+            return TN_ENOENT;
+        }
+        c->next = lsn;
+        *out = c;
+        return 0;
+    }
+    if (cursor_segment(c, best) != 0) {
+        free(c);
+        return TN_ENOENT;
+    }
+    /* Walk the headers up to lsn. */
+    uint8_t h[TN_STORE_HEADER];
+    while (c->next < lsn) {
+        if (read_full(c->fd, h, sizeof h, c->off) != 0 || rd64(h + 8) != c->next) {
+            tn_store_cursor_close(c);
+            return TN_ENOENT;
+        }
+        c->off += PAD8((uint64_t)TN_STORE_HEADER + rd32(h + 4));
+        c->next++;
+    }
+    *out = c;
+    return 0;
+}
+
+int
+tn_store_cursor_read(tn_store_cursor *c, tn_buf *out, size_t max, uint64_t *next)
+{
+    uint64_t written = tn_store_written_lsn(c->s);
+    int n = 0;
+    size_t got = 0;
+    while (c->next <= written && (got < max || n == 0)) {
+        if (c->fd < 0 && cursor_segment(c, c->next) != 0)
+            return TN_EIO;
+        size_t want = max > got ? max - got : TN_STORE_HEADER;
+        if (want < TN_STORE_HEADER)
+            want = TN_STORE_HEADER;
+        uint8_t *p = tn_buf_reserve(out, want);
+        if (!p)
+            return TN_ENOMEM;
+        ssize_t r = pread(c->fd, p, want, (off_t)c->off);
+        if (r < 0)
+            return TN_EIO;
+        size_t i = 0, len = (size_t)r;
+        while (i + TN_STORE_HEADER <= len && c->next <= written) {
+            if (rd64(p + i + 8) != c->next)
+                return TN_EIO;
+            uint64_t size = PAD8((uint64_t)TN_STORE_HEADER + rd32(p + i + 4));
+            if (i + size > len)
+                break;
+            i += (size_t)size;
+            c->next++;
+            n++;
+        }
+        if (i == 0) {
+            if (len >= TN_STORE_HEADER) {
+                /* One record larger than what was read: read it whole. */
+                uint64_t size = PAD8((uint64_t)TN_STORE_HEADER + rd32(p + 4));
+                if (size > SIZE_MAX / 2)
+                    return TN_EIO;
+                p = tn_buf_reserve(out, (size_t)size);
+                if (!p)
+                    return TN_ENOMEM;
+                if (read_full(c->fd, p, (size_t)size, c->off) != 0)
+                    return TN_EIO;
+                i = (size_t)size;
+                c->next++;
+                n++;
+            } else {
+                /* The end of this segment: the next record starts the next one. */
+                if (cursor_segment(c, c->next) != 0)
+                    return TN_EIO;
+                continue;
+            }
+        }
+        tn_buf_commit(out, i);
+        c->off += i;
+        got += i;
+    }
+    *next = c->next;
+    return n;
+}
+
+void
+tn_store_cursor_close(tn_store_cursor *c)
+{
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c);
+}
+
+int
+tn_store_wipe(const char *dir, char *err, size_t errlen)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT)
+            return 0;
+        errf(err, errlen, "%s: %s", dir, strerror(errno));
+        return TN_EIO;
+    }
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        strtoull(e->d_name, &end, 10);
+        if (end == e->d_name + 20 && strcmp(end, ".seg") == 0 &&
+            unlinkat(dirfd(d), e->d_name, 0) != 0) {
+            errf(err, errlen, "%s/%s: %s", dir, e->d_name, strerror(errno));
+            rc = TN_EIO;
+        }
+    }
+    if (rc == 0 && fsync(dirfd(d)) != 0) {
+        errf(err, errlen, "%s: fsync: %s", dir, strerror(errno));
+        rc = TN_EIO;
+    }
+    closedir(d);
+    return rc;
+}
+
+int
+tn_store_record_check(const uint8_t *p, size_t n, uint32_t max_record, uint64_t *lsn,
+                      uint16_t *type, const uint8_t **payload, uint32_t *len, size_t *size)
+{
+    if (n < TN_STORE_HEADER)
+        return TN_EAGAIN;
+    uint32_t l = rd32(p + 4);
+    if (l > max_record)
+        return TN_EPROTO;
+    uint64_t sz = PAD8((uint64_t)TN_STORE_HEADER + l);
+    if (n < sz)
+        return TN_EAGAIN;
+    if (rd32(p) != record_crc(p, l))
+        return TN_EPROTO;
+    *lsn = rd64(p + 8);
+    memcpy(type, p + 16, 2);
+    *payload = p + TN_STORE_HEADER;
+    *len = l;
+    *size = (size_t)sz;
+    return 0;
 }
 
 void

@@ -51,9 +51,15 @@ typedef struct tn_store_conf {
     uint64_t segment_size; /* start a new segment past this many bytes */
     uint32_t max_record;   /* largest payload accepted */
     bool salvage;          /* skip corruption in the middle instead of refusing to start */
-    /* Called from the writer thread when records became durable or writing failed. */
+    /* Called from the writer thread when records became durable or writing failed (and, with
+     * notify_written, also when records were written, before they are synced: a pair's active
+     * ships them to its standby while its own sync runs). */
     void (*notify)(void *arg);
     void *notify_arg;
+    bool notify_written;
+    /* The LSN of the first record of an empty journal (0: 1). A standby that copies a
+     * compacted journal starts where its active's oldest segment starts. */
+    uint64_t first_lsn;
 } tn_store_conf;
 
 /* Opens (creating) the folder. No thread runs yet. err gets a one-line reason on failure. */
@@ -86,13 +92,19 @@ int tn_store_append_ref(tn_store *s, uint16_t type, const void *head, uint32_t h
 typedef void (*tn_store_done_cb)(void *arg, int status);
 void tn_store_when_durable(tn_store *s, uint64_t lsn, tn_store_done_cb cb, void *arg);
 
+/* A pair's active: callbacks run only up to gate(arg) as well as up to what is durable here
+ * (the standby's acknowledged LSN, or none while the lease is not held; NULL: no gate). The
+ * gate is asked on every tn_store_poll(), which its owner calls when the gate moves. */
+void tn_store_set_gate(tn_store *s, uint64_t (*gate)(void *arg), void *arg);
+
 /* Runs the callbacks that became due (loop thread, after notify). After a write error, every
  * record not yet durable is failed (cb with TN_EIO) and appends return TN_EIO; once the writer
  * finds room again, the next poll resumes appends, reusing the failed records' LSNs. */
 void tn_store_poll(tn_store *s);
 
 uint64_t tn_store_last_lsn(tn_store *s);    /* last appended (or replayed) */
-uint64_t tn_store_durable_lsn(tn_store *s); /* last durable */
+uint64_t tn_store_written_lsn(tn_store *s); /* last written to its segment (maybe not synced) */
+uint64_t tn_store_durable_lsn(tn_store *s); /* last durable (and within the gate, if any) */
 int tn_store_error(tn_store *s);            /* 0, or the sticky write error */
 
 /* Where a record lies: the first LSN of its segment, its offset there and its padded size.
@@ -128,6 +140,29 @@ void tn_store_drop_before(tn_store *s, uint64_t lsn);
 uint64_t tn_store_bytes(tn_store *s);
 /* The first LSN of the oldest segment (0 when there is none). */
 uint64_t tn_store_first_segment(tn_store *s);
+
+/* Reading the journal in order from any LSN, as records are written (a pair's active ships
+ * them to its standby this way, both to catch a standby up and to follow the tail): whole
+ * records in the format above, CRC included, read from the segment files (loop thread). */
+typedef struct tn_store_cursor tn_store_cursor;
+/* A cursor at lsn: TN_ENOENT when lsn is below the oldest segment (compacted away) or above
+ * the last LSN + 1. */
+int tn_store_cursor_open(tn_store *s, uint64_t lsn, tn_store_cursor **out);
+/* Appends the next whole records, up to those written (tn_store_written_lsn), to out: about
+ * max bytes (at least one record when one is written, however large). Returns how many
+ * (0: none written yet), or TN_EIO when the files do not hold what they should (a segment
+ * gone, a record out of sequence). *next: the LSN the next read starts at. */
+int tn_store_cursor_read(tn_store_cursor *c, tn_buf *out, size_t max, uint64_t *next);
+void tn_store_cursor_close(tn_store_cursor *c);
+
+/* Deletes every segment of the (closed) journal in dir: a standby whose journal diverged from
+ * its active's (records of a superseded epoch) copies the active's anew. */
+int tn_store_wipe(const char *dir, char *err, size_t errlen);
+
+/* Checks one record in the format above (a standby's received record): its length fits n and
+ * max_record, its CRC holds. Gives its LSN, type, payload and padded size. */
+int tn_store_record_check(const uint8_t *p, size_t n, uint32_t max_record, uint64_t *lsn,
+                          uint16_t *type, const uint8_t **payload, uint32_t *len, size_t *size);
 
 /* Writes and syncs what is pending, stops the thread, runs due callbacks, frees everything. */
 void tn_store_close(tn_store *s);

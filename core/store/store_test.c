@@ -102,6 +102,20 @@ collect(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
     return 0;
 }
 
+/* collect() for records 1..150 as put() writes them, then the 300,000-byte record 151. */
+static int
+collect_upto_150(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
+{
+    if (lsn <= 150)
+        return collect(arg, lsn, type, p, len);
+    seen *s = arg;
+    s->last = lsn;
+    s->n++;
+    if (type != 9 || len != 300000 || p[0] != 0xab || p[len - 1] != 0xab)
+        s->ok = false;
+    return 0;
+}
+
 /* Appends the record replay's collect() expects for the next LSN. */
 static int
 try_put(tn_store *s, uint64_t *lsn)
@@ -603,6 +617,141 @@ test_append_ref(void)
     rm_dir();
 }
 
+static uint64_t gate_at;
+static uint64_t
+gate(void *arg)
+{
+    (void)arg;
+    return gate_at;
+}
+
+/* What a pair does: a cursor ships the active's records, as they are written, into a second
+ * journal (the standby's) that starts where the first one's oldest segment starts; a gate
+ * holds the active's confirmations until the copy has them. */
+static void
+test_cursor_mirror_gate(void)
+{
+    char err[256], dir2[sizeof dir];
+    fresh_dir();
+    snprintf(dir2, sizeof dir2, "%s", dir);
+    fresh_dir(); /* dir: the active's; dir2: the standby's */
+    tn_store_conf c = {.dir = dir,
+                       .sync = TN_SYNC_ALWAYS,
+                       .segment_size = 4096,
+                       .max_record = 1 << 20,
+                       .notify = notify,
+                       .notify_written = true};
+    tn_store *a = NULL;
+    CU_ASSERT_EQUAL_FATAL(tn_store_open(&c, &a, err, sizeof err), 0);
+    replay(a, 0);
+    CU_ASSERT_EQUAL_FATAL(tn_store_start(a), 0);
+    tn_store_cursor *cur = NULL;
+    CU_ASSERT_EQUAL_FATAL(tn_store_cursor_open(a, 1, &cur), 0); /* empty, from its start */
+    put_n_durable(a, 150);                                     /* several segments */
+    /* One record larger than a read, between small ones. */
+    static uint8_t big[300000];
+    memset(big, 0xab, sizeof big);
+    uint64_t big_lsn;
+    CU_ASSERT_EQUAL(tn_store_append(a, 9, big, sizeof big, &big_lsn), 0);
+    CU_ASSERT_EQUAL(big_lsn, 151);
+    durable_calls = 0;
+    tn_store_when_durable(a, 151, on_durable, (void *)(uintptr_t)151);
+    while (tn_store_durable_lsn(a) < 151 && wait_notify(2000))
+        ;
+    /* The gate: nothing is confirmed past it, however durable. */
+    gate_at = 100;
+    tn_store_set_gate(a, gate, NULL);
+    CU_ASSERT_EQUAL(tn_store_durable_lsn(a), 100);
+    tn_store_poll(a);
+    CU_ASSERT_EQUAL(durable_calls, 0);
+
+    /* The copy starts where the active's oldest segment starts. */
+    c.dir = dir2;
+    c.notify_written = false;
+    c.first_lsn = 1;
+    tn_store *b = NULL;
+    CU_ASSERT_EQUAL_FATAL(tn_store_open(&c, &b, err, sizeof err), 0);
+    replay(b, 0);
+    CU_ASSERT_EQUAL_FATAL(tn_store_start(b), 0);
+    tn_buf buf;
+    tn_buf_init(&buf, 4u << 20);
+    uint64_t next = 0;
+    int total = 0;
+    while (total < 151) {
+        buf.len = 0;
+        int n = tn_store_cursor_read(cur, &buf, 1000, &next);
+        CU_ASSERT_TRUE_FATAL(n > 0);
+        total += n;
+        size_t off = 0;
+        while (off < buf.len) {
+            uint64_t lsn, got;
+            uint16_t type;
+            const uint8_t *pl;
+            uint32_t len;
+            size_t size;
+            CU_ASSERT_EQUAL_FATAL(tn_store_record_check(buf.data + off, buf.len - off, 1 << 20,
+                                                        &lsn, &type, &pl, &len, &size),
+                                  0);
+            CU_ASSERT_EQUAL_FATAL(tn_store_append(b, type, pl, len, &got), 0);
+            CU_ASSERT_EQUAL(got, lsn);
+            off += size;
+        }
+    }
+    CU_ASSERT_EQUAL(next, 152);
+    CU_ASSERT_EQUAL(tn_store_cursor_read(cur, &buf, 1000, &next), 0); /* nothing more yet */
+    /* A corrupt record is refused. */
+    buf.data[30] ^= 1;
+    {
+        uint64_t lsn;
+        uint16_t type;
+        const uint8_t *pl;
+        uint32_t len;
+        size_t size;
+        CU_ASSERT_EQUAL(tn_store_record_check(buf.data, buf.len, 1 << 20, &lsn, &type, &pl, &len,
+                                              &size),
+                        TN_EPROTO);
+        CU_ASSERT_EQUAL(tn_store_record_check(buf.data, 10, 1 << 20, &lsn, &type, &pl, &len,
+                                              &size),
+                        TN_EAGAIN);
+    }
+    /* The copy has it: the gate opens. */
+    gate_at = UINT64_MAX;
+    tn_store_poll(a);
+    CU_ASSERT_EQUAL(durable_calls, 1);
+    tn_store_cursor_close(cur);
+    /* A cursor from the middle; one past the end is refused. */
+    CU_ASSERT_EQUAL(tn_store_cursor_open(a, 77, &cur), 0);
+    buf.len = 0;
+    CU_ASSERT_TRUE(tn_store_cursor_read(cur, &buf, 1, &next) == 1);
+    CU_ASSERT_EQUAL(next, 78);
+    tn_store_cursor_close(cur);
+    CU_ASSERT_EQUAL(tn_store_cursor_open(a, 153, &cur), TN_ENOENT);
+    tn_buf_fini(&buf);
+    tn_store_close(a);
+    tn_store_close(b);
+
+    rm_dir(); /* the active's */
+    /* The copy replays as the original: same LSNs, same payloads. */
+    snprintf(dir, sizeof dir, "%s", dir2);
+    c.dir = dir2;
+    CU_ASSERT_EQUAL_FATAL(tn_store_open(&c, &b, err, sizeof err), 0);
+    seen sn = {.ok = true};
+    CU_ASSERT_EQUAL(tn_store_replay(b, collect_upto_150, &sn, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(sn.first, 1);
+    CU_ASSERT_EQUAL(sn.last, 151);
+    CU_ASSERT_TRUE(sn.ok);
+    tn_store_close(b);
+    /* Wiped, it starts again empty, at the LSN it is told. */
+    CU_ASSERT_EQUAL(tn_store_wipe(dir2, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(count_segments(), 0);
+    c.first_lsn = 500;
+    CU_ASSERT_EQUAL_FATAL(tn_store_open(&c, &b, err, sizeof err), 0);
+    replay(b, 0);
+    CU_ASSERT_EQUAL(tn_store_last_lsn(b), 499);
+    tn_store_close(b);
+    rm_dir();
+}
+
 int
 main(void)
 {
@@ -622,5 +771,6 @@ main(void)
     CU_add_test(s, "unwaited_records_synced_soon", test_unwaited_records_are_synced_soon);
     CU_add_test(s, "close_answers_waiters", test_close_answers_waiters);
     CU_add_test(s, "append_ref", test_append_ref);
+    CU_add_test(s, "cursor_mirror_gate", test_cursor_mirror_gate);
     return tn_test_run();
 }
