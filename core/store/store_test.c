@@ -647,7 +647,7 @@ test_cursor_mirror_gate(void)
     CU_ASSERT_EQUAL_FATAL(tn_store_start(a), 0);
     tn_store_cursor *cur = NULL;
     CU_ASSERT_EQUAL_FATAL(tn_store_cursor_open(a, 1, &cur), 0); /* empty, from its start */
-    put_n_durable(a, 150);                                     /* several segments */
+    put_n_durable(a, 150);                                      /* several segments */
     /* One record larger than a read, between small ones. */
     static uint8_t big[300000];
     memset(big, 0xab, sizeof big);
@@ -707,11 +707,10 @@ test_cursor_mirror_gate(void)
         const uint8_t *pl;
         uint32_t len;
         size_t size;
-        CU_ASSERT_EQUAL(tn_store_record_check(buf.data, buf.len, 1 << 20, &lsn, &type, &pl, &len,
-                                              &size),
-                        TN_EPROTO);
-        CU_ASSERT_EQUAL(tn_store_record_check(buf.data, 10, 1 << 20, &lsn, &type, &pl, &len,
-                                              &size),
+        CU_ASSERT_EQUAL(
+            tn_store_record_check(buf.data, buf.len, 1 << 20, &lsn, &type, &pl, &len, &size),
+            TN_EPROTO);
+        CU_ASSERT_EQUAL(tn_store_record_check(buf.data, 10, 1 << 20, &lsn, &type, &pl, &len, &size),
                         TN_EAGAIN);
     }
     /* The copy has it: the gate opens. */
