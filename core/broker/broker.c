@@ -157,6 +157,22 @@ tn_broker_new(const tn_broker_limits *limits)
     return b;
 }
 
+void
+tn_broker_set_standby(tn_broker *b, bool standby, const char *active_host)
+{
+    b->standby = standby;
+    free(b->active_host);
+    b->active_host = standby && active_host ? tn_xstrdup(active_host) : NULL;
+}
+
+bool
+tn_broker_standby(const tn_broker *b, const char **active_host)
+{
+    if (active_host)
+        *active_host = b->active_host;
+    return b->standby;
+}
+
 /* Frees s; log: the session is gone for good (journal it), not just the broker shutting down. */
 static void
 session_free(tn_session *s, bool log)
@@ -201,6 +217,7 @@ tn_broker_free(tn_broker *b)
         tn_assert(!s->attached);
         session_free(s, false);
     }
+    free(b->active_host);
     tn_topictree_walk(b->retained, free_retained, NULL);
     tn_topictree_free(b->retained);
     tn_topictree_free(b->subs);

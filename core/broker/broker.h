@@ -110,6 +110,13 @@ struct tn_store *tn_broker_store(const tn_broker *b);
 void tn_broker_tick(tn_broker *b, uint64_t now_ms);
 /* Whether a canonical topic name or filter is within max_topic_levels. */
 bool tn_broker_levels_ok(const tn_broker *b, const char *name);
+/* A pair's standby, or an active that lost its lease, serves no client: every adapter refuses
+ * new connections (MQTT CONNACK 3 "server unavailable", a STOMP ERROR "standby", an AMQP close
+ * with amqp:connection:redirect naming the active where known). active_host: the active's
+ * address (copied; NULL: unknown). */
+void tn_broker_set_standby(tn_broker *b, bool standby, const char *active_host);
+/* True while standby; *active_host (if asked) gets the active's address or NULL. */
+bool tn_broker_standby(const tn_broker *b, const char **active_host);
 /* Frees every session (all must be detached), subscription and retained message. */
 void tn_broker_free(tn_broker *b);
 void tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out);

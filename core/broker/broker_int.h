@@ -84,6 +84,8 @@ struct tn_broker {
     uint64_t intake_used;                 /* arriving and charged bytes */
     tn_message_owner large_owner;         /* the owner of charged messages */
     uint64_t intake_seq;
+    bool standby;      /* tn_broker_set_standby */
+    char *active_host; /* the active's address, when standby and known */
 };
 
 /* Record types of the journal (core/store). Payloads: s = u16 length + bytes, u8/u64 little

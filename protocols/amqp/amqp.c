@@ -1741,6 +1741,31 @@ on_event(aconn *c, pn_event_t *e)
         free(c->container);
         c->container = cid ? tn_xstrdup(cid) : NULL;
         c->open = true;
+        const char *active = NULL;
+        if (tn_broker_standby(c->a->b, &active)) {
+            /* A pair's standby: the client is sent to the active ([AMQP 1.0 2.8.15]
+             * amqp:connection:redirect, its info map naming the host), then closed. */
+            pn_connection_open(pc);
+            pn_condition_t *cond = pn_connection_condition(pc);
+            pn_condition_set_name(cond, "amqp:connection:redirect");
+            pn_condition_set_description(cond, "this node is a standby: connect to the active");
+            if (active) {
+                pn_data_t *info = pn_condition_info(cond);
+                pn_data_put_map(info);
+                pn_data_enter(info);
+                pn_data_put_symbol(info, pn_bytes(8, "hostname"));
+                pn_data_put_string(info, pn_bytes(strlen(active), active));
+                pn_data_put_symbol(info, pn_bytes(12, "network-host"));
+                pn_data_put_string(info, pn_bytes(strlen(active), active));
+                if (c->a->conf.port) {
+                    pn_data_put_symbol(info, pn_bytes(4, "port"));
+                    pn_data_put_int(info, c->a->conf.port);
+                }
+                pn_data_exit(info);
+            }
+            conn_fail(c, "amqp:connection:redirect", "this node is a standby");
+            break;
+        }
         if (!c->authed && auth_check(c, NULL, NULL, 0) != 0) {
             pn_connection_open(pc);
             conn_fail(c, "amqp:unauthorized-access", "anonymous clients are not allowed");

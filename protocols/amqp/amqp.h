@@ -41,6 +41,7 @@ typedef struct tn_amqp_conf {
     uint32_t max_links;          /* links per connection (0: 1024) */
     uint32_t connect_timeout_ms; /* time allowed from accept to the AMQP open (0: 10 s) */
     tn_auth auth;                /* SASL PLAIN and ANONYMOUS (check == NULL: everyone) */
+    uint16_t port; /* this listener's port: a standby's redirect names it (0: not named) */
 } tn_amqp_conf;
 
 typedef struct tn_amqp tn_amqp;

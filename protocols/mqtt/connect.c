@@ -38,6 +38,9 @@ tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p)
     if (p->version == TN_MQTT_V5) /* until MQTT 5 lands, answer as a 3.1.1 server must */
         return refuse(c, TN_MQTT_V311, TN_MQTT_CONNACK_BAD_VERSION, "MQTT 5 is not supported yet");
     c->version = p->version;
+    if (tn_broker_standby(m->broker, NULL))
+        return refuse(c, p->version, TN_MQTT_CONNACK_UNAVAILABLE,
+                      "this node is a standby (connect to the active)");
 
     char idbuf[32];
     const char *id = (const char *)p->client_id.p;

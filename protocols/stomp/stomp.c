@@ -581,6 +581,8 @@ on_connect(sconn *c, const tn_stomp_frame *f)
     }
     c->version = v;
     tn_stomp_decoder_set_version(&c->dec, v);
+    if (tn_broker_standby(c->st->b, NULL))
+        return fail(c, f, "standby", "this node is a standby: connect to the active");
     const char *cid = tn_stomp_header(f, "client-id");
     if (cid && *cid)
         c->client_id = tn_xstrdup(cid);

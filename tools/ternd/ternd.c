@@ -1,4 +1,5 @@
 /* ternd: the Tern broker daemon. */
+#include "cluster/cluster.h"
 #include "conf/conf.h"
 #include "core/base/base.h"
 #include "core/broker/broker.h"
@@ -11,7 +12,9 @@
 #include "protocols/ws/ws.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -21,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 static const char usage[] =
@@ -42,6 +46,18 @@ static const char usage[] =
     "                         ask TLS clients for a certificate signed by --tls-ca: not at all\n"
     "                         (none, the default), optional, or required in the handshake\n"
     "      --log-level LEVEL  error, warn, info or debug\n"
+    "\n"
+    "An active/standby pair (README, Active/standby pair):\n"
+    "      --role node|witness\n"
+    "                         node (the default) serves clients; witness grants the pair's\n"
+    "                         lease: ternd --role witness --listen witness://ADDR:PORT --data DIR\n"
+    "      --pair-listen ADDR:PORT     this node's replication port\n"
+    "      --pair-peer ADDR:PORT       the other node's replication port\n"
+    "      --pair-witness ADDR:PORT    the witness\n"
+    "      --pair-zookeeper HOST:PORT[,HOST:PORT...]/PATH   (not yet: use a witness)\n"
+    "      --pair-alone-timeout MS     an active whose standby stays behind this long goes\n"
+    "                         on alone (default 2000)\n"
+    "      --pair-async       confirm without waiting for the standby (README: the trade-off)\n"
     "  -h, --help             show this help and exit\n"
     "  -V, --version          show the version and exit\n"
     "\n"
@@ -64,6 +80,16 @@ typedef struct ternd {
     uint64_t last_hs, last_hs_at; /* TLS handshakes as last counted, and when they changed */
     uint64_t trimmed_hs;          /* TLS handshakes at the last malloc_trim */
     bool stopping;
+    /* A pair's node (--pair-*): the journal is the standby's (repl) until the lease is ours. */
+    bool paired;
+    tn_repl *repl;
+    tn_lease *lease;
+    tn_store_conf sc;
+    char node[65];
+    char peer_host[64];
+    int role;
+    uint64_t role_epoch;
+    tn_witness *witness; /* --role witness */
 } ternd;
 
 /* The largest journal record: a message as large as any listener takes, with its name and
@@ -92,8 +118,172 @@ on_store_wake(uv_async_t *h)
     ternd *t = h->data;
     if (t->store) {
         tn_store_poll(t->store);
+        if (t->repl)
+            tn_repl_poll(t->repl);     /* written records go to the standby */
         tn_broker_maintain(t->broker); /* a safe point: no broker call is running */
     }
+}
+
+/* ---- a pair's node ---- */
+
+static const char *const role_names[] = {"none", "catching-up", "standby", "active", "fenced"};
+
+static void
+set_role(ternd *t, int role, uint64_t epoch)
+{
+    if (role == t->role && epoch == t->role_epoch)
+        return;
+    t->role = role;
+    t->role_epoch = epoch;
+    tn_log_info("TERN-ROLE", "%s epoch=%" PRIu64, role_names[role], epoch);
+}
+
+static void
+on_repl_role(void *arg, int role, uint64_t epoch)
+{
+    ternd *t = arg;
+    if (t->role != TN_ROLE_ACTIVE && t->role != TN_ROLE_FENCED)
+        set_role(t, role, epoch);
+}
+
+static void on_signal(uv_signal_t *h, int signum);
+
+/* The lease is ours: what the standby received is this node's journal; recovered into the
+ * broker, it serves clients and confirms alone until its standby has caught up. */
+static void
+on_granted(void *arg, uint64_t epoch)
+{
+    ternd *t = arg;
+    char err[512];
+    tn_repl_standby_stop(t->repl);
+    bool ok = tn_store_open(&t->sc, &t->store, err, sizeof err) == 0;
+    if (ok) {
+        tn_broker_attach_store(t->broker, t->store);
+        ok = tn_broker_recover(t->broker, err, sizeof err) == 0 && tn_store_start(t->store) == 0 &&
+             tn_repl_active_start(t->repl, t->store, t->lease, epoch, err, sizeof err) == 0;
+    }
+    if (!ok) {
+        tn_log_error("TERN-STORE", "cannot become active: %s", err);
+        tn_lease_release(t->lease);
+        on_signal(&t->sigterm, SIGTERM);
+        return;
+    }
+    tn_broker_set_standby(t->broker, false, NULL);
+    set_role(t, TN_ROLE_ACTIVE, epoch);
+}
+
+/* The lease is gone (expired during a freeze, a newer epoch, the witness unreachable): nothing
+ * is confirmed from now on, and new clients are refused as on a standby. */
+static void
+on_lost(void *arg, uint64_t epoch, const char *why)
+{
+    ternd *t = arg;
+    tn_repl_fence(t->repl);
+    tn_broker_set_standby(t->broker, true, t->peer_host);
+    tn_log_warn("TERN-FENCED",
+                "lease lost at epoch %" PRIu64 " (%s): confirming nothing more; "
+                "restart this node to rejoin as the standby",
+                epoch, why);
+    set_role(t, TN_ROLE_FENCED, epoch);
+}
+
+/* DIR/node-id: this node's name for the pair, made once (a node with a new data folder is a
+ * new node: never taken for the standby the witness recorded in sync). */
+static int
+node_id(const char *dir, char *out, size_t len)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/node-id", dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        bool ok = fgets(out, (int)len, f) != NULL;
+        fclose(f);
+        out[strcspn(out, "\r\n")] = 0;
+        return ok && out[0] ? 0 : -1;
+    }
+    unsigned char rnd[8];
+    if (uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL) != 0)
+        return -1;
+    snprintf(out, len, "node-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
+             rnd[4], rnd[5], rnd[6], rnd[7]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0)
+        return -1;
+    bool ok = dprintf(fd, "%s\n", out) > 0 && fsync(fd) == 0;
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+/* "ADDR:PORT" or "[V6]:PORT" into host and port. */
+static int
+host_port(const char *s, char *host, size_t len, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return -1;
+    const char *h = s, *he = colon;
+    if (*s == '[') {
+        h = s + 1;
+        he = strchr(s, ']');
+        if (!he || he + 1 != colon)
+            return -1;
+    }
+    if ((size_t)(he - h) >= len)
+        return -1;
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || p > 65535)
+        return -1;
+    memcpy(host, h, (size_t)(he - h));
+    host[he - h] = 0;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static void
+witness_signal(uv_signal_t *h, int signum)
+{
+    ternd *t = h->data;
+    tn_log_info("TERN-STOP", "signal %d: shutting down", signum);
+    tn_witness_close(t->witness);
+    uv_close((uv_handle_t *)&t->sigint, NULL);
+    uv_close((uv_handle_t *)&t->sigterm, NULL);
+}
+
+/* ternd --role witness --listen witness://ADDR:PORT --data DIR */
+static int
+run_witness(const char *url, const char *dir)
+{
+    char host[64];
+    uint16_t port;
+    if (!url || strncmp(url, "witness://", 10) != 0 ||
+        host_port(url + 10, host, sizeof host, &port) != 0) {
+        fprintf(stderr, "ternd: --role witness needs --listen witness://ADDR:PORT\n");
+        return 2;
+    }
+    ternd t = {0};
+    uv_loop_init(&t.loop);
+    char err[512];
+    uint16_t bound = 0;
+    if (tn_witness_open(&t.loop, host, port, dir, TN_LEASE_MS, &t.witness, &bound, err,
+                        sizeof err) != 0) {
+        tn_log_error("TERN-WITNESS", "%s", err);
+        uv_loop_close(&t.loop);
+        return 1;
+    }
+    uv_signal_init(&t.loop, &t.sigint);
+    uv_signal_init(&t.loop, &t.sigterm);
+    t.sigint.data = t.sigterm.data = &t;
+    uv_signal_start(&t.sigint, witness_signal, SIGINT);
+    uv_signal_start(&t.sigterm, witness_signal, SIGTERM);
+    bool v6 = strchr(host, ':') != NULL;
+    tn_log_info("TERN-READY", "listening on witness://%s%s%s:%u", v6 ? "[" : "", host,
+                v6 ? "]" : "", bound);
+    tn_log_info("TERN-START", "ternd %s started as the witness, data in %s", TERN_VERSION, dir);
+    uv_run(&t.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&t.loop);
+    tn_log_info("TERN-STOPPED", "ternd stopped");
+    return 0;
 }
 
 /* After a burst of TLS handshakes: their transient buffers (OpenSSL's record buffers and
@@ -133,6 +323,10 @@ static void
 net_closed(void *arg)
 {
     ternd *t = arg;
+    tn_repl_free(t->repl); /* before the store it gates */
+    t->repl = NULL;
+    tn_lease_free(t->lease);
+    t->lease = NULL;
     tn_store_close(t->store);
     t->store = NULL;
     uv_close((uv_handle_t *)&t->store_wake, NULL);
@@ -153,6 +347,13 @@ on_signal(uv_signal_t *h, int signum)
         return;
     t->stopping = true;
     tn_log_info("TERN-STOP", "signal %d: shutting down", signum);
+    if (t->lease && t->role == TN_ROLE_ACTIVE) {
+        /* Confirm nothing more, then hand the role over at once (not at the lease's end). */
+        tn_repl_fence(t->repl);
+        tn_lease_release(t->lease);
+    }
+    if (t->lease)
+        tn_lease_want(t->lease, false);
     if (t->ws)
         tn_ws_close(t->ws);
     tn_net_close(t->net, net_closed, t);
@@ -173,7 +374,20 @@ main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
 #endif
-    enum { OPT_LOG_LEVEL = 256, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_VERIFY };
+    enum {
+        OPT_LOG_LEVEL = 256,
+        OPT_TLS_CERT,
+        OPT_TLS_KEY,
+        OPT_TLS_CA,
+        OPT_TLS_VERIFY,
+        OPT_ROLE,
+        OPT_PAIR_LISTEN,
+        OPT_PAIR_PEER,
+        OPT_PAIR_WITNESS,
+        OPT_PAIR_ZK,
+        OPT_PAIR_ALONE,
+        OPT_PAIR_ASYNC,
+    };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"listen", required_argument, NULL, 'l'},
@@ -183,12 +397,23 @@ main(int argc, char **argv)
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-ca", required_argument, NULL, OPT_TLS_CA},
         {"tls-verify-client", required_argument, NULL, OPT_TLS_VERIFY},
+        {"role", required_argument, NULL, OPT_ROLE},
+        {"pair-listen", required_argument, NULL, OPT_PAIR_LISTEN},
+        {"pair-peer", required_argument, NULL, OPT_PAIR_PEER},
+        {"pair-witness", required_argument, NULL, OPT_PAIR_WITNESS},
+        {"pair-zookeeper", required_argument, NULL, OPT_PAIR_ZK},
+        {"pair-alone-timeout", required_argument, NULL, OPT_PAIR_ALONE},
+        {"pair-async", no_argument, NULL, OPT_PAIR_ASYNC},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *data = NULL, *level = NULL;
     const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL, *tls_verify = NULL;
+    const char *role = "node", *witness_url = NULL;
+    const char *pair_listen = NULL, *pair_peer = NULL, *pair_witness = NULL;
+    uint32_t pair_alone_ms = 0;
+    bool pair_async = false;
     tn_conf_listener *listen = NULL;
     size_t n_listen = 0;
     char err[512];
@@ -203,6 +428,10 @@ main(int argc, char **argv)
             config = optarg;
             break;
         case 'l':
+            if (strncmp(optarg, "witness://", 10) == 0) {
+                witness_url = optarg;
+                break;
+            }
             listen = tn_xrealloc(listen, (n_listen + 1) * sizeof *listen);
             if (tn_conf_parse_listen_url(optarg, &listen[n_listen], err, sizeof err) != 0) {
                 fprintf(stderr, "ternd: --listen %s: %s\n", optarg, err);
@@ -235,6 +464,43 @@ main(int argc, char **argv)
             }
             tls_verify = optarg;
             break;
+        case OPT_ROLE:
+            if (strcmp(optarg, "node") != 0 && strcmp(optarg, "witness") != 0) {
+                fprintf(stderr, "ternd: --role %s: expected node or witness\n", optarg);
+                ret = 2;
+                goto out;
+            }
+            role = optarg;
+            break;
+        case OPT_PAIR_LISTEN:
+            pair_listen = optarg;
+            break;
+        case OPT_PAIR_PEER:
+            pair_peer = optarg;
+            break;
+        case OPT_PAIR_WITNESS:
+            pair_witness = optarg;
+            break;
+        case OPT_PAIR_ZK:
+            fprintf(stderr, "ternd: --pair-zookeeper is not supported yet: use a witness "
+                            "(--pair-witness)\n");
+            ret = 2;
+            goto out;
+        case OPT_PAIR_ALONE: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || end == optarg || v < 100 || v > 600000) {
+                fprintf(stderr, "ternd: --pair-alone-timeout %s: expected 100..600000 ms\n",
+                        optarg);
+                ret = 2;
+                goto out;
+            }
+            pair_alone_ms = (uint32_t)v;
+            break;
+        }
+        case OPT_PAIR_ASYNC:
+            pair_async = true;
+            break;
         case 'h':
             fputs(usage, stdout);
             ret = 0;
@@ -251,6 +517,35 @@ main(int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "ternd: unexpected argument '%s'\nTry 'ternd --help'.\n", argv[optind]);
+        ret = 2;
+        goto out;
+    }
+    if (strcmp(role, "witness") == 0) {
+        tn_log_level wl = TN_LOG_INFO;
+        if (level)
+            tn_log_parse_level(level, &wl);
+        tn_log_set_level(wl);
+        ret = run_witness(witness_url, data ? data : "./data");
+        goto out;
+    }
+    if (witness_url) {
+        fprintf(stderr, "ternd: witness:// listeners are for --role witness\n");
+        ret = 2;
+        goto out;
+    }
+    char pl_host[64] = "", pp_host[64] = "", pw_host[64] = "";
+    uint16_t pl_port = 0, pp_port = 0, pw_port = 0;
+    bool paired = pair_listen || pair_peer || pair_witness;
+    if (paired && (!pair_listen || !pair_peer || !pair_witness)) {
+        fprintf(stderr, "ternd: a pair's node needs --pair-listen, --pair-peer and "
+                        "--pair-witness\n");
+        ret = 2;
+        goto out;
+    }
+    if (paired && (host_port(pair_listen, pl_host, sizeof pl_host, &pl_port) != 0 ||
+                   host_port(pair_peer, pp_host, sizeof pp_host, &pp_port) != 0 ||
+                   host_port(pair_witness, pw_host, sizeof pw_host, &pw_port) != 0)) {
+        fprintf(stderr, "ternd: --pair-listen, --pair-peer and --pair-witness take ADDR:PORT\n");
         ret = 2;
         goto out;
     }
@@ -336,14 +631,32 @@ main(int argc, char **argv)
                         .interval_ms = conf.store.sync_interval_ms,
                         .max_record = max_record(&conf),
                         .notify = store_notify,
-                        .notify_arg = &t.store_wake};
-    bool store_ok = tn_store_open(&sc, &t.store, err, sizeof err) == 0;
-    if (store_ok) {
-        tn_broker_attach_store(broker, t.store);
-        store_ok = tn_broker_recover(broker, err, sizeof err) == 0 && tn_store_start(t.store) == 0;
+                        .notify_arg = &t.store_wake,
+                        .notify_written = paired};
+    t.sc = sc;
+    t.sc.dir = jdir;
+    bool store_ok = true;
+    if (paired) {
+        /* A pair's node starts as a standby: no client is served and the journal is followed
+         * from the active, until the witness grants this node the lease. */
+        t.paired = true;
+        snprintf(t.peer_host, sizeof t.peer_host, "%s", pp_host);
+        tn_broker_set_standby(broker, true, pp_host);
+        if (node_id(conf.data_dir, t.node, sizeof t.node) != 0) {
+            tn_log_error("TERN-PAIR", "%s/node-id: cannot read or make this node's name",
+                         conf.data_dir);
+            store_ok = false;
+        }
+    } else {
+        store_ok = tn_store_open(&sc, &t.store, err, sizeof err) == 0;
+        if (store_ok) {
+            tn_broker_attach_store(broker, t.store);
+            store_ok =
+                tn_broker_recover(broker, err, sizeof err) == 0 && tn_store_start(t.store) == 0;
+        }
+        if (!store_ok)
+            tn_log_error("TERN-STORE", "cannot use the journal: %s", err);
     }
-    if (!store_ok)
-        tn_log_error("TERN-STORE", "cannot use the journal: %s", err);
     tn_net_limits nl = {
         .max_connections = conf.limits.max_connections,
         /* Large messages arrive straight into their message (held once, budgeted); input kept
@@ -471,8 +784,43 @@ main(int argc, char **argv)
         tn_log_info("TERN-READY", "listening on %s://%s%s%s:%u", scheme, v6 ? "[" : "", l->address,
                     v6 ? "]" : "", port);
     }
+    if (ok && paired) {
+        tn_repl_conf rc = {.loop = &t.loop,
+                           .node = t.node,
+                           .listen_addr = pl_host,
+                           .listen_port = pl_port,
+                           .peer_host = pp_host,
+                           .peer_port = pp_port,
+                           .data_dir = conf.data_dir,
+                           .alone_ms = pair_alone_ms,
+                           .async = pair_async,
+                           .max_record = sc.max_record,
+                           .store = &t.sc,
+                           .role = on_repl_role,
+                           .arg = &t};
+        uint16_t rport = 0;
+        if (tn_repl_new(&rc, &t.repl, &rport, err, sizeof err) != 0 ||
+            tn_repl_standby_start(t.repl, err, sizeof err) != 0) {
+            tn_log_error("TERN-PAIR", "%s", err);
+            ok = false;
+        } else {
+            bool v6 = strchr(pl_host, ':') != NULL;
+            tn_log_info("TERN-READY", "listening on pair://%s%s%s:%u", v6 ? "[" : "", pl_host,
+                        v6 ? "]" : "", rport);
+            tn_lease_conf lc = {.loop = &t.loop,
+                                .node = t.node,
+                                .host = pw_host,
+                                .port = pw_port,
+                                .granted = on_granted,
+                                .lost = on_lost,
+                                .arg = &t};
+            t.lease = tn_lease_new(&lc);
+            tn_lease_want(t.lease, true);
+        }
+    }
     if (ok) {
-        tn_log_info("TERN-START", "ternd %s started, data in %s", TERN_VERSION, conf.data_dir);
+        tn_log_info("TERN-START", "ternd %s started, data in %s%s%s", TERN_VERSION, conf.data_dir,
+                    paired ? ", pair node " : "", paired ? t.node : "");
     } else {
         t.stopping = true;
         if (t.ws)
