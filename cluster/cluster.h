@@ -192,6 +192,10 @@ typedef struct tn_repl_conf {
     bool async;           /* confirm without waiting for the standby (README: trade-off) */
     uint32_t max_record;  /* the journal's largest record */
     tn_store_conf *store; /* the journal's settings (the standby opens it with these) */
+    /* TLS on the link (both or neither; borrowed): the node accepting a standby is the server
+     * and asks for its certificate when given a CA; the standby is the client. */
+    struct tn_tls_ctx *tls_server;
+    struct tn_tls_ctx *tls_client;
     /* The standby's role changed: TN_ROLE_CATCHING_UP or TN_ROLE_STANDBY at the active's epoch. */
     void (*role)(void *arg, int role, uint64_t epoch);
     void *arg;

@@ -5,6 +5,7 @@
 
 #include "core/base/base.h"
 #include "core/store/store.h"
+#include "protocols/tls/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,6 +39,10 @@ typedef struct plink {
     bool closing;
     bool welcomed; /* standby: WELCOME arrived; active: HELLO answered */
     char name[65]; /* the standby's (served links) */
+    /* TLS (when the pair has a certificate): ciphertext in and out, and the plaintext frames
+     * sent before the handshake was done. */
+    tn_tls *tls;
+    tn_buf cin, cout, pend;
 } plink;
 
 typedef struct wreq {
@@ -77,8 +82,8 @@ struct tn_repl {
     tn_store *sstore;
     uint64_t s_epoch;
     uint64_t s_acked_sent;
-    bool retry_due;
     bool logged_down;
+    uint64_t tls_logged; /* when a TLS failure was last logged */
 };
 
 static void link_close(plink *l);
@@ -298,6 +303,10 @@ on_link_closed(uv_handle_t *h)
     plink *l = h->data;
     tn_repl *r = l->r;
     tn_buf_fini(&l->in);
+    tn_tls_free(l->tls);
+    tn_buf_fini(&l->cin);
+    tn_buf_fini(&l->cout);
+    tn_buf_fini(&l->pend);
     free(l);
     r->handles--;
     maybe_free(r);
@@ -310,6 +319,12 @@ link_new(tn_repl *r, bool served)
     l->r = r;
     l->served = served;
     tn_buf_init(&l->in, (size_t)r->conf.max_record + MAX_CONTROL + FRAME_HDR);
+    tn_buf_init(&l->cin, 1u << 20);
+    tn_buf_init(&l->cout, SIZE_MAX);
+    tn_buf_init(&l->pend, SIZE_MAX);
+    tn_tls_ctx *x = served ? r->conf.tls_server : r->conf.tls_client;
+    if (x)
+        l->tls = tn_tls_new(x, &l->cout);
     uv_tcp_init(r->conf.loop, &l->tcp);
     l->tcp.data = l;
     r->handles++;
@@ -351,12 +366,41 @@ on_written(uv_write_t *req, int status)
         ship(l->r);
 }
 
+static void write_buf(plink *l, tn_buf *buf);
+
+/* TLS: what OpenSSL wrote (handshake, records, alerts) goes out. */
+static void
+flush_cout(plink *l)
+{
+    if (l->cout.len)
+        write_buf(l, &l->cout);
+}
+
 /* Sends buf (a frame: FRAME_HDR bytes reserved at its start, filled here); takes it. */
 static void
 send_frame(plink *l, uint8_t type, tn_buf *buf)
 {
     buf->data[0] = type;
     put32(buf->data + 1, (uint32_t)(buf->len - FRAME_HDR));
+    if (l->tls) {
+        if (!tn_tls_ready(l->tls)) {
+            tn_assert(tn_buf_append(&l->pend, buf->data, buf->len) == 0);
+        } else if (tn_tls_write(l->tls, buf->data, buf->len) != 0) {
+            link_close(l);
+        }
+        tn_buf_fini(buf);
+        tn_buf_init(buf, SIZE_MAX);
+        if (!l->closing)
+            flush_cout(l);
+        return;
+    }
+    write_buf(l, buf);
+}
+
+/* Writes buf's bytes as they are; takes them (buf is left empty). */
+static void
+write_buf(plink *l, tn_buf *buf)
+{
     wreq *w = tn_xcalloc(1, sizeof *w);
     w->l = l;
     w->buf = *buf;
@@ -856,13 +900,58 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     plink *l = h->data;
+    tn_buf *b = l->tls ? &l->cin : &l->in; /* ciphertext first, with TLS */
     size_t want = 64u << 10;
-    uint8_t *p = tn_buf_reserve(&l->in, want);
+    uint8_t *p = tn_buf_reserve(b, want);
     if (!p) {
-        want = l->in.max - l->in.len;
-        p = want ? tn_buf_reserve(&l->in, want) : NULL;
+        want = b->max - b->len;
+        p = want ? tn_buf_reserve(b, want) : NULL;
     }
     *buf = uv_buf_init((char *)p, p ? (unsigned)want : 0);
+}
+
+/* TLS: decrypts what arrived into l->in (the handshake too); -1 when the link must close. */
+static int
+tls_in(plink *l, size_t n)
+{
+    bool was_ready = tn_tls_ready(l->tls);
+    tn_buf_commit(&l->cin, n);
+    tn_tls_input(l->tls, l->cin.data, l->cin.len);
+    ssize_t r;
+    for (;;) {
+        size_t want = 64u << 10;
+        uint8_t *p = tn_buf_reserve(&l->in, want);
+        if (!p) {
+            want = l->in.max - l->in.len;
+            p = want ? tn_buf_reserve(&l->in, want) : NULL;
+        }
+        if (!p)
+            return -1; /* a frame larger than any may be */
+        r = tn_tls_read(l->tls, p, want);
+        if (r <= 0)
+            break;
+        tn_buf_commit(&l->in, (size_t)r);
+    }
+    l->cin.len = 0; /* all taken (OpenSSL keeps a partial record itself) */
+    flush_cout(l);
+    if (r == TN_EPROTO) {
+        /* Once per 10 s: a standby retries every RETRY_MS. */
+        uint64_t now = uv_now(l->r->conf.loop);
+        if (!l->r->tls_logged || now - l->r->tls_logged >= 10000) {
+            l->r->tls_logged = now;
+            tn_log_warn("PAIR-LINK", "TLS with the peer failed: %s; closing", tn_tls_error(l->tls));
+        }
+        return -1;
+    }
+    if (r == TN_ECLOSED)
+        return -1;
+    if (!was_ready && tn_tls_ready(l->tls) && l->pend.len) {
+        if (tn_tls_write(l->tls, l->pend.data, l->pend.len) != 0)
+            return -1;
+        l->pend.len = 0;
+        flush_cout(l);
+    }
+    return 0;
 }
 
 static void
@@ -875,11 +964,18 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread == 0) {
-        if (l->in.len == l->in.max)
+        if (l->in.len == l->in.max || l->cin.len == l->cin.max)
             link_close(l); /* a frame larger than any may be */
         return;
     }
-    tn_buf_commit(&l->in, (size_t)nread);
+    if (l->tls) {
+        if (tls_in(l, (size_t)nread) != 0) {
+            link_close(l);
+            return;
+        }
+    } else {
+        tn_buf_commit(&l->in, (size_t)nread);
+    }
     size_t off = 0;
     while (!l->closing && l->in.len - off >= FRAME_HDR) {
         uint8_t type = l->in.data[off];
@@ -932,6 +1028,11 @@ on_connected(uv_connect_t *req, int status)
     if (uv_read_start((uv_stream_t *)&l->tcp, on_alloc, on_read) != 0) {
         link_close(l);
         return;
+    }
+    if (l->tls) {
+        uint8_t none[1];
+        tn_tls_read(l->tls, none, 0); /* the ClientHello */
+        flush_cout(l);
     }
     tn_buf b;
     frame_begin(&b, SIZE_MAX);

@@ -903,6 +903,13 @@ tn_net_close(tn_net *n, void (*done)(void *arg), void *arg)
 }
 
 void
+tn_net_drop_all(tn_net *n)
+{
+    for (conn *c = n->conns; c; c = c->next)
+        conn_abort(c, TN_CLOSE_LOCAL);
+}
+
+void
 tn_net_free(tn_net *n)
 {
     free(n);

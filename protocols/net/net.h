@@ -53,6 +53,9 @@ int tn_net_listen(tn_net *n, const char *address, uint16_t port, const tn_adapte
  * called once every handle is closed, after which tn_net_free() may be called. */
 void tn_net_close(tn_net *n, void (*done)(void *arg), void *arg);
 void tn_net_free(tn_net *n);
+/* Closes every connection now, without flushing (a pair's active that lost its lease: what
+ * its clients were waiting for will never be confirmed here); the listeners stay open. */
+void tn_net_drop_all(tn_net *n);
 uint32_t tn_net_connections(const tn_net *n);
 uint64_t tn_net_tls_handshakes(const tn_net *n); /* completed since tn_net_new */
 

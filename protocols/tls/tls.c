@@ -3,6 +3,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 struct tn_tls_ctx {
     SSL_CTX *ssl;
+    bool client; /* tn_tls_client_ctx_new */
 };
 
 struct tn_tls {
@@ -181,8 +183,57 @@ tn_tls_ctx_new(const tn_tls_conf *c, char *err, size_t errlen)
     else if (c->verify == TN_TLS_VERIFY_REQUIRE)
         mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(s, mode, NULL);
+    if (c->any_purpose)
+        SSL_CTX_set_purpose(s, X509_PURPOSE_ANY);
     tn_tls_ctx *x = tn_xcalloc(1, sizeof *x);
     x->ssl = s;
+    method();
+    return x;
+fail:
+    SSL_CTX_free(s);
+    return NULL;
+}
+
+tn_tls_ctx *
+tn_tls_client_ctx_new(const tn_tls_conf *c, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    SSL_CTX *s = SSL_CTX_new(TLS_client_method());
+    if (!s) {
+        ssl_err(err, errlen, "cannot make a TLS context", NULL);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(
+        s, c->min_version && strcmp(c->min_version, "1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE);
+    SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION);
+    if (c->cert_file && SSL_CTX_use_certificate_chain_file(s, c->cert_file) != 1) {
+        ssl_err(err, errlen, "cannot read certificate", c->cert_file);
+        goto fail;
+    }
+    if (c->key_file && (SSL_CTX_use_PrivateKey_file(s, c->key_file, SSL_FILETYPE_PEM) != 1 ||
+                        SSL_CTX_check_private_key(s) != 1)) {
+        ssl_err(err, errlen, "cannot use private key", c->key_file);
+        goto fail;
+    }
+    if (c->ca_file && SSL_CTX_load_verify_locations(s, c->ca_file, NULL) != 1) {
+        ssl_err(err, errlen, "cannot read CA file", c->ca_file);
+        goto fail;
+    }
+    if (c->ciphers && SSL_CTX_set_cipher_list(s, c->ciphers) != 1) {
+        ssl_err(err, errlen, "no usable TLS 1.2 cipher in", c->ciphers);
+        goto fail;
+    }
+    if (c->ciphersuites && SSL_CTX_set_ciphersuites(s, c->ciphersuites) != 1) {
+        ssl_err(err, errlen, "no usable TLS 1.3 cipher suite in", c->ciphersuites);
+        goto fail;
+    }
+    SSL_CTX_set_verify(s, c->ca_file ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (c->any_purpose)
+        SSL_CTX_set_purpose(s, X509_PURPOSE_ANY);
+    tn_tls_ctx *x = tn_xcalloc(1, sizeof *x);
+    x->ssl = s;
+    x->client = true;
     method();
     return x;
 fail:
@@ -237,7 +288,10 @@ tn_tls_new(tn_tls_ctx *x, tn_buf *cout)
     }
     BIO_set_data(b, t);
     SSL_set_bio(t->ssl, b, b); /* one reference, for both directions */
-    SSL_set_accept_state(t->ssl);
+    if (x->client)
+        SSL_set_connect_state(t->ssl);
+    else
+        SSL_set_accept_state(t->ssl);
     return t;
 }
 

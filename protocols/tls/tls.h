@@ -34,6 +34,9 @@ typedef struct tn_tls_conf {
     const char *min_version;  /* "1.2" (default, NULL) or "1.3" */
     const char *ciphers;      /* TLS 1.2 cipher list, OpenSSL syntax (NULL: OpenSSL's default) */
     const char *ciphersuites; /* TLS 1.3 suites, OpenSSL syntax (NULL: OpenSSL's default) */
+    /* The peer's certificate need not be marked for its side's use (a pair's nodes show each
+     * other the server certificate they give clients). */
+    bool any_purpose;
 } tn_tls_conf;
 
 typedef struct tn_tls_ctx tn_tls_ctx;
@@ -42,14 +45,21 @@ typedef struct tn_tls tn_tls;
 /* Loads the certificate, key and CA and checks they belong together. NULL with one line in err
  * ("cannot read certificate FILE: reason", ...) on failure. */
 tn_tls_ctx *tn_tls_ctx_new(const tn_tls_conf *c, char *err, size_t errlen);
+/* A client context (a pair's standby connecting to its active): the certificate and key, if
+ * given, are presented to the server; with ca_file the server's certificate must be signed by
+ * that CA (the chain is checked, not the name: a pair's nodes are known by their CA). verify
+ * is not used. Connections made from it (tn_tls_new) start the handshake on their first
+ * tn_tls_read(), which writes the ClientHello to cout. */
+tn_tls_ctx *tn_tls_client_ctx_new(const tn_tls_conf *c, char *err, size_t errlen);
 void tn_tls_ctx_free(tn_tls_ctx *x);
 
 /* "none", "optional", "require" <-> tn_tls_verify; -1 for an unknown name. */
 int tn_tls_verify_parse(const char *name);
 const char *tn_tls_verify_name(tn_tls_verify v);
 
-/* A server-side connection; its output (handshake, records, alerts) is appended to cout, which
- * must stay valid for the tn_tls's life (the transport's ciphertext buffer). */
+/* A connection (server side, or client side from a client context); its output (handshake, records,
+ * alerts) is appended to cout, which must stay valid for the tn_tls's life (the transport's
+ * ciphertext buffer). */
 tn_tls *tn_tls_new(tn_tls_ctx *x, tn_buf *cout);
 void tn_tls_free(tn_tls *t);
 

@@ -308,6 +308,93 @@ test_min_version(void)
     pair_close(&p);
 }
 
+/* Both ends tn_tls: a client context (a pair's standby) against a server requiring client
+ * certificates; and a client that trusts another CA refuses the server. */
+static bool
+tn_pump(tn_tls *a, tn_buf *aout, tn_tls *b, tn_buf *bout, tn_buf *bplain)
+{
+    bool failed = false;
+    for (int round = 0; round < 50; round++) {
+        uint8_t buf[16384];
+        ssize_t r;
+        bool moved = aout->len || bout->len;
+        if (aout->len) {
+            tn_buf tmp;
+            tn_buf_init(&tmp, SIZE_MAX);
+            tn_buf_append(&tmp, aout->data, aout->len);
+            aout->len = 0;
+            tn_tls_input(b, tmp.data, tmp.len);
+            while ((r = tn_tls_read(b, buf, sizeof buf)) > 0)
+                tn_buf_append(bplain, buf, (size_t)r);
+            failed |= r == TN_EPROTO;
+            tn_buf_fini(&tmp);
+        }
+        if (bout->len) {
+            tn_buf tmp;
+            tn_buf_init(&tmp, SIZE_MAX);
+            tn_buf_append(&tmp, bout->data, bout->len);
+            bout->len = 0;
+            tn_tls_input(a, tmp.data, tmp.len);
+            while ((r = tn_tls_read(a, buf, sizeof buf)) > 0)
+                ;
+            failed |= r == TN_EPROTO;
+            tn_buf_fini(&tmp);
+        }
+        if (!moved)
+            break;
+    }
+    return !failed;
+}
+
+static void
+test_client_ctx(void)
+{
+    char err[200];
+    tn_tls_conf cc = {
+        .cert_file = certs.client_cert, .key_file = certs.client_key, .ca_file = certs.ca};
+    tn_tls_ctx *cx = tn_tls_client_ctx_new(&cc, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cx);
+    tn_tls_ctx *sx = server_ctx(TN_TLS_VERIFY_REQUIRE, certs.ca);
+    tn_buf cout, sout, splain;
+    tn_buf_init(&cout, 1 << 20);
+    tn_buf_init(&sout, 1 << 20);
+    tn_buf_init(&splain, 1 << 20);
+    tn_tls *c = tn_tls_new(cx, &cout), *sv = tn_tls_new(sx, &sout);
+    uint8_t buf[64];
+    CU_ASSERT_EQUAL(tn_tls_read(c, buf, sizeof buf), 0); /* the ClientHello */
+    CU_ASSERT_TRUE(cout.len > 0);
+    CU_ASSERT_TRUE(tn_pump(c, &cout, sv, &sout, &splain));
+    CU_ASSERT_TRUE(tn_tls_ready(c));
+    CU_ASSERT_TRUE(tn_tls_ready(sv));
+    CU_ASSERT_PTR_NOT_NULL(tn_tls_subject(sv)); /* the server verified the client */
+    CU_ASSERT_EQUAL(tn_tls_write(c, "records", 7), 0);
+    CU_ASSERT_TRUE(tn_pump(c, &cout, sv, &sout, &splain));
+    CU_ASSERT_EQUAL(splain.len, 7);
+    tn_tls_free(c);
+    tn_tls_free(sv);
+    tn_tls_ctx_free(cx);
+    /* A client that trusts only a rogue certificate as its CA refuses the server. */
+    cout.len = sout.len = splain.len = 0;
+    tn_tls_conf rc = {.ca_file = certs.rogue_cert};
+    cx = tn_tls_client_ctx_new(&rc, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cx);
+    tn_tls_ctx *sx2 = server_ctx(TN_TLS_VERIFY_NONE, NULL);
+    c = tn_tls_new(cx, &cout);
+    sv = tn_tls_new(sx2, &sout);
+    CU_ASSERT_EQUAL(tn_tls_read(c, buf, sizeof buf), 0);
+    CU_ASSERT_FALSE(tn_pump(c, &cout, sv, &sout, &splain));
+    CU_ASSERT_FALSE(tn_tls_ready(c));
+    tn_tls_free(c);
+    tn_tls_free(sv);
+    tn_tls_ctx_free(cx);
+    tn_tls_ctx_free(sx);
+    tn_tls_ctx_free(sx2);
+    tn_buf_fini(&cout);
+    tn_buf_fini(&sout);
+    tn_buf_fini(&splain);
+    ERR_clear_error();
+}
+
 int
 main(void)
 {
@@ -323,6 +410,7 @@ main(void)
     CU_add_test(s, "garbage, close_notify both ways", test_garbage_and_close);
     CU_add_test(s, "context errors", test_ctx_errors);
     CU_add_test(s, "minimum version", test_min_version);
+    CU_add_test(s, "client context against a tn_tls server", test_client_ctx);
     CU_basic_set_mode(CU_BRM_NORMAL);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

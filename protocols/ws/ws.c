@@ -1050,6 +1050,13 @@ tn_ws_listen(tn_ws *w, const tn_ws_listen_conf *c, uint16_t *bound, char *err, s
 }
 
 void
+tn_ws_drop_all(tn_ws *w)
+{
+    for (wconn *c = w->conns; c; c = c->next)
+        kill_async(c);
+}
+
+void
 tn_ws_close(tn_ws *w)
 {
     if (w->closing)

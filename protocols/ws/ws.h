@@ -65,6 +65,8 @@ int tn_ws_listen(tn_ws *w, const tn_ws_listen_conf *c, uint16_t *bound, char *er
 /* Closes every connection now (closed() with TN_CLOSE_SHUTDOWN, before this returns) and starts
  * closing the listeners; the loop then runs until libwebsockets' handles are closed. */
 void tn_ws_close(tn_ws *w);
+/* Closes every connection at once, without flushing (see tn_net_drop_all); listeners stay. */
+void tn_ws_drop_all(tn_ws *w);
 /* After the loop has stopped: finishes libwebsockets' teardown (runs the loop once more) and
  * frees w. */
 void tn_ws_free(tn_ws *w);

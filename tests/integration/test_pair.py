@@ -21,7 +21,7 @@ import time
 import unittest
 
 from harness import (CONNACK, HOST, TIMEOUT, Broker, Client, RawClient, StompClient,
-                     connect_packet, free_port, unique_id)
+                     connect_packet, free_port, make_test_certs, unique_id)
 
 LEASE_S = 1.0  # cluster.h TN_LEASE_MS
 ALONE_MS = 500  # --pair-alone-timeout in these tests
@@ -71,8 +71,10 @@ class Pair:
 
 
 class PairTestCase(unittest.TestCase):
+    pair_args = ()
+
     def setUp(self):
-        self.pair = Pair()
+        self.pair = Pair(self.pair_args)
         self.addCleanup(self.pair.close)
         self.a = self.pair.node("a")
         self.a.wait_log(role_re("active", 1))
@@ -179,6 +181,8 @@ class FailoverTest(PairTestCase):
         topic = "pair/" + unique_id("f")
         self.persistent_sub(self.a, "f-sub", topic)
         self.publish_n(self.a, topic, 50, b"f")
+        held = self.client(self.a, name="held")  # connected across the freeze
+        held.connect()
         t0 = time.monotonic()
         self.sigstop(self.a)
         self.b.wait_log(role_re("active", 2))
@@ -186,6 +190,7 @@ class FailoverTest(PairTestCase):
         self.assertLess(took, 2 * LEASE_S + 0.5, "failover took %.2f s" % took)
         os.kill(self.a.proc.pid, signal.SIGCONT)
         self.a.wait_log("TERN-FENCED")
+        self.assertTrue(held.disconnected.wait(TIMEOUT), "the fenced node kept its client")
         self.assert_refuses_mqtt(self.a)
         self.assertEqual(self.drain(self.b, "f-sub", 50), [b"f-%d" % i for i in range(50)])
 
@@ -251,6 +256,56 @@ class StandbyLossTest(PairTestCase):
         self.a.wait_log(role_re("active", 2))
         self.b.wait_log(role_re("standby", 2))
         self.assertEqual(self.drain(self.a, "o-sub", 10), [b"o-%d" % i for i in range(10)])
+
+
+CERTS = None
+
+
+def tls_args():
+    global CERTS
+    if CERTS is None:
+        CERTS = make_test_certs()
+    return ["--tls-cert", os.path.join(CERTS, "server.pem"),
+            "--tls-key", os.path.join(CERTS, "server.key"),
+            "--tls-ca", os.path.join(CERTS, "ca.pem")]
+
+
+class TlsLinkTest(PairTestCase):
+    """With a certificate, the replication link is TLS, both sides verified by the CA."""
+
+    def setUp(self):
+        self.pair_args = tls_args()
+        super().setUp()
+
+    def test_failover_over_a_tls_link(self):
+        self.assertIn("(TLS)", self.a.wait_log(r"TERN-READY listening on pair://")[0])
+        topic = "pair/" + unique_id("t")
+        self.persistent_sub(self.a, "t-sub", topic)
+        self.publish_n(self.a, topic, 100, b"t")
+        self.a.crash()
+        self.b.wait_log(role_re("active", 2))
+        self.assertEqual(self.drain(self.b, "t-sub", 100), [b"t-%d" % i for i in range(100)])
+
+    def test_plain_text_peer_is_refused(self):
+        # A HELLO in plain text on a TLS pair port: the handshake fails, nothing is served.
+        s = socket.create_connection((HOST, self.pair.pport["a"]), timeout=TIMEOUT)
+        try:
+            s.sendall(b"\x01\x0c\x00\x00\x00\x02\x00xx" + b"\x00" * 12)
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertNotIn(b"\x02", data[:1], "a WELCOME frame came back in plain text")
+        finally:
+            s.close()
+        self.a.wait_log("PAIR-LINK TLS with the peer failed")
+
+
+def tearDownModule():
+    if CERTS:
+        shutil.rmtree(CERTS, ignore_errors=True)
 
 
 if __name__ == "__main__":

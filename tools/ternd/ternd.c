@@ -89,7 +89,8 @@ typedef struct ternd {
     char peer_host[64];
     int role;
     uint64_t role_epoch;
-    tn_witness *witness; /* --role witness */
+    tn_witness *witness;     /* --role witness */
+    tn_tls_ctx *pair_tls[2]; /* the replication link's server and client sides */
 } ternd;
 
 /* The largest journal record: a message as large as any listener takes, with its name and
@@ -180,9 +181,14 @@ on_lost(void *arg, uint64_t epoch, const char *why)
     ternd *t = arg;
     tn_repl_fence(t->repl);
     tn_broker_set_standby(t->broker, true, t->peer_host);
+    /* Its clients go at once: they reconnect to the new active (what they sent here and was
+     * not confirmed, they send again). */
+    tn_net_drop_all(t->net);
+    if (t->ws)
+        tn_ws_drop_all(t->ws);
     tn_log_warn("TERN-FENCED",
-                "lease lost at epoch %" PRIu64 " (%s): confirming nothing more; "
-                "restart this node to rejoin as the standby",
+                "lease lost at epoch %" PRIu64 " (%s): confirming nothing more, clients "
+                "closed; restart this node to rejoin as the standby",
                 epoch, why);
     set_role(t, TN_ROLE_FENCED, epoch);
 }
@@ -784,8 +790,27 @@ main(int argc, char **argv)
         tn_log_info("TERN-READY", "listening on %s://%s%s%s:%u", scheme, v6 ? "[" : "", l->address,
                     v6 ? "]" : "", port);
     }
+    if (ok && paired && conf.tls.cert && conf.tls.key) {
+        /* The replication link is TLS when the node has a certificate: with a CA, each node
+         * must show one signed by it (the same CA as client certificates). */
+        tn_tls_conf pt = {.cert_file = conf.tls.cert,
+                          .key_file = conf.tls.key,
+                          .ca_file = conf.tls.ca,
+                          .verify = conf.tls.ca ? TN_TLS_VERIFY_REQUIRE : TN_TLS_VERIFY_NONE,
+                          .min_version = conf.tls.min_version,
+                          .ciphers = conf.tls.ciphers,
+                          .ciphersuites = conf.tls.ciphersuites,
+                          .any_purpose = true};
+        if (!(t.pair_tls[0] = tn_tls_ctx_new(&pt, err, sizeof err)) ||
+            !(t.pair_tls[1] = tn_tls_client_ctx_new(&pt, err, sizeof err))) {
+            tn_log_error("TERN-TLS", "pair link: %s", err);
+            ok = false;
+        }
+    }
     if (ok && paired) {
         tn_repl_conf rc = {.loop = &t.loop,
+                           .tls_server = t.pair_tls[0],
+                           .tls_client = t.pair_tls[1],
                            .node = t.node,
                            .listen_addr = pl_host,
                            .listen_port = pl_port,
@@ -805,8 +830,8 @@ main(int argc, char **argv)
             ok = false;
         } else {
             bool v6 = strchr(pl_host, ':') != NULL;
-            tn_log_info("TERN-READY", "listening on pair://%s%s%s:%u", v6 ? "[" : "", pl_host,
-                        v6 ? "]" : "", rport);
+            tn_log_info("TERN-READY", "listening on pair://%s%s%s:%u%s", v6 ? "[" : "", pl_host,
+                        v6 ? "]" : "", rport, t.pair_tls[0] ? " (TLS)" : "");
             tn_lease_conf lc = {.loop = &t.loop,
                                 .node = t.node,
                                 .host = pw_host,
@@ -844,6 +869,8 @@ main(int argc, char **argv)
     for (size_t i = 0; i < t.n_tls; i++)
         tn_tls_ctx_free(t.tls[i]);
     free(t.tls);
+    tn_tls_ctx_free(t.pair_tls[0]);
+    tn_tls_ctx_free(t.pair_tls[1]);
     tn_broker_free(broker);
     if (uv_loop_close(&t.loop) != 0)
         tn_log_warn("TERN-LEAK", "event loop closed with open handles");
