@@ -19,12 +19,15 @@
 enum { F_HELLO = 1, F_WELCOME, F_NOTACTIVE, F_RECORDS, F_ACK, F_INSYNC };
 
 #define FRAME_HDR 5
-#define SEND_CHUNK (256u << 10) /* records read and sent at a time */
-#define MAX_INFLIGHT (8u << 20) /* bytes handed to the socket and not yet written */
-#define RETRY_MS 100            /* a standby reconnects this often */
-#define CHECK_MS 100            /* the active checks its standby this often */
-#define MAX_EPOCHS 4096         /* a history longer than this is refused */
-#define MAX_CONTROL (1u << 20)  /* largest frame other than RECORDS */
+#define SEND_CHUNK (256u << 10)  /* records read and sent at a time */
+#define MAX_INFLIGHT (8u << 20)  /* bytes handed to the socket and not yet written */
+#define RETRY_MS 100             /* a standby reconnects this often */
+#define CHECK_MS 100             /* the active checks its standby this often */
+#define MAX_EPOCHS 4096          /* a history longer than this is refused */
+#define MAX_CONTROL (1u << 20)   /* largest frame other than RECORDS */
+#define TAP_MAX_REC (256u << 10) /* records larger than this go from the disk */
+#define TAP_LIMIT (8u << 20)     /* records kept in memory for the standby at most */
+#define PAD8(x) (((x) + 7) & ~(uint64_t)7)
 
 enum { R_IDLE, R_STANDBY, R_ACTIVE, R_FENCED };
 enum { S_ALONE, S_PAIRED, S_GOING_ALONE };
@@ -69,7 +72,18 @@ struct tn_repl {
     tn_lease *lease;
     uint64_t epoch;
     plink *sb; /* the standby's link */
+    /* What the standby gets next: record `next`, at next_pos in the journal. Records come from
+     * the tap (as they are appended: tapq holds tap_first..tap_last, whole, in order) or, when
+     * not there (large, or the standby fell behind), from the journal files (cur). */
+    uint64_t next;
+    tn_store_pos next_pos;
     tn_store_cursor *cur;
+    bool cur_stale; /* cur is not at next (records went from the tap) */
+    tn_buf tapq;
+    uint64_t tap_first, tap_last;
+    tn_store_pos tap_end; /* where the record after tap_last starts */
+    bool tap_due;
+    uv_prepare_t prep; /* sends what the tap took this loop turn */
     uint64_t acked;
     int sync;
     bool recording;
@@ -286,6 +300,7 @@ maybe_free(tn_repl *r)
     free(r->listen_addr);
     free(r->data_dir);
     free(r->jdir);
+    tn_buf_fini(&r->tapq);
     free(r);
 }
 
@@ -342,6 +357,7 @@ link_close(plink *l)
         r->sb = NULL;
         tn_store_cursor_close(r->cur);
         r->cur = NULL;
+        r->tapq.len = 0;
         if (r->mode == R_ACTIVE && r->sync == S_PAIRED)
             r->down_since = uv_now(r->conf.loop);
     }
@@ -480,28 +496,88 @@ gate(void *arg)
     return r->acked;
 }
 
-/* Records as far as the socket takes them. */
+/* Records as far as the socket takes them: from the tap when the next one is there, else from
+ * the journal files (up to where the tap's run starts). */
 static void
 ship(tn_repl *r)
 {
     plink *l = r->sb;
-    while (l && !l->closing && r->cur && l->inflight < MAX_INFLIGHT) {
+    while (l && !l->closing && l->inflight < MAX_INFLIGHT) {
         tn_buf b;
+        if (r->tapq.len && r->next >= r->tap_first && r->next <= r->tap_last) {
+            size_t off = 0;
+            for (uint64_t k = r->tap_first; k < r->next; k++) /* sent from the files already */
+                off += (size_t)PAD8((uint64_t)TN_STORE_HEADER + get32(r->tapq.data + off + 4));
+            frame_begin(&b, SIZE_MAX);
+            add(&b, r->tapq.data + off, r->tapq.len - off);
+            r->next = r->tap_last + 1;
+            r->next_pos = r->tap_end;
+            r->tapq.len = 0;
+            r->cur_stale = true;
+            send_frame(l, F_RECORDS, &b);
+            continue;
+        }
+        if (r->cur_stale || !r->cur) {
+            if (tn_store_written_lsn(r->store) < r->next)
+                return; /* not written yet: the store's notify brings us back */
+            tn_store_cursor_close(r->cur);
+            r->cur = NULL;
+            if (tn_store_cursor_open_at(r->store, &r->next_pos, r->next, &r->cur) != 0) {
+                tn_log_error("PAIR-LINK", "standby %s: cannot read the journal at LSN %" PRIu64,
+                             l->name, r->next);
+                link_close(l);
+                return;
+            }
+            r->cur_stale = false;
+        }
+        uint64_t upto = r->tapq.len && r->tap_first > r->next ? r->tap_first - 1 : UINT64_MAX;
         frame_begin(&b, SIZE_MAX);
         uint64_t next;
-        int n = tn_store_cursor_read(r->cur, &b, SEND_CHUNK, &next);
+        int n = tn_store_cursor_read(r->cur, &b, SEND_CHUNK, upto, &next);
         if (n <= 0) {
             tn_buf_fini(&b);
             if (n < 0) {
                 tn_log_error("PAIR-LINK",
-                             "standby %s: cannot read the journal to send it (%s); "
-                             "dropping the plink",
+                             "standby %s: cannot read the journal to send it (%s); dropping "
+                             "the link",
                              l->name, tn_strerror(n));
                 link_close(l);
             }
             return;
         }
+        r->next = next;
+        tn_store_cursor_pos(r->cur, &r->next_pos);
         send_frame(l, F_RECORDS, &b);
+    }
+}
+
+/* The store appends a record (under its lock: copy only). */
+static void
+on_tap(void *arg, uint64_t lsn, const uint8_t *rec, size_t size, const tn_store_pos *pos)
+{
+    tn_repl *r = arg;
+    if (!r->sb || r->mode != R_ACTIVE)
+        return;
+    bool fits = rec && size <= TAP_MAX_REC && r->tapq.len + size <= TAP_LIMIT;
+    if (!fits || (r->tapq.len && lsn != r->tap_last + 1))
+        r->tapq.len = 0; /* the run ends: what it held is read from the files */
+    if (!fits)
+        return;
+    if (!r->tapq.len)
+        r->tap_first = lsn;
+    tn_assert(tn_buf_append(&r->tapq, rec, size) == 0);
+    r->tap_last = lsn;
+    r->tap_end = (tn_store_pos){pos->seg, pos->off + pos->size, 0};
+    r->tap_due = true;
+}
+
+static void
+on_prepare(uv_prepare_t *h)
+{
+    tn_repl *r = h->data;
+    if (r->tap_due) {
+        r->tap_due = false;
+        ship(r);
     }
 }
 
@@ -539,7 +615,7 @@ recorded_alone(void *arg, bool ok)
 static void
 maybe_in_sync(tn_repl *r)
 {
-    if (r->sync != S_ALONE || r->recording || !r->sb || !r->cur || r->conf.async)
+    if (r->sync != S_ALONE || r->recording || !r->sb || r->conf.async)
         return;
     uint64_t written = tn_store_written_lsn(r->store);
     if (r->acked < written)
@@ -663,7 +739,11 @@ on_hello(plink *l, const uint8_t *pl, size_t len)
     snprintf(l->name, sizeof l->name, "%s", name);
     l->welcomed = true;
     r->sb = l;
+    tn_store_cursor_close(r->cur);
     r->cur = cur;
+    r->cur_stale = false;
+    r->next = start;
+    r->tapq.len = 0;
     r->acked = start - 1;
     r->down_since = 0;
     tn_log_info("PAIR-STANDBY",
@@ -1133,7 +1213,11 @@ tn_repl_new(const tn_repl_conf *conf, tn_repl **out, uint16_t *bound, char *err,
     r->timer.data = r;
     uv_async_init(conf->loop, &r->wake, on_wake);
     r->wake.data = r;
-    r->handles = 3;
+    uv_prepare_init(conf->loop, &r->prep);
+    r->prep.data = r;
+    uv_prepare_start(&r->prep, on_prepare);
+    r->handles = 4;
+    tn_buf_init(&r->tapq, TAP_LIMIT);
     int rc = uv_tcp_bind(&r->server, (struct sockaddr *)&sa, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&r->server, 16, on_accept);
@@ -1190,6 +1274,7 @@ tn_repl_active_start(tn_repl *r, tn_store *store, tn_lease *lease, uint64_t epoc
         return -1;
     }
     tn_store_set_gate(store, gate, r);
+    tn_store_set_tap(store, on_tap, r);
     r->mode = R_ACTIVE;
     return 0;
 }
@@ -1197,6 +1282,14 @@ tn_repl_active_start(tn_repl *r, tn_store *store, tn_lease *lease, uint64_t epoc
 void
 tn_repl_poll(tn_repl *r)
 {
+    if (r->mode == R_ACTIVE && r->sb && tn_store_error(r->store)) {
+        /* A failed write drops records the standby may have had from the tap, and their LSNs
+         * are used again: it starts over from what this journal holds. */
+        tn_log_warn("PAIR-LINK", "journal write failed: the standby %s reconnects and catches up",
+                    r->sb->name);
+        link_close(r->sb);
+        return;
+    }
     if (r->mode == R_ACTIVE) {
         ship(r);
         maybe_in_sync(r);
@@ -1225,11 +1318,14 @@ tn_repl_free(tn_repl *r)
         link_close(r->up);
     tn_store_cursor_close(r->cur);
     r->cur = NULL;
-    if (r->store)
+    if (r->store) {
         tn_store_set_gate(r->store, NULL, NULL);
+        tn_store_set_tap(r->store, NULL, NULL);
+    }
     tn_store_close(r->sstore);
     r->sstore = NULL;
     uv_close((uv_handle_t *)&r->server, on_handle_closed);
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->wake, on_handle_closed);
+    uv_close((uv_handle_t *)&r->prep, on_handle_closed);
 }

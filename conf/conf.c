@@ -32,9 +32,11 @@
 #define CONF_MAX_DEPTH 32           /* our schema is 3 deep; deeper nodes are not tracked */
 #define CONF_MAX_TRACE 16           /* backtrace entries kept from libcyaml */
 
-static const char *const proto_names[] = {"mqtt", "mqtts", "stomp", "stomps",
-                                          "amqp", "amqps", "ws",    "wss"};
+static const char *const proto_names[] = {"mqtt",  "mqtts", "stomp", "stomps", "amqp",
+                                          "amqps", "ws",    "wss",   "witness"};
 #define N_PROTOS (sizeof proto_names / sizeof proto_names[0])
+/* A scheme added to tn_proto without its name here would parse as another one. */
+_Static_assert(N_PROTOS == TN_PROTO_WITNESS + 1, "proto_names must name every tn_proto");
 
 static const tn_conf_limits default_limits = {
     .max_message_size = 104857600,
@@ -100,6 +102,16 @@ typedef struct file_store {
     char *compact_bytes;
 } file_store;
 
+typedef struct file_pair {
+    char *role;
+    char *listen;
+    char *peer;
+    char *witness;
+    char *zookeeper;
+    char *alone_timeout;
+    char *async;
+} file_pair;
+
 typedef struct file_conf {
     file_listener *listeners;
     unsigned n_listeners;
@@ -108,6 +120,7 @@ typedef struct file_conf {
     file_limits *limits;
     file_store *store;
     file_tls *tls;
+    file_pair *pair;
 } file_conf;
 
 /* One row per limit: its key, where it lives in both structs, its smallest and largest sane
@@ -206,6 +219,22 @@ static const cyaml_schema_field_t store_fields[] = {
     CYAML_FIELD_END,
 };
 
+/* An empty role or address is refused by the schema ("must not be empty"), as data_dir is. */
+#define OPT_NONEMPTY(key, type, member)                                                            \
+    CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, type, member, 1,         \
+                           CYAML_UNLIMITED)
+
+static const cyaml_schema_field_t pair_fields[] = {
+    OPT_NONEMPTY("role", file_pair, role),
+    OPT_NONEMPTY("listen", file_pair, listen),
+    OPT_NONEMPTY("peer", file_pair, peer),
+    OPT_NONEMPTY("witness", file_pair, witness),
+    OPT_NONEMPTY("zookeeper", file_pair, zookeeper),
+    OPT_STRING("alone_timeout", file_pair, alone_timeout),
+    OPT_STRING("async", file_pair, async),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t conf_fields[] = {
     /* At least one entry: an empty list would leave the broker deaf. */
     CYAML_FIELD_SEQUENCE_COUNT("listeners", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf,
@@ -219,6 +248,8 @@ static const cyaml_schema_field_t conf_fields[] = {
                             limits_fields),
     CYAML_FIELD_MAPPING_PTR("store", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, store,
                             store_fields),
+    CYAML_FIELD_MAPPING_PTR("pair", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, pair,
+                            pair_fields),
     CYAML_FIELD_END,
 };
 
@@ -284,6 +315,34 @@ tn_conf_listener_tls(const tn_conf *c, const tn_conf_listener *l, tn_conf_tls *o
 #undef MERGE_F
 }
 
+/* The tn_conf_pair strings, for walking them together. */
+#define PAIR_STRINGS(X) X(role) X(listen) X(peer) X(witness) X(zookeeper)
+
+static void
+pair_fini(tn_conf_pair *p)
+{
+#define FREE_F(f) free(p->f);
+    PAIR_STRINGS(FREE_F)
+#undef FREE_F
+    memset(p, 0, sizeof *p);
+}
+
+static void
+pair_copy(tn_conf_pair *dst, const tn_conf_pair *src)
+{
+    *dst = *src;
+#define COPY_F(f) dst->f = dup_or_null(src->f);
+    PAIR_STRINGS(COPY_F)
+#undef COPY_F
+}
+
+void
+tn_conf_pair_set(char **field, const char *v)
+{
+    free(*field);
+    *field = dup_or_null(v);
+}
+
 bool
 tn_conf_proto_tls(tn_proto p)
 {
@@ -344,6 +403,7 @@ conf_copy(tn_conf *dst, const tn_conf *src)
     dst->store.sync_interval_ms = src->store.sync_interval_ms;
     dst->store.compact_bytes = src->store.compact_bytes;
     tls_copy(&dst->tls, &src->tls);
+    pair_copy(&dst->pair, &src->pair);
 }
 
 static void
@@ -382,6 +442,172 @@ parse_u32(const char *s, uint32_t *out)
     return 0;
 }
 
+/* Parses a YAML 1.2 boolean: true, True, TRUE, false, False or FALSE. YAML 1.1's yes/no/on/off
+ * are refused rather than guessed at, as parse_u32 refuses "0x10": the value must mean one
+ * thing to every reader. */
+static int
+parse_bool(const char *s, bool *out)
+{
+    if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 || strcmp(s, "TRUE") == 0)
+        *out = true;
+    else if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 || strcmp(s, "FALSE") == 0)
+        *out = false;
+    else
+        return TN_EINVAL;
+    return 0;
+}
+
+/* Parses a port 1..65535: decimal digits only (0 is refused: a pair's ports are dialled, and a
+ * port picked at random could not be). */
+static int
+parse_port(const char *s, uint16_t *out)
+{
+    uint32_t v;
+    if (parse_u32(s, &v) != 0 || v == 0 || v > 65535)
+        return TN_EINVAL;
+    *out = (uint16_t)v;
+    return 0;
+}
+
+/* tn_conf_parse_host_port(), with what is wrong in why (may be NULL) for validation's
+ * messages. */
+static int
+host_port(const char *s, char *host, size_t hostlen, uint16_t *port, char *why, size_t whylen)
+{
+    const char *a = s, *after;
+    size_t alen;
+    int family;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (!close) {
+            seterr(why, whylen, "missing ']' after the IPv6 address");
+            return TN_EINVAL;
+        }
+        a = s + 1;
+        alen = (size_t)(close - a);
+        after = close + 1;
+        family = AF_INET6;
+    } else {
+        alen = strcspn(s, ":");
+        after = s + alen;
+        family = AF_INET;
+        if (*after == ':' && strchr(after + 1, ':')) {
+            seterr(why, whylen, "an IPv6 address must be in brackets, e.g. [::1]:7001");
+            return TN_EINVAL;
+        }
+    }
+    if (alen == 0) {
+        seterr(why, whylen, "missing address (ADDR:PORT, e.g. 10.0.0.1:7001)");
+        return TN_EINVAL;
+    }
+    char addr[INET6_ADDRSTRLEN];
+    unsigned char bin[sizeof(struct in6_addr)];
+    bool ok = alen < sizeof addr;
+    if (ok) {
+        memcpy(addr, a, alen);
+        addr[alen] = '\0';
+        ok = inet_pton(family, addr, bin) == 1;
+    }
+    if (!ok) {
+        if (family == AF_INET6)
+            seterr(why, whylen, "'%.*s' is not a valid IPv6 address", (int)alen, a);
+        else
+            seterr(why, whylen,
+                   "'%.*s' is not a numeric IPv4 address (host names are not resolved; IPv6 "
+                   "goes in brackets)",
+                   (int)alen, a);
+        return TN_EINVAL;
+    }
+    if (*after != ':' || after[1] == '\0') {
+        if (*after == '\0' || *after == ':')
+            seterr(why, whylen, "missing port (ADDR:PORT, e.g. 10.0.0.1:7001)");
+        else
+            seterr(why, whylen, "unexpected '%s' after the address", after);
+        return TN_EINVAL;
+    }
+    uint16_t p;
+    if (parse_port(after + 1, &p) != 0) {
+        seterr(why, whylen, "port '%s' is not a number from 1 to 65535", after + 1);
+        return TN_EINVAL;
+    }
+    /* The canonical form, so "::0001" and "::1" compare equal. */
+    if (!inet_ntop(family, bin, addr, sizeof addr) || strlen(addr) >= hostlen) {
+        seterr(why, whylen, "the address does not fit in %zu bytes", hostlen);
+        return TN_EINVAL;
+    }
+    strcpy(host, addr);
+    *port = p;
+    return 0;
+}
+
+int
+tn_conf_parse_host_port(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+    return host_port(s, host, hostlen, port, NULL, 0);
+}
+
+/* Checks "HOST:PORT[,HOST:PORT...]/PATH", the connect string ZooKeeper clients take (PATH is the
+ * chroot under which the pair keeps its nodes). Unlike our own addresses, HOST may be a name:
+ * ZooKeeper clients resolve them, and ensembles are usually named. */
+static int
+check_zookeeper(const char *s, char *why, size_t whylen)
+{
+    const char *slash = strchr(s, '/');
+    if (!slash || slash[1] == '\0') {
+        seterr(why, whylen, "missing /PATH after the servers, e.g. zk1:2181,zk2:2181/tern");
+        return TN_EINVAL;
+    }
+    /* ZooKeeper refuses empty path components and a trailing slash. */
+    if (strstr(slash, "//") || slash[strlen(slash) - 1] == '/') {
+        seterr(why, whylen, "'%s' is not a ZooKeeper path (no empty parts, no trailing /)", slash);
+        return TN_EINVAL;
+    }
+    for (const char *e = s; e <= slash;) {
+        size_t n = strcspn(e, ",/");
+        const char *colon = NULL;
+        for (size_t i = 0; i < n; i++) /* the last ':' of the entry: IPv6 has more */
+            if (e[i] == ':')
+                colon = e + i;
+        bool ok = colon && colon > e;
+        if (ok && *e == '[') {
+            char h[INET6_ADDRSTRLEN];
+            unsigned char bin[sizeof(struct in6_addr)];
+            size_t hlen = (size_t)(colon - e);
+            ok = hlen >= 3 && colon[-1] == ']' && hlen - 2 < sizeof h;
+            if (ok) {
+                memcpy(h, e + 1, hlen - 2);
+                h[hlen - 2] = '\0';
+                ok = inet_pton(AF_INET6, h, bin) == 1;
+            }
+        } else if (ok) {
+            /* A DNS name or a numeric IPv4 address: letters, digits, '-' and '.'. */
+            for (const char *c = e; c < colon && ok; c++)
+                ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                     (*c >= '0' && *c <= '9') || *c == '-' || *c == '.';
+        }
+        char portbuf[8];
+        size_t plen = ok ? (size_t)(e + n - colon - 1) : 0;
+        uint16_t port;
+        if (ok) {
+            ok = plen > 0 && plen < sizeof portbuf;
+            if (ok) {
+                memcpy(portbuf, colon + 1, plen);
+                portbuf[plen] = '\0';
+                ok = parse_port(portbuf, &port) == 0;
+            }
+        }
+        if (!ok) {
+            seterr(why, whylen,
+                   "server '%.*s' is not HOST:PORT (a name, a numeric IPv4 address or an "
+                   "[IPv6] address, and a port 1..65535)",
+                   (int)n, e);
+            return TN_EINVAL;
+        }
+        e += n + 1;
+    }
+    return 0;
+}
+
 /* ---- defaults, listeners ---- */
 
 const char *
@@ -407,6 +633,8 @@ tn_conf_init(tn_conf *c)
     c->store.sync = tn_xstrdup("always");
     c->store.sync_interval_ms = 100;
     c->store.compact_bytes = 64u << 20;
+    c->pair.role = tn_xstrdup("node");
+    c->pair.alone_timeout = 2000;
 }
 
 void
@@ -417,6 +645,7 @@ tn_conf_fini(tn_conf *c)
     free(c->log_level);
     free(c->store.sync);
     tls_fini(&c->tls);
+    pair_fini(&c->pair);
     memset(c, 0, sizeof *c);
 }
 
@@ -464,7 +693,7 @@ tn_conf_parse_listen_url(const char *url, tn_conf_listener *l, char *err, size_t
     if (proto == N_PROTOS) {
         seterr(err, errlen,
                "'%s': unknown scheme '%.*s' (expected mqtt, mqtts, stomp, stomps, amqp, amqps, "
-               "ws or wss)",
+               "ws, wss or witness)",
                url, (int)slen, url);
         return TN_EINVAL;
     }
@@ -556,6 +785,111 @@ tn_conf_parse_listen_url(const char *url, tn_conf_listener *l, char *err, size_t
 }
 
 /* ---- validation ---- */
+
+/* The pair section, and which listeners go with which role. */
+static int
+check_pair(const tn_conf *c, char *path, size_t pathlen, char *what, size_t whatlen)
+{
+    const tn_conf_pair *p = &c->pair;
+    char why[384];
+
+    if (!p->role || (strcmp(p->role, "node") != 0 && strcmp(p->role, "witness") != 0)) {
+        seterr(path, pathlen, "pair.role");
+        seterr(what, whatlen, "'%s' is not node or witness", p->role ? p->role : "(null)");
+        return TN_EINVAL;
+    }
+    bool witness_role = strcmp(p->role, "witness") == 0;
+    seterr(path, pathlen, "pair.alone_timeout");
+    if (p->alone_timeout < 100) {
+        seterr(what, whatlen, "must be at least 100");
+        return TN_EINVAL;
+    }
+    if (p->alone_timeout > 600000) {
+        seterr(what, whatlen, "%u is more than 600000 (ten minutes, in milliseconds)",
+               (unsigned)p->alone_timeout);
+        return TN_EINVAL;
+    }
+
+    /* Checked wherever set, even on a witness (which does not use them): a typo is a typo. */
+    const struct {
+        const char *key;
+        const char *v;
+    } addrs[] = {{"listen", p->listen}, {"peer", p->peer}, {"witness", p->witness}};
+    char host[INET6_ADDRSTRLEN], peer_host[INET6_ADDRSTRLEN];
+    uint16_t port = 0, peer_port = 0;
+    for (size_t i = 0; i < sizeof addrs / sizeof addrs[0]; i++) {
+        if (addrs[i].v && host_port(addrs[i].v, host, sizeof host, &port, why, sizeof why) != 0) {
+            seterr(path, pathlen, "pair.%s", addrs[i].key);
+            seterr(what, whatlen, "'%s': %s", addrs[i].v, why);
+            return TN_EINVAL;
+        }
+    }
+    if (p->zookeeper && check_zookeeper(p->zookeeper, why, sizeof why) != 0) {
+        seterr(path, pathlen, "pair.zookeeper");
+        seterr(what, whatlen, "'%s': %s", p->zookeeper, why);
+        return TN_EINVAL;
+    }
+
+    if (witness_role) {
+        /* ternd runs only the witness then: any other listener would silently not listen. */
+        if (c->n_listeners != 1) {
+            seterr(path, pathlen, "listeners");
+            seterr(what, whatlen,
+                   "a witness (pair.role witness) has exactly one listener, "
+                   "witness://ADDR:PORT, not %zu",
+                   c->n_listeners);
+            return TN_EINVAL;
+        }
+        if (c->listeners[0].proto != TN_PROTO_WITNESS) {
+            seterr(path, pathlen, "listeners[0].url");
+            seterr(what, whatlen,
+                   "a witness (pair.role witness) listens on witness://ADDR:PORT, not %s://",
+                   tn_conf_proto_name(c->listeners[0].proto));
+            return TN_EINVAL;
+        }
+        return 0;
+    }
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        if (c->listeners[i].proto == TN_PROTO_WITNESS) {
+            seterr(path, pathlen, "listeners[%zu].url", i);
+            seterr(what, whatlen,
+                   "a witness:// listener is for a witness (pair.role witness, --role witness)");
+            return TN_EINVAL;
+        }
+    }
+    if (!p->listen && !p->peer && !p->witness && !p->zookeeper)
+        return 0; /* a single broker */
+    seterr(path, pathlen, "pair");
+    if (!p->listen || !p->peer) {
+        seterr(what, whatlen,
+               "missing key '%s' (--pair-%s): a pair's node needs listen, peer, and witness or "
+               "zookeeper",
+               p->listen ? "peer" : "listen", p->listen ? "peer" : "listen");
+        return TN_EINVAL;
+    }
+    if (!p->witness && !p->zookeeper) {
+        seterr(what, whatlen,
+               "missing key 'witness' or 'zookeeper' (--pair-witness, --pair-zookeeper): a "
+               "pair's node needs one to elect the active");
+        return TN_EINVAL;
+    }
+    if (p->witness && p->zookeeper) {
+        seterr(path, pathlen, "pair.zookeeper");
+        seterr(what, whatlen,
+               "a pair has one coordinator: pair.witness or pair.zookeeper, not both");
+        return TN_EINVAL;
+    }
+    /* Both parsed above. A node that names itself as its peer would wait for itself forever. */
+    host_port(p->listen, host, sizeof host, &port, NULL, 0);
+    host_port(p->peer, peer_host, sizeof peer_host, &peer_port, NULL, 0);
+    if (port == peer_port && strcmp(host, peer_host) == 0) {
+        seterr(path, pathlen, "pair.peer");
+        seterr(what, whatlen, "'%s' is this node's own pair.listen: the peer is the other node",
+               p->peer);
+        return TN_EINVAL;
+    }
+    return 0;
+}
 
 /* Checks c; on error writes the field's path and what is wrong, separately, so the loader can
  * find the field in the file. */
@@ -683,7 +1017,7 @@ check(const tn_conf *c, char *path, size_t pathlen, char *what, size_t whatlen)
             return TN_EINVAL;
         }
     }
-    return 0;
+    return check_pair(c, path, pathlen, what, whatlen);
 }
 
 int
@@ -1093,6 +1427,25 @@ apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, si
                    (unsigned)UINT32_MAX);
             return TN_EINVAL;
         }
+    }
+    const file_pair *fp = f->pair;
+    if (fp) {
+#define APPLY_F(fld)                                                                               \
+    if (fp->fld)                                                                                   \
+        tn_conf_pair_set(&n->pair.fld, fp->fld);
+        PAIR_STRINGS(APPLY_F)
+#undef APPLY_F
+    }
+    if (fp && fp->alone_timeout && parse_u32(fp->alone_timeout, &n->pair.alone_timeout) != 0) {
+        seterr(path, pathlen, "pair.alone_timeout");
+        seterr(what, whatlen, "'%s' is not a whole number from 0 to %u", fp->alone_timeout,
+               (unsigned)UINT32_MAX);
+        return TN_EINVAL;
+    }
+    if (fp && fp->async && parse_bool(fp->async, &n->pair.async) != 0) {
+        seterr(path, pathlen, "pair.async");
+        seterr(what, whatlen, "'%s' is not true or false", fp->async);
+        return TN_EINVAL;
     }
     return 0;
 }

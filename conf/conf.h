@@ -20,6 +20,8 @@ typedef enum {
     TN_PROTO_AMQPS,    /* amqps:// */
     TN_PROTO_WS,       /* ws://    */
     TN_PROTO_WSS,      /* wss://   */
+    TN_PROTO_WITNESS,  /* witness://: a pair's witness (pair.role witness), not for clients.
+                          Last, so the values above never move. */
 } tn_proto;
 
 /* TLS settings: the top-level `tls` (and the --tls-* flags) apply to every TLS listener (mqtts,
@@ -93,6 +95,21 @@ typedef struct tn_conf_store {
     uint32_t compact_bytes;    /* journal bytes between checkpoints (compaction), default 64 MiB */
 } tn_conf_store;
 
+/* An active/standby pair (README, "Active/standby pair"); the --role and --pair-* flags set the
+ * same fields (tn_conf_pair_set() for the strings). NULL: not set. A node with none of listen,
+ * peer, witness, zookeeper set is not in a pair. ADDR:PORT values are kept as written and read
+ * with tn_conf_parse_host_port(). */
+typedef struct tn_conf_pair {
+    char *role;             /* "node" (default) or "witness" */
+    char *listen;           /* ADDR:PORT: this node's replication port */
+    char *peer;             /* ADDR:PORT: the other node's replication port */
+    char *witness;          /* ADDR:PORT: the witness (a witness:// listener) */
+    char *zookeeper;        /* HOST:PORT[,HOST:PORT...]/PATH, instead of a witness */
+    uint32_t alone_timeout; /* ms an active waits for a standby that stays behind before it
+                               goes on alone; 100..600000, default 2000 */
+    bool async;             /* confirm without waiting for the standby; default false */
+} tn_conf_pair;
+
 typedef struct tn_conf {
     tn_conf_listener *listeners;
     size_t n_listeners;
@@ -101,9 +118,11 @@ typedef struct tn_conf {
     tn_conf_limits limits;
     tn_conf_store store;
     tn_conf_tls tls; /* defaults for every TLS listener (--tls-cert, --tls-key, ...) */
+    tn_conf_pair pair;
 } tn_conf;
 
-/* Fills c with the built-in defaults: MQTT on 127.0.0.1:1883, data in ./data, info logs. */
+/* Fills c with the built-in defaults: MQTT, STOMP and AMQP on 127.0.0.1, data in ./data, info
+ * logs, not in a pair (pair.role "node"). */
 void tn_conf_init(tn_conf *c);
 void tn_conf_fini(tn_conf *c);
 
@@ -133,12 +152,15 @@ uint32_t tn_conf_listener_max_message(const tn_conf *c, const tn_conf_listener *
 
 /* Checks the whole configuration (at least one listener, valid addresses, no duplicate
  * address:port except port 0, known log level, non-empty data_dir, every limit at least 1,
- * max_inflight at most 65535, max_incoming_memory at least 65536). TN_EINVAL with
+ * max_inflight at most 65535, max_incoming_memory at least 65536, and the pair: role node or
+ * witness; a witness has exactly one listener, a witness:// one, which no node may have; a
+ * node with any of pair.listen/peer/witness/zookeeper needs listen, peer and exactly one of
+ * witness or zookeeper, well formed; alone_timeout 100..600000). TN_EINVAL with
  * "FIELD: what is wrong" in err. A listener's max_message_size of 0 means unset; a file that
  * sets it to 0 is refused by the loader. */
 int tn_conf_validate(const tn_conf *c, char *err, size_t errlen);
 
-const char *tn_conf_proto_name(tn_proto p); /* "mqtt", "mqtts", ... */
+const char *tn_conf_proto_name(tn_proto p); /* "mqtt", "mqtts", ..., "witness" */
 bool tn_conf_proto_tls(tn_proto p);         /* mqtts, stomps, amqps, wss */
 bool tn_conf_proto_ws(tn_proto p);          /* ws, wss */
 
@@ -147,5 +169,15 @@ bool tn_conf_proto_ws(tn_proto p);          /* ws, wss */
 void tn_conf_listener_tls(const tn_conf *c, const tn_conf_listener *l, tn_conf_tls *out);
 /* Sets one field of a tn_conf_tls (a copy of v), e.g. from --tls-cert. */
 void tn_conf_tls_set(char **field, const char *v);
+
+/* Sets one string field of c->pair (a copy of v; NULL unsets it), e.g.
+ * tn_conf_pair_set(&c->pair.peer, optarg) for --pair-peer, so flags override the file. */
+void tn_conf_pair_set(char **field, const char *v);
+
+/* Parses "ADDR:PORT" strictly: ADDR a numeric IPv4 address or an IPv6 address in brackets
+ * ("[::1]:7001"), PORT 1..65535 in decimal, nothing else. host (size hostlen; INET6_ADDRSTRLEN,
+ * 46, is always enough) gets the address in canonical form without brackets, ready for
+ * inet_pton/uv_ip*_addr. Returns 0, or TN_EINVAL (host and port untouched). */
+int tn_conf_parse_host_port(const char *s, char *host, size_t hostlen, uint16_t *port);
 
 #endif

@@ -8,6 +8,7 @@
 #include "tests/unit/tn_test.h"
 
 #include <CUnit/Basic.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +86,10 @@ is_default(const tn_conf *c)
            c->limits.max_queue_memory == 8388608 && c->limits.max_deliveries == 7 &&
            c->limits.slow_consumer_timeout == 1000 && c->limits.max_topic_levels == 200 &&
            c->limits.close_timeout == 3000 && strcmp(c->store.sync, "always") == 0 &&
-           c->store.sync_interval_ms == 100 && c->store.compact_bytes == 64u << 20;
+           c->store.sync_interval_ms == 100 && c->store.compact_bytes == 64u << 20 &&
+           strcmp(c->pair.role, "node") == 0 && !c->pair.listen && !c->pair.peer &&
+           !c->pair.witness && !c->pair.zookeeper && c->pair.alone_timeout == 2000 &&
+           !c->pair.async;
 }
 
 /* Writes text to a new temporary file; returns its path (free it, unlink it). */
@@ -349,7 +353,7 @@ test_bad_listeners(void)
 {
     expect_error("listeners:\n  - url: http://1.2.3.4:1\n",
                  "t.conf:2:10: listeners[0].url: 'http://1.2.3.4:1': unknown scheme 'http' "
-                 "(expected mqtt, mqtts, stomp, stomps, amqp, amqps, ws or wss)");
+                 "(expected mqtt, mqtts, stomp, stomps, amqp, amqps, ws, wss or witness)");
     expect_error("listeners:\n  - url: mqtt://localhost:1883\n",
                  "t.conf:2:10: listeners[0].url: 'mqtt://localhost:1883': 'localhost' is not a "
                  "numeric IPv4 address (host names are not resolved; IPv6 goes in brackets)");
@@ -507,6 +511,8 @@ test_url_parser(void)
     expect_url("amqps://[2001:db8:0:0::1]:5671", TN_PROTO_AMQPS, "2001:db8::1", 5671);
     expect_url("ws://[::ffff:127.0.0.1]:80", TN_PROTO_WS, "::ffff:127.0.0.1", 80);
     expect_url("WSS://127.0.0.1:00443", TN_PROTO_WSS, "127.0.0.1", 443);
+    expect_url("witness://10.0.0.3:7000", TN_PROTO_WITNESS, "10.0.0.3", 7000);
+    expect_url("Witness://[::1]:0", TN_PROTO_WITNESS, "::1", 0);
 
     expect_url_error("127.0.0.1:1883", "missing scheme");
     expect_url_error("", "missing scheme");
@@ -642,6 +648,9 @@ test_validate(void)
     CU_ASSERT_STRING_EQUAL(tn_conf_proto_name(TN_PROTO_MQTT), "mqtt");
     CU_ASSERT_STRING_EQUAL(tn_conf_proto_name(TN_PROTO_STOMPS), "stomps");
     CU_ASSERT_STRING_EQUAL(tn_conf_proto_name(TN_PROTO_WSS), "wss");
+    CU_ASSERT_STRING_EQUAL(tn_conf_proto_name(TN_PROTO_WITNESS), "witness");
+    CU_ASSERT_FALSE(tn_conf_proto_tls(TN_PROTO_WITNESS));
+    CU_ASSERT_FALSE(tn_conf_proto_ws(TN_PROTO_WITNESS));
     CU_ASSERT_STRING_EQUAL(tn_conf_proto_name((tn_proto)42), "unknown");
 }
 
@@ -722,6 +731,9 @@ test_example(void)
     c.store.sync = tn_xstrdup("never");
     c.store.sync_interval_ms = 7;
     c.store.compact_bytes = 9999;
+    tn_conf_pair_set(&c.pair.role, "witness");
+    c.pair.alone_timeout = 100;
+    c.pair.async = true;
     int rv = tn_conf_load_file(&c, example_path, err, sizeof err);
     if (rv != 0)
         fprintf(stderr, "\n%s\n", err);
@@ -755,6 +767,364 @@ test_store_section(void)
                  "t.conf:2:18: store.compact_bytes: must be at least 4096");
 }
 
+/* tn_conf_parse_host_port: s must parse to host and port. */
+static void
+expect_host_port(const char *s, const char *host, unsigned port)
+{
+    char h[INET6_ADDRSTRLEN] = "";
+    uint16_t p = 0;
+    CU_ASSERT_EQUAL(tn_conf_parse_host_port(s, h, sizeof h, &p), 0);
+    CU_ASSERT_STRING_EQUAL(h, host);
+    CU_ASSERT_EQUAL(p, port);
+}
+
+static void
+expect_host_port_error(const char *s)
+{
+    char h[INET6_ADDRSTRLEN] = "untouched";
+    uint16_t p = 7;
+    CU_ASSERT_EQUAL(tn_conf_parse_host_port(s, h, sizeof h, &p), TN_EINVAL);
+    if (strcmp(h, "untouched") != 0 || p != 7)
+        fprintf(stderr, "\n  host_port: %s changed its outputs\n", s);
+    CU_ASSERT_STRING_EQUAL(h, "untouched");
+    CU_ASSERT_EQUAL(p, 7);
+}
+
+static void
+test_host_port(void)
+{
+    expect_host_port("10.0.0.1:7001", "10.0.0.1", 7001);
+    expect_host_port("0.0.0.0:1", "0.0.0.0", 1);
+    expect_host_port("[::1]:65535", "::1", 65535);
+    expect_host_port("[2001:DB8:0:0::1]:7000", "2001:db8::1", 7000); /* canonical */
+    expect_host_port("[::ffff:10.0.0.1]:7000", "::ffff:10.0.0.1", 7000);
+    expect_host_port("10.0.0.1:0007001", "10.0.0.1", 7001);
+
+    expect_host_port_error("");
+    expect_host_port_error("10.0.0.1");
+    expect_host_port_error("10.0.0.1:");
+    expect_host_port_error(":7001");
+    expect_host_port_error("10.0.0.1:0"); /* dialled: a port must be known */
+    expect_host_port_error("10.0.0.1:65536");
+    expect_host_port_error("10.0.0.1:99999999999");
+    expect_host_port_error("10.0.0.1:-1");
+    expect_host_port_error("10.0.0.1:+1");
+    expect_host_port_error("10.0.0.1:1 ");
+    expect_host_port_error(" 10.0.0.1:1");
+    expect_host_port_error("10.0.0.1:0x10");
+    expect_host_port_error("localhost:7001"); /* names are not resolved */
+    expect_host_port_error("10.0.0:7001");
+    expect_host_port_error("::1:7001"); /* IPv6 without brackets */
+    expect_host_port_error("[::1]");
+    expect_host_port_error("[::1]:");
+    expect_host_port_error("[::1:7001");
+    expect_host_port_error("[]:7001");
+    expect_host_port_error("[10.0.0.1]:7001");
+    expect_host_port_error("[::1]x:7001");
+    expect_host_port_error("[fe80::1%eth0]:7001");
+    expect_host_port_error("pair://10.0.0.1:7001");
+    expect_host_port_error("10.0.0.1:7001/x");
+
+    /* host too small for the canonical address: refused, not truncated */
+    char small[9] = "untouched";
+    uint16_t p = 7;
+    CU_ASSERT_EQUAL(tn_conf_parse_host_port("10.0.0.1:1", small, sizeof small, &p), 0);
+    CU_ASSERT_EQUAL(tn_conf_parse_host_port("10.0.0.10:1", small, sizeof small, &p), TN_EINVAL);
+    CU_ASSERT_EQUAL(tn_conf_parse_host_port("10.0.0.1:1", small, 0, &p), TN_EINVAL);
+}
+
+/* The pair section: defaults, a node, a witness, overrides, and copies. */
+static void
+test_pair_section(void)
+{
+    tn_conf c;
+    char err[512] = "";
+    tn_conf_init(&c);
+    CU_ASSERT_STRING_EQUAL(c.pair.role, "node");
+    CU_ASSERT_PTR_NULL(c.pair.listen);
+    CU_ASSERT_PTR_NULL(c.pair.peer);
+    CU_ASSERT_PTR_NULL(c.pair.witness);
+    CU_ASSERT_PTR_NULL(c.pair.zookeeper);
+    CU_ASSERT_EQUAL(c.pair.alone_timeout, 2000);
+    CU_ASSERT_FALSE(c.pair.async);
+
+    /* Node A of the README's pair. */
+    CU_ASSERT_EQUAL_FATAL(tn_conf_load_string(&c, "t.conf",
+                                              "listeners:\n"
+                                              "  - url: mqtt://0.0.0.0:1883\n"
+                                              "pair:\n"
+                                              "  role: node\n"
+                                              "  listen: 10.0.0.1:7001\n"
+                                              "  peer: 10.0.0.2:7001\n"
+                                              "  witness: 10.0.0.3:7000\n"
+                                              "  alone_timeout: 600000\n"
+                                              "  async: true\n",
+                                              err, sizeof err),
+                          0);
+    CU_ASSERT_STRING_EQUAL(err, "");
+    CU_ASSERT_STRING_EQUAL(c.pair.role, "node");
+    CU_ASSERT_STRING_EQUAL(c.pair.listen, "10.0.0.1:7001");
+    CU_ASSERT_STRING_EQUAL(c.pair.peer, "10.0.0.2:7001");
+    CU_ASSERT_STRING_EQUAL(c.pair.witness, "10.0.0.3:7000");
+    CU_ASSERT_PTR_NULL(c.pair.zookeeper);
+    CU_ASSERT_EQUAL(c.pair.alone_timeout, 600000);
+    CU_ASSERT_TRUE(c.pair.async);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
+
+    /* A second file changes only what it names (the loader copies the pair, then applies). */
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "u.conf", "pair: {async: FALSE, alone_timeout: 100}\n",
+                                        err, sizeof err),
+                    0);
+    CU_ASSERT_FALSE(c.pair.async);
+    CU_ASSERT_EQUAL(c.pair.alone_timeout, 100);
+    CU_ASSERT_STRING_EQUAL(c.pair.peer, "10.0.0.2:7001");
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "v.conf", "pair:\n  async: True\n", err, sizeof err),
+                    0);
+    CU_ASSERT_TRUE(c.pair.async);
+    /* A failed load leaves the pair as it was. */
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "w.conf", "pair:\n  peer: 10.0.0.9:7001\n  async: 1\n",
+                                        err, sizeof err),
+                    TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(c.pair.peer, "10.0.0.2:7001");
+    CU_ASSERT_TRUE(c.pair.async);
+
+    /* Flags over the file, as ternd does: --pair-zookeeper in place of the file's witness. */
+    tn_conf_pair_set(&c.pair.zookeeper, "zk1:2181,zk2:2181/tern");
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "pair.zookeeper: a pair has one coordinator: pair.witness or "
+                                "pair.zookeeper, not both");
+    tn_conf_pair_set(&c.pair.witness, NULL);
+    CU_ASSERT_PTR_NULL(c.pair.witness);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
+    tn_conf_pair_set(&c.pair.zookeeper, "zk1:2181,zk2:2181/tern"); /* replaces: no leak */
+    tn_conf_fini(&c);
+    CU_ASSERT_PTR_NULL(c.pair.role);
+    CU_ASSERT_PTR_NULL(c.pair.zookeeper);
+    tn_conf_fini(&c); /* twice is harmless */
+
+    /* IPv6 (quoted: a plain YAML value starting with '[' is a list) and ZooKeeper. */
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL_FATAL(
+        tn_conf_load_string(
+            &c, "t.conf",
+            "listeners: [{url: \"mqtt://[::]:1883\"}]\n"
+            "pair:\n"
+            "  listen: \"[2001:db8::1]:7001\"\n"
+            "  peer: '[2001:db8::2]:7001'\n"
+            "  zookeeper: zk-1.example.com:2181,10.0.0.9:2181,[::1]:2181/tern/prod\n"
+            "  async: false\n",
+            err, sizeof err),
+        0);
+    CU_ASSERT_STRING_EQUAL(c.pair.listen, "[2001:db8::1]:7001"); /* as written */
+    CU_ASSERT_STRING_EQUAL(c.pair.zookeeper,
+                           "zk-1.example.com:2181,10.0.0.9:2181,[::1]:2181/tern/prod");
+    CU_ASSERT_PTR_NULL(c.pair.witness);
+    CU_ASSERT_FALSE(c.pair.async);
+    char host[INET6_ADDRSTRLEN];
+    uint16_t port = 0;
+    CU_ASSERT_EQUAL(tn_conf_parse_host_port(c.pair.peer, host, sizeof host, &port), 0);
+    CU_ASSERT_STRING_EQUAL(host, "2001:db8::2");
+    CU_ASSERT_EQUAL(port, 7001);
+    tn_conf_fini(&c);
+
+    /* The witness: its one listener is witness://; the node's keys are not needed, and ignored
+     * when there. */
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL_FATAL(tn_conf_load_string(&c, "t.conf",
+                                              "listeners: [{url: \"witness://10.0.0.3:7000\"}]\n"
+                                              "pair: {role: witness}\n",
+                                              err, sizeof err),
+                          0);
+    CU_ASSERT_STRING_EQUAL(c.pair.role, "witness");
+    CU_ASSERT_EQUAL_FATAL(c.n_listeners, 1);
+    CU_ASSERT_EQUAL(c.listeners[0].proto, TN_PROTO_WITNESS);
+    CU_ASSERT_STRING_EQUAL(c.listeners[0].address, "10.0.0.3");
+    CU_ASSERT_EQUAL(c.listeners[0].port, 7000);
+    CU_ASSERT_EQUAL(
+        tn_conf_load_string(&c, "t.conf", "pair: {peer: 10.0.0.2:7001}\n", err, sizeof err), 0);
+    tn_conf_fini(&c);
+
+    /* --role witness --listen witness://... without a file. */
+    tn_conf_init(&c);
+    tn_conf_listener l;
+    CU_ASSERT_EQUAL(tn_conf_parse_listen_url("witness://[::]:7000", &l, err, sizeof err), 0);
+    tn_conf_set_listeners(&c, &l, 1);
+    tn_conf_listener_fini(&l);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "listeners[0].url: a witness:// listener is for a witness "
+                                "(pair.role witness, --role witness)");
+    tn_conf_pair_set(&c.pair.role, "witness");
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
+    tn_conf_pair_set(&c.pair.role, NULL);
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "pair.role: '(null)' is not node or witness");
+    tn_conf_fini(&c);
+
+    /* --pair-listen alone */
+    tn_conf_init(&c);
+    tn_conf_pair_set(&c.pair.listen, "10.0.0.1:7001");
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "pair: missing key 'peer' (--pair-peer): a pair's node needs "
+                                "listen, peer, and witness or zookeeper");
+    c.pair.alone_timeout = 99;
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "pair.alone_timeout: must be at least 100");
+    tn_conf_fini(&c);
+}
+
+static void
+test_pair_errors(void)
+{
+    /* Keys and types */
+    expect_error("pair:\n  peers: 10.0.0.2:7001\n", "t.conf:2:3: pair: unknown key 'peers'");
+    expect_error("pair: 5\n", "t.conf:1:7: pair: expected a mapping, found a single value");
+    expect_error("pair:\n  role: \"\"\n", "t.conf:2:9: pair.role: must not be empty");
+    expect_error("pair:\n  listen:\n", "t.conf:2:10: pair.listen: must not be empty");
+    /* Unquoted, "[::1]:7001" starts a YAML list: the file must quote it (tern.conf says so). */
+    expect_error("pair:\n  listen: [::1]:7001\n",
+                 "t.conf:2:12: did not find expected node content (while parsing a flow node at "
+                 "line 2)");
+    expect_error("pair:\n  listen: [\"::1\"]\n",
+                 "t.conf:2:11: pair.listen: expected a single value, found a list");
+    expect_error("pair:\n  role: node\n  role: witness\n",
+                 "t.conf:3:3: pair: duplicate key 'role'");
+
+    /* role */
+    expect_error("pair:\n  role: standby\n",
+                 "t.conf:2:9: pair.role: 'standby' is not node or witness");
+    expect_error("pair:\n  role: Witness\n",
+                 "t.conf:2:9: pair.role: 'Witness' is not node or witness");
+
+    /* alone_timeout */
+    expect_error("pair:\n  alone_timeout: 99\n",
+                 "t.conf:2:18: pair.alone_timeout: must be at least 100");
+    expect_error("pair:\n  alone_timeout: 600001\n",
+                 "t.conf:2:18: pair.alone_timeout: 600001 is more than 600000 (ten minutes, in "
+                 "milliseconds)");
+    expect_error("pair:\n  alone_timeout: 2s\n",
+                 "t.conf:2:18: pair.alone_timeout: '2s' is not a whole number from 0 to "
+                 "4294967295");
+    expect_error("pair:\n  alone_timeout: 4294967296\n",
+                 "t.conf:2:18: pair.alone_timeout: '4294967296' is not a whole number from 0 to "
+                 "4294967295");
+
+    /* async */
+    expect_error("pair:\n  async: yes\n", "t.conf:2:10: pair.async: 'yes' is not true or false");
+    expect_error("pair:\n  async: 1\n", "t.conf:2:10: pair.async: '1' is not true or false");
+    expect_error("pair:\n  async:\n", "t.conf:2:9: pair.async: '' is not true or false");
+    expect_error("pair:\n  async: tRUE\n", "t.conf:2:10: pair.async: 'tRUE' is not true or false");
+
+    /* ADDR:PORT values, checked even when incomplete */
+    expect_error("pair:\n  listen: 10.0.0.1\n",
+                 "t.conf:2:11: pair.listen: '10.0.0.1': missing port (ADDR:PORT, e.g. "
+                 "10.0.0.1:7001)");
+    expect_error("pair:\n  peer: node-b:7001\n",
+                 "t.conf:2:9: pair.peer: 'node-b:7001': 'node-b' is not a numeric IPv4 address "
+                 "(host names are not resolved; IPv6 goes in brackets)");
+    expect_error("pair:\n  witness: fe80::3:7000\n",
+                 "t.conf:2:12: pair.witness: 'fe80::3:7000': an IPv6 address must be in "
+                 "brackets, e.g. [::1]:7001");
+    expect_error("pair:\n  witness: \"[fe80::zz]:7000\"\n",
+                 "t.conf:2:12: pair.witness: '[fe80::zz]:7000': 'fe80::zz' is not a valid IPv6 "
+                 "address");
+    expect_error("pair:\n  witness: \"[::1:7000\"\n",
+                 "t.conf:2:12: pair.witness: '[::1:7000': missing ']' after the IPv6 address");
+    expect_error("pair:\n  listen: \"[::1]7001\"\n",
+                 "t.conf:2:11: pair.listen: '[::1]7001': unexpected '7001' after the address");
+    expect_error("pair:\n  listen: :7001\n",
+                 "t.conf:2:11: pair.listen: ':7001': missing address (ADDR:PORT, e.g. "
+                 "10.0.0.1:7001)");
+    expect_error("pair:\n  listen: 10.0.0.1:0\n",
+                 "t.conf:2:11: pair.listen: '10.0.0.1:0': port '0' is not a number from 1 to "
+                 "65535");
+    expect_error("pair:\n  listen: 10.0.0.1:65536\n",
+                 "t.conf:2:11: pair.listen: '10.0.0.1:65536': port '65536' is not a number from 1 "
+                 "to 65535");
+
+    /* zookeeper */
+    expect_error("pair:\n  zookeeper: zk1:2181\n",
+                 "t.conf:2:14: pair.zookeeper: 'zk1:2181': missing /PATH after the servers, e.g. "
+                 "zk1:2181,zk2:2181/tern");
+    expect_error("pair:\n  zookeeper: zk1:2181/\n",
+                 "t.conf:2:14: pair.zookeeper: 'zk1:2181/': missing /PATH after the servers, e.g. "
+                 "zk1:2181,zk2:2181/tern");
+    expect_error("pair:\n  zookeeper: zk1:2181/tern/\n",
+                 "t.conf:2:14: pair.zookeeper: 'zk1:2181/tern/': '/tern/' is not a ZooKeeper path "
+                 "(no empty parts, no trailing /)");
+    expect_error("pair:\n  zookeeper: zk1:2181//tern\n",
+                 "t.conf:2:14: pair.zookeeper: 'zk1:2181//tern': '//tern' is not a ZooKeeper path "
+                 "(no empty parts, no trailing /)");
+    expect_error("pair:\n  zookeeper: zk1/tern\n",
+                 "t.conf:2:14: pair.zookeeper: 'zk1/tern': server 'zk1' is not HOST:PORT (a name, "
+                 "a numeric IPv4 address or an [IPv6] address, and a port 1..65535)");
+    expect_error("pair:\n  zookeeper: zk1:2181,,zk2:2181/tern\n",
+                 "t.conf:2:14: pair.zookeeper: 'zk1:2181,,zk2:2181/tern': server '' is not "
+                 "HOST:PORT (a name, a numeric IPv4 address or an [IPv6] address, and a port "
+                 "1..65535)");
+    expect_error("pair:\n  zookeeper: zk_1:2181/tern\n",
+                 "t.conf:2:14: pair.zookeeper: 'zk_1:2181/tern': server 'zk_1:2181' is not "
+                 "HOST:PORT (a name, a numeric IPv4 address or an [IPv6] address, and a port "
+                 "1..65535)");
+    expect_error("pair:\n  zookeeper: zk1:0/tern\n",
+                 "t.conf:2:14: pair.zookeeper: 'zk1:0/tern': server 'zk1:0' is not HOST:PORT (a "
+                 "name, a numeric IPv4 address or an [IPv6] address, and a port 1..65535)");
+    expect_error("pair:\n  zookeeper: \"[::1]/tern\"\n",
+                 "t.conf:2:14: pair.zookeeper: '[::1]/tern': server '[::1]' is not HOST:PORT (a "
+                 "name, a numeric IPv4 address or an [IPv6] address, and a port 1..65535)");
+    expect_error("pair:\n  zookeeper: \"[::zz]:2181/tern\"\n",
+                 "t.conf:2:14: pair.zookeeper: '[::zz]:2181/tern': server '[::zz]:2181' is not "
+                 "HOST:PORT (a name, a numeric IPv4 address or an [IPv6] address, and a port "
+                 "1..65535)");
+    expect_error("pair:\n  zookeeper: /tern\n",
+                 "t.conf:2:14: pair.zookeeper: '/tern': server '' is not HOST:PORT (a name, a "
+                 "numeric IPv4 address or an [IPv6] address, and a port 1..65535)");
+
+    /* A node's keys go together. */
+    expect_error("pair:\n  listen: 10.0.0.1:7001\n  witness: 10.0.0.3:7000\n",
+                 "t.conf:2:3: pair: missing key 'peer' (--pair-peer): a pair's node needs listen, "
+                 "peer, and witness or zookeeper");
+    expect_error("pair:\n  peer: 10.0.0.2:7001\n",
+                 "t.conf:2:3: pair: missing key 'listen' (--pair-listen): a pair's node needs "
+                 "listen, peer, and witness or zookeeper");
+    expect_error("pair:\n  witness: 10.0.0.3:7000\n",
+                 "t.conf:2:3: pair: missing key 'listen' (--pair-listen): a pair's node needs "
+                 "listen, peer, and witness or zookeeper");
+    expect_error("pair: {listen: 10.0.0.1:7001, peer: 10.0.0.2:7001}\n",
+                 "t.conf:1:7: pair: missing key 'witness' or 'zookeeper' (--pair-witness, "
+                 "--pair-zookeeper): a pair's node needs one to elect the active");
+    expect_error("pair:\n  listen: 10.0.0.1:7001\n  peer: 10.0.0.2:7001\n"
+                 "  witness: 10.0.0.3:7000\n  zookeeper: zk1:2181/tern\n",
+                 "t.conf:5:14: pair.zookeeper: a pair has one coordinator: pair.witness or "
+                 "pair.zookeeper, not both");
+    expect_error("pair:\n  listen: \"[::1]:7001\"\n  peer: \"[0::0001]:7001\"\n"
+                 "  witness: 10.0.0.3:7000\n",
+                 "t.conf:3:9: pair.peer: '[0::0001]:7001' is this node's own pair.listen: the "
+                 "peer is the other node");
+
+    /* Listeners and roles */
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:1883\n"
+                 "  - url: witness://127.0.0.1:7000\n",
+                 "t.conf:3:10: listeners[1].url: a witness:// listener is for a witness "
+                 "(pair.role witness, --role witness)");
+    expect_error("pair: {role: witness}\n",
+                 "t.conf: listeners: a witness (pair.role witness) has exactly one listener, "
+                 "witness://ADDR:PORT, not 3");
+    expect_error("listeners:\n  - url: witness://127.0.0.1:7000\n  - url: witness://[::1]:7000\n"
+                 "pair: {role: witness}\n",
+                 "t.conf:2:3: listeners: a witness (pair.role witness) has exactly one "
+                 "listener, witness://ADDR:PORT, not 2");
+    expect_error("listeners:\n  - url: mqtt://127.0.0.1:1883\npair: {role: witness}\n",
+                 "t.conf:2:10: listeners[0].url: a witness (pair.role witness) listens on "
+                 "witness://ADDR:PORT, not mqtt://");
+    expect_error("listeners:\n  - url: witness://127.0.0.1:7000\n"
+                 "pair: {role: witness, listen: 10.0.0.1}\n",
+                 "t.conf:3:31: pair.listen: '10.0.0.1': missing port (ADDR:PORT, e.g. "
+                 "10.0.0.1:7001)");
+    expect_error("listeners:\n  - url: witness://localhost:7000\npair: {role: witness}\n",
+                 "t.conf:2:10: listeners[0].url: 'witness://localhost:7000': 'localhost' is not a "
+                 "numeric IPv4 address (host names are not resolved; IPv6 goes in brackets)");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -779,6 +1149,9 @@ main(int argc, char **argv)
         CU_add_test(s, "set_listeners", test_set_listeners);
         CU_add_test(s, "validate", test_validate);
         CU_add_test(s, "load_file", test_load_file);
+        CU_add_test(s, "host_port", test_host_port);
+        CU_add_test(s, "pair_section", test_pair_section);
+        CU_add_test(s, "pair_errors", test_pair_errors);
     }
     return tn_test_run();
 }

@@ -94,6 +94,8 @@ struct tn_store {
     tn_store_pos last_pos;
     uint64_t (*gate)(void *arg); /* tn_store_set_gate */
     void *gate_arg;
+    tn_store_tap_cb tap; /* tn_store_set_tap */
+    void *tap_arg;
     struct {
         uint64_t seg;
         int fd;
@@ -774,6 +776,8 @@ append(tn_store *s, uint16_t type, const void *head, uint32_t hlen, const void *
         tail += blen;
     }
     memset(tail, 0, size - TN_STORE_HEADER - len);
+    if (s->tap)
+        s->tap(s->tap_arg, n, release ? NULL : r, (size_t)size, &s->last_pos);
     tn_buf_commit(&s->pending, in_pending);
     if (s->pending.len == in_pending)
         s->pending_first = n;
@@ -883,6 +887,13 @@ tn_store_last_lsn(tn_store *s)
     uint64_t n = s->next_lsn - 1;
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+void
+tn_store_set_tap(tn_store *s, tn_store_tap_cb tap, void *arg)
+{
+    s->tap = tap;
+    s->tap_arg = arg;
 }
 
 void
@@ -1064,6 +1075,7 @@ tn_store_bytes(tn_store *s)
 struct tn_store_cursor {
     tn_store *s;
     int fd;
+    uint64_t seg;  /* the first LSN of fd's segment */
     uint64_t off;  /* of the next record in fd's segment */
     uint64_t next; /* its LSN */
 };
@@ -1080,6 +1092,7 @@ cursor_segment(tn_store_cursor *c, uint64_t first)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = fd;
+    c->seg = first;
     c->off = 0;
     return 0;
 }
@@ -1136,9 +1149,33 @@ tn_store_cursor_open(tn_store *s, uint64_t lsn, tn_store_cursor **out)
 }
 
 int
-tn_store_cursor_read(tn_store_cursor *c, tn_buf *out, size_t max, uint64_t *next)
+tn_store_cursor_open_at(tn_store *s, const tn_store_pos *pos, uint64_t lsn, tn_store_cursor **out)
+{
+    tn_store_cursor *c = tn_xcalloc(1, sizeof *c);
+    c->s = s;
+    c->fd = -1;
+    c->next = lsn;
+    if (cursor_segment(c, pos->seg) != 0) {
+        free(c);
+        return TN_ENOENT;
+    }
+    c->off = pos->off;
+    *out = c;
+    return 0;
+}
+
+void
+tn_store_cursor_pos(const tn_store_cursor *c, tn_store_pos *pos)
+{
+    *pos = (tn_store_pos){c->seg, (uint32_t)c->off, 0};
+}
+
+int
+tn_store_cursor_read(tn_store_cursor *c, tn_buf *out, size_t max, uint64_t upto, uint64_t *next)
 {
     uint64_t written = tn_store_written_lsn(c->s);
+    if (upto < written)
+        written = upto;
     int n = 0;
     size_t got = 0;
     while (c->next <= written && (got < max || n == 0)) {

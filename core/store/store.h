@@ -148,12 +148,28 @@ typedef struct tn_store_cursor tn_store_cursor;
 /* A cursor at lsn: TN_ENOENT when lsn is below the oldest segment (compacted away) or above
  * the last LSN + 1. */
 int tn_store_cursor_open(tn_store *s, uint64_t lsn, tn_store_cursor **out);
-/* Appends the next whole records, up to those written (tn_store_written_lsn), to out: about
- * max bytes (at least one record when one is written, however large). Returns how many
+/* A cursor at the record lsn, which starts at pos (or, when pos is the end of its segment, at
+ * the start of the next one): positions a tap (below) was given. */
+int tn_store_cursor_open_at(tn_store *s, const tn_store_pos *pos, uint64_t lsn,
+                            tn_store_cursor **out);
+/* Appends the next whole records, up to those written (tn_store_written_lsn) and to upto, to
+ * out: about max bytes (at least one record when one is due, however large). Returns how many
  * (0: none written yet), or TN_EIO when the files do not hold what they should (a segment
- * gone, a record out of sequence). *next: the LSN the next read starts at. */
-int tn_store_cursor_read(tn_store_cursor *c, tn_buf *out, size_t max, uint64_t *next);
+ * gone, a record out of sequence). *next: the LSN the next read starts at, *pos where. */
+int tn_store_cursor_read(tn_store_cursor *c, tn_buf *out, size_t max, uint64_t upto,
+                         uint64_t *next);
+void tn_store_cursor_pos(const tn_store_cursor *c, tn_store_pos *pos);
 void tn_store_cursor_close(tn_store_cursor *c);
+
+/* A pair's active: tap(arg, lsn, rec, size, pos) runs on the loop thread for every record as it
+ * is appended, before it is written: rec is its whole encoded form (header, CRC, payload,
+ * padding: size bytes), or NULL for a record whose body is written by reference (not in
+ * memory as one piece); pos is where it will lie. It runs under the store's lock: it may only
+ * copy, never call the store. The standby gets small records at once this way, not after the
+ * active's own write and sync. NULL: none. */
+typedef void (*tn_store_tap_cb)(void *arg, uint64_t lsn, const uint8_t *rec, size_t size,
+                                const tn_store_pos *pos);
+void tn_store_set_tap(tn_store *s, tn_store_tap_cb tap, void *arg);
 
 /* Deletes every segment of the (closed) journal in dir: a standby whose journal diverged from
  * its active's (records of a superseded epoch) copies the active's anew. */

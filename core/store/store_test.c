@@ -679,7 +679,7 @@ test_cursor_mirror_gate(void)
     int total = 0;
     while (total < 151) {
         buf.len = 0;
-        int n = tn_store_cursor_read(cur, &buf, 1000, &next);
+        int n = tn_store_cursor_read(cur, &buf, 1000, UINT64_MAX, &next);
         CU_ASSERT_TRUE_FATAL(n > 0);
         total += n;
         size_t off = 0;
@@ -698,7 +698,8 @@ test_cursor_mirror_gate(void)
         }
     }
     CU_ASSERT_EQUAL(next, 152);
-    CU_ASSERT_EQUAL(tn_store_cursor_read(cur, &buf, 1000, &next), 0); /* nothing more yet */
+    CU_ASSERT_EQUAL(tn_store_cursor_read(cur, &buf, 1000, UINT64_MAX, &next),
+                    0); /* nothing more yet */
     /* A corrupt record is refused. */
     buf.data[30] ^= 1;
     {
@@ -721,7 +722,7 @@ test_cursor_mirror_gate(void)
     /* A cursor from the middle; one past the end is refused. */
     CU_ASSERT_EQUAL(tn_store_cursor_open(a, 77, &cur), 0);
     buf.len = 0;
-    CU_ASSERT_TRUE(tn_store_cursor_read(cur, &buf, 1, &next) == 1);
+    CU_ASSERT_TRUE(tn_store_cursor_read(cur, &buf, 1, UINT64_MAX, &next) == 1);
     CU_ASSERT_EQUAL(next, 78);
     tn_store_cursor_close(cur);
     CU_ASSERT_EQUAL(tn_store_cursor_open(a, 153, &cur), TN_ENOENT);

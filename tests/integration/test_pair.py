@@ -258,6 +258,40 @@ class StandbyLossTest(PairTestCase):
         self.assertEqual(self.drain(self.a, "o-sub", 10), [b"o-%d" % i for i in range(10)])
 
 
+class ConfigFileTest(unittest.TestCase):
+    """The same pair from config files (pair: section, a witness:// listener)."""
+
+    def test_pair_from_config_files(self):
+        tmp = tempfile.mkdtemp(prefix="tern-pair-conf-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        wconf = os.path.join(tmp, "witness.conf")
+        with open(wconf, "w") as f:
+            f.write('listeners:\n  - url: "witness://127.0.0.1:0"\npair:\n  role: witness\n')
+        # Its only listener is the config's: its ready line gives the port.
+        w = Broker(listeners=0, extra_args=["--config", wconf], data_dir=os.path.join(tmp, "w"))
+        w.start()
+        self.addCleanup(w.stop)
+        line = w.wait_log(r"TERN-READY listening on witness://127\.0\.0\.1:\d+")[0]
+        wport = int(line.rsplit(":", 1)[1])
+        pa, pb = free_port(), free_port()
+        nodes = []
+        for name, mine, peer in (("a", pa, pb), ("b", pb, pa)):
+            conf = os.path.join(tmp, name + ".conf")
+            with open(conf, "w") as f:
+                f.write("pair:\n  listen: 127.0.0.1:%d\n  peer: 127.0.0.1:%d\n"
+                        "  witness: 127.0.0.1:%d\n  alone_timeout: 700\n" % (mine, peer, wport))
+            n = Broker(extra_args=["--config", conf], data_dir=os.path.join(tmp, name))
+            os.makedirs(n.data_dir, exist_ok=True)
+            n.start()
+            self.addCleanup(n.stop)
+            nodes.append(n)
+            n.wait_log(role_re("active" if name == "a" else "standby", 1))
+        c = Client(nodes[0])
+        self.addCleanup(c.close)
+        c.connect()
+        c.disconnect()
+
+
 CERTS = None
 
 

@@ -220,32 +220,6 @@ node_id(const char *dir, char *out, size_t len)
     return ok ? 0 : -1;
 }
 
-/* "ADDR:PORT" or "[V6]:PORT" into host and port. */
-static int
-host_port(const char *s, char *host, size_t len, uint16_t *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s)
-        return -1;
-    const char *h = s, *he = colon;
-    if (*s == '[') {
-        h = s + 1;
-        he = strchr(s, ']');
-        if (!he || he + 1 != colon)
-            return -1;
-    }
-    if ((size_t)(he - h) >= len)
-        return -1;
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (*end || end == colon + 1 || p > 65535)
-        return -1;
-    memcpy(host, h, (size_t)(he - h));
-    host[he - h] = 0;
-    *port = (uint16_t)p;
-    return 0;
-}
-
 static void
 witness_signal(uv_signal_t *h, int signum)
 {
@@ -256,17 +230,11 @@ witness_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&t->sigterm, NULL);
 }
 
-/* ternd --role witness --listen witness://ADDR:PORT --data DIR */
+/* ternd --role witness --listen witness://ADDR:PORT --data DIR (the config's checked: one
+ * witness:// listener). */
 static int
-run_witness(const char *url, const char *dir)
+run_witness(const char *host, uint16_t port, const char *dir)
 {
-    char host[64];
-    uint16_t port;
-    if (!url || strncmp(url, "witness://", 10) != 0 ||
-        host_port(url + 10, host, sizeof host, &port) != 0) {
-        fprintf(stderr, "ternd: --role witness needs --listen witness://ADDR:PORT\n");
-        return 2;
-    }
     ternd t = {0};
     uv_loop_init(&t.loop);
     char err[512];
@@ -416,8 +384,8 @@ main(int argc, char **argv)
     };
     const char *config = NULL, *data = NULL, *level = NULL;
     const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL, *tls_verify = NULL;
-    const char *role = "node", *witness_url = NULL;
-    const char *pair_listen = NULL, *pair_peer = NULL, *pair_witness = NULL;
+    const char *role = NULL;
+    const char *pair_listen = NULL, *pair_peer = NULL, *pair_witness = NULL, *pair_zk = NULL;
     uint32_t pair_alone_ms = 0;
     bool pair_async = false;
     tn_conf_listener *listen = NULL;
@@ -434,10 +402,6 @@ main(int argc, char **argv)
             config = optarg;
             break;
         case 'l':
-            if (strncmp(optarg, "witness://", 10) == 0) {
-                witness_url = optarg;
-                break;
-            }
             listen = tn_xrealloc(listen, (n_listen + 1) * sizeof *listen);
             if (tn_conf_parse_listen_url(optarg, &listen[n_listen], err, sizeof err) != 0) {
                 fprintf(stderr, "ternd: --listen %s: %s\n", optarg, err);
@@ -488,10 +452,8 @@ main(int argc, char **argv)
             pair_witness = optarg;
             break;
         case OPT_PAIR_ZK:
-            fprintf(stderr, "ternd: --pair-zookeeper is not supported yet: use a witness "
-                            "(--pair-witness)\n");
-            ret = 2;
-            goto out;
+            pair_zk = optarg;
+            break;
         case OPT_PAIR_ALONE: {
             char *end;
             unsigned long v = strtoul(optarg, &end, 10);
@@ -526,35 +488,6 @@ main(int argc, char **argv)
         ret = 2;
         goto out;
     }
-    if (strcmp(role, "witness") == 0) {
-        tn_log_level wl = TN_LOG_INFO;
-        if (level)
-            tn_log_parse_level(level, &wl);
-        tn_log_set_level(wl);
-        ret = run_witness(witness_url, data ? data : "./data");
-        goto out;
-    }
-    if (witness_url) {
-        fprintf(stderr, "ternd: witness:// listeners are for --role witness\n");
-        ret = 2;
-        goto out;
-    }
-    char pl_host[64] = "", pp_host[64] = "", pw_host[64] = "";
-    uint16_t pl_port = 0, pp_port = 0, pw_port = 0;
-    bool paired = pair_listen || pair_peer || pair_witness;
-    if (paired && (!pair_listen || !pair_peer || !pair_witness)) {
-        fprintf(stderr, "ternd: a pair's node needs --pair-listen, --pair-peer and "
-                        "--pair-witness\n");
-        ret = 2;
-        goto out;
-    }
-    if (paired && (host_port(pair_listen, pl_host, sizeof pl_host, &pl_port) != 0 ||
-                   host_port(pair_peer, pp_host, sizeof pp_host, &pp_port) != 0 ||
-                   host_port(pair_witness, pw_host, sizeof pw_host, &pw_port) != 0)) {
-        fprintf(stderr, "ternd: --pair-listen, --pair-peer and --pair-witness take ADDR:PORT\n");
-        ret = 2;
-        goto out;
-    }
     if (config && tn_conf_load_file(&conf, config, err, sizeof err) != 0) {
         fprintf(stderr, "ternd: %s\n", err);
         goto out;
@@ -579,6 +512,25 @@ main(int argc, char **argv)
         tn_conf_tls_set(&conf.tls.ca, tls_ca);
     if (tls_verify)
         tn_conf_tls_set(&conf.tls.verify_client, tls_verify);
+    /* The --pair-* flags over the config's pair: section. */
+    if (role)
+        tn_conf_pair_set(&conf.pair.role, role);
+    if (pair_listen)
+        tn_conf_pair_set(&conf.pair.listen, pair_listen);
+    if (pair_peer)
+        tn_conf_pair_set(&conf.pair.peer, pair_peer);
+    if (pair_witness) {
+        tn_conf_pair_set(&conf.pair.witness, pair_witness);
+        tn_conf_pair_set(&conf.pair.zookeeper, NULL);
+    }
+    if (pair_zk) {
+        tn_conf_pair_set(&conf.pair.zookeeper, pair_zk);
+        tn_conf_pair_set(&conf.pair.witness, NULL);
+    }
+    if (pair_alone_ms)
+        conf.pair.alone_timeout = pair_alone_ms;
+    if (pair_async)
+        conf.pair.async = true;
     if (tn_conf_validate(&conf, err, sizeof err) != 0) {
         fprintf(stderr, "ternd: %s\n", err);
         goto out;
@@ -586,6 +538,30 @@ main(int argc, char **argv)
     tn_log_level lvl = TN_LOG_INFO;
     tn_log_parse_level(conf.log_level, &lvl);
     tn_log_set_level(lvl);
+    if (strcmp(conf.pair.role, "witness") == 0) {
+        ret = run_witness(conf.listeners[0].address, conf.listeners[0].port, conf.data_dir);
+        goto out;
+    }
+    if (conf.pair.zookeeper) {
+        fprintf(stderr, "ternd: a ZooKeeper coordinator (--pair-zookeeper, pair.zookeeper) is not "
+                        "supported yet: use a witness (--pair-witness)\n");
+        ret = 2;
+        goto out;
+    }
+    char pl_host[64] = "", pp_host[64] = "", pw_host[64] = "";
+    uint16_t pl_port = 0, pp_port = 0, pw_port = 0;
+    bool paired = conf.pair.listen != NULL;
+    /* Checked by tn_conf_validate: these parse. */
+    if (paired &&
+        (tn_conf_parse_host_port(conf.pair.listen, pl_host, sizeof pl_host, &pl_port) != 0 ||
+         tn_conf_parse_host_port(conf.pair.peer, pp_host, sizeof pp_host, &pp_port) != 0 ||
+         tn_conf_parse_host_port(conf.pair.witness, pw_host, sizeof pw_host, &pw_port) != 0)) {
+        fprintf(stderr, "ternd: pair addresses: expected ADDR:PORT\n");
+        ret = 2;
+        goto out;
+    }
+    uint32_t pair_alone = conf.pair.alone_timeout;
+    bool pair_is_async = conf.pair.async;
     if (tn_mkdirs(conf.data_dir) != 0) {
         tn_log_error("TERN-DATA-DIR", "cannot create data folder %s: %s", conf.data_dir,
                      strerror(errno));
@@ -817,8 +793,8 @@ main(int argc, char **argv)
                            .peer_host = pp_host,
                            .peer_port = pp_port,
                            .data_dir = conf.data_dir,
-                           .alone_ms = pair_alone_ms,
-                           .async = pair_async,
+                           .alone_ms = pair_alone,
+                           .async = pair_is_async,
                            .max_record = sc.max_record,
                            .store = &t.sc,
                            .role = on_repl_role,
