@@ -138,7 +138,7 @@ tn_buf_reserve(tn_buf *b, size_t n)
     if (n > b->max || b->len > b->max - n)
         return NULL;
     if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
+        size_t cap = b->cap ? b->cap : TN_BUF_MIN;
         while (cap < b->len + n)
             cap *= 2;
         if (cap > b->max)

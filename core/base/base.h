@@ -101,6 +101,9 @@ char *tn_xstrdup(const char *s);
  * TN_ETOOBIG and leave the buffer unchanged. Memory is allocated on the first append and given
  * back by tn_buf_reset(), so an idle connection's buffers cost nothing.
  */
+/* The first allocation of a tn_buf; it doubles from there. */
+#define TN_BUF_MIN 256
+
 typedef struct tn_buf {
     uint8_t *data;
     size_t len; /* bytes in use, from data[0] */

@@ -14,6 +14,8 @@ static void
 session_deliver_limits(tn_session *s)
 {
     const tn_broker_limits *l = &s->b->limits;
+    if (!s->queue) /* set when it is made */
+        return;
     if (s->is_queue) /* producers wait past max_offline; persistent messages page */
         tn_queue_set_limits(s->queue, l->max_offline, 0);
     else if (s->attached)
@@ -194,7 +196,6 @@ session_free(tn_session *s, bool log)
     tn_queue_free(s->queue);
     free(s->rx_ids);
     free(s->tx_ids);
-    free(s->id);
     free(s);
 }
 
@@ -234,7 +235,8 @@ tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out)
     out->retained = (uint32_t)tn_topictree_count(b->retained);
     out->paged = 0;
     for (const tn_session *s = b->sessions; s; s = s->hh.next)
-        out->paged += tn_queue_paged(s->queue);
+        if (s->queue)
+            out->paged += tn_queue_paged(s->queue);
 }
 
 const tn_broker_limits *
@@ -317,25 +319,37 @@ static const tn_pager_ops pager_ops = {tn_broker__load};
 tn_session *
 tn_broker__session_create(tn_broker *b, const char *id, size_t len, bool clean)
 {
-    tn_session *s = tn_xcalloc(1, sizeof *s);
+    tn_session *s = tn_xcalloc(1, sizeof *s + len + 1);
     s->b = b;
-    s->id = tn_xmalloc(len + 1);
     memcpy(s->id, id, len);
     s->id[len] = '\0';
     s->id_len = len;
     s->clean = clean;
     s->is_queue =
         len >= TN_QUEUE_PREFIX_LEN && memcmp(id, TN_QUEUE_PREFIX, TN_QUEUE_PREFIX_LEN) == 0;
-    s->queue = tn_queue_new(b->limits.max_queued, b->limits.max_offline);
-    if (s->is_queue)
-        session_deliver_limits(s);
-    if (b->store && !clean)
-        tn_queue_set_pager(s->queue, &pager_ops, b, b->limits.max_queue_memory);
+    if (s->is_queue) /* a named queue exists to hold messages */
+        tn_broker__session_queue(s);
     HASH_ADD_KEYPTR(hh, b->sessions, s->id, s->id_len, s);
     b->stats.sessions++;
     if (!clean)
         tn_broker__log_session(b, s, true);
     return s;
+}
+
+tn_queue *
+tn_broker__session_queue(tn_session *s)
+{
+    if (s->queue)
+        return s->queue;
+    tn_broker *b = s->b;
+    s->queue = tn_queue_new(b->limits.max_queued, b->limits.max_offline);
+    session_deliver_limits(s);
+    /* clean cannot change while the session lives: a clean open replaces a stored session. */
+    if (b->store && !s->clean)
+        tn_queue_set_pager(s->queue, &pager_ops, b, b->limits.max_queue_memory);
+    if (s->started)
+        s->consumer = tn_queue_attach(s->queue, &session_consumer_ops, s, b->limits.max_inflight);
+    return s->queue;
 }
 
 void
@@ -347,8 +361,11 @@ tn_broker__session_free(tn_session *s, bool log)
 void
 tn_session_start(tn_session *s)
 {
-    tn_assert(s->attached && !s->consumer);
-    s->consumer = tn_queue_attach(s->queue, &session_consumer_ops, s, s->b->limits.max_inflight);
+    tn_assert(s->attached && !s->started);
+    s->started = true;
+    if (s->queue)
+        s->consumer =
+            tn_queue_attach(s->queue, &session_consumer_ops, s, s->b->limits.max_inflight);
 }
 
 void
@@ -358,6 +375,7 @@ tn_session_detach(tn_session *s)
     if (s->consumer)
         tn_queue_detach(s->consumer);
     s->consumer = NULL;
+    s->started = false;
     s->attached = false;
     s->ops = NULL;
     s->ctx = NULL;
@@ -366,8 +384,10 @@ tn_session_detach(tn_session *s)
         session_free(s, false); /* resumes the producers that waited on it */
         return;
     }
-    session_deliver_limits(s);
-    tn_queue_wake(s->queue); /* producers never wait on an offline session */
+    if (s->queue) {
+        session_deliver_limits(s);
+        tn_queue_wake(s->queue); /* producers never wait on an offline session */
+    }
 }
 
 void
@@ -492,6 +512,7 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
         b->stats.dropped_qos0++;
         return TN_ETOOBIG;
     }
+    tn_queue *q = tn_broker__session_queue(s);
     int rc;
     tn_paged where;
     /* Persistent messages to a persistent session or durable queue are journaled first, so a
@@ -501,20 +522,20 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
     bool pages = qos > 0 && !s->clean && b->store &&
                  (m->persistent || m->payload_len >= TN_VOLATILE_PAGE_MIN);
     if (!pages) {
-        rc = tn_queue_push(s->queue, m, qos, qos > 0, flags);
-    } else if (tn_queue_is_full(s->queue)) {
-        rc = tn_queue_push(s->queue, m, qos, true, flags); /* refused and counted */
+        rc = tn_queue_push(q, m, qos, qos > 0, flags);
+    } else if (tn_queue_is_full(q)) {
+        rc = tn_queue_push(q, m, qos, true, flags); /* refused and counted */
     } else if (m->persistent ? tn_broker__log_enq(b, s, m, qos, flags, &where)
                              : tn_broker__log_volatile(b, m, qos, flags, &where)) {
-        rc = tn_queue_push_ref(s->queue, m, &where);
+        rc = tn_queue_push_ref(q, m, &where);
     } else {
-        rc = tn_queue_push(s->queue, m, qos, true, flags); /* not on disk: memory only */
+        rc = tn_queue_push(q, m, qos, true, flags); /* not on disk: memory only */
     }
     if (rc == 0) {
         b->stats.delivered++;
         if (!s->attached && !s->is_queue)
             return 0; /* offline: nobody waits, max_offline bounds it */
-        uint32_t ep = tn_queue_behind(s->queue);
+        uint32_t ep = tn_queue_behind(q);
         if (ep && !s->is_queue && (!s->on_behind || s->behind_ep != ep))
             behind_add(s, ep); /* a new congestion episode: time it */
         /* A slow consumer makes nobody wait for what it can drop (QoS 0) or page to the journal
@@ -522,7 +543,7 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
          * wait. */
         bool spill = s->slow && (qos == 0 || pages);
         if (producer && !spill)
-            tn_queue_wait(s->queue, producer);
+            tn_queue_wait(q, producer);
         return 0;
     }
     if (qos == 0)
@@ -534,7 +555,7 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
         tn_log_warn("SUB-OFFLINE-FULL",
                     "%s: %s session holds %u messages (max_offline_messages), dropping new ones "
                     "until it catches up",
-                    s->id, s->attached ? "slow" : "offline", tn_queue_depth(s->queue));
+                    s->id, s->attached ? "slow" : "offline", tn_queue_depth(q));
     }
     return TN_ETOOBIG;
 }
@@ -577,6 +598,7 @@ tn_session_subscribe(tn_session *s, const char *filter, uint8_t qos)
             return rc;
         }
         HASH_ADD_KEYPTR(hh, s->subs, sub->filter, strlen(sub->filter), sub);
+        tn_broker__session_queue(s); /* deliveries may come from now on */
     }
     if (!s->clean)
         tn_broker__log_sub(s->b, s, filter, qos, true);
@@ -691,14 +713,14 @@ tn_broker_send(tn_broker *b, tn_session *q, tn_message *m, tn_flow *producer)
 void
 tn_broker_queue_free(tn_session *q)
 {
-    tn_assert(q->is_queue && tn_queue_consumers(q->queue) == 0);
+    tn_assert(q->is_queue && tn_queue_consumers(tn_broker__session_queue(q)) == 0);
     session_free(q, true);
 }
 
 tn_queue *
 tn_session_queue(tn_session *s)
 {
-    return s->queue;
+    return tn_broker__session_queue(s);
 }
 
 int

@@ -16,15 +16,32 @@ typedef struct tn_sub {
     UT_hash_handle hh;
 } tn_sub;
 
+/*
+ * A client's session costs its connection little until something can be delivered to it: the
+ * queue (and its consumer) is made on first need (tn_broker__session_queue: a subscription, a
+ * queued message, a named queue, a protocol asking for it), so a client that only connects, or
+ * only publishes, keeps no queue. Ten thousand idle devices are common; deliveries are not.
+ */
 struct tn_session {
     tn_broker *b;
-    char *id;
     size_t id_len;
+    tn_queue *queue;       /* NULL until first needed */
+    tn_consumer *consumer; /* NULL while detached, before start, or while queue is NULL */
+    const tn_session_ops *ops;
+    void *ctx;
+    tn_sub *subs;
+    uint64_t *rx_ids; /* bitmaps of 65536 ids, allocated on first use, freed when empty */
+    uint64_t *tx_ids;
+    uint32_t rx_count, tx_count;
+    uint64_t mark; /* publish routing: last message id that matched, and its best QoS */
+    uint8_t mark_qos;
     bool clean;
     bool warned_full; /* logged a drop since the last attach */
     bool attached;    /* a connection owns it (consumer is set once started) */
+    bool started;     /* tn_session_start() since the attach: a new queue gets the consumer */
     bool is_queue;    /* a named queue (tn_broker_queue): consumers attach to its queue */
     bool slow;        /* a slow consumer: QoS 0 to it is dropped, QoS 0 producers don't wait */
+    bool on_behind;
     /* Congestion episode being timed (the queue's tn_queue_behind number), while on b->behind. */
     uint32_t behind_ep;
     uint64_t behind_start; /* loop ms the episode started */
@@ -32,18 +49,8 @@ struct tn_session {
     uint64_t behind_taken; /* tn_queue_taken at the window's start */
     uint64_t slow_dropped; /* QoS 0 dropped in this slow episode */
     tn_session *bnext, *bprev;
-    bool on_behind;
-    uint32_t rx_count, tx_count;
-    uint64_t *rx_ids; /* bitmaps of 65536 ids, allocated on first use, freed when empty */
-    uint64_t *tx_ids;
-    tn_queue *queue;
-    tn_consumer *consumer; /* NULL while detached */
-    const tn_session_ops *ops;
-    void *ctx;
-    tn_sub *subs;
-    uint64_t mark; /* publish routing: last message id that matched, and its best QoS */
-    uint8_t mark_qos;
     UT_hash_handle hh;
+    char id[]; /* id_len bytes and a NUL (one allocation with the session) */
 };
 
 /* Named queues are sessions whose id is this prefix and the name (client ids cannot start
@@ -128,6 +135,9 @@ void tn_broker__log_rx(tn_broker *b, tn_session *s, uint16_t pid, bool mark);
 /* broker.c internals persist.c uses to rebuild state. */
 tn_session *tn_broker__session_find(tn_broker *b, const char *id, size_t len);
 tn_session *tn_broker__session_create(tn_broker *b, const char *id, size_t len, bool clean);
+/* s's queue, made now if it has none yet (with its pager and limits, and the consumer when
+ * the session is started). */
+tn_queue *tn_broker__session_queue(tn_session *s);
 void tn_broker__session_free(tn_session *s, bool log);
 
 /* tn_paged.flags: a non-persistent message paged to the journal (never enqueued there). */

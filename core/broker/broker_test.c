@@ -697,6 +697,131 @@ test_journal_replay(void)
     finish(b, st, dir);
 }
 
+/* A session gets its queue (and its connection's consumer) only when something may be delivered
+ * to it: an idle client, or one that only publishes, keeps none. */
+static void
+test_queue_on_first_need(void)
+{
+    tn_broker *b = tn_broker_new(&limits);
+    publish(b, "r", "kept", 1, true);
+    fake a = {0};
+    open_session(b, &a, "idle", true, NULL);
+    CU_ASSERT_PTR_NULL(tn_session_consumer(a.s));
+    publish(b, "x", "nobody", 1, false);
+    CU_ASSERT_PTR_NULL(tn_session_consumer(a.s));
+    /* Packet ids work without a queue (a publisher's QoS 2 receipts). */
+    CU_ASSERT_TRUE(tn_session_rx_mark(a.s, 7));
+    CU_ASSERT_TRUE(tn_session_rx_release(a.s, 7));
+    /* The first subscription makes it, attached to the started connection: retained first. */
+    CU_ASSERT_EQUAL(tn_session_subscribe(a.s, "r", 1), 0);
+    CU_ASSERT_PTR_NOT_NULL(tn_session_consumer(a.s));
+    CU_ASSERT_EQUAL(a.n, 1);
+    CU_ASSERT_STRING_EQUAL(a.payload[0], "kept");
+    CU_ASSERT_EQUAL(a.flags[0], TN_DELIVERY_RETAINED);
+    publish(b, "r", "live", 1, false);
+    CU_ASSERT_EQUAL(a.n, 2);
+    ack_all(&a);
+    /* Subscribed before start: the consumer comes with start, deliveries after it. */
+    fake c = {0};
+    bool present;
+    CU_ASSERT_EQUAL(tn_broker_session_open(b, "early", 5, true, &fake_ops, &c, &c.s, &present), 0);
+    CU_ASSERT_EQUAL(tn_session_subscribe(c.s, "r", 1), 0);
+    CU_ASSERT_PTR_NULL(tn_session_consumer(c.s));
+    CU_ASSERT_EQUAL(c.n, 0);
+    tn_session_start(c.s);
+    CU_ASSERT_PTR_NOT_NULL(tn_session_consumer(c.s));
+    CU_ASSERT_EQUAL(c.n, 1);
+    ack_all(&c);
+    /* A protocol asking for the queue gets one (and the consumer, once started). */
+    fake d = {0};
+    open_session(b, &d, "asks", true, NULL);
+    CU_ASSERT_PTR_NOT_NULL(tn_session_queue(d.s));
+    CU_ASSERT_PTR_NOT_NULL(tn_session_consumer(d.s));
+    tn_broker_stats st;
+    tn_broker_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.sessions, 3);
+    CU_ASSERT_EQUAL(st.paged, 0);
+    tn_session_detach(a.s);
+    tn_session_detach(c.s);
+    tn_session_detach(d.s);
+    tn_broker_free(b);
+}
+
+/* Persistent sessions without a queue are journaled, checkpointed and recovered like others;
+ * one recovered without a queue gets it when a message comes for it, also while offline. */
+static void
+test_queueless_persistent_sessions(void)
+{
+    char dir[] = "/tmp/tern-broker-lazy-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    tn_broker_limits l = limits;
+    l.compact_bytes = 4096;
+    tn_store *st;
+    tn_broker *b = recovered_with(dir, &st, &l);
+    fake idle = {0}, pub = {0}, sub = {0};
+    open_session(b, &idle, "idle", false, NULL);
+    open_session(b, &pub, "pub", false, NULL);
+    CU_ASSERT_TRUE(tn_session_rx_mark(pub.s, 3)); /* QoS 2 received, not released */
+    open_session(b, &sub, "sub", false, NULL);
+    tn_session_subscribe(sub.s, "t", 1);
+    CU_ASSERT_PTR_NULL(tn_session_consumer(idle.s));
+    CU_ASSERT_PTR_NULL(tn_session_consumer(pub.s));
+    tn_session_detach(idle.s);
+    tn_session_detach(pub.s);
+    /* Enough journal for checkpoints, which walk every session, queue or not. */
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 10; i++)
+            publish(b, "t", "payload payload payload", 1, false);
+        ack_all(&sub);
+        sub.n = 0;
+        settle(b, st);
+        tn_broker_maintain(b);
+        settle(b, st);
+    }
+    tn_session_detach(sub.s);
+    publish(b, "t", "offline", 1, false);
+    settle(b, st);
+    tn_store_close(st);
+    tn_broker_free(b);
+
+    b = recovered_with(dir, &st, &l);
+    tn_broker_stats stats;
+    tn_broker_get_stats(b, &stats);
+    CU_ASSERT_EQUAL(stats.sessions, 3);
+    fake idle2 = {0}, pub2 = {0}, sub2 = {0};
+    bool present = false;
+    open_session(b, &idle2, "idle", false, &present);
+    CU_ASSERT_TRUE(present);
+    CU_ASSERT_PTR_NULL(tn_session_consumer(idle2.s));
+    open_session(b, &pub2, "pub", false, &present);
+    CU_ASSERT_TRUE(present);
+    CU_ASSERT_FALSE(tn_session_rx_mark(pub2.s, 3)); /* still marked: a duplicate */
+    open_session(b, &sub2, "sub", false, &present);
+    CU_ASSERT_TRUE(present);
+    CU_ASSERT_EQUAL(sub2.n, 1);
+    CU_ASSERT_STRING_EQUAL(sub2.payload[0], "offline");
+    ack_all(&sub2);
+    /* The idle one subscribes after the restart, goes offline: its new queue keeps QoS 1. */
+    tn_session_subscribe(idle2.s, "late", 1);
+    tn_session_detach(idle2.s);
+    publish(b, "late", "queued", 1, false);
+    settle(b, st);
+    tn_session_detach(pub2.s);
+    tn_session_detach(sub2.s);
+    tn_store_close(st);
+    tn_broker_free(b);
+
+    b = recovered_with(dir, &st, &l);
+    fake idle3 = {0};
+    open_session(b, &idle3, "idle", false, &present);
+    CU_ASSERT_TRUE(present);
+    CU_ASSERT_EQUAL(idle3.n, 1);
+    CU_ASSERT_STRING_EQUAL(idle3.payload[0], "queued");
+    ack_all(&idle3);
+    tn_session_detach(idle3.s);
+    finish(b, st, dir);
+}
+
 /* Takes and acks what f's session offers, in rounds, until it offers nothing or limit were
  * taken; payloads must be "N", "N+1", ... from *next on. Returns how many. */
 static int
@@ -1216,5 +1341,7 @@ main(void)
     CU_add_test(s, "intake_budget", test_intake_budget);
     CU_add_test(s, "named_queue_paged_retry", test_named_queue_paged_retry);
     CU_add_test(s, "large_volatile_paged", test_large_volatile_paged);
+    CU_add_test(s, "queue_on_first_need", test_queue_on_first_need);
+    CU_add_test(s, "queueless_persistent_sessions", test_queueless_persistent_sessions);
     return tn_test_run();
 }

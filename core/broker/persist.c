@@ -675,7 +675,7 @@ checkpoint_plan(tn_broker *b, ckpt_ctx *cc)
     tn_session *s, *tmp;
     HASH_ITER(hh, b->sessions, s, tmp)
     {
-        if (!s->clean)
+        if (!s->clean && s->queue)
             tn_queue_paged_walk(s->queue, measure_paged, cc);
     }
     if (cc->oldest == UINT64_MAX)
@@ -728,6 +728,8 @@ checkpoint(tn_broker *b)
             for (tn_delivery *d = tn_queue_unacked_first(s->consumer); d;
                  d = tn_queue_unacked_next(d))
                 ckpt_delivery(b, &written, s, d);
+        if (!s->queue)
+            continue; /* nothing was ever queued */
         for (tn_delivery *d = tn_queue_first(s->queue); d; d = d->next)
             ckpt_delivery(b, &written, s, d);
         cc.s = s;
@@ -766,7 +768,7 @@ tn_broker_maintain(tn_broker *b)
         {
             /* Sessions and named queues alike (a queue's consumers are not its session's):
              * tn_queue_refill() does nothing without consumers. */
-            if (tn_queue_paged(s->queue))
+            if (s->queue && tn_queue_paged(s->queue))
                 tn_queue_refill(s->queue);
         }
     }
@@ -898,13 +900,15 @@ apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
         ref.qos = qos & 3;
         ref.flags = flags & 3;
         tn_message *m = rp->last && rp->last->id == mid ? rp->last : NULL;
-        tn_queue_push_ref(s->queue, m, &ref); /* in memory, or paged past the limit */
+        /* in memory, or paged past the limit */
+        tn_queue_push_ref(tn_broker__session_queue(s), m, &ref);
         break;
     }
     case REC_STATE: {
         uint64_t mid = get_u64(&r);
         uint8_t state = get_u8(&r);
-        for (tn_delivery *d = s && !r.bad ? tn_queue_first(s->queue) : NULL; d; d = d->next)
+        for (tn_delivery *d = s && s->queue && !r.bad ? tn_queue_first(s->queue) : NULL; d;
+             d = d->next)
             if (d->msg->id == mid) {
                 d->state = state;
                 break;
@@ -913,7 +917,7 @@ apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
     }
     case REC_ACK: {
         uint64_t mid = get_u64(&r);
-        if (s && !r.bad)
+        if (s && s->queue && !r.bad)
             tn_queue_drop(s->queue, mid);
         break;
     }

@@ -169,7 +169,7 @@ flow_resume(tn_flow *f)
 static void
 intake_resume(tn_intake *t)
 {
-    mconn *c = TN_CONTAINER_OF(t, mconn, intake);
+    mconn *c = TN_CONTAINER_OF(t, big_in, intake)->c;
     if (c->state != ST_CLOSING)
         c->io->wake(c->ioc);
 }
@@ -197,7 +197,6 @@ mqtt_open(void *proto, const tn_io *io, void *ioc)
     c->state = ST_CONNECT;
     tn_mqtt_decoder_init(&c->dec, TN_MQTT_ROLE_SERVER, decoder_limit(&m->conf));
     tn_flow_init(&c->flow, flow_resume);
-    c->intake.resume = intake_resume;
     tn_buf_init(&c->deferred, (size_t)m->conf.max_packet * 2 + 65536);
     io->set_deadline(ioc, io->now(ioc) + m->conf.connect_timeout_ms);
     return c;
@@ -209,11 +208,11 @@ mqtt_open(void *proto, const tn_io *io, void *ioc)
 static void
 close_now(mconn *c)
 {
-    if (c->big.msg) {
-        tn_message_unref(c->big.msg);
-        c->big.msg = NULL;
+    if (c->big) {
+        tn_message_unref(c->big->msg);
+        c->big->msg = NULL;
+        tn_intake_release(c->m->broker, &c->big->intake);
     }
-    tn_intake_release(c->m->broker, &c->intake);
     c->state = ST_CLOSING;
     c->io->set_deadline(c->ioc, 0);
     c->io->close(c->ioc);
@@ -363,22 +362,22 @@ run_deferred(mconn *c)
 static ssize_t
 big_feed(mconn *c, const uint8_t *p, size_t len)
 {
-    size_t take = c->big.need - c->big.got;
+    size_t take = c->big->need - c->big->got;
     if (take > len)
         take = len;
-    if (p != c->big.dst + c->big.got) /* else net read it in place (mqtt_read_into) */
-        memcpy(c->big.dst + c->big.got, p, take);
-    c->big.got += take;
+    if (p != c->big->dst + c->big->got) /* else net read it in place (mqtt_read_into) */
+        memcpy(c->big->dst + c->big->got, p, take);
+    c->big->got += take;
     if (c->keepalive_ms && !c->pauses)
         c->io->set_deadline(c->ioc, c->io->now(c->ioc) + c->keepalive_ms);
-    if (c->big.got < c->big.need)
+    if (c->big->got < c->big->need)
         return (ssize_t)take;
-    tn_message *msg = c->big.msg;
-    c->big.msg = NULL;
+    tn_message *msg = c->big->msg;
+    c->big->msg = NULL;
     /* Whole: no longer arriving; its payload stays charged to the budget while it waits in
      * memory for its subscribers. */
-    tn_intake_charge(c->m->broker, &c->intake, msg);
-    int rc = tn_mqtt__publish_message(c, msg, c->big.qos, c->big.pid);
+    tn_intake_charge(c->m->broker, &c->big->intake, msg);
+    int rc = tn_mqtt__publish_message(c, msg, c->big->qos, c->big->pid);
     tn_message_unref(msg);
     if (rc < 0) {
         if (c->state != ST_CLOSING)
@@ -444,10 +443,16 @@ big_begin(mconn *c, const uint8_t *p, size_t len, size_t *used)
     }
     set_pause(c, PAUSE_FLOW, false);
     tn_mqtt *m = c->m;
-    if (c->intake.waiting)
+    if (!c->big) {
+        c->big = tn_xcalloc(1, sizeof *c->big);
+        c->big->c = c;
+        c->big->intake.resume = intake_resume;
+    }
+    if (c->big->intake.waiting)
         return BIG_LATER;
-    if (c->intake.held < pub->payload.len) {
-        if (tn_intake_reserve(m->broker, &c->intake, pub->payload.len - c->intake.held) != 0) {
+    if (c->big->intake.held < pub->payload.len) {
+        if (tn_intake_reserve(m->broker, &c->big->intake, pub->payload.len - c->big->intake.held) !=
+            0) {
             set_pause(c, PAUSE_INTAKE, true); /* intake_resume() wakes us */
             return BIG_LATER;
         }
@@ -465,12 +470,12 @@ big_begin(mconn *c, const uint8_t *p, size_t len, size_t *used)
         close_now(c);
         return TN_ENOMEM;
     }
-    c->big.msg = msg;
-    c->big.dst = dst;
-    c->big.got = 0;
-    c->big.need = pub->payload.len;
-    c->big.pid = pub->pid;
-    c->big.qos = pub->qos;
+    c->big->msg = msg;
+    c->big->dst = dst;
+    c->big->got = 0;
+    c->big->need = pub->payload.len;
+    c->big->pid = pub->pid;
+    c->big->qos = pub->qos;
     *used = hu;
     return 0;
 }
@@ -488,7 +493,7 @@ mqtt_input(void *a, const uint8_t *p, size_t len)
         set_pause(c, PAUSE_FLOW, false);
     size_t off = 0;
     bool got = false;
-    if (c->big.msg) {
+    if (c->big && c->big->msg) {
         ssize_t n = big_feed(c, p, len);
         if (n < 0)
             return n;
@@ -590,8 +595,11 @@ mqtt_closed(void *a, int reason)
     if (c->s)
         tn_session_detach(c->s);
     c->s = NULL;
-    tn_message_unref(c->big.msg);
-    tn_intake_release(c->m->broker, &c->intake);
+    if (c->big) {
+        tn_message_unref(c->big->msg);
+        tn_intake_release(c->m->broker, &c->big->intake);
+        free(c->big);
+    }
     /* The will goes out on any close not preceded by DISCONNECT [MQTT-3.1.2-8], except when the
      * broker itself is shutting down. */
     if (c->will && reason != TN_CLOSE_SHUTDOWN)
@@ -608,10 +616,10 @@ static uint8_t *
 mqtt_read_into(void *a, size_t *len)
 {
     mconn *c = a;
-    if (!c->big.msg || c->state == ST_CLOSING)
+    if (!c->big || !c->big->msg || c->state == ST_CLOSING)
         return NULL;
-    *len = c->big.need - c->big.got;
-    return c->big.dst + c->big.got;
+    *len = c->big->need - c->big->got;
+    return c->big->dst + c->big->got;
 }
 
 const tn_adapter_ops tn_mqtt_adapter = {

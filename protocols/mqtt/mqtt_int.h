@@ -46,7 +46,22 @@ struct tn_mqtt {
     frame_cache frame;
 };
 
-typedef struct mconn {
+typedef struct mconn mconn;
+
+/* A large PUBLISH arriving straight into its message, and what it holds of the broker's
+ * incoming budget. Apart from mconn because few connections ever send one: idle devices must
+ * not pay for it. */
+typedef struct big_in {
+    mconn *c;
+    tn_message *msg; /* NULL: none */
+    uint8_t *dst;    /* its payload */
+    size_t got, need;
+    uint16_t pid;
+    uint8_t qos;
+    tn_intake intake;
+} big_in;
+
+struct mconn {
     tn_mqtt *m;
     const tn_io *io;
     void *ioc;
@@ -57,22 +72,14 @@ typedef struct mconn {
     /* Packets read while the flow is blocked, in order, waiting to be handled (see mqtt.c). */
     tn_buf deferred;
     uint8_t pauses; /* PAUSE_*: socket reads are paused while any is set */
-    /* A large PUBLISH arriving straight into its message. */
-    struct {
-        tn_message *msg; /* NULL: none */
-        uint8_t *dst;    /* its payload */
-        size_t got, need;
-        uint16_t pid;
-        uint8_t qos;
-    } big;
-    tn_intake intake; /* what big holds of the broker's incoming budget */
+    big_in *big;    /* NULL until the first large PUBLISH; then kept until closed */
     uint32_t keepalive_ms;
     uint8_t version;
     uint8_t state;
     bool disconnected;  /* DISCONNECT received: no will [MQTT-3.14.4-3] */
     bool hold;          /* deliveries wait for a SUBACK still waiting for the journal */
     tn_replies replies; /* responses waiting for the journal, oldest first */
-} mconn;
+};
 
 /* Each returns 0, or a negative TN_E* after logging: the connection is then closed. */
 int tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p);
