@@ -40,8 +40,10 @@ typedef struct plink {
     size_t inflight; /* bytes in write requests not yet completed */
     bool served;     /* accepted by us: we (the active) serve a standby on it */
     bool closing;
-    bool welcomed; /* standby: WELCOME arrived; active: HELLO answered */
-    char name[65]; /* the standby's (served links) */
+    bool welcomed;   /* standby: WELCOME arrived; active: HELLO answered */
+    bool connected;  /* standby: the TCP connection is up */
+    bool hello_sent; /* standby */
+    char name[65];   /* the standby's (served links) */
     /* TLS (when the pair has a certificate): ciphertext in and out, and the plaintext frames
      * sent before the handshake was done. */
     tn_tls *tls;
@@ -715,7 +717,10 @@ on_hello(plink *l, const uint8_t *pl, size_t len)
         link_close(l);
         return;
     }
-    if (r->mode != R_ACTIVE) {
+    if (r->mode != R_ACTIVE || !tn_lease_valid(r->lease)) {
+        /* Not (or no longer) active by its own clock: a node whose lease ended while it was
+         * frozen must not tell a standby what its journal should hold (the model in
+         * cluster/model found a standby wiping a confirmed message that way). */
         free(h);
         send_simple(l, F_NOTACTIVE, NULL);
         link_close(l);
@@ -859,6 +864,17 @@ on_welcome(plink *l, const uint8_t *pl, size_t len)
         return;
     }
     char err[256] = "";
+    if (r->n_hist && epoch < r->hist[r->n_hist - 1].epoch) {
+        /* A node of a superseded epoch (frozen, not yet fenced) must not make this journal
+         * start over. */
+        tn_log_warn("PAIR-LINK",
+                    "%s claims to be active at epoch %" PRIu64
+                    ", but this node has seen epoch %" PRIu64 "; closing",
+                    name, epoch, r->hist[r->n_hist - 1].epoch);
+        free(h);
+        link_close(l);
+        return;
+    }
     if (reset) {
         tn_log_warn("PAIR-RESET",
                     "the active %s (epoch %" PRIu64
@@ -1091,6 +1107,30 @@ on_accept(uv_stream_t *server, int status)
 }
 
 static void
+send_hello(plink *l)
+{
+    tn_repl *r = l->r;
+    if (l->hello_sent)
+        return;
+    l->hello_sent = true;
+    tn_buf b;
+    frame_begin(&b, SIZE_MAX);
+    add_name(&b, r->node);
+    add64(&b, tn_store_last_lsn(r->sstore));
+    add_hist(&b, r->hist, r->n_hist);
+    send_frame(l, F_HELLO, &b);
+}
+
+static void
+hello_when_durable(void *arg, int status)
+{
+    tn_repl *r = arg;
+    if (status == 0 && r->up && r->up->connected && !r->up->closing && r->sstore &&
+        tn_store_durable_lsn(r->sstore) >= tn_store_last_lsn(r->sstore))
+        send_hello(r->up);
+}
+
+static void
 on_connected(uv_connect_t *req, int status)
 {
     plink *l = req->data;
@@ -1114,12 +1154,15 @@ on_connected(uv_connect_t *req, int status)
         tn_tls_read(l->tls, none, 0); /* the ClientHello */
         flush_cout(l);
     }
-    tn_buf b;
-    frame_begin(&b, SIZE_MAX);
-    add_name(&b, r->node);
-    add64(&b, tn_store_last_lsn(r->sstore));
-    add_hist(&b, r->hist, r->n_hist);
-    send_frame(l, F_HELLO, &b);
+    l->connected = true;
+    /* The journal's end goes in the HELLO only once it is durable: the active counts it as
+     * acknowledged (a record received but not yet synced, then lost in a crash, would count as
+     * held here). */
+    uint64_t last = tn_store_last_lsn(r->sstore);
+    if (tn_store_durable_lsn(r->sstore) < last)
+        tn_store_when_durable(r->sstore, last, hello_when_durable, r);
+    else
+        send_hello(l);
 }
 
 static void

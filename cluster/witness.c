@@ -449,19 +449,25 @@ conn_close(wconn *c)
         uv_close((uv_handle_t *)&c->tcp, conn_freed);
 }
 
-/* No more requests from c: the lease ends now if c is the holder's connection (cluster.h). */
+/* No more requests from c. by_peer: the node closed it (or its process is gone): then the
+ * lease ends now if c is the holder's connection (cluster.h). A connection the witness drops
+ * itself (a bad request, replies not read, its state not saved) leaves the lease to its
+ * expiry: the holder may not know yet, and counts on it until its own clock says otherwise. */
 static void
-conn_end(wconn *c)
+conn_end(wconn *c, bool by_peer)
 {
     tn_witness *w = c->w;
     if (c->closing)
         return;
     c->closing = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (w->st.live && w->st.conn == c->id)
-        tn_log_info("WITNESS-LOST", "lease of node=%s epoch=%" PRIu64 " ended: connection closed",
-                    w->st.holder, w->st.epoch);
-    tn_witness_conn_closed(&w->st, c->id);
+    if (by_peer) {
+        if (w->st.live && w->st.conn == c->id)
+            tn_log_info("WITNESS-LOST",
+                        "lease of node=%s epoch=%" PRIu64 " ended: connection closed", w->st.holder,
+                        w->st.epoch);
+        tn_witness_conn_closed(&w->st, c->id);
+    }
     arm_timer(w);
     if (c->writes == 0)
         conn_close(c);
@@ -475,7 +481,7 @@ write_done(uv_write_t *req, int status)
     free(ww);
     c->writes--;
     if (status < 0 && !c->closing)
-        conn_end(c);
+        conn_end(c, true); /* the node reset the connection */
     else if (c->closing && c->writes == 0)
         conn_close(c);
 }
@@ -486,7 +492,7 @@ send_reply(wconn *c, const char *text)
     size_t len = strlen(text);
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > MAX_UNSENT) {
         tn_log_warn("WITNESS-SLOW", "connection %" PRIu64 ": replies not read, closing", c->id);
-        conn_end(c);
+        conn_end(c, false);
         return;
     }
     wwrite *ww = tn_xmalloc(sizeof *ww);
@@ -495,7 +501,7 @@ send_reply(wconn *c, const char *text)
     uv_buf_t b = uv_buf_init(ww->text, (unsigned)len);
     if (uv_write(&ww->req, (uv_stream_t *)&c->tcp, &b, 1, write_done) != 0) {
         free(ww);
-        conn_end(c);
+        conn_end(c, true);
         return;
     }
     c->writes++;
@@ -537,7 +543,7 @@ request(wconn *c, const char *line, size_t len)
     arm_timer(w);
     send_reply(c, reply);
     if (rc < 0)
-        conn_end(c);
+        conn_end(c, false);
 }
 
 static void
@@ -553,7 +559,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     wconn *c = (wconn *)s;
     if (nread < 0) {
-        conn_end(c);
+        conn_end(c, true);
         return;
     }
     c->len += (size_t)nread;

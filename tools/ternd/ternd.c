@@ -156,6 +156,11 @@ on_granted(void *arg, uint64_t epoch)
 {
     ternd *t = arg;
     char err[512];
+    if (t->role == TN_ROLE_FENCED || t->role == TN_ROLE_ACTIVE) {
+        /* Not wanted any more (fenced: only a restart rejoins), or a grant already in use. */
+        tn_lease_release(t->lease);
+        return;
+    }
     tn_repl_standby_stop(t->repl);
     bool ok = tn_store_open(&t->sc, &t->store, err, sizeof err) == 0;
     if (ok) {
@@ -179,6 +184,7 @@ static void
 on_lost(void *arg, uint64_t epoch, const char *why)
 {
     ternd *t = arg;
+    tn_lease_want(t->lease, false); /* a fenced node never asks again: a restart rejoins */
     tn_repl_fence(t->repl);
     tn_broker_set_standby(t->broker, true, t->peer_host);
     /* Its clients go at once: they reconnect to the new active (what they sent here and was
