@@ -22,7 +22,8 @@
  *     -> GRANT <epoch> <lease_ms>   granted: <node> is active at the new <epoch>, which is the
  *                                   stored epoch + 1, synced to the witness' disk before this
  *                                   reply; the lease runs lease_ms from the witness' receipt
- *     -> BUSY <epoch> <holder>      another node holds a lease that has not expired
+ *     -> BUSY <epoch> <holder> <ms> another node holds a lease that has not expired; it ends
+ *                                   in at most <ms> (unless renewed): ask again then
  *     -> BEHIND <epoch> <holder>    the lease is free but <node> is recorded out of sync (it
  *                                   may lack confirmed messages): never promoted. <holder> is
  *                                   the last holder, the only node that may take it now

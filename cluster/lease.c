@@ -346,9 +346,14 @@ reply(tn_lease *l, lconn *c, const char *line, size_t len)
         memcmp(f[0], "GRANT", 5) == 0 && tn_cluster__parse_u64(f[2], fl[2], &ms)) {
         if (!l->held)
             on_grant(l, &s, epoch, ms);
-    } else if (s.kind == REQ_ACQUIRE && named &&
-               ((fl[0] == 4 && memcmp(f[0], "BUSY", 4) == 0) ||
-                (fl[0] == 6 && memcmp(f[0], "BEHIND", 6) == 0))) {
+    } else if (s.kind == REQ_ACQUIRE && n == 4 && is_epoch && fl[0] == 4 &&
+               memcmp(f[0], "BUSY", 4) == 0 && tn_cluster__name_ok(f[2], fl[2]) &&
+               tn_cluster__parse_u64(f[3], fl[3], &ms)) {
+        /* Not ours now: asked again as soon as that lease can end (then every renew_ms). */
+        set_holder(l, f[2], fl[2]);
+        if (l->want && !l->held && ms < l->renew_ms)
+            uv_timer_start(&l->tick, on_tick, ms + 1, l->renew_ms);
+    } else if (s.kind == REQ_ACQUIRE && named && fl[0] == 6 && memcmp(f[0], "BEHIND", 6) == 0) {
         /* Not ours now; asked again at the next tick while wanted. */
         set_holder(l, f[2], fl[2]);
     } else if (s.kind == REQ_RENEW && n == 2 && is_epoch && fl[0] == 2 &&

@@ -135,7 +135,11 @@ tn_witness_handle(tn_witness_state *st, uint32_t lease_ms, uint64_t conn, uint64
         if (!tn_cluster__name_ok(f[1], fl[1]))
             return bad(reply, reply_len, "bad node name");
         if (st->live) {
-            snprintf(reply, reply_len, "BUSY %" PRIu64 " %s\n", st->epoch, holder);
+            /* With the time left: the asker comes back as the lease ends, not a renewal
+             * period later (a frozen active is replaced sooner). */
+            uint64_t left_ms = (st->expires - now_ns + 999999) / 1000000;
+            snprintf(reply, reply_len, "BUSY %" PRIu64 " %s %" PRIu64 "\n", st->epoch, holder,
+                     left_ms);
             return 0;
         }
         if (st->holder[0] != '\0' && !name_eq(st->holder, f[1], fl[1]) &&

@@ -38,10 +38,10 @@ test_first_grant_and_busy(void)
     CU_ASSERT_EQUAL(st.expires, LEASE * MS);
     /* Live: everyone, the holder included, is told who has it. */
     CU_ASSERT_EQUAL(req(2, 500, "ACQUIRE b"), 0);
-    CU_ASSERT_STRING_EQUAL(out, "BUSY 1 a\n");
+    CU_ASSERT_STRING_EQUAL(out, "BUSY 1 a 500\n"); /* with what is left of the lease */
     CU_ASSERT_FALSE(changed);
     CU_ASSERT_EQUAL(req(1, 999, "ACQUIRE a"), 0);
-    CU_ASSERT_STRING_EQUAL(out, "BUSY 1 a\n");
+    CU_ASSERT_STRING_EQUAL(out, "BUSY 1 a 1\n");
     CU_ASSERT_EQUAL(st.epoch, 1);
 }
 
@@ -99,7 +99,7 @@ test_standby_promoted_and_epochs_increase(void)
     CU_ASSERT_STRING_EQUAL(out, "OK 1\n");
     CU_ASSERT_FALSE(changed);
     CU_ASSERT_EQUAL(req(2, 1199, "ACQUIRE b"), 0);
-    CU_ASSERT_STRING_EQUAL(out, "BUSY 1 a\n");
+    CU_ASSERT_STRING_EQUAL(out, "BUSY 1 a 1\n");
     /* Expired: the recorded standby is promoted, the grant clears the standby. */
     CU_ASSERT_EQUAL(req(2, 1200, "ACQUIRE b"), 0);
     CU_ASSERT_STRING_EQUAL(out, "GRANT 2 1000\n");
