@@ -110,6 +110,21 @@ ssl_err(char *err, size_t errlen, const char *what, const char *file)
         snprintf(err, errlen, "%s %s: %s", what, file ? file : "", e);
 }
 
+/* The TLS 1.2 cipher list and 1.3 suites both sides take from the config. */
+static int
+set_ciphers(SSL_CTX *s, const tn_tls_conf *c, char *err, size_t errlen)
+{
+    if (c->ciphers && SSL_CTX_set_cipher_list(s, c->ciphers) != 1) {
+        ssl_err(err, errlen, "no usable TLS 1.2 cipher in", c->ciphers);
+        return -1;
+    }
+    if (c->ciphersuites && SSL_CTX_set_ciphersuites(s, c->ciphersuites) != 1) {
+        ssl_err(err, errlen, "no usable TLS 1.3 cipher suite in", c->ciphersuites);
+        return -1;
+    }
+    return 0;
+}
+
 tn_tls_ctx *
 tn_tls_ctx_new(const tn_tls_conf *c, char *err, size_t errlen)
 {
@@ -169,14 +184,8 @@ tn_tls_ctx_new(const tn_tls_conf *c, char *err, size_t errlen)
         if (names)
             SSL_CTX_set_client_CA_list(s, names);
     }
-    if (c->ciphers && SSL_CTX_set_cipher_list(s, c->ciphers) != 1) {
-        ssl_err(err, errlen, "no usable TLS 1.2 cipher in", c->ciphers);
+    if (set_ciphers(s, c, err, errlen) != 0)
         goto fail;
-    }
-    if (c->ciphersuites && SSL_CTX_set_ciphersuites(s, c->ciphersuites) != 1) {
-        ssl_err(err, errlen, "no usable TLS 1.3 cipher suite in", c->ciphersuites);
-        goto fail;
-    }
     int mode = SSL_VERIFY_NONE;
     if (c->verify == TN_TLS_VERIFY_OPTIONAL)
         mode = SSL_VERIFY_PEER;
@@ -220,14 +229,8 @@ tn_tls_client_ctx_new(const tn_tls_conf *c, char *err, size_t errlen)
         ssl_err(err, errlen, "cannot read CA file", c->ca_file);
         goto fail;
     }
-    if (c->ciphers && SSL_CTX_set_cipher_list(s, c->ciphers) != 1) {
-        ssl_err(err, errlen, "no usable TLS 1.2 cipher in", c->ciphers);
+    if (set_ciphers(s, c, err, errlen) != 0)
         goto fail;
-    }
-    if (c->ciphersuites && SSL_CTX_set_ciphersuites(s, c->ciphersuites) != 1) {
-        ssl_err(err, errlen, "no usable TLS 1.3 cipher suite in", c->ciphersuites);
-        goto fail;
-    }
     SSL_CTX_set_verify(s, c->ca_file ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     if (c->any_purpose)
         SSL_CTX_set_purpose(s, X509_PURPOSE_ANY);
