@@ -163,6 +163,7 @@ void tn_lease_free(tn_lease *l);
  *   RECORDS  active -> standby  whole journal records (core/store's format, CRC included)
  *   ACK      standby -> active  u64: every record up to it is durable on the standby
  *   INSYNC   active -> standby  u64 epoch: the witness records this standby in sync
+ *   OUTOFSYNC active -> standby u64 epoch: the active went on alone (the standby is behind)
  *
  * Where a standby's journal starts again: the active finds the epoch of the standby's last
  * record in its own history; if that epoch ends at or after the standby's last LSN there, and

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { F_HELLO = 1, F_WELCOME, F_NOTACTIVE, F_RECORDS, F_ACK, F_INSYNC };
+enum { F_HELLO = 1, F_WELCOME, F_NOTACTIVE, F_RECORDS, F_ACK, F_INSYNC, F_OUTOFSYNC };
 
 #define FRAME_HDR 5
 #define SEND_CHUNK (256u << 10)  /* records read and sent at a time */
@@ -605,6 +605,8 @@ recorded_alone(void *arg, bool ok)
         return;
     r->sync = S_ALONE;
     r->behind_since = r->down_since = 0;
+    if (r->sb) /* still connected (slow, or its link stalled): it is catching up again */
+        send_simple(r->sb, F_OUTOFSYNC, &r->epoch);
     tn_log_warn("PAIR-ALONE",
                 "standby %s out of sync for %u ms: going on alone (epoch %" PRIu64
                 "; confirming on this node only until it catches up)",
@@ -978,10 +980,11 @@ on_frame(plink *l, uint8_t type, const uint8_t *p, size_t n)
         else
             link_close(l);
         break;
-    case F_INSYNC: {
+    case F_INSYNC:
+    case F_OUTOFSYNC: {
         uint64_t e = rd_u64(&rr);
         if (!rr.bad && l->welcomed && e == r->s_epoch && r->conf.role)
-            r->conf.role(r->conf.arg, TN_ROLE_STANDBY, e);
+            r->conf.role(r->conf.arg, type == F_INSYNC ? TN_ROLE_STANDBY : TN_ROLE_CATCHING_UP, e);
         break;
     }
     case F_NOTACTIVE:

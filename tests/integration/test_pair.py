@@ -234,9 +234,11 @@ class StandbyLossTest(PairTestCase):
         for i in range(20):
             p.publish(topic, b"y", qos=1)
         self.assertLess(time.monotonic() - t0, ALONE_MS / 1000)
-        # The standby wakes and is recorded in sync again.
+        # The standby wakes, learns it fell behind, and is recorded in sync again.
         os.kill(self.b.proc.pid, signal.SIGCONT)
         self.a.wait_log("PAIR-SYNC", count=2)
+        self.b.wait_log(role_re("catching-up", 1), count=2)
+        self.b.wait_log(role_re("standby", 1), count=2)
         p.disconnect()
 
     def test_out_of_sync_standby_is_never_promoted(self):
