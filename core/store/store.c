@@ -116,7 +116,8 @@ struct tn_store {
     uint64_t written;        /* last LSN written (not necessarily synced) */
     uint64_t wr_seg, wr_off; /* what is on disk: segment being written and its length */
     int error;
-    bool room; /* after an error: the writer found room again; the loop resumes in poll */
+    bool room;        /* after an error: the writer found room again; the loop resumes in poll */
+    bool sync_failed; /* a failed fdatasync: errors are final until a restart */
     uint64_t drop_before; /* delete segments holding only records below this LSN */
     uint64_t total_bytes; /* all segments */
     bool stop;
@@ -531,6 +532,7 @@ writer(void *arg)
                 if (rc == 0) {
                     s->durable = upto;
                 } else {
+                    s->sync_failed = true; /* as below: no resuming */
                     tn_log_error("STORE-WRITE-FAIL", "%s: cannot sync: %s", s->dir,
                                  strerror(errno));
                     s->error = TN_EIO;
@@ -572,7 +574,7 @@ writer(void *arg)
                 }
                 pthread_mutex_unlock(&s->mu);
             }
-            bool recovered = s->error && !s->room && space_again(s);
+            bool recovered = s->error && !s->room && !s->sync_failed && space_again(s);
             pthread_mutex_lock(&s->mu);
             if (recovered) {
                 s->room = true; /* the loop resumes appends from tn_store_poll() */
@@ -664,6 +666,11 @@ writer(void *arg)
                 rc = fdatasync(s->fd) == 0 ? 0 : TN_EIO;
                 last_sync = now_ms();
                 unsynced = false;
+                /* What a failed sync left on disk is unknown (and its records stay in the
+                 * file, where reusing their LSNs would put two records under one LSN): no
+                 * resuming until a restart, whose replay decides what the journal holds. */
+                if (rc != 0)
+                    s->sync_failed = true;
             }
         }
         if (rc != 0 && s->fd >= 0) {
