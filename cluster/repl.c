@@ -615,11 +615,13 @@ recorded_alone(void *arg, bool ok)
 }
 
 /* Caught up: nothing left to send and everything acknowledged. Then its ACKs gate confirms
- * from now on, and the witness records it in sync. */
+ * from now on (not with --pair-async: confirms never wait for it), and the witness records it
+ * in sync, so it may be promoted; one whose ACKs stop is dropped again (check_standby), in
+ * async mode too, so a dead standby is never promoted. */
 static void
 maybe_in_sync(tn_repl *r)
 {
-    if (r->sync != S_ALONE || r->recording || !r->sb || r->conf.async)
+    if (r->sync != S_ALONE || r->recording || !r->sb)
         return;
     uint64_t written = tn_store_written_lsn(r->store);
     if (r->acked < written)
@@ -786,7 +788,7 @@ on_ack(plink *l, rd *p)
 static void
 check_standby(tn_repl *r)
 {
-    if (r->sync != S_PAIRED || r->recording || r->conf.async)
+    if (r->sync != S_PAIRED || r->recording)
         return;
     uint64_t now = uv_now(r->conf.loop);
     uint64_t written = tn_store_written_lsn(r->store);

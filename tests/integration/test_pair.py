@@ -260,6 +260,30 @@ class StandbyLossTest(PairTestCase):
         self.assertEqual(self.drain(self.a, "o-sub", 10), [b"o-%d" % i for i in range(10)])
 
 
+class AsyncTest(PairTestCase):
+    """--pair-async: confirmations never wait for the standby; it is still promoted."""
+    pair_args = ("--pair-async",)
+
+    def test_async_confirms_at_once_and_fails_over(self):
+        topic = "pair/" + unique_id("y")
+        self.persistent_sub(self.a, "y-sub", topic)
+        self.sigstop(self.b)
+        p = self.client(self.a, name="pub")
+        p.connect()
+        t0 = time.monotonic()
+        for i in range(10):
+            p.publish(topic, b"y-%d" % i, qos=1)
+        self.assertLess(time.monotonic() - t0, ALONE_MS / 1000,
+                        "async confirmations waited for the frozen standby")
+        p.disconnect()
+        self.a.wait_log("PAIR-ALONE")  # a dead standby is not left recorded in sync
+        os.kill(self.b.proc.pid, signal.SIGCONT)
+        self.a.wait_log("PAIR-SYNC", count=2)  # back in sync
+        self.a.crash()
+        self.b.wait_log(role_re("active", 2))
+        self.assertEqual(self.drain(self.b, "y-sub", 10), [b"y-%d" % i for i in range(10)])
+
+
 class ConfigFileTest(unittest.TestCase):
     """The same pair from config files (pair: section, a witness:// listener)."""
 
