@@ -15,6 +15,10 @@
  * 100 ms poll per message in Paho C 1.3.)
  *
  * Run by test_paho_c.py, which starts the broker.
+ *
+ * paho_c_test --failover URI URI...: connects with those serverURIs (a pair's standby first,
+ * say: it answers CONNACK 3 and Paho moves on to the next), publishes one QoS 1 message and
+ * prints the URI it is connected to. Run by test_pair.py.
  */
 #include <MQTTClient.h>
 #include <errno.h>
@@ -352,6 +356,50 @@ out:
     return ret;
 }
 
+/* The --failover mode: Paho C's serverURIs, as a client of an active/standby pair sets them. */
+static int
+failover(int n, char **uris)
+{
+    MQTTClient h = NULL;
+    MQTTClient_connectOptions opts = MQTTClient_connectOptions_initializer;
+    MQTTClient_message m = MQTTClient_message_initializer;
+    MQTTClient_deliveryToken tok;
+    char id[64];
+    int rc;
+
+    snprintf(id, sizeof(id), "paho-c-failover-%ld", (long)getpid());
+    rc = MQTTClient_create(&h, uris[0], id, MQTTCLIENT_PERSISTENCE_NONE, NULL);
+    if (rc != MQTTCLIENT_SUCCESS) {
+        fail("MQTTClient_create: %d", rc);
+        return 1;
+    }
+    opts.serverURIs = uris;
+    opts.serverURIcount = n;
+    opts.cleansession = 1;
+    opts.MQTTVersion = MQTTVERSION_3_1_1;
+    opts.connectTimeout = 5;
+    rc = MQTTClient_connect(h, &opts);
+    if (rc != MQTTCLIENT_SUCCESS) {
+        fail("connect with %d serverURIs: %d", n, rc);
+        MQTTClient_destroy(&h);
+        return 1;
+    }
+    m.payload = "failover";
+    m.payloadlen = 8;
+    m.qos = 1;
+    rc = MQTTClient_publishMessage(h, TOPIC_PREFIX "failover", &m, &tok);
+    if (rc == MQTTCLIENT_SUCCESS)
+        rc = MQTTClient_waitForCompletion(h, tok, WAIT_S * 1000);
+    if (rc != MQTTCLIENT_SUCCESS) {
+        fail("publish: %d", rc);
+    } else {
+        printf("connected: %s\n", opts.returned.serverURI ? opts.returned.serverURI : "?");
+    }
+    MQTTClient_disconnect(h, 1000);
+    MQTTClient_destroy(&h);
+    return rc == MQTTCLIENT_SUCCESS ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -363,8 +411,10 @@ main(int argc, char **argv)
     int acked = 0;
     int ret = 1;
 
+    if (argc >= 3 && strcmp(argv[1], "--failover") == 0)
+        return failover(argc - 2, argv + 2);
     if (argc != 2) {
-        fprintf(stderr, "usage: %s tcp://HOST:PORT\n", argv[0]);
+        fprintf(stderr, "usage: %s tcp://HOST:PORT | --failover URI URI...\n", argv[0]);
         return 2;
     }
     if (client_open(&sub, argv[1], "sub") != 0 || client_open(&pub, argv[1], "pub") != 0)

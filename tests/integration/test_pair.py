@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 import unittest
@@ -282,6 +283,65 @@ class AsyncTest(PairTestCase):
         self.a.crash()
         self.b.wait_log(role_re("active", 2))
         self.assertEqual(self.drain(self.b, "y-sub", 10), [b"y-%d" % i for i in range(10)])
+
+
+class ClientFailoverTest(PairTestCase):
+    """The client settings README gives for a pair, each with the standby listed first."""
+
+    def test_paho_c_server_uris(self):
+        exe = os.environ.get("PAHO_C_TEST")
+        if not exe:
+            self.skipTest("PAHO_C_TEST not set (ctest sets it)")
+        out = subprocess.run([exe, "--failover", "tcp://%s:%d" % (HOST, self.b.port),
+                              "tcp://%s:%d" % (HOST, self.a.port)],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("%s:%d" % (HOST, self.a.port), out.stdout)  # Paho: where it connected
+
+    def test_paho_mqtt_next_address_on_connack_3(self):
+        import paho.mqtt.client as paho
+        for port in (self.b.port, self.a.port):  # the recipe: on CONNACK 3, the next one
+            got = []
+            c = paho.Client(client_id=unique_id("py"), protocol=paho.MQTTv311)
+            c.on_connect = lambda cl, ud, flags, rc: got.append(rc)
+            c.connect(HOST, port)
+            deadline = time.monotonic() + TIMEOUT
+            while not got and time.monotonic() < deadline:
+                c.loop(0.1)
+            c.disconnect()
+            if got == [0]:
+                break
+            self.assertEqual(got, [3], "the standby answers CONNACK 3")
+        self.assertEqual((got, port), ([0], self.a.port))
+
+    def test_stomp_py_next_host_on_error(self):
+        import stomp
+        from stomp.exception import ConnectFailedException
+        hosts = [(HOST, self.b.stomp_port), (HOST, self.a.stomp_port)]
+        for host in hosts:  # the recipe: on ConnectFailedException (ERROR standby), the next
+            c = stomp.Connection12(host_and_ports=[host])
+            try:
+                c.connect(wait=True)
+            except ConnectFailedException:
+                continue
+            c.disconnect()
+            break
+        self.assertEqual(host, hosts[1])
+
+    def test_proton_next_url_on_redirect(self):
+        from proton.utils import BlockingConnection
+        from proton import ConnectionException
+        urls = ["amqp://%s:%d" % (HOST, self.b.amqp_port),
+                "amqp://%s:%d" % (HOST, self.a.amqp_port)]
+        for url in urls:  # the recipe: on amqp:connection:redirect, the next URL
+            try:
+                c = BlockingConnection(url, timeout=TIMEOUT)
+                c.create_sender("queue://failover").send(__import__("proton").Message(body="x"))
+                c.close()
+                break
+            except ConnectionException as e:
+                self.assertIn("amqp:connection:redirect", str(e))
+        self.assertEqual(url, urls[1])
 
 
 class ConfigFileTest(unittest.TestCase):

@@ -739,6 +739,8 @@ main(int argc, char **argv)
                 .max_frame = conf.limits.amqp_max_frame_size,
                 .idle_timeout_ms = conf.limits.amqp_idle_timeout,
                 .max_deliveries = conf.limits.max_deliveries,
+                /* A standby's redirect names this port: a pair's nodes listen alike. */
+                .port = l->port,
             };
             proto = t.amqp[t.n_amqp++] = tn_amqp_new(broker, &ac);
             wc.amqp = (tn_ws_adapter){&tn_amqp_adapter, proto};
