@@ -110,6 +110,8 @@ typedef struct file_pair {
     char *zookeeper;
     char *alone_timeout;
     char *async;
+    char *lease;
+    char *renew;
 } file_pair;
 
 typedef struct file_conf {
@@ -232,6 +234,8 @@ static const cyaml_schema_field_t pair_fields[] = {
     OPT_NONEMPTY("zookeeper", file_pair, zookeeper),
     OPT_STRING("alone_timeout", file_pair, alone_timeout),
     OPT_STRING("async", file_pair, async),
+    OPT_STRING("lease", file_pair, lease),
+    OPT_STRING("renew", file_pair, renew),
     CYAML_FIELD_END,
 };
 
@@ -635,6 +639,8 @@ tn_conf_init(tn_conf *c)
     c->store.compact_bytes = 64u << 20;
     c->pair.role = tn_xstrdup("node");
     c->pair.alone_timeout = 2000;
+    c->pair.lease = 1000;
+    c->pair.renew = 250;
 }
 
 void
@@ -807,6 +813,20 @@ check_pair(const tn_conf *c, char *path, size_t pathlen, char *what, size_t what
     if (p->alone_timeout > 600000) {
         seterr(what, whatlen, "%u is more than 600000 (ten minutes, in milliseconds)",
                (unsigned)p->alone_timeout);
+        return TN_EINVAL;
+    }
+
+    seterr(path, pathlen, "pair.lease");
+    if (p->lease < 300 || p->lease > 60000) {
+        seterr(what, whatlen, "%u is not within 300..60000 (milliseconds)", (unsigned)p->lease);
+        return TN_EINVAL;
+    }
+    seterr(path, pathlen, "pair.renew");
+    if (p->renew < 50 || p->renew + 150 >= p->lease) {
+        seterr(what, whatlen,
+               "%u: renewals must come at least every 50 ms and more than 150 ms before the "
+               "lease (%u ms) ends",
+               (unsigned)p->renew, (unsigned)p->lease);
         return TN_EINVAL;
     }
 
@@ -1440,6 +1460,16 @@ apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, si
         seterr(path, pathlen, "pair.alone_timeout");
         seterr(what, whatlen, "'%s' is not a whole number from 0 to %u", fp->alone_timeout,
                (unsigned)UINT32_MAX);
+        return TN_EINVAL;
+    }
+    if (fp && fp->lease && parse_u32(fp->lease, &n->pair.lease) != 0) {
+        seterr(path, pathlen, "pair.lease");
+        seterr(what, whatlen, "'%s' is not a whole number", fp->lease);
+        return TN_EINVAL;
+    }
+    if (fp && fp->renew && parse_u32(fp->renew, &n->pair.renew) != 0) {
+        seterr(path, pathlen, "pair.renew");
+        seterr(what, whatlen, "'%s' is not a whole number", fp->renew);
         return TN_EINVAL;
     }
     if (fp && fp->async && parse_bool(fp->async, &n->pair.async) != 0) {

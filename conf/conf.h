@@ -108,6 +108,10 @@ typedef struct tn_conf_pair {
     uint32_t alone_timeout; /* ms an active waits for a standby that stays behind before it
                                goes on alone; 100..600000, default 2000 */
     bool async;             /* confirm without waiting for the standby; default false */
+    uint32_t lease;         /* ms a lease lasts (the witness grants it; nodes hold it no longer):
+                               300..60000, default 1000 */
+    uint32_t renew;         /* ms between renewals (and between a standby's requests): at
+                               least 50 and below lease - 150, default 250 */
 } tn_conf_pair;
 
 typedef struct tn_conf {

@@ -89,7 +89,7 @@ is_default(const tn_conf *c)
            c->store.sync_interval_ms == 100 && c->store.compact_bytes == 64u << 20 &&
            strcmp(c->pair.role, "node") == 0 && !c->pair.listen && !c->pair.peer &&
            !c->pair.witness && !c->pair.zookeeper && c->pair.alone_timeout == 2000 &&
-           !c->pair.async;
+           !c->pair.async && c->pair.lease == 1000 && c->pair.renew == 250;
 }
 
 /* Writes text to a new temporary file; returns its path (free it, unlink it). */
@@ -969,6 +969,28 @@ test_pair_section(void)
     c.pair.alone_timeout = 99;
     CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
     CU_ASSERT_STRING_EQUAL(err, "pair.alone_timeout: must be at least 100");
+    tn_conf_fini(&c);
+
+    /* The lease and its renewals. */
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL(c.pair.lease, 1000);
+    CU_ASSERT_EQUAL(c.pair.renew, 250);
+    c.pair.lease = 299;
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "pair.lease: 299 is not within 300..60000 (milliseconds)");
+    c.pair.lease = 800;
+    c.pair.renew = 650;
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "pair.renew: 650: renewals must come at least every 50 ms and "
+                                "more than 150 ms before the lease (800 ms) ends");
+    c.pair.renew = 200;
+    CU_ASSERT_EQUAL(tn_conf_validate(&c, err, sizeof err), 0);
+    tn_conf_fini(&c);
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL(
+        tn_conf_load_string(&c, "l.conf", "pair: {lease: 2000, renew: 500}\n", err, sizeof err), 0);
+    CU_ASSERT_EQUAL(c.pair.lease, 2000);
+    CU_ASSERT_EQUAL(c.pair.renew, 500);
     tn_conf_fini(&c);
 }
 

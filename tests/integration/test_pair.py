@@ -36,9 +36,10 @@ class Pair:
     """A witness and nodes a and b, each with MQTT, STOMP and AMQP listeners; data folders
     kept across restarts."""
 
-    def __init__(self, extra=()):
+    def __init__(self, extra=(), witness_extra=()):
         self.tmp = tempfile.mkdtemp(prefix="tern-pair-")
-        self.witness = Broker(listeners=0, listen=("witness",), extra_args=["--role", "witness"],
+        self.witness = Broker(listeners=0, listen=("witness",),
+                              extra_args=["--role", "witness"] + list(witness_extra),
                               data_dir=os.path.join(self.tmp, "w")).start()
         self.wport = self.witness.port_of("witness")
         self.pport = {"a": free_port(), "b": free_port()}
@@ -73,9 +74,10 @@ class Pair:
 
 class PairTestCase(unittest.TestCase):
     pair_args = ()
+    witness_args = ()
 
     def setUp(self):
-        self.pair = Pair(self.pair_args)
+        self.pair = Pair(self.pair_args, self.witness_args)
         self.addCleanup(self.pair.close)
         self.a = self.pair.node("a")
         self.a.wait_log(role_re("active", 1))
@@ -259,6 +261,21 @@ class StandbyLossTest(PairTestCase):
         self.a.wait_log(role_re("active", 2))
         self.b.wait_log(role_re("standby", 2))
         self.assertEqual(self.drain(self.a, "o-sub", 10), [b"o-%d" % i for i in range(10)])
+
+
+class ShortLeaseTest(PairTestCase):
+    """--pair-lease and --pair-renew (the witness grants the lease it is given)."""
+    pair_args = ("--pair-lease", "600", "--pair-renew", "150")
+    witness_args = ("--pair-lease", "600")
+
+    def test_freeze_fails_over_within_the_shorter_lease(self):
+        t0 = time.monotonic()
+        self.sigstop(self.a)
+        self.b.wait_log(role_re("active", 2))
+        took = time.monotonic() - t0
+        self.assertLess(took, 1.2, "failover took %.2f s with a 600 ms lease" % took)
+        os.kill(self.a.proc.pid, signal.SIGCONT)
+        self.a.wait_log("TERN-FENCED")
 
 
 class AsyncTest(PairTestCase):

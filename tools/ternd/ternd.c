@@ -58,6 +58,8 @@ static const char usage[] =
     "      --pair-alone-timeout MS     an active whose standby stays behind this long goes\n"
     "                         on alone (default 2000)\n"
     "      --pair-async       confirm without waiting for the standby (README: the trade-off)\n"
+    "      --pair-lease MS    how long a lease lasts (default 1000; the witness grants it)\n"
+    "      --pair-renew MS    how often it is renewed or asked for (default 250)\n"
     "  -h, --help             show this help and exit\n"
     "  -V, --version          show the version and exit\n"
     "\n"
@@ -239,14 +241,14 @@ witness_signal(uv_signal_t *h, int signum)
 /* ternd --role witness --listen witness://ADDR:PORT --data DIR (the config's checked: one
  * witness:// listener). */
 static int
-run_witness(const char *host, uint16_t port, const char *dir)
+run_witness(const char *host, uint16_t port, const char *dir, uint32_t lease_ms)
 {
     ternd t = {0};
     uv_loop_init(&t.loop);
     char err[512];
     uint16_t bound = 0;
-    if (tn_witness_open(&t.loop, host, port, dir, TN_LEASE_MS, &t.witness, &bound, err,
-                        sizeof err) != 0) {
+    if (tn_witness_open(&t.loop, host, port, dir, lease_ms, &t.witness, &bound, err, sizeof err) !=
+        0) {
         tn_log_error("TERN-WITNESS", "%s", err);
         uv_loop_close(&t.loop);
         return 1;
@@ -367,6 +369,8 @@ main(int argc, char **argv)
         OPT_PAIR_ZK,
         OPT_PAIR_ALONE,
         OPT_PAIR_ASYNC,
+        OPT_PAIR_LEASE,
+        OPT_PAIR_RENEW,
     };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -384,6 +388,8 @@ main(int argc, char **argv)
         {"pair-zookeeper", required_argument, NULL, OPT_PAIR_ZK},
         {"pair-alone-timeout", required_argument, NULL, OPT_PAIR_ALONE},
         {"pair-async", no_argument, NULL, OPT_PAIR_ASYNC},
+        {"pair-lease", required_argument, NULL, OPT_PAIR_LEASE},
+        {"pair-renew", required_argument, NULL, OPT_PAIR_RENEW},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -392,7 +398,7 @@ main(int argc, char **argv)
     const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL, *tls_verify = NULL;
     const char *role = NULL;
     const char *pair_listen = NULL, *pair_peer = NULL, *pair_witness = NULL, *pair_zk = NULL;
-    uint32_t pair_alone_ms = 0;
+    uint32_t pair_alone_ms = 0, pair_lease_ms = 0, pair_renew_ms = 0;
     bool pair_async = false;
     tn_conf_listener *listen = NULL;
     size_t n_listen = 0;
@@ -475,6 +481,19 @@ main(int argc, char **argv)
         case OPT_PAIR_ASYNC:
             pair_async = true;
             break;
+        case OPT_PAIR_LEASE:
+        case OPT_PAIR_RENEW: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || end == optarg || v > 600000) {
+                fprintf(stderr, "ternd: --%s %s: expected milliseconds\n",
+                        ch == OPT_PAIR_LEASE ? "pair-lease" : "pair-renew", optarg);
+                ret = 2;
+                goto out;
+            }
+            *(ch == OPT_PAIR_LEASE ? &pair_lease_ms : &pair_renew_ms) = (uint32_t)v;
+            break;
+        }
         case 'h':
             fputs(usage, stdout);
             ret = 0;
@@ -537,6 +556,10 @@ main(int argc, char **argv)
         conf.pair.alone_timeout = pair_alone_ms;
     if (pair_async)
         conf.pair.async = true;
+    if (pair_lease_ms)
+        conf.pair.lease = pair_lease_ms;
+    if (pair_renew_ms)
+        conf.pair.renew = pair_renew_ms;
     if (tn_conf_validate(&conf, err, sizeof err) != 0) {
         fprintf(stderr, "ternd: %s\n", err);
         goto out;
@@ -545,7 +568,8 @@ main(int argc, char **argv)
     tn_log_parse_level(conf.log_level, &lvl);
     tn_log_set_level(lvl);
     if (strcmp(conf.pair.role, "witness") == 0) {
-        ret = run_witness(conf.listeners[0].address, conf.listeners[0].port, conf.data_dir);
+        ret = run_witness(conf.listeners[0].address, conf.listeners[0].port, conf.data_dir,
+                          conf.pair.lease);
         goto out;
     }
     if (conf.pair.zookeeper) {
@@ -817,6 +841,8 @@ main(int argc, char **argv)
             tn_log_info("TERN-READY", "listening on pair://%s%s%s:%u%s", v6 ? "[" : "", pl_host,
                         v6 ? "]" : "", rport, t.pair_tls[0] ? " (TLS)" : "");
             tn_lease_conf lc = {.loop = &t.loop,
+                                .lease_ms = conf.pair.lease,
+                                .renew_ms = conf.pair.renew,
                                 .node = t.node,
                                 .host = pw_host,
                                 .port = pw_port,
