@@ -5,7 +5,8 @@
  *
  * 1. The coordinator: a lease with epochs. The embedded one is the witness, a small server
  *    (`ternd --role witness`, tn_witness) that grants the lease to one node at a time; each node
- *    talks to it through tn_lease. (A ZooKeeper backend offers the same tn_lease calls.)
+ *    talks to it through tn_lease. Where ZooKeeper runs already, tn_lease gets the same lease,
+ *    under the same rules, from it instead (tn_lease_conf.zookeeper; znodes and timing in zk.c).
  *
  * 2. Replication (tn_repl): the active streams its journal records to the standby, which
  *    appends them to its own journal and acknowledges what is durable there; the active's
@@ -115,6 +116,9 @@ typedef struct tn_lease_conf {
     const char *node; /* this node's name (copied) */
     const char *host; /* the witness (numeric IPv4/IPv6 address or a name; copied) */
     uint16_t port;
+    /* "HOST:PORT[,HOST:PORT...]/PATH": the lease comes from ZooKeeper instead of the witness
+     * (zk.c says how; host and port are then unused; copied). */
+    const char *zookeeper;
     uint32_t lease_ms; /* 0: TN_LEASE_MS; must match the witness' */
     uint32_t renew_ms; /* 0: TN_LEASE_RENEW_MS */
     /* This node is active from now on, at epoch (a GRANT). */

@@ -24,4 +24,20 @@ bool tn_cluster__parse_u64(const char *s, size_t len, uint64_t *out);
  * there are more than max. */
 int tn_cluster__split(const char *line, size_t len, const char **f, size_t *flen, int max);
 
+/* The ZooKeeper backend of tn_lease (zk.c): lease.c hands every call over to it when
+ * tn_lease_conf.zookeeper is set, after its own checks of the conf. shell is lease.c's
+ * tn_lease, freed together with the backend once its sessions are closed. */
+struct tn_lease_conf;
+typedef struct tn_zk tn_zk;
+tn_zk *tn_cluster__zk_new(const struct tn_lease_conf *conf, uint32_t lease_ms, uint32_t renew_ms,
+                          void *shell);
+void tn_cluster__zk_want(tn_zk *z, bool want);
+bool tn_cluster__zk_valid(const tn_zk *z);
+uint64_t tn_cluster__zk_epoch(const tn_zk *z);
+const char *tn_cluster__zk_holder(const tn_zk *z);
+void tn_cluster__zk_set_standby(tn_zk *z, const char *standby, void (*done)(void *arg, bool ok),
+                                void *arg);
+void tn_cluster__zk_release(tn_zk *z);
+void tn_cluster__zk_free(tn_zk *z);
+
 #endif

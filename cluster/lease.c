@@ -1,5 +1,7 @@
 /*
- * A node's lease: the client side of the witness protocol (cluster.h).
+ * A node's lease: the client side of the witness protocol (cluster.h). With
+ * tn_lease_conf.zookeeper set, every call is handed to the ZooKeeper backend (zk.c) instead,
+ * and nothing below runs.
  *
  * One TCP connection to the witness at a time. Requests that wait for their answer (ACQUIRE,
  * RENEW) go one at a time: a reply that takes longer than the lease simply lets the lease end
@@ -66,6 +68,7 @@ typedef struct waiter {
 } waiter;
 
 struct tn_lease {
+    tn_zk *zk; /* set: the ZooKeeper backend (zk.c) does everything; only node is used here */
     uv_loop_t *loop;
     char node[TN_CLUSTER__NAME_MAX + 1];
     char *host;
@@ -540,7 +543,7 @@ tn_lease *
 tn_lease_new(const tn_lease_conf *conf)
 {
     if (conf->node == NULL || !tn_cluster__name_ok(conf->node, strlen(conf->node)) ||
-        conf->host == NULL || conf->host[0] == '\0')
+        (conf->zookeeper == NULL && (conf->host == NULL || conf->host[0] == '\0')))
         return NULL;
     uint32_t lease_ms = conf->lease_ms ? conf->lease_ms : TN_LEASE_MS;
     uint32_t renew_ms = conf->renew_ms ? conf->renew_ms : TN_LEASE_RENEW_MS;
@@ -549,6 +552,15 @@ tn_lease_new(const tn_lease_conf *conf)
     if (lease_ms <= TN_LEASE_MARGIN_MS || renew_ms >= lease_ms - TN_LEASE_MARGIN_MS)
         return NULL;
     tn_lease *l = tn_xcalloc(1, sizeof *l);
+    snprintf(l->node, sizeof l->node, "%s", conf->node);
+    if (conf->zookeeper) {
+        l->zk = tn_cluster__zk_new(conf, lease_ms, renew_ms, l);
+        if (l->zk == NULL) {
+            free(l);
+            return NULL;
+        }
+        return l;
+    }
     l->loop = conf->loop;
     snprintf(l->node, sizeof l->node, "%s", conf->node);
     l->host = tn_xstrdup(conf->host);
@@ -570,6 +582,10 @@ tn_lease_new(const tn_lease_conf *conf)
 void
 tn_lease_want(tn_lease *l, bool want)
 {
+    if (l->zk) {
+        tn_cluster__zk_want(l->zk, want);
+        return;
+    }
     if (l->freeing)
         return;
     l->want = want;
@@ -588,18 +604,24 @@ tn_lease_want(tn_lease *l, bool want)
 bool
 tn_lease_valid(const tn_lease *l)
 {
+    if (l->zk)
+        return tn_cluster__zk_valid(l->zk);
     return l->held && uv_hrtime() < l->valid_until;
 }
 
 uint64_t
 tn_lease_epoch(const tn_lease *l)
 {
+    if (l->zk)
+        return tn_cluster__zk_epoch(l->zk);
     return l->epoch;
 }
 
 const char *
 tn_lease_holder(const tn_lease *l)
 {
+    if (l->zk)
+        return tn_cluster__zk_holder(l->zk);
     return l->holder;
 }
 
@@ -608,6 +630,10 @@ tn_lease_set_standby(tn_lease *l, const char *standby, void (*done)(void *arg, b
 {
     tn_assert(standby == NULL ||
               (tn_cluster__name_ok(standby, strlen(standby)) && strcmp(standby, l->node) != 0));
+    if (l->zk) {
+        tn_cluster__zk_set_standby(l->zk, standby, done, arg);
+        return;
+    }
     if (l->freeing)
         return;
     if (!l->held) {
@@ -630,6 +656,10 @@ tn_lease_set_standby(tn_lease *l, const char *standby, void (*done)(void *arg, b
 void
 tn_lease_release(tn_lease *l)
 {
+    if (l->zk) {
+        tn_cluster__zk_release(l->zk);
+        return;
+    }
     if (l->freeing || !l->held)
         return;
     /* Not held from here on, so a failing send below does not report the lease `lost`. */
@@ -674,6 +704,10 @@ tn_lease_free(tn_lease *l)
     if (l == NULL || l->freeing)
         return;
     l->freeing = true;
+    if (l->zk) {
+        tn_cluster__zk_free(l->zk); /* frees l too, once its sessions are closed */
+        return;
+    }
     l->held = false;
     conn_drop(l);
     if (l->resolving)

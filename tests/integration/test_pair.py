@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -32,16 +33,81 @@ def role_re(role, epoch=None):
     return r"TERN-ROLE %s epoch=%s\b" % (role, epoch if epoch is not None else r"\d+")
 
 
-class Pair:
-    """A witness and nodes a and b, each with MQTT, STOMP and AMQP listeners; data folders
-    kept across restarts."""
+JAVA = "/usr/bin/java"
+ZK_JAR = "/usr/share/java/zookeeper.jar"  # Debian zookeeper
+HAVE_ZOOKEEPER = os.access(JAVA, os.X_OK) and os.path.exists(ZK_JAR)
 
-    def __init__(self, extra=(), witness_extra=()):
+
+class ZooKeeperServer:
+    """A standalone ZooKeeper server on a free loopback port, its data in a temporary folder,
+    with tickTime 200 ms: ZooKeeper grants session timeouts of 2..20 ticks, and the pair asks
+    for its lease (1 s)."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="tern-zk-")
+        self.port = free_port()
+        cfg = os.path.join(self.tmp, "zoo.cfg")
+        with open(cfg, "w") as f:
+            f.write("tickTime=200\ndataDir=%s\nclientPort=%d\nclientPortAddress=%s\n"
+                    "admin.enableServer=false\n" % (os.path.join(self.tmp, "data"), self.port,
+                                                    HOST))
+        self.log = open(os.path.join(self.tmp, "server.log"), "wb")
+        self.proc = subprocess.Popen(
+            [JAVA, "-Xmx128m", "-XX:+UseSerialGC", "-cp", ZK_JAR,
+             "org.apache.zookeeper.server.ZooKeeperServerMain", cfg],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            self._wait_serving()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_serving(self):
+        """Until the server grants a session (its four-letter "ruok" is off by default)."""
+        deadline = time.monotonic() + 60  # a JVM's start on a busy machine
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("ZooKeeper exited: see %s" % self.log.name)
+            try:
+                with socket.create_connection((HOST, self.port), timeout=2) as s:
+                    # ConnectRequest: protocol 0, last zxid 0, timeout 4000, session 0, an
+                    # empty 16-byte password, not read-only; then closeSession (type -11).
+                    req = struct.pack(">iqiqi16s?", 0, 0, 4000, 0, 16, b"", False)
+                    s.sendall(struct.pack(">i", len(req)) + req)
+                    head = s.recv(4, socket.MSG_WAITALL)
+                    body = s.recv(struct.unpack(">i", head)[0], socket.MSG_WAITALL)
+                    if struct.unpack(">ii", body[:8])[1] > 0:
+                        s.sendall(struct.pack(">iii", 8, 1, -11))
+                        return
+            except (OSError, struct.error):
+                pass
+            time.sleep(0.1)
+        raise AssertionError("ZooKeeper did not start: see %s" % self.log.name)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Pair:
+    """A witness (or, given a ZooKeeper server's HOST:PORT, a fresh PATH there) and nodes a
+    and b, each with MQTT, STOMP and AMQP listeners; data folders kept across restarts."""
+
+    def __init__(self, extra=(), witness_extra=(), zookeeper=None):
         self.tmp = tempfile.mkdtemp(prefix="tern-pair-")
-        self.witness = Broker(listeners=0, listen=("witness",),
-                              extra_args=["--role", "witness"] + list(witness_extra),
-                              data_dir=os.path.join(self.tmp, "w")).start()
-        self.wport = self.witness.port_of("witness")
+        if zookeeper:
+            self.witness = None
+            self.coordinator = ["--pair-zookeeper",
+                                "%s/tern-test-%s" % (zookeeper, unique_id("p"))]
+        else:
+            self.witness = Broker(listeners=0, listen=("witness",),
+                                  extra_args=["--role", "witness"] + list(witness_extra),
+                                  data_dir=os.path.join(self.tmp, "w")).start()
+            self.wport = self.witness.port_of("witness")
+            self.coordinator = ["--pair-witness", "%s:%d" % (HOST, self.wport)]
         self.pport = {"a": free_port(), "b": free_port()}
         self.nodes = {}
         self.extra = list(extra)
@@ -49,8 +115,7 @@ class Pair:
     def node(self, name):
         peer = "b" if name == "a" else "a"
         args = ["--pair-listen", "%s:%d" % (HOST, self.pport[name]),
-                "--pair-peer", "%s:%d" % (HOST, self.pport[peer]),
-                "--pair-witness", "%s:%d" % (HOST, self.wport),
+                "--pair-peer", "%s:%d" % (HOST, self.pport[peer])] + self.coordinator + [
                 "--pair-alone-timeout", str(ALONE_MS)] + self.extra
         n = self.nodes.get(name)
         if n is None:
@@ -68,16 +133,18 @@ class Pair:
                 except OSError:
                     pass
                 n.stop()
-        self.witness.stop()
+        if self.witness:
+            self.witness.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class PairTestCase(unittest.TestCase):
     pair_args = ()
     witness_args = ()
+    zookeeper = None  # "HOST:PORT" of a ZooKeeper server: the coordinator instead of a witness
 
     def setUp(self):
-        self.pair = Pair(self.pair_args, self.witness_args)
+        self.pair = Pair(self.pair_args, self.witness_args, self.zookeeper)
         self.addCleanup(self.pair.close)
         self.a = self.pair.node("a")
         self.a.wait_log(role_re("active", 1))
@@ -276,6 +343,29 @@ class ShortLeaseTest(PairTestCase):
         self.assertLess(took, 1.2, "failover took %.2f s with a 600 ms lease" % took)
         os.kill(self.a.proc.pid, signal.SIGCONT)
         self.a.wait_log("TERN-FENCED")
+
+
+@unittest.skipUnless(HAVE_ZOOKEEPER, "no ZooKeeper server (Debian zookeeper, see tools/deps)")
+class ZooKeeperTest(PairTestCase):
+    """ZooKeeper as the coordinator (--pair-zookeeper), the same failovers. A killed active is
+    replaced once ZooKeeper expires its session (the 1 s lease: ZooKeeper does not end a session
+    when its connection closes), a frozen one likewise, and the frozen one fences on waking; a
+    clean stop closes the session, which hands the role over at once."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.zk = ZooKeeperServer()
+        cls.zookeeper = "%s:%d" % (HOST, cls.zk.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.zk.stop()
+
+    test_kill_active_loses_no_confirmed_message = \
+        FailoverTest.test_kill_active_loses_no_confirmed_message
+    test_frozen_active_is_replaced_and_fenced = \
+        FailoverTest.test_frozen_active_is_replaced_and_fenced
+    test_clean_stop_hands_over_at_once = FailoverTest.test_clean_stop_hands_over_at_once
 
 
 class AsyncTest(PairTestCase):

@@ -54,7 +54,8 @@ static const char usage[] =
     "      --pair-listen ADDR:PORT     this node's replication port\n"
     "      --pair-peer ADDR:PORT       the other node's replication port\n"
     "      --pair-witness ADDR:PORT    the witness\n"
-    "      --pair-zookeeper HOST:PORT[,HOST:PORT...]/PATH   (not yet: use a witness)\n"
+    "      --pair-zookeeper HOST:PORT[,HOST:PORT...]/PATH\n"
+    "                         ZooKeeper instead of a witness (znodes under PATH)\n"
     "      --pair-alone-timeout MS     an active whose standby stays behind this long goes\n"
     "                         on alone (default 2000)\n"
     "      --pair-async       confirm without waiting for the standby (README: the trade-off)\n"
@@ -572,12 +573,6 @@ main(int argc, char **argv)
                           conf.pair.lease);
         goto out;
     }
-    if (conf.pair.zookeeper) {
-        fprintf(stderr, "ternd: a ZooKeeper coordinator (--pair-zookeeper, pair.zookeeper) is not "
-                        "supported yet: use a witness (--pair-witness)\n");
-        ret = 2;
-        goto out;
-    }
     char pl_host[64] = "", pp_host[64] = "", pw_host[64] = "";
     uint16_t pl_port = 0, pp_port = 0, pw_port = 0;
     bool paired = conf.pair.listen != NULL;
@@ -585,7 +580,8 @@ main(int argc, char **argv)
     if (paired &&
         (tn_conf_parse_host_port(conf.pair.listen, pl_host, sizeof pl_host, &pl_port) != 0 ||
          tn_conf_parse_host_port(conf.pair.peer, pp_host, sizeof pp_host, &pp_port) != 0 ||
-         tn_conf_parse_host_port(conf.pair.witness, pw_host, sizeof pw_host, &pw_port) != 0)) {
+         (conf.pair.witness &&
+          tn_conf_parse_host_port(conf.pair.witness, pw_host, sizeof pw_host, &pw_port) != 0))) {
         fprintf(stderr, "ternd: pair addresses: expected ADDR:PORT\n");
         ret = 2;
         goto out;
@@ -846,11 +842,21 @@ main(int argc, char **argv)
                                 .node = t.node,
                                 .host = pw_host,
                                 .port = pw_port,
+                                .zookeeper = conf.pair.zookeeper,
                                 .granted = on_granted,
                                 .lost = on_lost,
                                 .arg = &t};
+            if (conf.pair.zookeeper)
+                tn_log_info("TERN-PAIR", "coordinator: ZooKeeper %s", conf.pair.zookeeper);
+            else
+                tn_log_info("TERN-PAIR", "coordinator: witness %s", conf.pair.witness);
             t.lease = tn_lease_new(&lc);
-            tn_lease_want(t.lease, true);
+            if (t.lease == NULL) { /* tn_conf_validate checked what tn_lease_new does */
+                tn_log_error("TERN-PAIR", "bad coordinator settings");
+                ok = false;
+            } else {
+                tn_lease_want(t.lease, true);
+            }
         }
     }
     if (ok) {
