@@ -1141,15 +1141,36 @@ tn_store_cursor_open(tn_store *s, uint64_t lsn, tn_store_cursor **out)
         free(c);
         return TN_ENOENT;
     }
-    /* Walk the headers up to lsn. */
-    uint8_t h[TN_STORE_HEADER];
+    /* Walk the headers up to lsn, reading the segment a large piece at a time: this runs on the
+     * loop thread, and a read per record (a segment holds hundreds of thousands) stalled it for
+     * most of a second, long enough for a new active to miss its lease renewals. */
+    enum { WALK_CHUNK = 1 << 20 };
+    uint8_t *buf = tn_xmalloc(WALK_CHUNK);
+    uint64_t base = 0; /* file offset of buf[0] */
+    size_t have = 0;
+    int rc = 0;
     while (c->next < lsn) {
-        if (read_full(c->fd, h, sizeof h, c->off) != 0 || rd64(h + 8) != c->next) {
-            tn_store_cursor_close(c);
-            return TN_ENOENT;
+        if (c->off < base || c->off + TN_STORE_HEADER > base + have) {
+            base = c->off;
+            ssize_t r = pread(c->fd, buf, WALK_CHUNK, (off_t)base);
+            have = r > 0 ? (size_t)r : 0;
+            if (have < TN_STORE_HEADER) {
+                rc = TN_ENOENT;
+                break;
+            }
+        }
+        const uint8_t *h = buf + (c->off - base);
+        if (rd64(h + 8) != c->next) {
+            rc = TN_ENOENT;
+            break;
         }
         c->off += PAD8((uint64_t)TN_STORE_HEADER + rd32(h + 4));
         c->next++;
+    }
+    free(buf);
+    if (rc != 0) {
+        tn_store_cursor_close(c);
+        return rc;
     }
     *out = c;
     return 0;
