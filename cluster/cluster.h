@@ -168,6 +168,8 @@ void tn_lease_free(tn_lease *l);
  *   ACK      standby -> active  u64: every record up to it is durable on the standby
  *   INSYNC   active -> standby  u64 epoch: the witness records this standby in sync
  *   OUTOFSYNC active -> standby u64 epoch: the active went on alone (the standby is behind)
+ *   BEAT     active -> standby  u64 epoch, every 100 ms: the active is alive (a standby that
+ *                               hears nothing for a while holds new clients: tn_repl_heard)
  *
  * Where a standby's journal starts again: the active finds the epoch of the standby's last
  * record in its own history; if that epoch ends at or after the standby's last LSN there, and
@@ -223,6 +225,9 @@ int tn_repl_active_start(tn_repl *r, struct tn_store *store, tn_lease *lease, ui
 void tn_repl_poll(tn_repl *r);
 /* The lease is lost: nothing is confirmed any more (the gate stays shut). */
 void tn_repl_fence(tn_repl *r);
+/* Standby: the loop time it last heard from its active (any frame; the active sends one at
+ * least every 100 ms), and whether the link to it is up now. 0 before it ever did. */
+uint64_t tn_repl_heard(const tn_repl *r, bool *linked);
 /* Closes everything (the standby's journal too); frees itself once libuv is done. */
 void tn_repl_free(tn_repl *r);
 

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { F_HELLO = 1, F_WELCOME, F_NOTACTIVE, F_RECORDS, F_ACK, F_INSYNC, F_OUTOFSYNC };
+enum { F_HELLO = 1, F_WELCOME, F_NOTACTIVE, F_RECORDS, F_ACK, F_INSYNC, F_OUTOFSYNC, F_BEAT };
 
 #define FRAME_HDR 5
 #define SEND_CHUNK (256u << 10)  /* records read and sent at a time */
@@ -98,6 +98,7 @@ struct tn_repl {
     tn_store *sstore;
     uint64_t s_epoch;
     uint64_t s_acked_sent;
+    uint64_t heard; /* loop time a frame last came from the active */
     bool logged_down;
     uint64_t tls_logged; /* when a TLS failure was last logged */
 };
@@ -970,6 +971,10 @@ on_frame(plink *l, uint8_t type, const uint8_t *p, size_t n)
         return;
     }
     switch (type) {
+    case F_BEAT:
+        if (!l->welcomed)
+            link_close(l);
+        break;
     case F_WELCOME:
         if (!l->welcomed)
             on_welcome(l, p, n);
@@ -994,6 +999,8 @@ on_frame(plink *l, uint8_t type, const uint8_t *p, size_t n)
         link_close(l);
         break;
     }
+    if (l->welcomed && !l->closing)
+        r->heard = uv_now(r->conf.loop); /* an active's frame (not a NOTACTIVE) */
 }
 
 static void
@@ -1195,6 +1202,8 @@ on_timer(uv_timer_t *t)
     else if (r->mode == R_ACTIVE) {
         check_standby(r);
         maybe_in_sync(r);
+        if (r->sb && r->sb->welcomed && !r->sb->closing)
+            send_simple(r->sb, F_BEAT, &r->epoch);
     }
 }
 
@@ -1342,6 +1351,14 @@ tn_repl_poll(tn_repl *r)
         ship(r);
         maybe_in_sync(r);
     }
+}
+
+uint64_t
+tn_repl_heard(const tn_repl *r, bool *linked)
+{
+    if (linked)
+        *linked = r->mode == R_STANDBY && r->up && r->up->welcomed && !r->up->closing;
+    return r->heard;
 }
 
 void

@@ -114,10 +114,14 @@ become_slow(tn_session *s)
  * window starts. Deliveries leave the queue in bursts (each time the connection's output buffer
  * has drained by a quarter), so what counts is the window's total, not the time since the last.
  */
+static void release_holds(tn_broker *b);
+
 void
 tn_broker_tick(tn_broker *b, uint64_t now_ms)
 {
     b->now = now_ms;
+    if (b->holds && b->hold_until <= now_ms)
+        release_holds(b);
     uint32_t limit = b->limits.slow_consumer_ms;
     uint64_t enough = b->limits.max_queued / 2 ? b->limits.max_queued / 2 : 1;
     for (tn_session *s = b->behind, *next; s; s = next) {
@@ -159,12 +163,70 @@ tn_broker_new(const tn_broker_limits *limits)
     return b;
 }
 
+/* Every held connection asks again (from its own wake, later). */
+static void
+release_holds(tn_broker *b)
+{
+    tn_hold *h = b->holds;
+    b->holds = NULL;
+    while (h) {
+        tn_hold *next = h->next;
+        h->next = h->prev = NULL;
+        h->woken = true;
+        h->wake(h->arg);
+        h = next;
+    }
+}
+
 void
 tn_broker_set_standby(tn_broker *b, bool standby, const char *active_host)
 {
     b->standby = standby;
     free(b->active_host);
     b->active_host = standby && active_host ? tn_xstrdup(active_host) : NULL;
+    if (!standby) {
+        b->hold_until = 0;
+        release_holds(b);
+    }
+}
+
+void
+tn_broker_set_hold(tn_broker *b, uint64_t until_ms)
+{
+    b->hold_until = until_ms;
+    if (!until_ms || (b->now && until_ms <= b->now))
+        release_holds(b);
+}
+
+tn_hold *
+tn_broker_hold(tn_broker *b, void (*wake)(void *arg), void *arg)
+{
+    if (!b->standby || !b->hold_until || b->hold_until <= b->now)
+        return NULL;
+    tn_hold *h = tn_xcalloc(1, sizeof *h);
+    h->wake = wake;
+    h->arg = arg;
+    h->next = b->holds;
+    if (b->holds)
+        b->holds->prev = h;
+    b->holds = h;
+    return h;
+}
+
+void
+tn_broker_unhold(tn_broker *b, tn_hold *h)
+{
+    if (!h)
+        return;
+    if (!h->woken) {
+        if (h->prev)
+            h->prev->next = h->next;
+        else
+            b->holds = h->next;
+        if (h->next)
+            h->next->prev = h->prev;
+    }
+    free(h);
 }
 
 bool

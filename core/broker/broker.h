@@ -117,6 +117,20 @@ bool tn_broker_levels_ok(const tn_broker *b, const char *name);
 void tn_broker_set_standby(tn_broker *b, bool standby, const char *active_host);
 /* True while standby; *active_host (if asked) gets the active's address or NULL. */
 bool tn_broker_standby(const tn_broker *b, const char **active_host);
+/* A standby about to take over (its active has gone silent: the lease may come here within
+ * the lease's time) holds new clients until until_ms (loop time) instead of sending them away,
+ * so that they are served as soon as this node is active rather than bouncing to a dead node
+ * (0: hold no more). Holds end when the node stops being a standby, when set_hold says so, or
+ * at tn_broker_tick past until_ms. */
+void tn_broker_set_hold(tn_broker *b, uint64_t until_ms);
+/* A connection that has not said who it is yet asks whether to wait: NULL when it goes on
+ * now (no standby, or a standby not about to take over: it is refused as usual); otherwise a
+ * hold, and wake(arg) is called once, later (never from inside this call), when the client
+ * should ask again (the hold is then over: free it with tn_broker_unhold). */
+typedef struct tn_hold tn_hold;
+tn_hold *tn_broker_hold(tn_broker *b, void (*wake)(void *arg), void *arg);
+/* Frees h (woken or not: a connection closed while held). NULL is ignored. */
+void tn_broker_unhold(tn_broker *b, tn_hold *h);
 /* Frees every session (all must be detached), subscription and retained message. */
 void tn_broker_free(tn_broker *b);
 void tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out);

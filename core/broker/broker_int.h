@@ -91,8 +91,17 @@ struct tn_broker {
     uint64_t intake_used;                 /* arriving and charged bytes */
     tn_message_owner large_owner;         /* the owner of charged messages */
     uint64_t intake_seq;
-    bool standby;      /* tn_broker_set_standby */
-    char *active_host; /* the active's address, when standby and known */
+    bool standby;        /* tn_broker_set_standby */
+    char *active_host;   /* the active's address, when standby and known */
+    uint64_t hold_until; /* tn_broker_set_hold */
+    tn_hold *holds;      /* held connections, waiting for a wake */
+};
+
+struct tn_hold {
+    tn_hold *next, *prev;
+    void (*wake)(void *arg);
+    void *arg;
+    bool woken;
 };
 
 /* Record types of the journal (core/store). Payloads: s = u16 length + bytes, u8/u64 little

@@ -99,6 +99,8 @@ struct aconn {
     bool authed;      /* SASL outcome ok (or no SASL layer, checked at open) */
     bool logged;      /* the connection's error was logged */
     bool got_input;
+    bool admitted; /* past tn_broker_hold (proton may see the input) */
+    tn_hold *held; /* tn_broker_hold, until woken */
     /* The frame scanner (scan()): where the input stands, before proton sees it. */
     uint8_t sc_phase; /* SC_* */
     uint8_t sc_have;  /* bytes of sc_buf gathered */
@@ -2056,6 +2058,18 @@ a_open(void *proto, const tn_io *io, void *ctx)
     return c;
 }
 
+/* The standby has taken over or stopped holding: proton sees the input now. */
+static void
+held_wake(void *arg)
+{
+    aconn *c = arg;
+    tn_broker_unhold(c->a->b, c->held);
+    c->held = NULL;
+    c->admitted = true;
+    c->io->pause(c->ioc, false);
+    c->io->wake(c->ioc);
+}
+
 static ssize_t
 a_input(void *a, const uint8_t *p, size_t len)
 {
@@ -2074,6 +2088,16 @@ a_input(void *a, const uint8_t *p, size_t len)
         c->closing = true;
         c->io->close(c->ioc);
         return (ssize_t)len;
+    }
+    if (!c->admitted && len) {
+        /* A standby about to take over holds the client rather than refusing it. */
+        if (c->held)
+            return 0;
+        if ((c->held = tn_broker_hold(c->a->b, held_wake, c)) != NULL) {
+            c->io->pause(c->ioc, true);
+            return 0;
+        }
+        c->admitted = true;
     }
     c->got_input |= len > 0;
     size_t off = 0;
@@ -2143,6 +2167,8 @@ a_closed(void *a, int reason)
 {
     (void)reason;
     aconn *c = a;
+    tn_broker_unhold(c->a->b, c->held);
+    c->held = NULL;
     c->closing = true;
     run_later(c);
     tn_replies_cancel(&c->replies);

@@ -480,10 +480,32 @@ big_begin(mconn *c, const uint8_t *p, size_t len, size_t *used)
     return 0;
 }
 
+/* The standby has taken over or stopped holding: the CONNECT is handled now. */
+static void
+held_wake(void *arg)
+{
+    mconn *c = arg;
+    tn_broker_unhold(c->m->broker, c->held);
+    c->held = NULL;
+    c->admitted = true;
+    set_pause(c, PAUSE_HELD, false);
+    c->io->wake(c->ioc);
+}
+
 static ssize_t
 mqtt_input(void *a, const uint8_t *p, size_t len)
 {
     mconn *c = a;
+    if (!c->admitted) {
+        /* A standby about to take over holds the client rather than refusing it. */
+        if (c->held)
+            return 0;
+        if ((c->held = tn_broker_hold(c->m->broker, held_wake, c)) != NULL) {
+            set_pause(c, PAUSE_HELD, true);
+            return 0;
+        }
+        c->admitted = true;
+    }
     if (c->deferred.len && !c->flow.blocked) {
         int rc = run_deferred(c);
         if (rc < 0)
@@ -592,6 +614,7 @@ static void
 mqtt_closed(void *a, int reason)
 {
     mconn *c = a;
+    tn_broker_unhold(c->m->broker, c->held);
     if (c->s)
         tn_session_detach(c->s);
     c->s = NULL;

@@ -20,6 +20,7 @@ enum {
     PAUSE_DEFERRED = 1, /* deferred is full */
     PAUSE_FLOW = 2,     /* a large PUBLISH waits for flow control */
     PAUSE_INTAKE = 4,   /* a large PUBLISH waits for the incoming budget */
+    PAUSE_HELD = 8,     /* a standby about to take over holds the CONNECT (tn_broker_hold) */
 };
 
 /* tn_delivery.state for outgoing QoS 2: PUBREC received, PUBREL sent, PUBCOMP awaited. */
@@ -78,6 +79,8 @@ struct mconn {
     uint8_t state;
     bool disconnected;  /* DISCONNECT received: no will [MQTT-3.14.4-3] */
     bool hold;          /* deliveries wait for a SUBACK still waiting for the journal */
+    bool admitted;      /* past tn_broker_hold (the CONNECT may be handled) */
+    tn_hold *held;      /* tn_broker_hold, until woken */
     tn_replies replies; /* responses waiting for the journal, oldest first */
 };
 

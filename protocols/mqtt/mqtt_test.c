@@ -787,6 +787,66 @@ test_large_publish_budget(void)
     mqtt = saved_m;
 }
 
+/* A standby about to take over holds a CONNECT (nothing read, nothing answered) and serves it
+ * once active; once the hold ends without a promotion, the client is refused as on any
+ * standby; a connection closed while held leaves nothing behind. */
+static void
+test_standby_hold(void)
+{
+    tn_buf b;
+    tn_buf_init(&b, 256);
+    tn_mqtt_connect c = {.version = TN_MQTT_V311, .clean = true};
+    c.client_id = (tn_mqtt_bytes){(const uint8_t *)"held", 4};
+    tn_mqtt_encode_connect(&b, &c);
+    tn_broker_tick(broker, 1000);
+    tn_broker_set_standby(broker, true, "10.0.0.1");
+    fake_io f, g, h;
+    /* Not about to take over: refused at once. */
+    conn_open(&f);
+    feed(&f, b.data, b.len);
+    CU_ASSERT_TRUE(f.closed);
+    CU_ASSERT_TRUE(out_is(&f, "\x20\x02\x00\x03", 4));
+    conn_close(&f, TN_CLOSE_LOCAL);
+    /* About to: held, then served when active. */
+    tn_broker_set_hold(broker, 2500);
+    conn_open(&f);
+    conn_open(&h);
+    CU_ASSERT_EQUAL(feed(&f, b.data, b.len), 0);
+    CU_ASSERT_EQUAL(feed(&h, b.data, 3), 0);
+    CU_ASSERT_TRUE(f.paused && h.paused);
+    CU_ASSERT_EQUAL(f.out.len, 0);
+    CU_ASSERT_EQUAL(feed(&f, b.data, b.len), 0); /* more input: still held */
+    conn_close(&h, TN_CLOSE_PEER);               /* gone while held */
+    tn_broker_set_standby(broker, false, NULL);
+    CU_ASSERT_TRUE(f.woken > 0);
+    CU_ASSERT_FALSE(f.paused);
+    CU_ASSERT_EQUAL(feed(&f, b.data, b.len), (ssize_t)b.len);
+    CU_ASSERT_TRUE(out_is(&f, "\x20\x02\x00\x00", 4));
+    conn_close(&f, TN_CLOSE_PEER);
+    /* Held, and the hold runs out: refused. */
+    tn_broker_set_standby(broker, true, NULL);
+    tn_broker_set_hold(broker, 2500);
+    conn_open(&g);
+    CU_ASSERT_EQUAL(feed(&g, b.data, b.len), 0);
+    tn_broker_tick(broker, 2000);
+    CU_ASSERT_EQUAL(g.woken, 0);
+    tn_broker_tick(broker, 2500);
+    CU_ASSERT_TRUE(g.woken > 0);
+    feed(&g, b.data, b.len);
+    CU_ASSERT_TRUE(g.closed);
+    CU_ASSERT_TRUE(out_is(&g, "\x20\x02\x00\x03", 4));
+    conn_close(&g, TN_CLOSE_LOCAL);
+    /* set_hold(0) ends every hold at once. */
+    tn_broker_set_hold(broker, 9000);
+    conn_open(&g);
+    CU_ASSERT_EQUAL(feed(&g, b.data, b.len), 0);
+    tn_broker_set_hold(broker, 0);
+    CU_ASSERT_TRUE(g.woken > 0);
+    conn_close(&g, TN_CLOSE_PEER);
+    tn_broker_set_standby(broker, false, NULL);
+    tn_buf_fini(&b);
+}
+
 int
 main(void)
 {
@@ -812,5 +872,6 @@ main(void)
     CU_add_test(s, "too_many_levels", test_too_many_levels_close);
     CU_add_test(s, "closing_subscriber_releases", test_closing_subscriber_releases_publisher);
     CU_add_test(s, "large_publish_budget", test_large_publish_budget);
+    CU_add_test(s, "standby_hold", test_standby_hold);
     return tn_test_run();
 }

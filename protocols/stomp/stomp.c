@@ -63,7 +63,7 @@ enum { TX_SEND, TX_ACK, TX_NACK };
  * all arrived goes straight into its message (held once, from the broker's incoming budget). */
 #define BIG_BODY 65536
 /* Why reads are paused (sconn.pauses). */
-enum { PAUSE_FLOW = 1, PAUSE_INTAKE = 2 };
+enum { PAUSE_FLOW = 1, PAUSE_INTAKE = 2, PAUSE_HELD = 4 };
 /* big_head(): the frame waits for room. */
 #define BIG_WAIT 1
 
@@ -101,6 +101,8 @@ struct sconn {
     char head[8];   /* ST_CONNECT: the first command's bytes so far (leading EOLs skipped) */
     uint8_t n_head; /* bytes in head */
     bool head_ok;   /* the first command can only be CONNECT or STOMP */
+    bool admitted;  /* past tn_broker_hold (the CONNECT may be handled) */
+    tn_hold *held;  /* tn_broker_hold, until woken */
 };
 
 /* ---- output ---- */
@@ -1179,6 +1181,18 @@ a_open(void *proto, const tn_io *io, void *ctx)
     return c;
 }
 
+/* The standby has taken over or stopped holding: the CONNECT is handled now. */
+static void
+held_wake(void *arg)
+{
+    sconn *c = arg;
+    tn_broker_unhold(c->st->b, c->held);
+    c->held = NULL;
+    c->admitted = true;
+    set_pause(c, PAUSE_HELD, false);
+    c->io->wake(c->ioc);
+}
+
 static ssize_t
 a_input(void *a, const uint8_t *p, size_t len)
 {
@@ -1190,6 +1204,16 @@ a_input(void *a, const uint8_t *p, size_t len)
     if (c->state == ST_CONNECT && !c->head_ok && !head_plausible(c, p, len)) {
         fail(c, NULL, "the first frame must be CONNECT or STOMP", NULL);
         return (ssize_t)len;
+    }
+    if (c->state == ST_CONNECT && !c->admitted) {
+        /* A standby about to take over holds the client rather than refusing it. */
+        if (c->held)
+            return 0;
+        if ((c->held = tn_broker_hold(c->st->b, held_wake, c)) != NULL) {
+            set_pause(c, PAUSE_HELD, true);
+            return 0;
+        }
+        c->admitted = true;
     }
     if (c->intake.waiting)
         return 0; /* intake_resume() wakes us */
@@ -1304,6 +1328,7 @@ a_closed(void *a, int reason)
 {
     (void)reason;
     sconn *c = a;
+    tn_broker_unhold(c->st->b, c->held);
     run_later(c);
     c->state = ST_CLOSING;
     big_drop(c);

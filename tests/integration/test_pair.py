@@ -330,6 +330,45 @@ class StandbyLossTest(PairTestCase):
         self.assertEqual(self.drain(self.a, "o-sub", 10), [b"o-%d" % i for i in range(10)])
 
 
+class HoldTest(PairTestCase):
+    """A standby whose active has gone silent holds new clients (PAIR-HOLD) until it is active,
+    instead of sending them back to a frozen or dead node; if no lease comes, it refuses them as
+    usual once the hold is over."""
+
+    def test_clients_wait_for_the_takeover(self):
+        from proton.utils import BlockingConnection
+        self.sigstop(self.a)
+        self.b.wait_log("PAIR-HOLD")
+        self.assertEqual(self.b.count_log(role_re("active")), 0)
+        r = RawClient(self.b)
+        self.addCleanup(r.close)
+        r.send(connect_packet(unique_id("h")))
+        s = StompClient(self.b)
+        self.addCleanup(s.close)
+        s.connect()  # CONNECTED, not ERROR standby
+        p = r.recv_packet()
+        self.assertEqual(p.raw, b"\x20\x02\x00\x00", "the held CONNECT was refused")
+        # Answered only once b was active.
+        self.assertEqual(self.b.count_log(role_re("active", 2)), 1)
+        c = BlockingConnection("amqp://%s:%d" % (HOST, self.b.amqp_port), timeout=TIMEOUT)
+        c.create_sender("queue://held").send(__import__("proton").Message(body="x"))
+        c.close()
+        s.disconnect()
+
+    def test_hold_ends_in_a_refusal_when_no_lease_comes(self):
+        # The witness frozen: the active loses its lease (fenced), the standby cannot get it.
+        self.sigstop(self.pair.witness)
+        self.a.wait_log("TERN-FENCED")
+        self.b.wait_log("PAIR-HOLD")
+        r = RawClient(self.b)
+        self.addCleanup(r.close)
+        r.send(connect_packet(unique_id("h")))
+        p = r.recv_packet()
+        self.assertEqual(p.raw, b"\x20\x02\x00\x03", "expected CONNACK 3 once the hold ended")
+        self.b.wait_log("PAIR-HOLD over")
+        self.assertEqual(self.b.count_log(role_re("active")), 0)
+
+
 class ShortLeaseTest(PairTestCase):
     """--pair-lease and --pair-renew (the witness grants the lease it is given)."""
     pair_args = ("--pair-lease", "600", "--pair-renew", "150")

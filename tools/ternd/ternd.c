@@ -92,7 +92,9 @@ typedef struct ternd {
     char peer_host[64];
     int role;
     uint64_t role_epoch;
-    tn_witness *witness;     /* --role witness */
+    uint32_t hold_ms;    /* a standby whose active went silent holds clients this long at most */
+    bool holding;        /* update_hold: new clients are held */
+    tn_witness *witness; /* --role witness */
     tn_tls_ctx *pair_tls[2]; /* the replication link's server and client sides */
 } ternd;
 
@@ -292,11 +294,40 @@ trim_after_handshakes(ternd *t, uint64_t now)
 #endif
 }
 
+/* A standby in sync whose active has gone silent (no frame for three of its 100 ms beats, or
+ * the link down) may be granted the lease within the lease's time: until then it holds new
+ * clients instead of sending them back to a node that is dead or frozen, and serves them the
+ * moment it is active (or refuses them as usual once the hold ends). */
+static void
+update_hold(ternd *t, uint64_t now)
+{
+    bool linked = false;
+    uint64_t heard = tn_repl_heard(t->repl, &linked);
+    uint64_t until = 0;
+    if (t->role == TN_ROLE_STANDBY && heard && (!linked || now - heard >= 350))
+        until = heard + t->hold_ms;
+    if (until <= now)
+        until = 0;
+    if (until && !t->holding)
+        tn_log_info("PAIR-HOLD",
+                    "the active has been silent for %" PRIu64
+                    " ms (link %s): new clients wait until this node is active, %" PRIu64
+                    " ms at most",
+                    now - heard, linked ? "up" : "down", until - now);
+    else if (!until && t->holding && t->role == TN_ROLE_STANDBY)
+        tn_log_info("PAIR-HOLD", "over (%s): new clients are sent to the active again",
+                    linked && now - heard < 350 ? "the active is heard again" : "no lease came");
+    t->holding = until != 0;
+    tn_broker_set_hold(t->broker, until);
+}
+
 static void
 on_tick(uv_timer_t *h)
 {
     ternd *t = h->data;
     uint64_t now = uv_now(&t->loop);
+    if (t->repl && t->role != TN_ROLE_ACTIVE)
+        update_hold(t, now);
     tn_broker_tick(t->broker, now);
     trim_after_handshakes(t, now);
 }
@@ -679,6 +710,8 @@ main(int argc, char **argv)
     /* Slow consumers are declared within a tenth of slow_consumer_timeout (at most 100 ms). */
     uint64_t tick_ms = conf.limits.slow_consumer_timeout / 10;
     tick_ms = tick_ms < 10 ? 10 : tick_ms > 100 ? 100 : tick_ms;
+    if (paired && tick_ms > 50)
+        tick_ms = 50; /* a standby notices a silent active within 50 ms (update_hold) */
     uv_timer_init(&t.loop, &t.tick);
     t.tick.data = &t;
     uv_timer_start(&t.tick, on_tick, tick_ms, tick_ms);
@@ -836,6 +869,7 @@ main(int argc, char **argv)
             bool v6 = strchr(pl_host, ':') != NULL;
             tn_log_info("TERN-READY", "listening on pair://%s%s%s:%u%s", v6 ? "[" : "", pl_host,
                         v6 ? "]" : "", rport, t.pair_tls[0] ? " (TLS)" : "");
+            t.hold_ms = conf.pair.lease + conf.pair.renew + 250;
             tn_lease_conf lc = {.loop = &t.loop,
                                 .lease_ms = conf.pair.lease,
                                 .renew_ms = conf.pair.renew,
