@@ -81,6 +81,8 @@ struct tn_store {
     int fd;
     uint64_t w_seg; /* first LSN of the segment fd writes */
     uint64_t seg_bytes;
+    uint64_t zeroed; /* the segment file's size: zeros from seg_bytes to here (zero_ahead) */
+    bool no_zeros;   /* zero_ahead failed in this segment (disk full): appends extend it */
     bool unsynced;
 
     /* Loop thread's */
@@ -236,13 +238,39 @@ valid_at(const tn_store *s, const uint8_t *p, uint64_t size, uint64_t off, uint6
     return true;
 }
 
-/* Any valid record after off with an LSN above last? Then the damage is not just a torn tail. */
+/* Whether p[off..size) is all zeros: the unused end of a segment (zero_ahead), not damage. */
 static bool
+zeros_from(const uint8_t *p, uint64_t size, uint64_t off)
+{
+    for (uint64_t i = off; i < size; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+/* The offset of the first valid record after off with an LSN above last, or 0: with one,
+ * the damage at off is not just a torn tail, unless it is a hole (never_written). */
+static uint64_t
 valid_after(const tn_store *s, const uint8_t *p, uint64_t size, uint64_t off, uint64_t last)
 {
     uint64_t rs;
     for (uint64_t o = (off + 8) & ~(uint64_t)7; o + TN_STORE_HEADER <= size; o += 8)
         if (valid_at(s, p, size, o, &rs) && rd64(p + o + 8) > last)
+            return o;
+    return 0;
+}
+
+/* Whether [off, end) holds a whole 512-byte disk sector of zeros. The last segment's free space
+ * is zeros (zero_ahead), and records are written over it in place: the writes of a batch not yet
+ * synced may reach the disk in any order when the power goes, leaving a sector of zeros between
+ * records that did arrive. None of them was confirmed (a sync covers every earlier write), so
+ * such a hole ends the journal like a torn tail. Damage to synced records (bit rot) does not
+ * look like that, and still stops the replay. */
+static bool
+has_hole(const uint8_t *p, uint64_t off, uint64_t end)
+{
+    for (uint64_t sec = (off + 511) & ~(uint64_t)511; sec + 512 <= end; sec += 512)
+        if (zeros_from(p, sec + 512, sec))
             return true;
     return false;
 }
@@ -285,7 +313,7 @@ tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t
                 close(fd);
             return TN_EIO;
         }
-        uint64_t size = (uint64_t)st.st_size, off = 0;
+        uint64_t size = (uint64_t)st.st_size, off = 0, file_end = 0;
         const uint8_t *p = NULL;
         if (size > 0) {
             p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -306,12 +334,20 @@ tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t
                 off += rs;
                 continue;
             }
-            /* A bad record at off. */
-            if (last_seg && !valid_after(s, p, size, off, expected - 1)) {
+            /* A bad record at off. Zeros to the end: the segment's unused end (zero_ahead). */
+            if (zeros_from(p, size, off)) {
+                if (ftruncate(fd, (off_t)off) == 0) /* kept, they would be harmless */
+                    file_end = off;
+                size = off;
+                break;
+            }
+            uint64_t next = last_seg ? valid_after(s, p, size, off, expected - 1) : 0;
+            if (last_seg && (!next || has_hole(p, off, next))) {
                 tn_log_warn("STORE-TORN-TAIL",
                             "%s: cutting a torn or corrupt tail of %" PRIu64
-                            " bytes at offset %" PRIu64 " (last good LSN %" PRIu64 ")",
-                            path, size - off, off, expected - 1);
+                            " bytes at offset %" PRIu64 " (last good LSN %" PRIu64 ")%s",
+                            path, size - off, off, expected - 1,
+                            next ? ": unsynced writes that reached the disk out of order" : "");
                 if (ftruncate(fd, (off_t)off) != 0 || fsync(fd) != 0) {
                     errf(err, errlen, "%s: cannot cut the torn tail: %s", path, strerror(errno));
                     rc = TN_EIO;
@@ -341,6 +377,8 @@ tn_store_replay(tn_store *s, tn_store_replay_cb cb, void *arg, char *err, size_t
             s->fd = fd; /* appends continue here */
             s->w_seg = s->segs[i];
             s->seg_bytes = size;
+            s->zeroed = file_end > size ? file_end : size;
+            s->no_zeros = false;
         } else {
             close(fd);
         }
@@ -360,6 +398,12 @@ new_segment(tn_store *s, uint64_t first)
 {
     char path[4200];
     seg_name(s, first, path, sizeof path);
+    if (s->fd >= 0 && s->zeroed > s->seg_bytes) {
+        /* The segment ends with its last record (its zeros go before the next one exists). */
+        if (ftruncate(s->fd, (off_t)s->seg_bytes) != 0 || fdatasync(s->fd) != 0)
+            return TN_EIO;
+        s->zeroed = s->seg_bytes;
+    }
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
     if (fd < 0)
         return TN_EIO;
@@ -374,6 +418,8 @@ new_segment(tn_store *s, uint64_t first)
     s->fd = fd;
     s->w_seg = first;
     s->seg_bytes = 0;
+    s->zeroed = 0;
+    s->no_zeros = false;
     pthread_mutex_lock(&s->mu);
     s->segs = tn_xrealloc(s->segs, (s->n_segs + 1) * sizeof *s->segs);
     s->segs[s->n_segs++] = first;
@@ -505,7 +551,43 @@ space_again(tn_store *s)
         return true;
     if (posix_fallocate(s->fd, (off_t)s->seg_bytes, PROBE_BYTES) != 0)
         return false;
+    s->zeroed = s->seg_bytes;
     return ftruncate(s->fd, (off_t)s->seg_bytes) == 0;
+}
+
+/* With sync always, the segment being written is kept ZERO_AHEAD bytes longer than its records,
+ * in zeros actually written: a record then overwrites blocks the file already has, and its
+ * fdatasync flushes only data. An append that grows the file also has the filesystem commit the
+ * new size in its journal (ext4 here: 110-130 us per fdatasync instead of 75-85 us, and 155 vs
+ * 100 us with a pair's two journals syncing on one disk). One sync in ZERO_AHEAD * 3/4 bytes of
+ * records pays for the zeros and the size. Replay and cursors take a header of zeros for the
+ * segment's end; a segment is cut to its records when the next one starts. */
+#define ZERO_AHEAD (1u << 20)
+
+static void
+zero_ahead(tn_store *s)
+{
+    if (s->conf.sync != TN_SYNC_ALWAYS || s->no_zeros || s->seg_bytes + ZERO_AHEAD / 4 <= s->zeroed)
+        return;
+    static const uint8_t zeros[64 << 10];
+    uint64_t from = s->zeroed > s->seg_bytes ? s->zeroed : s->seg_bytes;
+    uint64_t to = s->seg_bytes + ZERO_AHEAD;
+    if (to > s->conf.segment_size && s->conf.segment_size > s->seg_bytes)
+        to = s->conf.segment_size; /* the segment ends about there */
+    if (to <= from)
+        return;
+    while (from < to) {
+        size_t n = to - from < sizeof zeros ? (size_t)(to - from) : sizeof zeros;
+        if (write_all(s->fd, zeros, n, from) != 0) {
+            /* No room for the zeros: the records go on without them in this segment. */
+            s->no_zeros = true;
+            if (ftruncate(s->fd, (off_t)s->seg_bytes) == 0)
+                from = s->seg_bytes;
+            break;
+        }
+        from += n;
+    }
+    s->zeroed = from;
 }
 
 static void *
@@ -652,6 +734,7 @@ writer(void *arg)
         bool unsynced = true;
         if (rc == 0) {
             s->seg_bytes += batch_bytes;
+            zero_ahead(s);
             if (s->conf.notify_written) {
                 /* Readable now (tn_store_cursor_read): a standby gets these records while our
                  * own sync runs. */
@@ -678,6 +761,7 @@ writer(void *arg)
             int e = errno;
             if (ftruncate(s->fd, (off_t)s->seg_bytes) != 0)
                 (void)0;
+            s->zeroed = s->seg_bytes;
             tn_log_error("STORE-WRITE-FAIL",
                          "%s: cannot write records %" PRIu64 "..%" PRIu64 ": %s; persistent "
                          "publishes are refused until it works again",
@@ -708,6 +792,9 @@ writer(void *arg)
         s->conf.notify(s->conf.notify_arg);
     }
     pthread_mutex_unlock(&s->mu);
+    if (s->fd >= 0 && s->zeroed > s->seg_bytes && !s->error &&
+        ftruncate(s->fd, (off_t)s->seg_bytes) == 0)
+        s->zeroed = s->seg_bytes; /* a clean stop leaves the segment ending with its records */
     if (s->fd >= 0 && s->conf.sync != TN_SYNC_NEVER)
         fdatasync(s->fd);
     tn_buf_fini(&batch);
@@ -1219,7 +1306,12 @@ tn_store_cursor_read(tn_store_cursor *c, tn_buf *out, size_t max, uint64_t upto,
         if (r < 0)
             return TN_EIO;
         size_t i = 0, len = (size_t)r;
+        bool end = false;
         while (i + TN_STORE_HEADER <= len && c->next <= written) {
+            if (rd64(p + i + 8) == 0 && rd32(p + i + 4) == 0) {
+                end = true; /* zeros: the segment's unused end (zero_ahead) */
+                break;
+            }
             if (rd64(p + i + 8) != c->next)
                 return TN_EIO;
             uint64_t size = PAD8((uint64_t)TN_STORE_HEADER + rd32(p + i + 4));
@@ -1230,7 +1322,7 @@ tn_store_cursor_read(tn_store_cursor *c, tn_buf *out, size_t max, uint64_t upto,
             n++;
         }
         if (i == 0) {
-            if (len >= TN_STORE_HEADER) {
+            if (len >= TN_STORE_HEADER && !end) {
                 /* One record larger than what was read: read it whole. */
                 uint64_t size = PAD8((uint64_t)TN_STORE_HEADER + rd32(p + 4));
                 if (size > SIZE_MAX / 2)

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* The writer thread's notify() writes a byte to a pipe; tests wait on it (never sleep). */
@@ -752,6 +753,89 @@ test_cursor_mirror_gate(void)
     rm_dir();
 }
 
+/* With sync always the segment being written runs ahead of its records in zeros (one
+ * fdatasync then flushes data only); a process killed then leaves them on disk: replay ends the
+ * segment at its last record, silently, and appends go on from there. A clean close leaves no
+ * zeros. */
+static void
+test_zeros_ahead_of_the_records(void)
+{
+    char err[256], seg[512];
+    fresh_dir();
+    pid_t pid = fork();
+    CU_ASSERT_TRUE_FATAL(pid >= 0);
+    if (pid == 0) {
+        tn_store *s = open_store(0, false, TN_SYNC_ALWAYS, err);
+        replay(s, 0);
+        tn_store_start(s);
+        put_n_durable(s, 100);
+        segment_path(true, seg, sizeof seg);
+        _exit(file_size(seg) >= (1 << 20) ? 0 : 3); /* killed: no close */
+    }
+    int st = 0;
+    CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    segment_path(true, seg, sizeof seg);
+    CU_ASSERT_TRUE(file_size(seg) >= 1 << 20);
+    tn_store *s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    seen sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 100);
+    CU_ASSERT_TRUE(sn.ok);
+    CU_ASSERT_TRUE(file_size(seg) < 1 << 16); /* the records only */
+    tn_store_start(s);
+    put_n_durable(s, 10);
+    CU_ASSERT_TRUE(file_size(seg) >= 1 << 20);
+    tn_store_close(s);
+    long closed = file_size(seg);
+    CU_ASSERT_TRUE(closed < 1 << 16);
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 110);
+    CU_ASSERT_EQUAL(file_size(seg), closed);
+    tn_store_close(s);
+    rm_dir();
+}
+
+/* A sector of zeros amid the last segment's records, valid records after it: writes that
+ * reached the disk out of order when the power went (none of them confirmed): the journal ends
+ * there. The same place damaged with anything but a whole zero sector still stops the replay. */
+static void
+test_hole_in_the_last_segment(void)
+{
+    char err[256], seg[512];
+    fresh_dir();
+    tn_store *s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    replay(s, 0);
+    tn_store_start(s);
+    put_n_durable(s, 200);
+    tn_store_close(s);
+    segment_path(true, seg, sizeof seg);
+    long size = file_size(seg);
+    CU_ASSERT_TRUE_FATAL(size > 8192);
+    /* Garbage at the middle: corruption, refused. */
+    flip_byte(seg, size / 2);
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    replay(s, TN_EIO);
+    tn_store_close(s);
+    /* A zero sector there (and zeros after the end, as zero_ahead leaves them): cut. */
+    flip_byte(seg, size / 2);
+    int fd = open(seg, O_RDWR);
+    static const uint8_t zeros[512];
+    long hole = (size / 2) & ~511L;
+    CU_ASSERT_EQUAL(pwrite(fd, zeros, 512, hole), 512);
+    CU_ASSERT_EQUAL(ftruncate(fd, size + 65536), 0);
+    close(fd);
+    s = open_store(0, false, TN_SYNC_ALWAYS, err);
+    seen sn = replay(s, 0);
+    CU_ASSERT_TRUE(sn.ok);
+    CU_ASSERT_TRUE(sn.n > 50 && sn.n < 150);
+    CU_ASSERT_TRUE(file_size(seg) <= hole);
+    tn_store_start(s);
+    put_n_durable(s, 1);
+    tn_store_close(s);
+    rm_dir();
+}
+
 int
 main(void)
 {
@@ -772,5 +856,7 @@ main(void)
     CU_add_test(s, "close_answers_waiters", test_close_answers_waiters);
     CU_add_test(s, "append_ref", test_append_ref);
     CU_add_test(s, "cursor_mirror_gate", test_cursor_mirror_gate);
+    CU_add_test(s, "zeros_ahead", test_zeros_ahead_of_the_records);
+    CU_add_test(s, "hole_in_last_segment", test_hole_in_the_last_segment);
     return tn_test_run();
 }
