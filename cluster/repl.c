@@ -99,6 +99,7 @@ struct tn_repl {
     uint64_t s_epoch;
     uint64_t s_acked_sent;
     uint64_t heard; /* loop time a frame last came from the active */
+    bool s_flush;   /* records appended by this read: standby_flush */
     bool logged_down;
     uint64_t tls_logged; /* when a TLS failure was last logged */
 };
@@ -842,6 +843,10 @@ open_sstore(tn_repl *r, uint64_t first_lsn, char *err, size_t errlen)
     tn_store_conf c = r->store_conf;
     c.first_lsn = first_lsn;
     c.notify_written = false;
+    /* What arrives is written and synced by this loop at the end of each read, and
+     * acknowledged at once: no thread hand-off either way (a standby serves no client, its loop
+     * has time to wait for the disk). The interval policy keeps its writer thread. */
+    c.inline_writes = c.sync != TN_SYNC_INTERVAL;
     if (tn_store_open(&c, &r->sstore, err, errlen) != 0)
         return -1;
     if (tn_store_replay(r->sstore, skip_record, NULL, err, errlen) != 0 ||
@@ -950,8 +955,22 @@ on_records(plink *l, const uint8_t *p, size_t n)
         p += size;
         n -= size;
     }
-    if (last)
+    if (last) {
         tn_store_when_durable(r->sstore, last, on_standby_durable, r);
+        r->s_flush = true; /* at the end of this read (standby_flush) */
+    }
+}
+
+/* Inline writes: what this read brought is written, synced and acknowledged now. */
+static void
+standby_flush(tn_repl *r)
+{
+    if (!r->s_flush || !r->sstore)
+        return;
+    r->s_flush = false;
+    if (r->store_conf.sync != TN_SYNC_INTERVAL)
+        tn_store_flush(r->sstore);
+    tn_store_poll(r->sstore);
 }
 
 /* ---- frames in ---- */
@@ -1099,6 +1118,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         on_frame(l, type, l->in.data + off + FRAME_HDR, len);
         off += FRAME_HDR + (size_t)len;
     }
+    standby_flush(l->r);
     if (!l->closing)
         tn_buf_consume(&l->in, off);
 }
@@ -1171,10 +1191,13 @@ on_connected(uv_connect_t *req, int status)
      * acknowledged (a record received but not yet synced, then lost in a crash, would count as
      * held here). */
     uint64_t last = tn_store_last_lsn(r->sstore);
-    if (tn_store_durable_lsn(r->sstore) < last)
+    if (tn_store_durable_lsn(r->sstore) < last) {
         tn_store_when_durable(r->sstore, last, hello_when_durable, r);
-    else
+        r->s_flush = true;
+        standby_flush(r);
+    } else {
         send_hello(l);
+    }
 }
 
 static void

@@ -112,6 +112,7 @@ typedef struct file_pair {
     char *async;
     char *lease;
     char *renew;
+    char *rejoin;
 } file_pair;
 
 typedef struct file_conf {
@@ -236,6 +237,7 @@ static const cyaml_schema_field_t pair_fields[] = {
     OPT_STRING("async", file_pair, async),
     OPT_STRING("lease", file_pair, lease),
     OPT_STRING("renew", file_pair, renew),
+    OPT_STRING("rejoin", file_pair, rejoin),
     CYAML_FIELD_END,
 };
 
@@ -1476,6 +1478,14 @@ apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, si
         seterr(path, pathlen, "pair.async");
         seterr(what, whatlen, "'%s' is not true or false", fp->async);
         return TN_EINVAL;
+    }
+    if (fp && fp->rejoin) {
+        if (strcmp(fp->rejoin, "auto") != 0 && strcmp(fp->rejoin, "manual") != 0) {
+            seterr(path, pathlen, "pair.rejoin");
+            seterr(what, whatlen, "'%s' is not auto or manual", fp->rejoin);
+            return TN_EINVAL;
+        }
+        n->pair.rejoin_manual = strcmp(fp->rejoin, "manual") == 0;
     }
     return 0;
 }

@@ -112,6 +112,8 @@ typedef struct tn_conf_pair {
                                300..60000, default 1000 */
     uint32_t renew;         /* ms between renewals (and between a standby's requests): at
                                least 50 and below lease - 150, default 250 */
+    bool rejoin_manual;     /* rejoin: manual: a fenced node stays fenced until restarted;
+                               auto (default): it restarts itself in place and rejoins */
 } tn_conf_pair;
 
 typedef struct tn_conf {

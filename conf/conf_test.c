@@ -991,6 +991,18 @@ test_pair_section(void)
         tn_conf_load_string(&c, "l.conf", "pair: {lease: 2000, renew: 500}\n", err, sizeof err), 0);
     CU_ASSERT_EQUAL(c.pair.lease, 2000);
     CU_ASSERT_EQUAL(c.pair.renew, 500);
+    CU_ASSERT_FALSE(c.pair.rejoin_manual); /* auto, the default */
+    tn_conf_fini(&c);
+    /* rejoin: auto or manual */
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "r.conf", "pair: {rejoin: manual}\n", err, sizeof err),
+                    0);
+    CU_ASSERT_TRUE(c.pair.rejoin_manual);
+    tn_conf_fini(&c);
+    tn_conf_init(&c);
+    CU_ASSERT_NOT_EQUAL(
+        tn_conf_load_string(&c, "r.conf", "pair: {rejoin: never}\n", err, sizeof err), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "pair.rejoin"));
     tn_conf_fini(&c);
 }
 

@@ -125,6 +125,10 @@ struct tn_store {
     bool stop;
     bool started;
     pthread_t thread;
+    /* The writer's (its thread, or the loop's with inline_writes) */
+    tn_buf wbatch;
+    ref_list wbrefs;
+    uint64_t last_sync;
 };
 
 static void errf(char *err, size_t errlen, const char *fmt, ...)
@@ -590,14 +594,21 @@ zero_ahead(tn_store *s)
     s->zeroed = from;
 }
 
-static void *
-writer(void *arg)
+static void
+notify(tn_store *s)
 {
-    tn_store *s = arg;
-    tn_buf batch;
-    tn_buf_init(&batch, SIZE_MAX);
-    ref_list brefs = {0};
-    uint64_t last_sync = now_ms();
+    if (!s->conf.inline_writes)
+        s->conf.notify(s->conf.notify_arg);
+}
+
+/* The writer: takes what is pending, writes it, syncs it, until stopped. once (inline_writes:
+ * the caller's thread, from tn_store_flush): returns when nothing is left to do instead of
+ * waiting for more. */
+static void
+write_pending(tn_store *s, bool once)
+{
+    tn_buf *batch = &s->wbatch;
+    ref_list *brefs = &s->wbrefs;
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (s->pending.len == 0 && !s->stop && !s->drop_before) {
@@ -608,7 +619,7 @@ writer(void *arg)
                 uint64_t upto = s->written;
                 pthread_mutex_unlock(&s->mu);
                 int rc = fdatasync(s->fd) == 0 ? 0 : TN_EIO;
-                last_sync = now_ms();
+                s->last_sync = now_ms();
                 pthread_mutex_lock(&s->mu);
                 s->unsynced = false;
                 if (rc == 0) {
@@ -621,8 +632,14 @@ writer(void *arg)
                     s->pending.len = 0;
                     s->n_rolls = 0;
                 }
-                s->conf.notify(s->conf.notify_arg);
+                notify(s);
                 continue;
+            }
+            if (once) {
+                if (s->error && !s->room && !s->sync_failed && space_again(s))
+                    s->room = true; /* the loop resumes appends from tn_store_poll() */
+                pthread_mutex_unlock(&s->mu);
+                return;
             }
             bool timed = (s->unsynced && s->conf.sync != TN_SYNC_NEVER) || (s->error && !s->room);
             if (!timed) {
@@ -644,15 +661,15 @@ writer(void *arg)
             pthread_mutex_unlock(&s->mu);
             uint64_t upto = s->written;
             if (s->unsynced &&
-                now_ms() - last_sync >=
+                now_ms() - s->last_sync >=
                     (s->conf.sync == TN_SYNC_INTERVAL ? s->conf.interval_ms : IDLE_SYNC_MS)) {
                 bool ok = fdatasync(s->fd) == 0;
-                last_sync = now_ms();
+                s->last_sync = now_ms();
                 pthread_mutex_lock(&s->mu);
                 s->unsynced = false;
                 if (ok && s->conf.sync == TN_SYNC_ALWAYS && s->durable < upto) {
                     s->durable = upto;
-                    s->conf.notify(s->conf.notify_arg);
+                    notify(s);
                 }
                 pthread_mutex_unlock(&s->mu);
             }
@@ -660,7 +677,7 @@ writer(void *arg)
             pthread_mutex_lock(&s->mu);
             if (recovered) {
                 s->room = true; /* the loop resumes appends from tn_store_poll() */
-                s->conf.notify(s->conf.notify_arg);
+                notify(s);
             }
         }
         if (s->drop_before) {
@@ -697,8 +714,8 @@ writer(void *arg)
         if (s->n_rolls) {
             size_t cut = (size_t)s->rolls[0].off;
             last = s->rolls[0].lsn - 1;
-            batch.len = 0;
-            tn_assert(tn_buf_append(&batch, s->pending.data, cut) == 0);
+            batch->len = 0;
+            tn_assert(tn_buf_append(batch, s->pending.data, cut) == 0);
             memmove(s->pending.data, s->pending.data + cut, s->pending.len - cut);
             s->pending.len -= cut;
             s->pending_first = s->rolls[0].lsn;
@@ -708,19 +725,19 @@ writer(void *arg)
              * without padding sits right at the cut, before the next segment's first record). */
             size_t k = 0;
             while (k < s->prefs.n && s->prefs.v[k].off <= cut)
-                refs_push(&brefs, s->prefs.v[k++]);
+                refs_push(brefs, s->prefs.v[k++]);
             for (size_t i = k; i < s->prefs.n; i++) {
                 s->prefs.v[i - k] = s->prefs.v[i];
                 s->prefs.v[i - k].off -= cut;
             }
             s->prefs.n -= k;
         } else {
-            tn_buf tmp = batch;
-            batch = s->pending;
+            tn_buf tmp = *batch;
+            *batch = s->pending;
             s->pending = tmp;
             s->pending.len = 0;
-            ref_list rt = brefs;
-            brefs = s->prefs;
+            ref_list rt = *brefs;
+            *brefs = s->prefs;
             s->prefs = rt;
         }
         pthread_mutex_unlock(&s->mu);
@@ -728,9 +745,9 @@ writer(void *arg)
         int rc = 0;
         if (s->fd < 0 || roll)
             rc = new_segment(s, first);
-        uint64_t batch_bytes = batch.len + refs_bytes(&brefs);
+        uint64_t batch_bytes = batch->len + refs_bytes(brefs);
         if (rc == 0)
-            rc = write_batch(s->fd, &batch, &brefs, s->seg_bytes);
+            rc = write_batch(s->fd, batch, brefs, s->seg_bytes);
         bool unsynced = true;
         if (rc == 0) {
             s->seg_bytes += batch_bytes;
@@ -740,14 +757,14 @@ writer(void *arg)
                  * own sync runs. */
                 pthread_mutex_lock(&s->mu);
                 s->written = last;
-                s->conf.notify(s->conf.notify_arg);
+                notify(s);
                 pthread_mutex_unlock(&s->mu);
             }
             /* sync always, but nobody waits for these records (acks, say): the next sync that
              * someone waits for covers them, or the idle sync IDLE_SYNC_MS later. */
             if (s->conf.sync == TN_SYNC_ALWAYS && need_sync) {
                 rc = fdatasync(s->fd) == 0 ? 0 : TN_EIO;
-                last_sync = now_ms();
+                s->last_sync = now_ms();
                 unsynced = false;
                 /* What a failed sync left on disk is unknown (and its records stay in the
                  * file, where reusing their LSNs would put two records under one LSN): no
@@ -768,11 +785,11 @@ writer(void *arg)
                          s->dir, first, last, strerror(e));
         }
         uint64_t written = rc == 0 ? batch_bytes : 0;
-        batch.len = 0;
-        if (batch.cap > KEEP_BATCH)
-            tn_buf_reset(&batch);
+        batch->len = 0;
+        if (batch->cap > KEEP_BATCH)
+            tn_buf_reset(batch);
         pthread_mutex_lock(&s->mu);
-        refs_move(&s->done, &brefs); /* their bodies are written (or failed): release them */
+        refs_move(&s->done, brefs); /* their bodies are written (or failed): release them */
         s->wr_seg = s->w_seg;
         s->wr_off = s->seg_bytes;
         s->unsynced = unsynced;
@@ -789,17 +806,38 @@ writer(void *arg)
             refs_move(&s->done, &s->prefs);
             s->n_rolls = 0;
         }
-        s->conf.notify(s->conf.notify_arg);
+        notify(s);
     }
     pthread_mutex_unlock(&s->mu);
+}
+
+static void
+writer_done(tn_store *s)
+{
     if (s->fd >= 0 && s->zeroed > s->seg_bytes && !s->error &&
         ftruncate(s->fd, (off_t)s->seg_bytes) == 0)
         s->zeroed = s->seg_bytes; /* a clean stop leaves the segment ending with its records */
     if (s->fd >= 0 && s->conf.sync != TN_SYNC_NEVER)
         fdatasync(s->fd);
-    tn_buf_fini(&batch);
-    free(brefs.v);
+    tn_buf_fini(&s->wbatch);
+    free(s->wbrefs.v);
+    s->wbrefs = (ref_list){0};
+}
+
+static void *
+writer(void *arg)
+{
+    tn_store *s = arg;
+    write_pending(s, false);
+    writer_done(s);
     return NULL;
+}
+
+void
+tn_store_flush(tn_store *s)
+{
+    tn_assert(s->conf.inline_writes && s->started);
+    write_pending(s, true);
 }
 
 int
@@ -808,7 +846,9 @@ tn_store_start(tn_store *s)
     tn_assert(!s->started);
     s->replayed = true;
     s->durable = s->written = s->next_lsn - 1;
-    if (pthread_create(&s->thread, NULL, writer, s) != 0)
+    tn_buf_init(&s->wbatch, SIZE_MAX);
+    s->last_sync = now_ms();
+    if (!s->conf.inline_writes && pthread_create(&s->thread, NULL, writer, s) != 0)
         return TN_EIO;
     s->started = true;
     return 0;
@@ -1421,7 +1461,12 @@ tn_store_close(tn_store *s)
         s->stop = true;
         pthread_cond_signal(&s->cv);
         pthread_mutex_unlock(&s->mu);
-        pthread_join(s->thread, NULL);
+        if (s->conf.inline_writes) {
+            write_pending(s, false); /* stop set: returns once all is written */
+            writer_done(s);
+        } else {
+            pthread_join(s->thread, NULL);
+        }
     }
     tn_store_poll(s);
     /* Waiters for records the writer did not get to sync before it stopped: told so (their

@@ -60,6 +60,11 @@ typedef struct tn_store_conf {
     /* The LSN of the first record of an empty journal (0: 1). A standby that copies a
      * compacted journal starts where its active's oldest segment starts. */
     uint64_t first_lsn;
+    /* No writer thread: tn_store_flush() writes and syncs what is pending on the caller's
+     * thread, and notify is not called (the caller polls after flushing). A pair's standby,
+     * which serves no client, writes what its active sends this way and acknowledges it
+     * without two thread hand-offs. */
+    bool inline_writes;
 } tn_store_conf;
 
 /* Opens (creating) the folder. No thread runs yet. err gets a one-line reason on failure. */
@@ -96,6 +101,10 @@ void tn_store_when_durable(tn_store *s, uint64_t lsn, tn_store_done_cb cb, void 
  * (the standby's acknowledged LSN, or none while the lease is not held; NULL: no gate). The
  * gate is asked on every tn_store_poll(), which its owner calls when the gate moves. */
 void tn_store_set_gate(tn_store *s, uint64_t (*gate)(void *arg), void *arg);
+
+/* inline_writes: writes and syncs (per the policy) everything appended so far, on this thread;
+ * tn_store_poll() then runs the callbacks that became due. */
+void tn_store_flush(tn_store *s);
 
 /* Runs the callbacks that became due (loop thread, after notify). After a write error, every
  * record not yet durable is failed (cb with TN_EIO) and appends return TN_EIO; once the writer

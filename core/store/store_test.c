@@ -836,6 +836,48 @@ test_hole_in_the_last_segment(void)
     rm_dir();
 }
 
+/* inline_writes (a pair's standby): no writer thread; tn_store_flush() writes and syncs on the
+ * caller's thread, then tn_store_poll() answers the waiters. The journal is the same. */
+static void
+test_inline_writes(void)
+{
+    char err[256];
+    fresh_dir();
+    tn_store_conf c = {.dir = dir,
+                       .sync = TN_SYNC_ALWAYS,
+                       .max_record = 1 << 20,
+                       .segment_size = 64 << 10,
+                       .notify = notify,
+                       .inline_writes = true};
+    tn_store *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(tn_store_open(&c, &s, err, sizeof err), 0);
+    replay(s, 0);
+    CU_ASSERT_EQUAL(tn_store_start(s), 0);
+    for (int round = 0; round < 50; round++) {
+        uint64_t last = 0;
+        for (int i = 0; i < 40; i++)
+            last = put(s);
+        durable_calls = 0;
+        tn_store_when_durable(s, last, on_durable, (void *)(uintptr_t)last);
+        tn_store_poll(s);
+        CU_ASSERT_EQUAL(durable_calls, 0); /* nothing written until flushed */
+        tn_store_flush(s);
+        tn_store_poll(s);
+        CU_ASSERT_EQUAL(durable_calls, 1);
+        CU_ASSERT_EQUAL(durable_seen, last);
+        CU_ASSERT_EQUAL(tn_store_durable_lsn(s), last);
+    }
+    put(s); /* not flushed: close writes it */
+    tn_store_close(s);
+    CU_ASSERT_TRUE(count_segments() > 1); /* rolled on the way */
+    s = open_store(64 << 10, false, TN_SYNC_ALWAYS, err);
+    seen sn = replay(s, 0);
+    CU_ASSERT_EQUAL(sn.n, 50 * 40 + 1);
+    CU_ASSERT_TRUE(sn.ok);
+    tn_store_close(s);
+    rm_dir();
+}
+
 int
 main(void)
 {
@@ -858,5 +900,6 @@ main(void)
     CU_add_test(s, "cursor_mirror_gate", test_cursor_mirror_gate);
     CU_add_test(s, "zeros_ahead", test_zeros_ahead_of_the_records);
     CU_add_test(s, "hole_in_last_segment", test_hole_in_the_last_segment);
+    CU_add_test(s, "inline_writes", test_inline_writes);
     return tn_test_run();
 }

@@ -258,11 +258,20 @@ class FailoverTest(PairTestCase):
         self.b.wait_log(role_re("active", 2))
         took = time.monotonic() - t0
         self.assertLess(took, 2 * LEASE_S + 0.5, "failover took %.2f s" % took)
-        os.kill(self.a.proc.pid, signal.SIGCONT)
+        pid = self.a.proc.pid
+        os.kill(pid, signal.SIGCONT)
         self.a.wait_log("TERN-FENCED")
         self.assertTrue(held.disconnected.wait(TIMEOUT), "the fenced node kept its client")
+        # It restarts itself in place (same process) and rejoins as the standby.
+        self.a.wait_log("TERN-REJOIN")
+        self.a.wait_log(role_re("standby", 2))
+        self.assertEqual(self.a.proc.pid, pid)
+        self.assertIsNone(self.a.proc.poll())
         self.assert_refuses_mqtt(self.a)
         self.assertEqual(self.drain(self.b, "f-sub", 50), [b"f-%d" % i for i in range(50)])
+        # And it takes over again when b goes.
+        self.b.crash()
+        self.a.wait_log(role_re("active", 3))
 
     def test_old_active_rejoins_as_standby_and_catches_up(self):
         topic = "pair/" + unique_id("r")
@@ -405,6 +414,23 @@ class ZooKeeperTest(PairTestCase):
     test_frozen_active_is_replaced_and_fenced = \
         FailoverTest.test_frozen_active_is_replaced_and_fenced
     test_clean_stop_hands_over_at_once = FailoverTest.test_clean_stop_hands_over_at_once
+
+
+class ManualRejoinTest(PairTestCase):
+    """--pair-rejoin manual: a fenced node stays fenced (refusing clients) until restarted."""
+    pair_args = ("--pair-rejoin", "manual")
+
+    def test_fenced_node_waits_for_a_restart(self):
+        self.sigstop(self.a)
+        self.b.wait_log(role_re("active", 2))
+        os.kill(self.a.proc.pid, signal.SIGCONT)
+        self.a.wait_log("TERN-FENCED")
+        self.assert_refuses_mqtt(self.a)
+        self.assertEqual(self.a.count_log("TERN-REJOIN"), 0)
+        self.assertEqual(self.a.count_log(role_re("standby", 2)), 0)
+        self.a.stop()
+        self.pair.node("a")
+        self.a.wait_log(role_re("standby", 2))
 
 
 class AsyncTest(PairTestCase):

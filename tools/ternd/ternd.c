@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -61,6 +62,10 @@ static const char usage[] =
     "      --pair-async       confirm without waiting for the standby (README: the trade-off)\n"
     "      --pair-lease MS    how long a lease lasts (default 1000; the witness grants it)\n"
     "      --pair-renew MS    how often it is renewed or asked for (default 250)\n"
+    "      --pair-rejoin auto|manual\n"
+    "                         a node that lost its lease (fenced) restarts itself in place\n"
+    "                         and rejoins as the standby (auto, the default), or waits to be\n"
+    "                         restarted (manual)\n"
     "  -h, --help             show this help and exit\n"
     "  -V, --version          show the version and exit\n"
     "\n"
@@ -92,9 +97,13 @@ typedef struct ternd {
     char peer_host[64];
     int role;
     uint64_t role_epoch;
-    uint32_t hold_ms;    /* a standby whose active went silent holds clients this long at most */
-    bool holding;        /* update_hold: new clients are held */
-    tn_witness *witness; /* --role witness */
+    uint32_t hold_ms;   /* a standby whose active went silent holds clients this long at most */
+    bool holding;       /* update_hold: new clients are held */
+    bool rejoin_manual; /* --pair-rejoin manual */
+    uint16_t *ports;    /* each listener's port, as bound */
+    size_t n_ports;
+    bool reexec;             /* fenced: once stopped, run ternd again in place (rejoin) */
+    tn_witness *witness;     /* --role witness */
     tn_tls_ctx *pair_tls[2]; /* the replication link's server and client sides */
 } ternd;
 
@@ -153,6 +162,7 @@ on_repl_role(void *arg, int role, uint64_t epoch)
 }
 
 static void on_signal(uv_signal_t *h, int signum);
+static void stop_node(ternd *t);
 
 /* The lease is ours: what the standby received is this node's journal; recovered into the
  * broker, it serves clients and confirms alone until its standby has caught up. */
@@ -176,11 +186,54 @@ on_granted(void *arg, uint64_t epoch)
     if (!ok) {
         tn_log_error("TERN-STORE", "cannot become active: %s", err);
         tn_lease_release(t->lease);
-        on_signal(&t->sigterm, SIGTERM);
+        stop_node(t);
         return;
     }
     tn_broker_set_standby(t->broker, false, NULL);
     set_role(t, TN_ROLE_ACTIVE, epoch);
+}
+
+/* How many times this node restarted itself in place after being fenced, and when the first
+ * of them was (TERN_REJOINS="N SECONDS", kept across exec): a node fenced again and again
+ * (a journal too long to replay within the lease, say) stops trying and waits for a restart. */
+#define REJOIN_MAX 3
+#define REJOIN_WINDOW_S 60
+
+/* Fenced: stops as on SIGTERM (its journal closed cleanly), then main() runs ternd again with
+ * the same arguments, in the same process: it starts as a standby and catches up from the
+ * active, as a restarted node does. */
+static void
+rejoin(ternd *t)
+{
+    if (t->stopping)
+        return; /* asked to stop (SIGTERM) first: no next run */
+    unsigned n = 0;
+    long long first = 0;
+    const char *env = getenv("TERN_REJOINS");
+    long long now = (long long)time(NULL);
+    if (!env || sscanf(env, "%u %lld", &n, &first) != 2 || now - first > REJOIN_WINDOW_S ||
+        now < first) {
+        n = 0;
+        first = now;
+    }
+    if (n >= REJOIN_MAX) {
+        tn_log_error("TERN-REJOIN",
+                     "fenced %u times within %d s: staying fenced (refusing clients, confirming "
+                     "nothing); restart this node once the cause is found",
+                     n + 1, REJOIN_WINDOW_S);
+        return;
+    }
+    char v[64];
+    snprintf(v, sizeof v, "%u %lld", n + 1, first);
+    setenv("TERN_REJOINS", v, 1);
+    char *ports = tn_xcalloc(t->n_ports + 1, 6);
+    for (size_t i = 0, len = 0; i < t->n_ports; i++)
+        len += (size_t)sprintf(ports + len, "%s%u", i ? "," : "", t->ports[i]);
+    setenv("TERN_REJOIN_PORTS", ports, 1);
+    free(ports);
+    tn_log_info("TERN-REJOIN", "stopping, then starting again in place as the standby");
+    t->reexec = true;
+    stop_node(t);
 }
 
 /* The lease is gone (expired during a freeze, a newer epoch, the witness unreachable): nothing
@@ -199,9 +252,13 @@ on_lost(void *arg, uint64_t epoch, const char *why)
         tn_ws_drop_all(t->ws);
     tn_log_warn("TERN-FENCED",
                 "lease lost at epoch %" PRIu64 " (%s): confirming nothing more, clients "
-                "closed; restart this node to rejoin as the standby",
-                epoch, why);
+                "closed; %s",
+                epoch, why,
+                t->rejoin_manual ? "restart this node to rejoin as the standby"
+                                 : "restarting in place to rejoin as the standby");
     set_role(t, TN_ROLE_FENCED, epoch);
+    if (!t->rejoin_manual)
+        rejoin(t);
 }
 
 /* DIR/node-id: this node's name for the pair, made once (a node with a new data folder is a
@@ -353,14 +410,30 @@ signal_closed(uv_handle_t *h)
     (void)h;
 }
 
+static void stop_node(ternd *t);
+
 static void
 on_signal(uv_signal_t *h, int signum)
 {
     ternd *t = h->data;
+    if (t->stopping) {
+        if (t->reexec) { /* stopping to rejoin: stop for good instead, as asked */
+            t->reexec = false;
+            tn_log_info("TERN-STOP", "signal %d: shutting down (not rejoining)", signum);
+        }
+        return;
+    }
+    tn_log_info("TERN-STOP", "signal %d: shutting down", signum);
+    stop_node(t);
+}
+
+/* Closes every connection, then the journal; the loop ends once all is closed. */
+static void
+stop_node(ternd *t)
+{
     if (t->stopping)
         return;
     t->stopping = true;
-    tn_log_info("TERN-STOP", "signal %d: shutting down", signum);
     if (t->lease && t->role == TN_ROLE_ACTIVE) {
         /* Confirm nothing more, then hand the role over at once (not at the lease's end). */
         tn_repl_fence(t->repl);
@@ -371,6 +444,13 @@ on_signal(uv_signal_t *h, int signum)
     if (t->ws)
         tn_ws_close(t->ws);
     tn_net_close(t->net, net_closed, t);
+    if (t->reexec) {
+        /* Rejoining: a SIGTERM meanwhile still stops the node (on_signal); they are closed
+         * just before the next run starts. */
+        uv_unref((uv_handle_t *)&t->sigint);
+        uv_unref((uv_handle_t *)&t->sigterm);
+        return;
+    }
     uv_close((uv_handle_t *)&t->sigint, signal_closed);
     uv_close((uv_handle_t *)&t->sigterm, signal_closed);
 }
@@ -403,6 +483,7 @@ main(int argc, char **argv)
         OPT_PAIR_ASYNC,
         OPT_PAIR_LEASE,
         OPT_PAIR_RENEW,
+        OPT_PAIR_REJOIN,
     };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -422,6 +503,7 @@ main(int argc, char **argv)
         {"pair-async", no_argument, NULL, OPT_PAIR_ASYNC},
         {"pair-lease", required_argument, NULL, OPT_PAIR_LEASE},
         {"pair-renew", required_argument, NULL, OPT_PAIR_RENEW},
+        {"pair-rejoin", required_argument, NULL, OPT_PAIR_REJOIN},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -431,6 +513,7 @@ main(int argc, char **argv)
     const char *role = NULL;
     const char *pair_listen = NULL, *pair_peer = NULL, *pair_witness = NULL, *pair_zk = NULL;
     uint32_t pair_alone_ms = 0, pair_lease_ms = 0, pair_renew_ms = 0;
+    const char *pair_rejoin = NULL;
     bool pair_async = false;
     tn_conf_listener *listen = NULL;
     size_t n_listen = 0;
@@ -526,6 +609,14 @@ main(int argc, char **argv)
             *(ch == OPT_PAIR_LEASE ? &pair_lease_ms : &pair_renew_ms) = (uint32_t)v;
             break;
         }
+        case OPT_PAIR_REJOIN:
+            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "manual") != 0) {
+                fprintf(stderr, "ternd: --pair-rejoin %s: expected auto or manual\n", optarg);
+                ret = 2;
+                goto out;
+            }
+            pair_rejoin = optarg;
+            break;
         case 'h':
             fputs(usage, stdout);
             ret = 0;
@@ -592,6 +683,8 @@ main(int argc, char **argv)
         conf.pair.lease = pair_lease_ms;
     if (pair_renew_ms)
         conf.pair.renew = pair_renew_ms;
+    if (pair_rejoin)
+        conf.pair.rejoin_manual = strcmp(pair_rejoin, "manual") == 0;
     if (tn_conf_validate(&conf, err, sizeof err) != 0) {
         fprintf(stderr, "ternd: %s\n", err);
         goto out;
@@ -643,6 +736,8 @@ main(int argc, char **argv)
     t.stomp = tn_xcalloc(conf.n_listeners, sizeof *t.stomp);
     t.amqp = tn_xcalloc(conf.n_listeners, sizeof *t.amqp);
     t.tls = tn_xcalloc(conf.n_listeners, sizeof *t.tls);
+    t.ports = tn_xcalloc(conf.n_listeners, sizeof *t.ports);
+    t.n_ports = conf.n_listeners;
     uv_loop_init(&t.loop);
     tn_broker_limits bl = {
         .max_inflight = conf.limits.max_inflight,
@@ -723,10 +818,27 @@ main(int argc, char **argv)
     t.sigint.data = t.sigterm.data = &t;
     uv_signal_start(&t.sigint, on_signal, SIGINT);
     uv_signal_start(&t.sigterm, on_signal, SIGTERM);
+    /* A node that restarted itself in place (rejoin) had these blocked from the moment it
+     * decided to: one sent meanwhile is pending and shuts this run down now, as asked. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &stop_signals, NULL);
     bool ok = store_ok;
+    /* Rejoining in place: listeners asked to pick any port (0) take the ones the last run
+     * had, so clients and scripts still find this node. */
+    const char *prev_ports = getenv("TERN_REJOIN_PORTS");
     for (size_t i = 0; i < conf.n_listeners && ok; i++) {
         tn_conf_listener *l = &conf.listeners[i];
         const char *scheme = tn_conf_proto_name(l->proto);
+        unsigned prev = 0;
+        int used = 0;
+        if (prev_ports && sscanf(prev_ports, "%u%n", &prev, &used) == 1) {
+            prev_ports += used + (prev_ports[used] == ',');
+            if (l->port == 0 && prev > 0 && prev <= 65535)
+                l->port = (uint16_t)prev;
+        }
         /* mqtts is mqtt over TLS, and so on. */
         tn_proto base = l->proto == TN_PROTO_MQTTS    ? TN_PROTO_MQTT
                         : l->proto == TN_PROTO_STOMPS ? TN_PROTO_STOMP
@@ -826,6 +938,7 @@ main(int argc, char **argv)
         bool v6 = strchr(l->address, ':') != NULL;
         tn_log_info("TERN-READY", "listening on %s://%s%s%s:%u", scheme, v6 ? "[" : "", l->address,
                     v6 ? "]" : "", port);
+        t.ports[i] = port;
     }
     if (ok && paired && conf.tls.cert && conf.tls.key) {
         /* The replication link is TLS when the node has a certificate: with a CA, each node
@@ -870,6 +983,7 @@ main(int argc, char **argv)
             tn_log_info("TERN-READY", "listening on pair://%s%s%s:%u%s", v6 ? "[" : "", pl_host,
                         v6 ? "]" : "", rport, t.pair_tls[0] ? " (TLS)" : "");
             t.hold_ms = conf.pair.lease + conf.pair.renew + 250;
+            t.rejoin_manual = conf.pair.rejoin_manual;
             tn_lease_conf lc = {.loop = &t.loop,
                                 .lease_ms = conf.pair.lease,
                                 .renew_ms = conf.pair.renew,
@@ -905,6 +1019,18 @@ main(int argc, char **argv)
         uv_close((uv_handle_t *)&t.sigterm, signal_closed);
     }
     uv_run(&t.loop, UV_RUN_DEFAULT);
+    if (t.reexec) {
+        /* From here a SIGTERM or SIGINT waits, pending, for the next run, which takes it once
+         * its own handlers are in place (across exec the mask and pending signals stay). */
+        sigset_t held;
+        sigemptyset(&held);
+        sigaddset(&held, SIGINT);
+        sigaddset(&held, SIGTERM);
+        sigprocmask(SIG_BLOCK, &held, NULL);
+        uv_close((uv_handle_t *)&t.sigint, signal_closed);
+        uv_close((uv_handle_t *)&t.sigterm, signal_closed);
+        uv_run(&t.loop, UV_RUN_DEFAULT);
+    }
     tn_ws_free(t.ws);
     tn_net_free(t.net);
     for (size_t i = 0; i < t.n_mqtt; i++)
@@ -919,6 +1045,7 @@ main(int argc, char **argv)
     for (size_t i = 0; i < t.n_tls; i++)
         tn_tls_ctx_free(t.tls[i]);
     free(t.tls);
+    free(t.ports);
     tn_tls_ctx_free(t.pair_tls[0]);
     tn_tls_ctx_free(t.pair_tls[1]);
     tn_broker_free(broker);
@@ -927,6 +1054,13 @@ main(int argc, char **argv)
     if (ok)
         tn_log_info("TERN-STOPPED", "ternd stopped");
     ret = ok ? 0 : 1;
+    if (t.reexec && ok) {
+        /* Rejoin (fenced): the same program and arguments, in this process. */
+        fflush(NULL);
+        execv("/proc/self/exe", argv);
+        tn_log_error("TERN-REJOIN", "cannot start again (%s): restart this node", strerror(errno));
+        ret = 1;
+    }
 out:
     for (size_t i = 0; i < n_listen; i++)
         tn_conf_listener_fini(&listen[i]);
