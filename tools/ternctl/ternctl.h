@@ -1,0 +1,16 @@
+/*
+ * ternctl: the administration tool. Private header shared by its files:
+ *
+ *   ternctl.c  main: global options and the table of subcommands
+ *   passwd.c   `ternctl passwd`: add, change or delete a user in a password file
+ *
+ * A subcommand is a function taking its own argc/argv (argv[0] is the subcommand's name) that
+ * parses them with getopt_long and returns the process's exit status: 0, 1 for a failure, 2
+ * for a usage error. It writes errors to stderr as "ternctl NAME: what went wrong".
+ */
+#ifndef TN_CTL_H
+#define TN_CTL_H
+
+int tn_ctl_passwd(int argc, char **argv);
+
+#endif
