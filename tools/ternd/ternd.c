@@ -24,7 +24,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -102,7 +101,9 @@ typedef struct ternd {
     bool rejoin_manual; /* --pair-rejoin manual */
     uint16_t *ports;    /* each listener's port, as bound */
     size_t n_ports;
-    bool reexec;             /* fenced: once stopped, run ternd again in place (rejoin) */
+    bool reexec;           /* fenced: once stopped, run ternd again in place (rejoin) */
+    uint64_t active_since; /* loop time this run became active (0: never) */
+    uint32_t lease_ms;
     tn_witness *witness;     /* --role witness */
     tn_tls_ctx *pair_tls[2]; /* the replication link's server and client sides */
 } ternd;
@@ -190,14 +191,16 @@ on_granted(void *arg, uint64_t epoch)
         return;
     }
     tn_broker_set_standby(t->broker, false, NULL);
+    t->active_since = uv_now(&t->loop);
     set_role(t, TN_ROLE_ACTIVE, epoch);
 }
 
-/* How many times this node restarted itself in place after being fenced, and when the first
- * of them was (TERN_REJOINS="N SECONDS", kept across exec): a node fenced again and again
- * (a journal too long to replay within the lease, say) stops trying and waits for a restart. */
+/* A node fenced soon after it became active (within two leases and a second: a journal too
+ * long to replay within the lease, say) would be granted the role again after rejoining and
+ * fenced again, round and round: after REJOIN_MAX such fences in a row (TERN_REJOINS, kept
+ * across exec) it stays fenced and says so. Being fenced after serving a while (a freeze, a
+ * cut) is a failure like any other and starts the count again. */
 #define REJOIN_MAX 3
-#define REJOIN_WINDOW_S 60
 
 /* Fenced: stops as on SIGTERM (its journal closed cleanly), then main() runs ternd again with
  * the same arguments, in the same process: it starts as a standby and catches up from the
@@ -208,23 +211,22 @@ rejoin(ternd *t)
     if (t->stopping)
         return; /* asked to stop (SIGTERM) first: no next run */
     unsigned n = 0;
-    long long first = 0;
     const char *env = getenv("TERN_REJOINS");
-    long long now = (long long)time(NULL);
-    if (!env || sscanf(env, "%u %lld", &n, &first) != 2 || now - first > REJOIN_WINDOW_S ||
-        now < first) {
-        n = 0;
-        first = now;
-    }
+    if (env)
+        n = (unsigned)strtoul(env, NULL, 10);
+    uint64_t now = uv_now(&t->loop);
+    bool quick = t->active_since && now - t->active_since < 2 * (uint64_t)t->lease_ms + 1000;
+    n = quick ? n + 1 : 0;
     if (n >= REJOIN_MAX) {
         tn_log_error("TERN-REJOIN",
-                     "fenced %u times within %d s: staying fenced (refusing clients, confirming "
-                     "nothing); restart this node once the cause is found",
-                     n + 1, REJOIN_WINDOW_S);
+                     "fenced %u times in a row within %u ms of becoming active: staying fenced "
+                     "(refusing clients, confirming nothing); restart this node once the cause "
+                     "is found (a journal too long to replay within --pair-lease?)",
+                     n, 2 * t->lease_ms + 1000);
         return;
     }
-    char v[64];
-    snprintf(v, sizeof v, "%u %lld", n + 1, first);
+    char v[32];
+    snprintf(v, sizeof v, "%u", n);
     setenv("TERN_REJOINS", v, 1);
     char *ports = tn_xcalloc(t->n_ports + 1, 6);
     for (size_t i = 0, len = 0; i < t->n_ports; i++)
@@ -984,6 +986,7 @@ main(int argc, char **argv)
                         v6 ? "]" : "", rport, t.pair_tls[0] ? " (TLS)" : "");
             t.hold_ms = conf.pair.lease + conf.pair.renew + 250;
             t.rejoin_manual = conf.pair.rejoin_manual;
+            t.lease_ms = conf.pair.lease;
             tn_lease_conf lc = {.loop = &t.loop,
                                 .lease_ms = conf.pair.lease,
                                 .renew_ms = conf.pair.renew,
