@@ -115,6 +115,14 @@ typedef struct file_pair {
     char *rejoin;
 } file_pair;
 
+typedef struct file_auth {
+    char *password_file;
+    char *acl_file;
+    char *allow_anonymous;
+    char *fail_delay;
+    char *use_identity_as_username;
+} file_auth;
+
 typedef struct file_conf {
     file_listener *listeners;
     unsigned n_listeners;
@@ -124,6 +132,7 @@ typedef struct file_conf {
     file_store *store;
     file_tls *tls;
     file_pair *pair;
+    file_auth *auth;
 } file_conf;
 
 /* One row per limit: its key, where it lives in both structs, its smallest and largest sane
@@ -241,6 +250,15 @@ static const cyaml_schema_field_t pair_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t auth_fields[] = {
+    OPT_NONEMPTY("password_file", file_auth, password_file),
+    OPT_NONEMPTY("acl_file", file_auth, acl_file),
+    OPT_STRING("allow_anonymous", file_auth, allow_anonymous),
+    OPT_STRING("fail_delay", file_auth, fail_delay),
+    OPT_STRING("use_identity_as_username", file_auth, use_identity_as_username),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t conf_fields[] = {
     /* At least one entry: an empty list would leave the broker deaf. */
     CYAML_FIELD_SEQUENCE_COUNT("listeners", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf,
@@ -256,6 +274,8 @@ static const cyaml_schema_field_t conf_fields[] = {
                             store_fields),
     CYAML_FIELD_MAPPING_PTR("pair", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, pair,
                             pair_fields),
+    CYAML_FIELD_MAPPING_PTR("auth", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, file_conf, auth,
+                            auth_fields),
     CYAML_FIELD_END,
 };
 
@@ -342,6 +362,49 @@ pair_copy(tn_conf_pair *dst, const tn_conf_pair *src)
 #undef COPY_F
 }
 
+/* 127.0.0.0/8 or ::1 (and ::ffff:127.x.x.x). */
+static bool
+loopback(const char *addr)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, addr, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, addr, &a6) == 1) {
+        if (IN6_IS_ADDR_LOOPBACK(&a6))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+int
+tn_conf_anonymous(const tn_conf *c, bool *allowed, char *err, size_t errlen)
+{
+    if (c->auth.allow_anonymous >= 0) {
+        *allowed = c->auth.allow_anonymous == 1;
+        return 0;
+    }
+    if (c->auth.password_file) {
+        *allowed = false;
+        return 0;
+    }
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        const tn_conf_listener *l = &c->listeners[i];
+        if (l->proto == TN_PROTO_WITNESS || loopback(l->address))
+            continue;
+        seterr(err, errlen,
+               "%s://%s%s%s:%u is not on a loopback address and there is no password file: "
+               "anyone could connect. Give --password-file FILE (auth.password_file), or "
+               "--allow-anonymous true (auth.allow_anonymous) to allow it",
+               tn_conf_proto_name(l->proto), strchr(l->address, ':') ? "[" : "", l->address,
+               strchr(l->address, ':') ? "]" : "", l->port);
+        return TN_EINVAL;
+    }
+    *allowed = true;
+    return 0;
+}
+
 void
 tn_conf_pair_set(char **field, const char *v)
 {
@@ -410,6 +473,9 @@ conf_copy(tn_conf *dst, const tn_conf *src)
     dst->store.compact_bytes = src->store.compact_bytes;
     tls_copy(&dst->tls, &src->tls);
     pair_copy(&dst->pair, &src->pair);
+    dst->auth = src->auth;
+    dst->auth.password_file = dup_or_null(src->auth.password_file);
+    dst->auth.acl_file = dup_or_null(src->auth.acl_file);
 }
 
 static void
@@ -643,6 +709,8 @@ tn_conf_init(tn_conf *c)
     c->pair.alone_timeout = 2000;
     c->pair.lease = 1000;
     c->pair.renew = 250;
+    c->auth.allow_anonymous = -1;
+    c->auth.fail_delay = 1000;
 }
 
 void
@@ -654,6 +722,8 @@ tn_conf_fini(tn_conf *c)
     free(c->store.sync);
     tls_fini(&c->tls);
     pair_fini(&c->pair);
+    free(c->auth.password_file);
+    free(c->auth.acl_file);
     memset(c, 0, sizeof *c);
 }
 
@@ -1449,6 +1519,33 @@ apply(tn_conf *n, const file_conf *f, char *path, size_t pathlen, char *what, si
                    (unsigned)UINT32_MAX);
             return TN_EINVAL;
         }
+    }
+    const file_auth *fa = f->auth;
+    if (fa && fa->password_file)
+        tn_conf_pair_set(&n->auth.password_file, fa->password_file);
+    if (fa && fa->acl_file)
+        tn_conf_pair_set(&n->auth.acl_file, fa->acl_file);
+    if (fa && fa->allow_anonymous) {
+        bool b;
+        if (parse_bool(fa->allow_anonymous, &b) != 0) {
+            seterr(path, pathlen, "auth.allow_anonymous");
+            seterr(what, whatlen, "'%s' is not true or false", fa->allow_anonymous);
+            return TN_EINVAL;
+        }
+        n->auth.allow_anonymous = b;
+    }
+    if (fa && fa->use_identity_as_username &&
+        parse_bool(fa->use_identity_as_username, &n->auth.use_identity_as_username) != 0) {
+        seterr(path, pathlen, "auth.use_identity_as_username");
+        seterr(what, whatlen, "'%s' is not true or false", fa->use_identity_as_username);
+        return TN_EINVAL;
+    }
+    if (fa && fa->fail_delay &&
+        (parse_u32(fa->fail_delay, &n->auth.fail_delay) != 0 || n->auth.fail_delay > 60000)) {
+        seterr(path, pathlen, "auth.fail_delay");
+        seterr(what, whatlen, "'%s' is not a number of milliseconds from 0 to 60000",
+               fa->fail_delay);
+        return TN_EINVAL;
     }
     const file_pair *fp = f->pair;
     if (fp) {

@@ -116,6 +116,15 @@ typedef struct tn_conf_pair {
                                auto (default): it restarts itself in place and rejoins */
 } tn_conf_pair;
 
+/* Users and permissions (README, Users and permissions). */
+typedef struct tn_conf_auth {
+    char *password_file;           /* Mosquitto's format (ternctl passwd, mosquitto_passwd) */
+    char *acl_file;                /* Mosquitto's acl_file format, plus queue and admin lines */
+    int allow_anonymous;           /* -1 (unset: Tern's rule, tn_conf_anonymous()), 0 or 1 */
+    uint32_t fail_delay;           /* ms before a refused login is answered; default 1000 */
+    bool use_identity_as_username; /* the TLS client certificate's CN is the user name */
+} tn_conf_auth;
+
 typedef struct tn_conf {
     tn_conf_listener *listeners;
     size_t n_listeners;
@@ -125,6 +134,7 @@ typedef struct tn_conf {
     tn_conf_store store;
     tn_conf_tls tls; /* defaults for every TLS listener (--tls-cert, --tls-key, ...) */
     tn_conf_pair pair;
+    tn_conf_auth auth;
 } tn_conf;
 
 /* Fills c with the built-in defaults: MQTT, STOMP and AMQP on 127.0.0.1, data in ./data, info
@@ -178,6 +188,11 @@ void tn_conf_tls_set(char **field, const char *v);
 
 /* Sets one string field of c->pair (a copy of v; NULL unsets it), e.g.
  * tn_conf_pair_set(&c->pair.peer, optarg) for --pair-peer, so flags override the file. */
+/* Whether anonymous clients may connect, by Tern's rule: as auth.allow_anonymous says when
+ * set; otherwise not with a password file, and without one only while every client listener is
+ * on a loopback address. TN_EINVAL (err says which listener) when a listener on another address
+ * has neither a password file nor allow_anonymous true: ternd refuses to start. */
+int tn_conf_anonymous(const tn_conf *c, bool *allowed, char *err, size_t errlen);
 void tn_conf_pair_set(char **field, const char *v);
 
 /* Parses "ADDR:PORT" strictly: ADDR a numeric IPv4 address or an IPv6 address in brackets

@@ -61,11 +61,24 @@ typedef struct tn_auth_req {
 } tn_auth_req;
 
 /* Authenticator, shared by every protocol (MQTT CONNECT, STOMP CONNECT login/passcode, AMQP SASL
- * PLAIN and ANONYMOUS): decides whether a client may connect. Called on the loop thread; must not
- * block. Returns 0 to allow, TN_EDENIED to refuse (not authorized) or TN_EINVAL for bad
- * credentials. */
+ * PLAIN and ANONYMOUS): decides whether a client may connect, and who it is. Deciding may take
+ * time (a password hash runs on libuv's thread pool; a refusal is answered after a delay), so it
+ * is a job. Loop thread only.
+ *
+ * begin() starts deciding req (its strings are copied). Returns 0 (allowed), TN_EDENIED (not
+ * authorized: an anonymous client where none is allowed) or TN_EINVAL (bad user name or
+ * password) when decided at once, with *user set as finish() sets it on 0; or TN_EAGAIN: the
+ * answer comes later, *job is set, and done(arg) is called once, on the loop thread, never from
+ * inside begin(); then finish() gives the answer (same codes), frees the job and, when allowed,
+ * sets *user to the client's user name for permissions (malloc'd, the caller frees it; NULL for
+ * an anonymous client). cancel() drops a job whose answer was not taken with finish() (the
+ * connection closed): done() is then never called, if it had not been. */
+typedef struct tn_auth_job tn_auth_job;
 typedef struct tn_auth {
-    int (*check)(void *ctx, const tn_auth_req *req);
+    int (*begin)(void *ctx, const tn_auth_req *req, char **user, tn_auth_job **job,
+                 void (*done)(void *arg), void *arg);
+    int (*finish)(void *ctx, tn_auth_job *job, char **user);
+    void (*cancel)(void *ctx, tn_auth_job *job);
     void *ctx;
 } tn_auth;
 

@@ -36,6 +36,8 @@
 
 enum { DEST_QUEUE, DEST_TOPIC };
 enum { LATER_ACK, LATER_DEAD };
+/* What waits for the authenticator's job (aconn.auth_wait). */
+enum { AUTH_NONE, AUTH_SASL, AUTH_OPEN };
 
 struct tn_amqp {
     tn_broker *b;
@@ -97,6 +99,7 @@ struct aconn {
     bool pumping;     /* inside pump() */
     bool woken;       /* io->wake() asked for, input() not yet run */
     bool authed;      /* SASL outcome ok (or no SASL layer, checked at open) */
+    bool refused;     /* SASL outcome failed: nothing after the sasl-init goes to proton */
     bool logged;      /* the connection's error was logged */
     bool got_input;
     bool admitted; /* past tn_broker_hold (proton may see the input) */
@@ -106,10 +109,14 @@ struct aconn {
     uint8_t sc_have;  /* bytes of sc_buf gathered */
     uint8_t sc_inits; /* sasl-init frames seen */
     bool sc_opened;   /* the open went by */
+    bool sc_cut;      /* a SASL frame: stop at its end (the outcome may have to wait) */
     uint8_t sc_buf[11];
     uint32_t sc_skip; /* bytes of the current frame's body still to pass */ /* any byte arrived */
     char *container;
-    char *user; /* SASL user, kept for proton */
+    char *user;            /* who the authenticator says it is (for permissions; proton keeps the
+                              pointer as the SASL user name), or NULL: anonymous */
+    tn_auth_job *auth_job; /* the authenticator is deciding: no input is processed meanwhile */
+    uint8_t auth_wait;     /* AUTH_*: what auth_done() continues */
     alink *links;
     uint32_t n_links;
     uint32_t n_dyn;
@@ -200,12 +207,21 @@ conn_fail(aconn *c, const char *cond, const char *msg)
 
 /* ---- SASL: PLAIN and ANONYMOUS, checked by the shared authenticator ---- */
 
+static void auth_done(void *arg);
+
+/* Asks the authenticator about what the client presented (user NULL: anonymous). Returns 0 (with
+ * *who, malloc'd or NULL), TN_EDENIED or TN_EINVAL when decided at once; or TN_EAGAIN: reads
+ * are paused and auth_done() continues with what c->auth_wait says. Without an authenticator
+ * everyone may connect, as the name they give. */
 static int
-auth_check(aconn *c, const char *user, const uint8_t *pw, size_t pwlen)
+auth_begin(aconn *c, const char *user, const uint8_t *pw, size_t pwlen, char **who)
 {
     const tn_auth *au = &c->a->conf.auth;
-    if (!au->check)
+    *who = NULL;
+    if (!au->begin) {
+        *who = user ? tn_xstrdup(user) : NULL;
         return 0;
+    }
     tn_auth_req req = {
         .protocol = "amqp",
         .client_id = c->container,
@@ -214,7 +230,62 @@ auth_check(aconn *c, const char *user, const uint8_t *pw, size_t pwlen)
         .password_len = pwlen,
         .cert_subject = tn_io_cert_subject(c->io, c->ioc),
     };
-    return au->check(au->ctx, &req);
+    int rc = au->begin(au->ctx, &req, who, &c->auth_job, auth_done, c);
+    if (rc == TN_EAGAIN) {
+        tn_assert(c->auth_job);
+        c->io->pause(c->ioc, true);
+    }
+    return rc;
+}
+
+/* The SASL outcome: proton writes it with the next pump. who (taken): the user, on rc 0. */
+static void
+sasl_outcome(aconn *c, pn_transport_t *t, int rc, char *who)
+{
+    if (rc == 0) {
+        free(c->user);
+        c->user = who;
+        c->authed = true;
+        pnx_sasl_set_succeeded(t, c->user ? c->user : "anonymous", NULL); /* keeps the pointer */
+    } else {
+        free(who);
+        c->refused = true;
+        const char *mech = pnx_sasl_get_selected_mechanism(t);
+        tn_log_info("AMQP-AUTH", "%s: SASL %s refused (amqp:unauthorized-access%s); closing",
+                    peer(c), mech ? mech : "",
+                    rc == TN_EINVAL ? ": bad user name or password" : "");
+        c->logged = true; /* proton's transport error that follows is this one */
+        pnx_sasl_set_failed(t);
+    }
+    pnx_sasl_set_desired_state(t, SASL_POSTED_OUTCOME);
+}
+
+static void open_answer(aconn *c, int rc, char *who);
+
+/* The authenticator's job is done: the SASL outcome or the open's answer goes out, and input
+ * is read again (what came after the sasl-init or the open was kept). */
+static void
+auth_done(void *arg)
+{
+    aconn *c = arg;
+    const tn_auth *au = &c->a->conf.auth;
+    tn_auth_job *job = c->auth_job;
+    uint8_t wait = c->auth_wait;
+    c->auth_job = NULL;
+    c->auth_wait = AUTH_NONE;
+    char *who = NULL;
+    int rc = au->finish(au->ctx, job, &who);
+    if (c->closing) { /* closing anyway (the connect deadline passed): nothing to answer */
+        free(who);
+        return;
+    }
+    c->last_rx = c->io->now(c->ioc); /* not read meanwhile: its frames could not be heard */
+    if (wait == AUTH_SASL)
+        sasl_outcome(c, c->d.transport, rc, who);
+    else
+        open_answer(c, rc, who);
+    c->io->pause(c->ioc, false);
+    poke(c); /* input() pumps: proton writes the answer and reads on */
 }
 
 static const char *
@@ -244,42 +315,37 @@ sasl_nop(pn_transport_t *t)
     (void)t;
 }
 
+/* A sasl-init. scan() gave proton nothing after it: when the authenticator takes time, no
+ * outcome is set (proton waits for it, in SASL_POSTED_MECHANISMS) until auth_done(). */
 static void
 sasl_process_init(pn_transport_t *t, const char *mech, const pn_bytes_t *recv)
 {
     aconn *c = pnx_sasl_get_context(t);
-    bool ok = false;
+    int rc = TN_EINVAL; /* a sasl-init without a mechanism (malformed), or another one */
+    char *who = NULL;
     if (!mech)
-        mech = ""; /* a sasl-init without one (malformed): refused below */
+        mech = "";
     if (!strcmp(mech, "ANONYMOUS")) {
-        ok = auth_check(c, NULL, NULL, 0) == 0;
-        if (ok)
-            pnx_sasl_set_succeeded(t, "anonymous", NULL);
+        rc = auth_begin(c, NULL, NULL, 0, &who);
     } else if (!strcmp(mech, "PLAIN") && recv && recv->start && recv->size) {
         /* authzid NUL authcid NUL passwd (RFC 4616) */
         const char *p = recv->start, *end = recv->start + recv->size;
         const char *u = memchr(p, 0, recv->size);
         const char *pw = u ? memchr(u + 1, 0, (size_t)(end - u - 1)) : NULL;
         if (u && pw && pw > u + 1) {
-            free(c->user);
             size_t ulen = (size_t)(pw - u - 1);
-            c->user = tn_xmalloc(ulen + 1);
-            memcpy(c->user, u + 1, ulen);
-            c->user[ulen] = '\0';
-            ok = auth_check(c, c->user, (const uint8_t *)pw + 1, (size_t)(end - pw - 1)) == 0;
-            if (ok)
-                pnx_sasl_set_succeeded(t, c->user, NULL); /* keeps the pointer */
+            char *name = tn_xmalloc(ulen + 1);
+            memcpy(name, u + 1, ulen);
+            name[ulen] = '\0';
+            rc = auth_begin(c, name, (const uint8_t *)pw + 1, (size_t)(end - pw - 1), &who);
+            free(name); /* begin() copied it */
         }
     }
-    if (ok) {
-        c->authed = true;
-    } else {
-        tn_log_info("AMQP-AUTH", "%s: SASL %s refused (amqp:unauthorized-access); closing", peer(c),
-                    mech);
-        c->logged = true; /* proton's transport error that follows is this one */
-        pnx_sasl_set_failed(t);
+    if (rc == TN_EAGAIN) {
+        c->auth_wait = AUTH_SASL;
+        return;
     }
-    pnx_sasl_set_desired_state(t, SASL_POSTED_OUTCOME);
+    sasl_outcome(c, t, rc, who);
 }
 
 static void
@@ -1733,6 +1799,44 @@ on_link_open(aconn *c, pn_link_t *l)
 
 /* ---- events ---- */
 
+/* The client's open is answered with ours. */
+static void
+open_accept(aconn *c)
+{
+    pn_connection_t *pc = c->d.connection;
+    pn_connection_set_container(pc, "tern");
+    pn_data_t *oc = pn_connection_offered_capabilities(pc);
+    pn_data_put_array(oc, false, PN_SYMBOL);
+    pn_data_enter(oc);
+    pn_data_put_symbol(oc, pn_bytes(11, "SHARED-SUBS"));
+    pn_data_exit(oc);
+    pn_data_t *pr = pn_connection_properties(pc);
+    pn_data_put_map(pr);
+    pn_data_enter(pr);
+    pn_data_put_symbol(pr, pn_bytes(7, "product"));
+    pn_data_put_string(pr, pn_bytes(strlen(PRODUCT), PRODUCT));
+    pn_data_put_symbol(pr, pn_bytes(7, "version"));
+    pn_data_put_string(pr, pn_bytes(strlen(TERN_VERSION), TERN_VERSION));
+    pn_data_exit(pr);
+    pn_connection_open(pc);
+}
+
+/* The authenticator's answer for a client that skipped SASL. who (taken): the user, on 0. */
+static void
+open_answer(aconn *c, int rc, char *who)
+{
+    if (rc != 0) {
+        free(who);
+        pn_connection_open(c->d.connection);
+        conn_fail(c, "amqp:unauthorized-access", "anonymous clients are not allowed");
+        return;
+    }
+    free(c->user);
+    c->user = who;
+    c->authed = true;
+    open_accept(c);
+}
+
 static void
 on_event(aconn *c, pn_event_t *e)
 {
@@ -1768,27 +1872,18 @@ on_event(aconn *c, pn_event_t *e)
             conn_fail(c, "amqp:connection:redirect", "this node is a standby");
             break;
         }
-        if (!c->authed && auth_check(c, NULL, NULL, 0) != 0) {
-            pn_connection_open(pc);
-            conn_fail(c, "amqp:unauthorized-access", "anonymous clients are not allowed");
+        if (!c->authed) {
+            /* No SASL layer: checked as anonymous. Taking time, the events after this one wait
+             * (pump()) until auth_done() answers. */
+            char *who;
+            int rc = auth_begin(c, NULL, NULL, 0, &who);
+            if (rc == TN_EAGAIN)
+                c->auth_wait = AUTH_OPEN;
+            else
+                open_answer(c, rc, who);
             break;
         }
-        c->authed = true;
-        pn_connection_set_container(pc, "tern");
-        pn_data_t *oc = pn_connection_offered_capabilities(pc);
-        pn_data_put_array(oc, false, PN_SYMBOL);
-        pn_data_enter(oc);
-        pn_data_put_symbol(oc, pn_bytes(11, "SHARED-SUBS"));
-        pn_data_exit(oc);
-        pn_data_t *pr = pn_connection_properties(pc);
-        pn_data_put_map(pr);
-        pn_data_enter(pr);
-        pn_data_put_symbol(pr, pn_bytes(7, "product"));
-        pn_data_put_string(pr, pn_bytes(strlen(PRODUCT), PRODUCT));
-        pn_data_put_symbol(pr, pn_bytes(7, "version"));
-        pn_data_put_string(pr, pn_bytes(strlen(TERN_VERSION), TERN_VERSION));
-        pn_data_exit(pr);
-        pn_connection_open(pc);
+        open_accept(c);
         break;
     }
     case PN_CONNECTION_REMOTE_CLOSE:
@@ -1818,6 +1913,10 @@ on_event(aconn *c, pn_event_t *e)
     }
     case PN_LINK_REMOTE_OPEN: {
         pn_link_t *l = pn_event_link(e);
+        /* None on a connection we refused or closed (a client's attach pipelined after its
+         * open is seen after the open's answer). */
+        if (!c->authed || (pn_connection_state(c->d.connection) & PN_LOCAL_CLOSED))
+            break;
         if (!pn_link_get_context(l) && (pn_link_state(l) & PN_LOCAL_UNINIT))
             on_link_open(c, l);
         break;
@@ -1887,7 +1986,8 @@ on_event(aconn *c, pn_event_t *e)
 }
 
 /* Runs proton's events and moves its output to the connection, until there is nothing left;
- * then sets the next deadline (proton's idle timeouts, our open timeout). */
+ * then sets the next deadline (proton's idle timeouts, our open timeout). While the
+ * authenticator decides about an open, the events after it wait in proton's collector. */
 static void
 pump(aconn *c)
 {
@@ -1898,12 +1998,12 @@ pump(aconn *c)
     c->next_tick = (uint64_t)pn_transport_tick(c->d.transport, (int64_t)now);
     for (;;) {
         pn_event_t *e;
-        while ((e = pn_connection_driver_next_event(&c->d)))
+        while (!c->auth_job && (e = pn_connection_driver_next_event(&c->d)))
             on_event(c, e);
         run_later(c);
         feed(c);
         reap(c, false);
-        if (pn_connection_driver_has_event(&c->d))
+        if (!c->auth_job && pn_connection_driver_has_event(&c->d))
             continue;
         pn_bytes_t wb = pn_connection_driver_write_buffer(&c->d);
         if (!wb.size && pn_connection_driver_read_closed(&c->d) &&
@@ -1939,7 +2039,7 @@ pump(aconn *c)
     uint64_t idle = c->last_rx + c->a->conf.idle_timeout_ms + 1;
     if (!at || idle < at)
         at = idle;
-    if (!c->open) {
+    if (!c->open || c->auth_job) {
         uint64_t ct = c->opened_at + c->a->conf.connect_timeout_ms;
         if (!at || ct < at)
             at = ct;
@@ -1963,7 +2063,9 @@ enum { SC_HEADER, SC_SASL, SC_AMQP, SC_OFF };
  * is walked frame by frame (headers only) before proton sees it: a second sasl-init, or a SASL
  * frame in the AMQP phase, ends the connection with a framing error. Anything else odd is left
  * for proton to refuse (SC_OFF). Returns how many of p[0..n) may go to proton; fewer: *why says
- * why the rest must not.
+ * why the rest must not, or (no *why) a SASL frame ends there: proton takes it alone, for the
+ * authenticator may keep its outcome waiting, and nothing after it may reach proton until then
+ * (proton would read an AMQP header pipelined after the sasl-init as a SASL frame).
  */
 static size_t
 scan(aconn *c, const uint8_t *p, size_t n, const char **why)
@@ -1975,6 +2077,10 @@ scan(aconn *c, const uint8_t *p, size_t n, const char **why)
             size_t k = n - i < c->sc_skip ? n - i : c->sc_skip;
             c->sc_skip -= (uint32_t)k;
             i += k;
+            if (!c->sc_skip && c->sc_cut) {
+                c->sc_cut = false;
+                return i;
+            }
             continue;
         }
         c->sc_buf[c->sc_have++] = p[i++];
@@ -2020,6 +2126,11 @@ scan(aconn *c, const uint8_t *p, size_t n, const char **why)
         }
         c->sc_skip = size - c->sc_have;
         c->sc_have = 0;
+        if (c->sc_phase == SC_SASL) {
+            if (!c->sc_skip)
+                return i;
+            c->sc_cut = true;
+        }
     }
     return n;
 }
@@ -2077,6 +2188,8 @@ a_input(void *a, const uint8_t *p, size_t len)
     c->woken = false;
     if (c->closing)
         return (ssize_t)len;
+    if (c->auth_job)
+        return 0; /* nothing more until the authenticator answers: auth_done() wakes us */
     if (len)
         c->last_rx = c->io->now(c->ioc);
     if (!c->got_input && len >= 5 && memcmp(p, "AMQP\x02", 5) == 0) {
@@ -2101,7 +2214,14 @@ a_input(void *a, const uint8_t *p, size_t len)
     }
     c->got_input |= len > 0;
     size_t off = 0;
-    while (off < len && !c->intake.waiting && !c->closing) {
+    while (off < len && !c->intake.waiting && !c->closing && !c->auth_job) {
+        if (c->refused) {
+            /* proton would read what a client pipelined after its sasl-init (an AMQP header,
+             * an open, attaches) before it writes the failed outcome and stops: dropped. */
+            off = len;
+            pump(c); /* the outcome goes out */
+            break;
+        }
         pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->d);
         if (!rb.size) {
             if (pn_connection_driver_read_closed(&c->d))
@@ -2145,13 +2265,14 @@ static void
 a_timeout(void *a, uint64_t now)
 {
     aconn *c = a;
-    if (!c->open && now >= c->opened_at + c->a->conf.connect_timeout_ms) {
-        tn_log_info("AMQP-TIMEOUT", "%s: no AMQP open in time, closing", peer(c));
-        c->closing = true;
+    if ((!c->open || c->auth_job) && now >= c->opened_at + c->a->conf.connect_timeout_ms) {
+        tn_log_info("AMQP-TIMEOUT", "%s: %s in time, closing", peer(c),
+                    c->auth_job ? "not authenticated" : "no AMQP open");
+        c->closing = true; /* an authenticator's job is cancelled in a_closed() */
         c->io->close(c->ioc);
         return;
     }
-    if (c->intake.waiting)
+    if (c->intake.waiting || c->auth_job)
         c->last_rx = now; /* we do not read it: its frames cannot be heard */
     if (now > c->last_rx + c->a->conf.idle_timeout_ms) {
         char msg[96];
@@ -2169,6 +2290,11 @@ a_closed(void *a, int reason)
     aconn *c = a;
     tn_broker_unhold(c->a->b, c->held);
     c->held = NULL;
+    if (c->auth_job) { /* its done() never comes now */
+        const tn_auth *au = &c->a->conf.auth;
+        au->cancel(au->ctx, c->auth_job);
+        c->auth_job = NULL;
+    }
     c->closing = true;
     run_later(c);
     tn_replies_cancel(&c->replies);

@@ -40,7 +40,7 @@ typedef struct tn_amqp_conf {
                                     goes to DLQ.<queue> (0: never) */
     uint32_t max_links;          /* links per connection (0: 1024) */
     uint32_t connect_timeout_ms; /* time allowed from accept to the AMQP open (0: 10 s) */
-    tn_auth auth;                /* SASL PLAIN and ANONYMOUS (check == NULL: everyone) */
+    tn_auth auth;                /* SASL PLAIN and ANONYMOUS (begin == NULL: everyone) */
     uint16_t port; /* this listener's port: a standby's redirect names it (0: not named) */
 } tn_amqp_conf;
 

@@ -31,6 +31,7 @@ typedef struct cli {
     pn_connection_driver_t d;
     pn_session_t *ssn;
     size_t read; /* bytes of io.out given to the client */
+    tn_buf in;   /* input the adapter has not consumed yet: offered again, as net does */
 } cli;
 
 static void
@@ -57,23 +58,30 @@ teardown(void)
     tn_broker_free(b);
 }
 
+/* Offers the kept input as net does: again while the adapter takes some and some is left (its
+ * read buffer was full), or while it asks to be woken. */
+static void
+offer(cli *c)
+{
+    for (int i = 0; i < 100000 && !c->io.closed; i++) {
+        c->io.woken = 0;
+        ssize_t k = tn_amqp_adapter.input(c->io.a, c->in.data, c->in.len);
+        CU_ASSERT_FATAL(k >= 0);
+        tn_buf_consume(&c->in, (size_t)k);
+        if (!c->io.woken && (!k || !c->in.len))
+            return;
+    }
+}
+
 static void
 to_adapter(cli *c, const uint8_t *p, size_t n)
 {
     if (c->io.closed)
         return;
-    size_t off = 0;
-    while (off < n) {
-        ssize_t k = tn_amqp_adapter.input(c->io.a, p + off, n - off);
-        CU_ASSERT_FATAL(k >= 0);
-        if (k == 0)
-            break;
-        off += (size_t)k;
-    }
-    while (c->io.woken && !c->io.closed) {
-        c->io.woken = 0;
-        tn_amqp_adapter.input(c->io.a, NULL, 0);
-    }
+    if (!c->in.max)
+        tn_buf_init(&c->in, 64 << 20);
+    CU_ASSERT_FATAL(tn_buf_append(&c->in, p, n) == 0);
+    offer(c);
 }
 
 /* Moves bytes both ways until neither side has anything more to say. */
@@ -90,10 +98,8 @@ run(cli *c)
             pn_connection_driver_write_done(&c->d, wb.size);
             moved = true;
         }
-        while (c->io.woken && !c->io.closed) {
-            c->io.woken = 0;
-            tn_amqp_adapter.input(c->io.a, NULL, 0);
-        }
+        if (c->io.woken && !c->io.closed)
+            offer(c);
         while (c->read < c->io.out.len) {
             pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->d);
             if (!rb.size)
@@ -139,6 +145,7 @@ cli_close(cli *c)
     tn_amqp_adapter.closed(c->io.a, c->io.closed ? TN_CLOSE_LOCAL : TN_CLOSE_PEER);
     pn_connection_driver_destroy(&c->d);
     tn_buf_fini(&c->io.out);
+    tn_buf_fini(&c->in);
 }
 
 static pn_link_t *
@@ -247,45 +254,140 @@ test_queue_roundtrip(void)
     teardown();
 }
 
+/* A fake authenticator: user "ann" with password "pw" may connect, as "ann"; another user or
+ * password is refused with TN_EINVAL; an anonymous client with TN_EDENIED, unless anon_ok. It
+ * answers at once, or (defer) later: begin() keeps the job and its done(), and the test calls
+ * auth_fire(). */
+struct tn_auth_job {
+    int rc;
+    char *user;
+};
+
+typedef struct fake_auth {
+    bool defer, anon_ok;
+    int begun, finished, cancelled;
+    tn_auth_job *job; /* deferred, not finished or cancelled yet */
+    void (*done)(void *arg);
+    void *arg;
+} fake_auth;
+
+static fake_auth fa;
+
 static int
-auth_check(void *ctx, const tn_auth_req *r)
+fa_begin(void *ctx, const tn_auth_req *r, char **user, tn_auth_job **job, void (*done)(void *arg),
+         void *arg)
 {
-    (void)ctx;
-    return r->user && strcmp(r->user, "ann") == 0 && r->password_len == 2 &&
-                   memcmp(r->password, "pw", 2) == 0
-               ? 0
-               : TN_EDENIED;
+    fake_auth *a = ctx;
+    a->begun++;
+    CU_ASSERT_STRING_EQUAL(r->protocol, "amqp");
+    int rc = !r->user ? (a->anon_ok ? 0 : TN_EDENIED)
+             : strcmp(r->user, "ann") == 0 && r->password_len == 2 && !memcmp(r->password, "pw", 2)
+                 ? 0
+                 : TN_EINVAL;
+    if (!a->defer) {
+        if (rc == 0)
+            *user = r->user ? tn_xstrdup(r->user) : NULL;
+        return rc;
+    }
+    CU_ASSERT_PTR_NULL_FATAL(a->job); /* one at a time here */
+    a->job = tn_xcalloc(1, sizeof *a->job);
+    a->job->rc = rc;
+    a->job->user = rc == 0 && r->user ? tn_xstrdup(r->user) : NULL;
+    a->done = done;
+    a->arg = arg;
+    *job = a->job;
+    return TN_EAGAIN;
 }
 
-/* SASL PLAIN reaches the shared authenticator; ANONYMOUS and no SASL are refused by it. */
+static int
+fa_finish(void *ctx, tn_auth_job *job, char **user)
+{
+    fake_auth *a = ctx;
+    CU_ASSERT_PTR_EQUAL(job, a->job);
+    a->finished++;
+    a->job = NULL;
+    int rc = job->rc;
+    *user = job->user;
+    free(job);
+    return rc;
+}
+
 static void
-test_sasl_plain_checked(void)
+fa_cancel(void *ctx, tn_auth_job *job)
+{
+    fake_auth *a = ctx;
+    CU_ASSERT_PTR_EQUAL(job, a->job);
+    a->cancelled++;
+    a->job = NULL;
+    free(job->user);
+    free(job);
+}
+
+/* The deferred job is decided: its done() comes (as from the loop). */
+static void
+auth_fire(void)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fa.job);
+    fa.done(fa.arg);
+    CU_ASSERT_PTR_NULL(fa.job); /* finished */
+}
+
+/* setup_with(100) and the fake authenticator, answering at once or deferring. */
+static void
+setup_auth(bool defer, bool anon_ok)
 {
     setup_with(100);
     tn_amqp_free(am);
-    tn_amqp_conf ac = {.max_message = 1 << 20, .auth = {.check = auth_check}};
+    memset(&fa, 0, sizeof fa);
+    fa.defer = defer;
+    fa.anon_ok = anon_ok;
+    tn_amqp_conf ac = {.max_message = 1 << 20, .auth = {fa_begin, fa_finish, fa_cancel, &fa}};
     am = tn_amqp_new(b, &ac);
+}
+
+/* A client that authenticates with SASL mech (user NULL: none given); run until quiet. */
+static void
+cli_open_sasl(cli *c, const char *mech, const char *user, const char *pw)
+{
+    memset(c, 0, sizeof *c);
+    tn_buf_init(&c->io.out, 1 << 20);
+    c->io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c->io);
+    pn_connection_driver_init(&c->d, NULL, NULL);
+    pn_sasl_t *sasl = pn_sasl(c->d.transport);
+    pn_sasl_allowed_mechs(sasl, mech);
+    pn_sasl_set_allow_insecure_mechs(sasl, true);
+    if (user) {
+        pn_connection_set_user(c->d.connection, user);
+        pn_connection_set_password(c->d.connection, pw);
+    }
+    pn_connection_set_container(c->d.connection, "test-client");
+    pn_connection_open(c->d.connection);
+    c->ssn = pn_session(c->d.connection);
+    pn_session_open(c->ssn);
+    run(c);
+}
+
+static bool
+remote_open(cli *c)
+{
+    return pn_connection_state(c->d.connection) & PN_REMOTE_ACTIVE;
+}
+
+/* Immediate answers: SASL PLAIN reaches the shared authenticator; a bad password, ANONYMOUS
+ * and no SASL are refused by it. */
+static void
+test_sasl_plain_checked(void)
+{
+    setup_auth(false, false);
     static const char *const users[][3] = {
         {"PLAIN", "ann", "pw"}, {"PLAIN", "ann", "no"}, {"ANONYMOUS", NULL, NULL}};
     for (size_t i = 0; i < 3; i++) {
         cli c;
-        memset(&c, 0, sizeof c);
-        tn_buf_init(&c.io.out, 1 << 20);
-        c.io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c.io);
-        pn_connection_driver_init(&c.d, NULL, NULL);
-        pn_sasl_t *sasl = pn_sasl(c.d.transport);
-        pn_sasl_allowed_mechs(sasl, users[i][0]);
-        pn_sasl_set_allow_insecure_mechs(sasl, true);
-        if (users[i][1]) {
-            pn_connection_set_user(c.d.connection, users[i][1]);
-            pn_connection_set_password(c.d.connection, users[i][2]);
-        }
-        pn_connection_open(c.d.connection);
-        run(&c);
-        bool open = pn_connection_state(c.d.connection) & PN_REMOTE_ACTIVE;
-        CU_ASSERT_EQUAL(open, i == 0);
-        if (i > 0)
-            CU_ASSERT_EQUAL(pn_sasl_outcome(sasl), PN_SASL_AUTH);
+        cli_open_sasl(&c, users[i][0], users[i][1], users[i][2]);
+        CU_ASSERT_EQUAL(remote_open(&c), i == 0);
+        CU_ASSERT_EQUAL(pn_sasl_outcome(pn_sasl(c.d.transport)),
+                        i == 0 ? PN_SASL_OK : PN_SASL_AUTH);
+        CU_ASSERT_EQUAL(c.io.closed, i > 0);
         cli_close(&c);
     }
     cli c; /* no SASL layer: checked as anonymous at open */
@@ -293,6 +395,229 @@ test_sasl_plain_checked(void)
     CU_ASSERT_STRING_EQUAL(pn_condition_get_name(pn_connection_remote_condition(c.d.connection)),
                            "amqp:unauthorized-access");
     cli_close(&c);
+    /* allowed anonymously: either way */
+    fa.anon_ok = true;
+    cli_open_sasl(&c, "ANONYMOUS", NULL, NULL);
+    CU_ASSERT_TRUE(remote_open(&c));
+    cli_close(&c);
+    cli_open(&c, false);
+    CU_ASSERT_TRUE(remote_open(&c));
+    cli_close(&c);
+    CU_ASSERT_EQUAL(fa.begun, 6);
+    CU_ASSERT_EQUAL(fa.finished + fa.cancelled, 0);
+    teardown();
+}
+
+/* Deferred SASL: no outcome until done(); then the outcome, and the connection goes on (or is
+ * closed: unauthorized-access). */
+static void
+test_auth_deferred_sasl(void)
+{
+    setup_auth(true, false);
+    cli c;
+    cli_open_sasl(&c, "PLAIN", "ann", "pw");
+    CU_ASSERT_EQUAL(fa.begun, 1);
+    CU_ASSERT_EQUAL(pn_sasl_outcome(pn_sasl(c.d.transport)), PN_SASL_NONE);
+    CU_ASSERT_FALSE(remote_open(&c));
+    CU_ASSERT_TRUE(c.io.paused);
+    CU_ASSERT_FALSE(c.io.closed);
+    auth_fire();
+    CU_ASSERT_FALSE(c.io.paused);
+    run(&c);
+    CU_ASSERT_EQUAL(pn_sasl_outcome(pn_sasl(c.d.transport)), PN_SASL_OK);
+    CU_ASSERT_TRUE(remote_open(&c));
+    pn_link_t *s = sender(&c, "s", "queue://dsq");
+    pn_delivery_t *d = send_msg(&c, s, "after auth", false);
+    CU_ASSERT_EQUAL(pn_delivery_remote_state(d), PN_ACCEPTED);
+    cli_close(&c);
+    /* refused */
+    cli_open_sasl(&c, "PLAIN", "ann", "no");
+    CU_ASSERT_EQUAL(pn_sasl_outcome(pn_sasl(c.d.transport)), PN_SASL_NONE);
+    CU_ASSERT_FALSE(c.io.closed);
+    auth_fire();
+    run(&c);
+    CU_ASSERT_EQUAL(pn_sasl_outcome(pn_sasl(c.d.transport)), PN_SASL_AUTH);
+    CU_ASSERT_FALSE(remote_open(&c));
+    CU_ASSERT_TRUE(c.io.closed);
+    cli_close(&c);
+    CU_ASSERT_EQUAL(fa.finished, 2);
+    CU_ASSERT_EQUAL(fa.cancelled, 0);
+    teardown();
+}
+
+/* Appends a frame (type 0: AMQP, 1: SASL; channel 0) with body p[0..n) to buf. */
+static void
+frame_add(tn_buf *buf, uint8_t type, const uint8_t *p, size_t n)
+{
+    uint32_t size = (uint32_t)n + 8;
+    uint8_t h[8] = {(uint8_t)(size >> 24),
+                    (uint8_t)(size >> 16),
+                    (uint8_t)(size >> 8),
+                    (uint8_t)size,
+                    2,
+                    type,
+                    0,
+                    0};
+    tn_buf_append(buf, h, 8);
+    tn_buf_append(buf, p, n);
+}
+
+/* Where needle first is in c's output from `from` on, or SIZE_MAX. */
+static size_t
+out_find(cli *c, size_t from, const void *needle, size_t n)
+{
+    if (from > c->io.out.len)
+        return SIZE_MAX;
+    const uint8_t *p = memmem(c->io.out.data + from, c->io.out.len - from, needle, n);
+    return p ? (size_t)(p - c->io.out.data) : SIZE_MAX;
+}
+
+/* A client that pipelines its AMQP header, open and begin after its sasl-init (proton's own
+ * client waits for the outcome; others need not): none of it reaches proton before the
+ * outcome, which comes first, then the open and begin in order. */
+static void
+test_auth_deferred_pipelined(void)
+{
+    static const uint8_t init[] = {0x00, 0x53, 0x41, 0xc0, 0x11, 0x02, 0xa3, 0x05, 'P',  'L', 'A',
+                                   'I',  'N',  0xa0, 0x07, 0x00, 'a',  'n',  'n',  0x00, 'p', 'w'};
+    static const uint8_t open[] = {0x00, 0x53, 0x10, 0xc0, 0x03, 0x01, 0xa1, 0x00};
+    static const uint8_t begin[] = {0x00, 0x53, 0x11, 0xc0, 0x0d, 0x04, 0x40, 0x43, 0x70,
+                                    0,    0,    0,    0x64, 0x70, 0,    0,    0,    0x64};
+    static const uint8_t outcome[] = {0x00, 0x53, 0x44}, o_open[] = {0x00, 0x53, 0x10},
+                         o_begin[] = {0x00, 0x53, 0x11};
+    for (int refuse = 0; refuse < 2; refuse++) {
+        setup_auth(true, false);
+        tn_buf in;
+        tn_buf_init(&in, 4096);
+        tn_buf_append(&in, "AMQP\x03\x01\x00\x00", 8);
+        frame_add(&in, 1, init, sizeof init);
+        if (refuse)
+            in.data[in.len - 1] = 'x'; /* password "px" */
+        tn_buf_append(&in, "AMQP\x00\x01\x00\x00", 8);
+        frame_add(&in, 0, open, sizeof open);
+        frame_add(&in, 0, begin, sizeof begin);
+        cli c;
+        memset(&c, 0, sizeof c);
+        tn_buf_init(&c.io.out, 1 << 20);
+        c.io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c.io);
+        to_adapter(&c, in.data, in.len);
+        CU_ASSERT_EQUAL(fa.begun, 1);
+        CU_ASSERT_TRUE(c.io.paused);
+        CU_ASSERT_FALSE(c.io.closed);
+        CU_ASSERT_EQUAL(c.in.len, 8 + 16 + 26); /* what came after the sasl-init: kept */
+        CU_ASSERT_EQUAL(out_find(&c, 0, outcome, 3), SIZE_MAX);
+        CU_ASSERT_EQUAL(out_find(&c, 0, o_open, 3), SIZE_MAX);
+        auth_fire();
+        offer(&c);
+        size_t at = out_find(&c, 0, outcome, 3);
+        CU_ASSERT_FATAL(at != SIZE_MAX);
+        /* sasl-outcome: list8 of one field, the code: ubyte 0 (ok) or 1 (auth) */
+        CU_ASSERT_TRUE(at + 8 <= c.io.out.len &&
+                       memcmp(c.io.out.data + at + 3, "\xc0\x03\x01\x50", 4) == 0);
+        CU_ASSERT_EQUAL(c.io.out.data[at + 7], refuse ? 1 : 0);
+        if (!refuse) {
+            size_t h = out_find(&c, at, "AMQP\x00\x01\x00\x00", 8);
+            size_t o = out_find(&c, at, o_open, 3), bg = out_find(&c, at, o_begin, 3);
+            CU_ASSERT_TRUE(h != SIZE_MAX && o != SIZE_MAX && bg != SIZE_MAX && h < o && o < bg);
+            CU_ASSERT_FALSE(c.io.closed);
+            CU_ASSERT_EQUAL(c.in.len, 0);
+        } else {
+            /* nothing after a refused sasl-init reaches proton: no open is looked at */
+            CU_ASSERT_EQUAL(out_find(&c, at, o_open, 3), SIZE_MAX);
+            CU_ASSERT_EQUAL(fa.begun, 1);
+            CU_ASSERT_TRUE(c.io.closed);
+        }
+        tn_amqp_adapter.closed(c.io.a, c.io.closed ? TN_CLOSE_LOCAL : TN_CLOSE_PEER);
+        tn_buf_fini(&c.io.out);
+        tn_buf_fini(&c.in);
+        tn_buf_fini(&in);
+        CU_ASSERT_EQUAL(fa.finished, 1);
+        CU_ASSERT_EQUAL(fa.cancelled, 0);
+        teardown();
+    }
+}
+
+/* No SASL, the anonymous check at open deferred: the open, and the begin and attach the client
+ * pipelined after it, wait for done(); refused, the attach never makes a link. */
+static void
+test_auth_deferred_open(void)
+{
+    for (int refuse = 0; refuse < 2; refuse++) {
+        setup_auth(true, !refuse);
+        cli c;
+        memset(&c, 0, sizeof c);
+        tn_buf_init(&c.io.out, 1 << 20);
+        c.io.a = tn_amqp_adapter.open(am, &tn_fake_io, &c.io);
+        pn_connection_driver_init(&c.d, NULL, NULL);
+        pn_connection_set_container(c.d.connection, "test-client");
+        pn_connection_open(c.d.connection);
+        c.ssn = pn_session(c.d.connection);
+        pn_session_open(c.ssn);
+        pn_link_t *s = pn_sender(c.ssn, "s");
+        pn_terminus_set_address(pn_link_target(s), "queue://doq");
+        pn_link_open(s);
+        run(&c);
+        CU_ASSERT_EQUAL(fa.begun, 1);
+        CU_ASSERT_FALSE(remote_open(&c));
+        CU_ASSERT_FALSE(pn_session_state(c.ssn) & PN_REMOTE_ACTIVE);
+        CU_ASSERT_TRUE(c.io.paused);
+        CU_ASSERT_EQUAL(c.io.deadline, tn_fake_now + 10000); /* the connect deadline holds */
+        auth_fire();
+        run(&c);
+        if (!refuse) {
+            CU_ASSERT_TRUE(remote_open(&c));
+            CU_ASSERT_TRUE(pn_session_state(c.ssn) & PN_REMOTE_ACTIVE);
+            CU_ASSERT_TRUE(pn_link_state(s) & PN_REMOTE_ACTIVE);
+            pn_delivery_t *d = send_msg(&c, s, "after open", false);
+            CU_ASSERT_EQUAL(pn_delivery_remote_state(d), PN_ACCEPTED);
+        } else {
+            CU_ASSERT_STRING_EQUAL(
+                pn_condition_get_name(pn_connection_remote_condition(c.d.connection)),
+                "amqp:unauthorized-access");
+            CU_ASSERT_FALSE(pn_link_state(s) & PN_REMOTE_ACTIVE);
+            CU_ASSERT_PTR_NULL(tn_broker_queue_find(b, "doq", 3));
+            CU_ASSERT_TRUE(c.io.closed);
+        }
+        cli_close(&c);
+        CU_ASSERT_EQUAL(fa.finished, 1);
+        CU_ASSERT_EQUAL(fa.cancelled, 0);
+        teardown();
+    }
+}
+
+/* Closed while the authenticator decides: the job is cancelled and done() never comes. The
+ * connect deadline closes a connection still waiting, not before. */
+static void
+test_auth_closed_while_waiting(void)
+{
+    setup_auth(true, true);
+    cli c;
+    cli_open_sasl(&c, "PLAIN", "ann", "pw");
+    CU_ASSERT_PTR_NOT_NULL(fa.job);
+    cli_close(&c); /* the peer went */
+    CU_ASSERT_EQUAL(fa.cancelled, 1);
+    CU_ASSERT_EQUAL(fa.finished, 0);
+    cli_open(&c, false); /* waiting at open */
+    CU_ASSERT_PTR_NOT_NULL(fa.job);
+    cli_close(&c);
+    CU_ASSERT_EQUAL(fa.cancelled, 2);
+    CU_ASSERT_EQUAL(fa.finished, 0);
+    uint64_t t0 = tn_fake_now;
+    cli_open(&c, false);
+    CU_ASSERT_PTR_NOT_NULL(fa.job);
+    tn_fake_now = t0 + 9999;
+    tn_amqp_adapter.timeout(c.io.a, tn_fake_now);
+    CU_ASSERT_FALSE(c.io.closed);
+    CU_ASSERT_EQUAL(c.io.deadline, t0 + 10000);
+    tn_fake_now = t0 + 10000;
+    tn_amqp_adapter.timeout(c.io.a, tn_fake_now);
+    CU_ASSERT_TRUE(c.io.closed);
+    size_t out = c.io.out.len;
+    auth_fire(); /* done() before closed(): finished, nothing said on a closing connection */
+    CU_ASSERT_EQUAL(c.io.out.len, out);
+    cli_close(&c);
+    CU_ASSERT_EQUAL(fa.cancelled, 2);
+    CU_ASSERT_EQUAL(fa.finished, 1);
     teardown();
 }
 
@@ -564,6 +889,7 @@ test_bad_header(void)
     CU_ASSERT_TRUE(c.io.out.len >= 8 && memcmp(c.io.out.data, "AMQP", 4) == 0);
     tn_amqp_adapter.closed(c.io.a, TN_CLOSE_LOCAL);
     tn_buf_fini(&c.io.out);
+    tn_buf_fini(&c.in);
     teardown();
 }
 
@@ -591,6 +917,7 @@ test_sasl_after_sasl(void)
         CU_ASSERT_TRUE(c.io.closed); /* before any open: no close frame, just the end */
         tn_amqp_adapter.closed(c.io.a, TN_CLOSE_LOCAL);
         tn_buf_fini(&c.io.out);
+        tn_buf_fini(&c.in);
     }
     teardown();
 }
@@ -626,6 +953,7 @@ raw_frames_on(const uint8_t *const *bodies, const size_t *lens, size_t n, const 
         fprintf(stderr, "closed %d, no %s in the output\n", c.io.closed, cond);
     tn_amqp_adapter.closed(c.io.a, TN_CLOSE_LOCAL);
     tn_buf_fini(&c.io.out);
+    tn_buf_fini(&c.in);
     return ok;
 }
 
@@ -821,6 +1149,10 @@ main(void)
     CU_add_test(s, "queue_roundtrip", test_queue_roundtrip);
     CU_add_test(s, "no_sasl_and_topic", test_no_sasl_and_topic);
     CU_add_test(s, "sasl_plain_checked", test_sasl_plain_checked);
+    CU_add_test(s, "auth_deferred_sasl", test_auth_deferred_sasl);
+    CU_add_test(s, "auth_deferred_pipelined", test_auth_deferred_pipelined);
+    CU_add_test(s, "auth_deferred_open", test_auth_deferred_open);
+    CU_add_test(s, "auth_closed_while_waiting", test_auth_closed_while_waiting);
     CU_add_test(s, "credit", test_credit);
     CU_add_test(s, "malformed_message", test_malformed_message);
     CU_add_test(s, "aborted_delivery", test_aborted_delivery);

@@ -61,25 +61,52 @@ tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p)
                       "client id starts with U+0001 (reserved for queues)");
     }
 
-    if (m->conf.auth.check) {
-        char *cid = dup_field(true, (tn_mqtt_bytes){(const uint8_t *)id, (uint32_t)id_len});
-        char *user = dup_field(p->has_username, p->username);
-        tn_auth_req req = {
-            .protocol = "mqtt",
-            .client_id = cid,
-            .user = user,
-            .password = p->has_password ? p->password.p : NULL,
-            .password_len = p->has_password ? p->password.len : 0,
-            .cert_subject = tn_io_cert_subject(c->io, c->ioc),
-        };
-        int rc = m->conf.auth.check(m->conf.auth.ctx, &req);
-        free(cid);
-        free(user);
-        if (rc == TN_EINVAL)
-            return refuse(c, p->version, TN_MQTT_CONNACK_BAD_CREDENTIALS,
-                          "bad user name or password");
-        if (rc != 0)
+    if (m->conf.auth.begin) {
+        /* Deciding may take a while (a password hash off the loop, a refusal's delay): the
+         * CONNECT is then handled again, whole, once the answer is here (mqtt_input). */
+        const tn_auth *au = &m->conf.auth;
+        char *who = NULL;
+        int rc;
+        if (c->auth_job) {
+            if (!c->auth_ready)
+                return TN_EAGAIN;
+            rc = au->finish(au->ctx, c->auth_job, &who);
+            c->auth_job = NULL;
+            c->auth_ready = false;
+        } else {
+            char *cid = dup_field(true, (tn_mqtt_bytes){(const uint8_t *)id, (uint32_t)id_len});
+            char *user = dup_field(p->has_username, p->username);
+            tn_auth_req req = {
+                .protocol = "mqtt",
+                .client_id = cid,
+                .user = user,
+                .password = p->has_password ? p->password.p : NULL,
+                .password_len = p->has_password ? p->password.len : 0,
+                .cert_subject = tn_io_cert_subject(c->io, c->ioc),
+            };
+            rc = au->begin(au->ctx, &req, &who, &c->auth_job, tn_mqtt__auth_done, c);
+            free(cid);
+            free(user);
+            if (rc == TN_EAGAIN)
+                return TN_EAGAIN;
+        }
+        if (rc != 0) {
+            /* [MQTT-3.2.2-5]: CONNACK 4 for a wrong user name or password, 5 for a client not
+             * allowed in (an anonymous one where none may connect). */
+            char who_s[160];
+            snprintf(who_s, sizeof who_s, "login failed for %s%.*s%s (client id %.*s)",
+                     p->has_username ? "user '" : "an anonymous client",
+                     p->has_username ? (int)(p->username.len > 64 ? 64 : p->username.len) : 0,
+                     p->has_username ? (const char *)p->username.p : "", p->has_username ? "'" : "",
+                     (int)(id_len > 64 ? 64 : id_len), id);
+            tn_log_warn("MQTT-AUTH-FAIL", "%s: %s", c->io->peer(c->ioc), who_s);
+            if (rc == TN_EINVAL)
+                return refuse(c, p->version, TN_MQTT_CONNACK_BAD_CREDENTIALS,
+                              "bad user name or password");
             return refuse(c, p->version, TN_MQTT_CONNACK_NOT_AUTHORIZED, "not authorized");
+        }
+        free(c->user);
+        c->user = who;
     }
 
     if (p->will) {

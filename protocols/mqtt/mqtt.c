@@ -480,6 +480,15 @@ big_begin(mconn *c, const uint8_t *p, size_t len, size_t *used)
     return 0;
 }
 
+void
+tn_mqtt__auth_done(void *arg)
+{
+    mconn *c = arg;
+    c->auth_ready = true;
+    set_pause(c, PAUSE_AUTH, false);
+    c->io->wake(c->ioc);
+}
+
 /* The standby has taken over or stopped holding: the CONNECT is handled now. */
 static void
 held_wake(void *arg)
@@ -564,6 +573,14 @@ mqtt_input(void *a, const uint8_t *p, size_t len)
         }
         off += used;
         rc = handle(c, &pkt);
+        if (rc == TN_EAGAIN) {
+            /* A CONNECT waiting for the authenticator: handled again, whole, once the answer
+             * is here (tn_mqtt__auth_done); nothing after it is read meanwhile. */
+            off -= used;
+            c->dec.version = 0; /* it is decoded again: not a second CONNECT */
+            set_pause(c, PAUSE_AUTH, true);
+            break;
+        }
         if (rc < 0) {
             if (c->state != ST_CLOSING)
                 close_now(c);
@@ -615,6 +632,9 @@ mqtt_closed(void *a, int reason)
 {
     mconn *c = a;
     tn_broker_unhold(c->m->broker, c->held);
+    if (c->auth_job)
+        c->m->conf.auth.cancel(c->m->conf.auth.ctx, c->auth_job);
+    free(c->user);
     if (c->s)
         tn_session_detach(c->s);
     c->s = NULL;

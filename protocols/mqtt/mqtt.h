@@ -23,7 +23,7 @@ typedef struct tn_mqtt_conf {
     uint32_t large_min;          /* a PUBLISH payload from this size that has not all arrived is
                                     read straight into its message (0: 64 KiB) */
     uint32_t connect_timeout_ms; /* time allowed between accept and CONNECT */
-    tn_auth auth;                /* check == NULL: everyone is allowed */
+    tn_auth auth;                /* begin == NULL: everyone is allowed */
 } tn_mqtt_conf;
 
 typedef struct tn_mqtt tn_mqtt;

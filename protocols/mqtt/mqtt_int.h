@@ -21,6 +21,7 @@ enum {
     PAUSE_FLOW = 2,     /* a large PUBLISH waits for flow control */
     PAUSE_INTAKE = 4,   /* a large PUBLISH waits for the incoming budget */
     PAUSE_HELD = 8,     /* a standby about to take over holds the CONNECT (tn_broker_hold) */
+    PAUSE_AUTH = 16,    /* the CONNECT waits for the authenticator's answer */
 };
 
 /* tn_delivery.state for outgoing QoS 2: PUBREC received, PUBREL sent, PUBCOMP awaited. */
@@ -77,15 +78,20 @@ struct mconn {
     uint32_t keepalive_ms;
     uint8_t version;
     uint8_t state;
-    bool disconnected;  /* DISCONNECT received: no will [MQTT-3.14.4-3] */
-    bool hold;          /* deliveries wait for a SUBACK still waiting for the journal */
-    bool admitted;      /* past tn_broker_hold (the CONNECT may be handled) */
-    tn_hold *held;      /* tn_broker_hold, until woken */
+    bool disconnected;     /* DISCONNECT received: no will [MQTT-3.14.4-3] */
+    bool hold;             /* deliveries wait for a SUBACK still waiting for the journal */
+    bool admitted;         /* past tn_broker_hold (the CONNECT may be handled) */
+    tn_hold *held;         /* tn_broker_hold, until woken */
+    tn_auth_job *auth_job; /* the authenticator's answer to come (auth_ready: it came) */
+    bool auth_ready;
+    char *user;         /* who the client is, for permissions (NULL: anonymous) */
     tn_replies replies; /* responses waiting for the journal, oldest first */
 };
 
 /* Each returns 0, or a negative TN_E* after logging: the connection is then closed. */
 int tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p);
+/* The authenticator's answer for c's CONNECT is ready (tn_auth done()). */
+void tn_mqtt__auth_done(void *arg);
 int tn_mqtt__publish(mconn *c, const tn_mqtt_publish *p);
 /* Publishes msg (borrowed), received whole, and confirms it per qos. */
 int tn_mqtt__publish_message(mconn *c, tn_message *msg, uint8_t qos, uint16_t pid);

@@ -847,6 +847,131 @@ test_standby_hold(void)
     tn_buf_fini(&b);
 }
 
+/* A fake authenticator whose answers come later, when the test says. */
+typedef struct fake_auth {
+    int answer; /* what finish() says */
+    bool defer;
+    void (*done)(void *arg);
+    void *arg;
+    int begun, finished, cancelled;
+} fake_auth;
+struct tn_auth_job {
+    int unused;
+};
+static tn_auth_job the_job;
+
+static int
+fa_begin(void *ctx, const tn_auth_req *req, char **user, tn_auth_job **job, void (*done)(void *arg),
+         void *arg)
+{
+    fake_auth *fa = ctx;
+    fa->begun++;
+    *user = NULL;
+    if (!fa->defer) {
+        if (fa->answer == 0 && req->user)
+            *user = strdup(req->user);
+        return fa->answer;
+    }
+    fa->done = done;
+    fa->arg = arg;
+    *job = &the_job;
+    return TN_EAGAIN;
+}
+static int
+fa_finish(void *ctx, tn_auth_job *job, char **user)
+{
+    fake_auth *fa = ctx;
+    CU_ASSERT_PTR_EQUAL(job, &the_job);
+    fa->finished++;
+    *user = fa->answer == 0 ? strdup("alice") : NULL;
+    return fa->answer;
+}
+static void
+fa_cancel(void *ctx, tn_auth_job *job)
+{
+    fake_auth *fa = ctx;
+    CU_ASSERT_PTR_EQUAL(job, &the_job);
+    fa->cancelled++;
+}
+
+/* The CONNECT waits for the authenticator: nothing is read or answered meanwhile (not even the
+ * SUBSCRIBE pipelined behind it); then CONNACK 0 and the SUBACK, in order; CONNACK 4 for a
+ * wrong password, 5 for a refused anonymous client; a connection closed while waiting cancels
+ * the job. */
+static void
+test_auth_deferred(void)
+{
+    fake_auth fa = {.defer = true};
+    tn_mqtt_conf mc = {.max_message = 1024,
+                       .max_packet = 1024,
+                       .connect_timeout_ms = 5000,
+                       .auth = {fa_begin, fa_finish, fa_cancel, &fa}};
+    tn_mqtt *m = tn_mqtt_new(broker, &mc);
+    tn_buf b;
+    tn_buf_init(&b, 4096);
+    tn_mqtt_connect c = {
+        .version = TN_MQTT_V311, .clean = true, .has_username = true, .has_password = true};
+    c.client_id = (tn_mqtt_bytes){(const uint8_t *)"authed", 6};
+    c.username = (tn_mqtt_bytes){(const uint8_t *)"alice", 5};
+    c.password = (tn_mqtt_bytes){(const uint8_t *)"pw", 2};
+    tn_mqtt_encode_connect(&b, &c);
+    size_t connect_len = b.len;
+    uint8_t qos = 1;
+    tn_mqtt_bytes fb = {(const uint8_t *)"a/b", 3};
+    tn_mqtt_encode_subscribe(&b, TN_MQTT_V311, 7, &fb, &qos, 1);
+    fake_io f;
+    memset(&f, 0, sizeof f);
+    tn_buf_init(&f.out, 1 << 16);
+    f.a = tn_mqtt_adapter.open(m, &fio, &f);
+    CU_ASSERT_EQUAL(tn_mqtt_adapter.input(f.a, b.data, b.len), 0);
+    CU_ASSERT_EQUAL(fa.begun, 1);
+    CU_ASSERT_TRUE(f.paused);
+    CU_ASSERT_EQUAL(f.out.len, 0);
+    fa.answer = 0;
+    fa.done(fa.arg);
+    CU_ASSERT_FALSE(f.paused);
+    CU_ASSERT_TRUE(f.woken > 0);
+    CU_ASSERT_EQUAL(tn_mqtt_adapter.input(f.a, b.data, b.len), (ssize_t)b.len);
+    CU_ASSERT_EQUAL(fa.begun, 1);
+    CU_ASSERT_EQUAL(fa.finished, 1);
+    CU_ASSERT_TRUE(f.out.len == 4 + 5 &&
+                   memcmp(f.out.data, "\x20\x02\x00\x00\x90\x03\x00\x07\x01", 9) == 0);
+    tn_mqtt_adapter.closed(f.a, TN_CLOSE_PEER);
+    CU_ASSERT_EQUAL(fa.cancelled, 0);
+    /* Wrong password: CONNACK 4. */
+    f.out.len = 0;
+    f.closed = false;
+    f.a = tn_mqtt_adapter.open(m, &fio, &f);
+    CU_ASSERT_EQUAL(tn_mqtt_adapter.input(f.a, b.data, connect_len), 0);
+    fa.answer = TN_EINVAL;
+    fa.done(fa.arg);
+    tn_mqtt_adapter.input(f.a, b.data, connect_len);
+    CU_ASSERT_TRUE(f.closed);
+    CU_ASSERT_TRUE(f.out.len == 4 && memcmp(f.out.data, "\x20\x02\x00\x04", 4) == 0);
+    tn_mqtt_adapter.closed(f.a, TN_CLOSE_LOCAL);
+    /* Refused at once: CONNACK 5. */
+    fa.defer = false;
+    fa.answer = TN_EDENIED;
+    f.out.len = 0;
+    f.closed = false;
+    f.a = tn_mqtt_adapter.open(m, &fio, &f);
+    tn_mqtt_adapter.input(f.a, b.data, connect_len);
+    CU_ASSERT_TRUE(f.closed);
+    CU_ASSERT_TRUE(f.out.len == 4 && memcmp(f.out.data, "\x20\x02\x00\x05", 4) == 0);
+    tn_mqtt_adapter.closed(f.a, TN_CLOSE_LOCAL);
+    /* Gone while waiting. */
+    fa.defer = true;
+    f.out.len = 0;
+    f.closed = false;
+    f.a = tn_mqtt_adapter.open(m, &fio, &f);
+    CU_ASSERT_EQUAL(tn_mqtt_adapter.input(f.a, b.data, connect_len), 0);
+    tn_mqtt_adapter.closed(f.a, TN_CLOSE_PEER);
+    CU_ASSERT_EQUAL(fa.cancelled, 1);
+    tn_buf_fini(&f.out);
+    tn_buf_fini(&b);
+    tn_mqtt_free(m);
+}
+
 int
 main(void)
 {
@@ -873,5 +998,6 @@ main(void)
     CU_add_test(s, "closing_subscriber_releases", test_closing_subscriber_releases_publisher);
     CU_add_test(s, "large_publish_budget", test_large_publish_budget);
     CU_add_test(s, "standby_hold", test_standby_hold);
+    CU_add_test(s, "auth_deferred", test_auth_deferred);
     return tn_test_run();
 }

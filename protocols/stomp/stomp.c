@@ -11,7 +11,9 @@
 
 #define SERVER_NAME "Tern/0.1.0"
 
-enum { ST_CONNECT, ST_OPEN, ST_DRAINING, ST_CLOSING }; /* DRAINING: DISCONNECT, RECEIPT due */
+/* AUTH: the CONNECT is read, the authenticator has not answered yet (no input is processed);
+ * DRAINING: DISCONNECT, RECEIPT due. */
+enum { ST_CONNECT, ST_AUTH, ST_OPEN, ST_DRAINING, ST_CLOSING };
 enum { ACK_AUTO, ACK_CLIENT, ACK_INDIVIDUAL };
 enum { DEST_QUEUE, DEST_TOPIC };
 
@@ -63,7 +65,7 @@ enum { TX_SEND, TX_ACK, TX_NACK };
  * all arrived goes straight into its message (held once, from the broker's incoming budget). */
 #define BIG_BODY 65536
 /* Why reads are paused (sconn.pauses). */
-enum { PAUSE_FLOW = 1, PAUSE_INTAKE = 2, PAUSE_HELD = 4 };
+enum { PAUSE_FLOW = 1, PAUSE_INTAKE = 2, PAUSE_HELD = 4, PAUSE_AUTH = 8 };
 /* big_head(): the frame waits for room. */
 #define BIG_WAIT 1
 
@@ -82,6 +84,8 @@ struct sconn {
     uint8_t version;
     uint64_t serial;
     char *client_id;
+    char *user;            /* who the authenticator says it is (for permissions), or NULL */
+    tn_auth_job *auth_job; /* ST_AUTH: the authenticator's job, until its done() */
     uint32_t hb_send_ms, hb_recv_ms;   /* negotiated; 0: none */
     uint64_t opened, last_rx, last_tx; /* loop times */
     ssub *subs;
@@ -131,7 +135,8 @@ fail(sconn *c, const tn_stomp_frame *f, const char *msg, const char *detail)
         const char *r = f ? tn_stomp_header(f, "receipt") : NULL;
         if (r)
             tn_stomp_encode_header(&e, "receipt-id", 10, r, strlen(r));
-        if (c->state == ST_CONNECT) /* [1.2 "Protocol Negotiation"]: what we speak */
+        /* Before CONNECTED: [1.2 "Protocol Negotiation"]: what we speak. */
+        if (c->state == ST_CONNECT || c->state == ST_AUTH)
             tn_stomp_encode_header(&e, "version", 7, "1.0,1.1,1.2", 11);
         tn_stomp_encode_header(&e, "content-type", 12, "text/plain", 10);
         const char *body = detail ? detail : msg;
@@ -573,43 +578,20 @@ hb_field(const char *hb, int which)
     return (uint32_t)strtoul(which ? comma + 1 : hb, NULL, 10);
 }
 
+/* The authenticator's answer to a CONNECT (now, or once its job is done): CONNECTED and
+ * ST_OPEN, or ERROR and close. user (taken) is who the client is, on 0. f: the CONNECT, or NULL
+ * when it is gone (a CONNECT has no receipt header anyway). */
 static int
-on_connect(sconn *c, const tn_stomp_frame *f)
+connect_answer(sconn *c, const tn_stomp_frame *f, int rc, char *user)
 {
-    uint8_t v;
-    if (version_pick(tn_stomp_header(f, "accept-version"), &v) != 0) {
-        c->version = TN_STOMP_V12;
-        return fail(c, f, "Supported protocol versions are 1.0,1.1,1.2", NULL);
+    if (rc != 0) {
+        free(user);
+        return fail(c, f, "not authorized", rc == TN_EINVAL ? "bad login or passcode" : NULL);
     }
-    c->version = v;
-    tn_stomp_decoder_set_version(&c->dec, v);
-    if (tn_broker_standby(c->st->b, NULL))
-        return fail(c, f, "standby", "this node is a standby: connect to the active");
-    const char *cid = tn_stomp_header(f, "client-id");
-    if (cid && *cid)
-        c->client_id = tn_xstrdup(cid);
-    const tn_auth *au = &c->st->conf.auth;
-    if (au->check) {
-        const char *login = tn_stomp_header(f, "login");
-        const char *pass = tn_stomp_header(f, "passcode");
-        tn_auth_req req = {
-            .protocol = "stomp",
-            .client_id = c->client_id,
-            .user = login,
-            .password = (const uint8_t *)pass,
-            .password_len = pass ? strlen(pass) : 0,
-            .cert_subject = tn_io_cert_subject(c->io, c->ioc),
-        };
-        if (au->check(au->ctx, &req) != 0)
-            return fail(c, f, "not authorized", NULL);
-    }
-    /* Heart-beats (1.1+): we send as often as the client wants to hear from us, and expect to
-     * hear from it as often as it promises; never faster than min_heartbeat_ms. */
-    const char *hb = v >= TN_STOMP_V11 ? tn_stomp_header(f, "heart-beat") : NULL;
-    uint32_t cx = hb_field(hb, 0), cy = hb_field(hb, 1), min = c->st->conf.min_heartbeat_ms;
-    c->hb_send_ms = cy ? (cy < min ? min : cy) : 0;
-    c->hb_recv_ms = cx ? (cx < min ? min : cx) : 0;
+    free(c->user);
+    c->user = user;
     c->state = ST_OPEN;
+    uint8_t v = c->version;
     tn_stomp_encoder e;
     tn_stomp_encode_begin(&e, out(c), v, TN_STOMP_CONNECTED);
     static const char *const names[] = {"1.0", "1.0", "1.1", "1.2"};
@@ -625,6 +607,75 @@ on_connect(sconn *c, const tn_stomp_frame *f)
     }
     tn_stomp_encode_end(&e, NULL, 0, false);
     schedule(c);
+    return 0;
+}
+
+/* The authenticator's job for a CONNECT in ST_AUTH is done: answer it, then read on (the frames
+ * the client sent after its CONNECT were kept unread). */
+static void
+auth_done(void *arg)
+{
+    sconn *c = arg;
+    const tn_auth *au = &c->st->conf.auth;
+    tn_auth_job *job = c->auth_job;
+    c->auth_job = NULL;
+    char *user = NULL;
+    int rc = au->finish(au->ctx, job, &user);
+    if (c->state != ST_AUTH) { /* closing (its CONNECT deadline passed): nothing to answer */
+        free(user);
+        return;
+    }
+    c->last_rx = c->io->now(c->ioc); /* not read meanwhile: its heart-beats could not be heard */
+    if (connect_answer(c, NULL, rc, user) != 0)
+        return;
+    set_pause(c, PAUSE_AUTH, false);
+    c->io->wake(c->ioc);
+}
+
+static int
+on_connect(sconn *c, const tn_stomp_frame *f)
+{
+    uint8_t v;
+    if (version_pick(tn_stomp_header(f, "accept-version"), &v) != 0) {
+        c->version = TN_STOMP_V12;
+        return fail(c, f, "Supported protocol versions are 1.0,1.1,1.2", NULL);
+    }
+    c->version = v;
+    tn_stomp_decoder_set_version(&c->dec, v);
+    if (tn_broker_standby(c->st->b, NULL))
+        return fail(c, f, "standby", "this node is a standby: connect to the active");
+    const char *cid = tn_stomp_header(f, "client-id");
+    if (cid && *cid)
+        c->client_id = tn_xstrdup(cid);
+    /* Heart-beats (1.1+): we send as often as the client wants to hear from us, and expect to
+     * hear from it as often as it promises; never faster than min_heartbeat_ms. Kept for
+     * CONNECTED, which may come once the authenticator has answered. */
+    const char *hb = v >= TN_STOMP_V11 ? tn_stomp_header(f, "heart-beat") : NULL;
+    uint32_t cx = hb_field(hb, 0), cy = hb_field(hb, 1), min = c->st->conf.min_heartbeat_ms;
+    c->hb_send_ms = cy ? (cy < min ? min : cy) : 0;
+    c->hb_recv_ms = cx ? (cx < min ? min : cx) : 0;
+    const tn_auth *au = &c->st->conf.auth;
+    const char *login = tn_stomp_header(f, "login");
+    if (!au->begin) /* everyone may connect: the name they give is who they are */
+        return connect_answer(c, f, 0, login ? tn_xstrdup(login) : NULL);
+    const char *pass = tn_stomp_header(f, "passcode");
+    tn_auth_req req = {
+        .protocol = "stomp",
+        .client_id = c->client_id,
+        .user = login,
+        .password = (const uint8_t *)pass,
+        .password_len = pass ? strlen(pass) : 0,
+        .cert_subject = tn_io_cert_subject(c->io, c->ioc),
+    };
+    char *user = NULL;
+    int rc = au->begin(au->ctx, &req, &user, &c->auth_job, auth_done, c);
+    if (rc != TN_EAGAIN)
+        return connect_answer(c, f, rc, user);
+    /* Deciding takes time (a password hash, a refusal's delay): the CONNECT is consumed, and
+     * nothing after it is read until auth_done(). */
+    tn_assert(c->auth_job);
+    c->state = ST_AUTH;
+    set_pause(c, PAUSE_AUTH, true);
     return 0;
 }
 
@@ -1148,8 +1199,9 @@ schedule(sconn *c)
     if (c->state == ST_CLOSING || c->state == ST_DRAINING)
         return;
     uint64_t at = 0;
-    if (c->state == ST_CONNECT) {
-        at = c->opened + c->st->conf.connect_timeout_ms; /* however slowly it trickles in */
+    if (c->state == ST_CONNECT || c->state == ST_AUTH) {
+        /* However slowly it trickles in, and however long the authenticator takes. */
+        at = c->opened + c->st->conf.connect_timeout_ms;
     } else {
         if (c->hb_send_ms)
             at = c->last_tx + c->hb_send_ms;
@@ -1200,6 +1252,8 @@ a_input(void *a, const uint8_t *p, size_t len)
     run_later(c);
     if (c->state == ST_CLOSING || c->state == ST_DRAINING)
         return (ssize_t)len;
+    if (c->state == ST_AUTH)
+        return 0; /* nothing after the CONNECT until it is answered: auth_done() wakes us */
     c->last_rx = c->io->now(c->ioc);
     if (c->state == ST_CONNECT && !c->head_ok && !head_plausible(c, p, len)) {
         fail(c, NULL, "the first frame must be CONNECT or STOMP", NULL);
@@ -1282,6 +1336,8 @@ a_input(void *a, const uint8_t *p, size_t len)
                 subs_release(c);
             return (ssize_t)len;
         }
+        if (c->state == ST_AUTH)
+            break; /* the rest is offered again once the CONNECT is answered */
     }
     schedule(c);
     return (ssize_t)off;
@@ -1302,9 +1358,14 @@ static void
 a_timeout(void *a, uint64_t now)
 {
     sconn *c = a;
-    if (c->state == ST_CONNECT) {
-        tn_log_info("STOMP-TIMEOUT", "%s: no CONNECT in time, closing", c->io->peer(c->ioc));
-        c->state = ST_CLOSING;
+    if (c->state == ST_CONNECT || c->state == ST_AUTH) {
+        if (now < c->opened + c->st->conf.connect_timeout_ms) {
+            schedule(c);
+            return;
+        }
+        tn_log_info("STOMP-TIMEOUT", "%s: %s in time, closing", c->io->peer(c->ioc),
+                    c->state == ST_AUTH ? "CONNECT not authenticated" : "no CONNECT");
+        c->state = ST_CLOSING; /* an authenticator's job is cancelled in a_closed() */
         c->io->close(c->ioc);
         return;
     }
@@ -1329,6 +1390,11 @@ a_closed(void *a, int reason)
     (void)reason;
     sconn *c = a;
     tn_broker_unhold(c->st->b, c->held);
+    if (c->auth_job) { /* its done() never comes now */
+        const tn_auth *au = &c->st->conf.auth;
+        au->cancel(au->ctx, c->auth_job);
+        c->auth_job = NULL;
+    }
     run_later(c);
     c->state = ST_CLOSING;
     big_drop(c);
@@ -1351,6 +1417,7 @@ a_closed(void *a, int reason)
     free(c->temps);
     free(c->later);
     free(c->client_id);
+    free(c->user);
     free(c);
 }
 

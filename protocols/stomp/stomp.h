@@ -33,7 +33,7 @@ typedef struct tn_stomp_conf {
     uint32_t max_deliveries;     /* a message delivered this often and not acked goes to
                                     DLQ.<queue> (0: never) */
     uint32_t min_heartbeat_ms;   /* heart-beat intervals asked for below this are raised to it */
-    tn_auth auth;                /* CONNECT login/passcode (check == NULL: everyone) */
+    tn_auth auth;                /* CONNECT login/passcode (begin == NULL: everyone) */
 } tn_stomp_conf;
 
 typedef struct tn_stomp tn_stomp;

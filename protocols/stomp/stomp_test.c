@@ -8,12 +8,14 @@
 
 #include <CUnit/Basic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct fio {
     tn_fake_conn io;      /* first: the fake tn_io's ctx */
     tn_stomp_decoder dec; /* client role: reads what the adapter wrote */
     size_t read;          /* bytes of io.out decoded so far */
+    tn_buf in;            /* input the adapter has not consumed yet (feed_keep) */
 } fio;
 
 static tn_broker *b;
@@ -41,6 +43,7 @@ conn_open(fio *f)
 {
     memset(f, 0, sizeof *f);
     tn_buf_init(&f->io.out, 1 << 20);
+    tn_buf_init(&f->in, 1 << 20);
     tn_stomp_decoder_init(&f->dec, TN_STOMP_ROLE_CLIENT, NULL);
     f->io.a = tn_stomp_adapter.open(st, &tn_fake_io, &f->io);
 }
@@ -56,6 +59,27 @@ feed(fio *f, const char *s, size_t n)
     }
 }
 #define FEED(f, lit) feed(f, lit, sizeof lit - 1)
+
+/* Offers f->in (what the adapter has not consumed) again, as net does on a wake. */
+static void
+offer(fio *f)
+{
+    do {
+        f->io.woken = 0;
+        ssize_t used = tn_stomp_adapter.input(f->io.a, f->in.data, f->in.len);
+        CU_ASSERT_FATAL(used >= 0);
+        tn_buf_consume(&f->in, (size_t)used);
+    } while (f->io.woken && !f->io.closed);
+}
+
+/* Feeds bytes as net does: what the adapter does not consume is kept and offered again. */
+static void
+feed_keep(fio *f, const char *s, size_t n)
+{
+    CU_ASSERT_EQUAL_FATAL(tn_buf_append(&f->in, s, n), 0);
+    offer(f);
+}
+#define FEED_KEEP(f, lit) feed_keep(f, lit, sizeof lit - 1)
 
 /* The next frame the adapter wrote, or false. */
 static bool
@@ -77,6 +101,7 @@ conn_close(fio *f)
     tn_stomp_adapter.closed(f->io.a, TN_CLOSE_PEER);
     tn_stomp_decoder_fini(&f->dec);
     tn_buf_fini(&f->io.out);
+    tn_buf_fini(&f->in);
 }
 
 static void
@@ -120,51 +145,256 @@ test_connect_versions(void)
     teardown();
 }
 
-static char auth_subject[128], auth_protocol[16];
+/* A fake authenticator: login "ann" with passcode "pw" may connect, as user "ann"; another
+ * login or passcode is refused with TN_EINVAL, no login with TN_EDENIED. It answers at once, or
+ * (defer) later: begin() keeps the job and its done(), and the test calls auth_fire(). */
+struct tn_auth_job {
+    int rc;
+    char *user;
+};
+
+typedef struct fake_auth {
+    bool defer;
+    int begun, finished, cancelled;
+    tn_auth_job *job; /* deferred, not finished or cancelled yet */
+    void (*done)(void *arg);
+    void *arg;
+    char subject[128], protocol[16];
+} fake_auth;
+
+static fake_auth fa;
 
 static int
-auth_check(void *ctx, const tn_auth_req *r)
+fa_begin(void *ctx, const tn_auth_req *r, char **user, tn_auth_job **job, void (*done)(void *arg),
+         void *arg)
 {
-    (void)ctx;
-    snprintf(auth_subject, sizeof auth_subject, "%s", r->cert_subject ? r->cert_subject : "");
-    snprintf(auth_protocol, sizeof auth_protocol, "%s", r->protocol ? r->protocol : "");
-    return r->user && strcmp(r->user, "ann") == 0 && r->password_len == 2 &&
-                   memcmp(r->password, "pw", 2) == 0
-               ? 0
-               : TN_EDENIED;
+    fake_auth *a = ctx;
+    a->begun++;
+    snprintf(a->subject, sizeof a->subject, "%s", r->cert_subject ? r->cert_subject : "");
+    snprintf(a->protocol, sizeof a->protocol, "%s", r->protocol ? r->protocol : "");
+    int rc = !r->user ? TN_EDENIED
+             : strcmp(r->user, "ann") == 0 && r->password_len == 2 && !memcmp(r->password, "pw", 2)
+                 ? 0
+                 : TN_EINVAL;
+    if (!a->defer) {
+        if (rc == 0)
+            *user = tn_xstrdup(r->user);
+        return rc;
+    }
+    CU_ASSERT_PTR_NULL_FATAL(a->job); /* one at a time here */
+    a->job = tn_xcalloc(1, sizeof *a->job);
+    a->job->rc = rc;
+    a->job->user = rc == 0 ? tn_xstrdup(r->user) : NULL;
+    a->done = done;
+    a->arg = arg;
+    *job = a->job;
+    return TN_EAGAIN;
+}
+
+static int
+fa_finish(void *ctx, tn_auth_job *job, char **user)
+{
+    fake_auth *a = ctx;
+    CU_ASSERT_PTR_EQUAL(job, a->job);
+    a->finished++;
+    a->job = NULL;
+    int rc = job->rc;
+    *user = job->user;
+    free(job);
+    return rc;
 }
 
 static void
-test_login_checked(void)
+fa_cancel(void *ctx, tn_auth_job *job)
+{
+    fake_auth *a = ctx;
+    CU_ASSERT_PTR_EQUAL(job, a->job);
+    a->cancelled++;
+    a->job = NULL;
+    free(job->user);
+    free(job);
+}
+
+/* The deferred job is decided: its done() comes (as from the loop). */
+static void
+auth_fire(void)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fa.job);
+    fa.done(fa.arg);
+    CU_ASSERT_PTR_NULL(fa.job); /* finished */
+}
+
+/* setup() with the fake authenticator, answering at once or deferring. */
+static void
+setup_auth(bool defer)
 {
     setup();
-    tn_stomp_free(st); /* again, with the shared authenticator: it sees login and passcode */
-    tn_stomp_conf sc = {.limits = {8192, 64, 65536, 65536, 0}, .auth = {.check = auth_check}};
+    tn_stomp_free(st);
+    memset(&fa, 0, sizeof fa);
+    fa.defer = defer;
+    tn_stomp_conf sc = {.limits = {8192, 64, 65536, 65536, 0},
+                        .prefetch = 10,
+                        .auth = {fa_begin, fa_finish, fa_cancel, &fa}};
     st = tn_stomp_new(b, &sc);
+}
+
+/* Immediate answers: allowed, refused for a bad passcode (TN_EINVAL) or for no login at all
+ * (TN_EDENIED): ERROR, then close. */
+static void
+test_login_checked(void)
+{
+    setup_auth(false);
     fio f;
     conn_open(&f);
     FEED(&f, "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:pw\n\n\0");
     tn_stomp_frame fr;
     CU_ASSERT_FATAL(next(&f, &fr));
     CU_ASSERT_EQUAL(fr.command, TN_STOMP_CONNECTED);
+    CU_ASSERT_FALSE(f.io.paused);
     conn_close(&f);
     conn_open(&f);
     FEED(&f, "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:no\n\n\0");
     CU_ASSERT_FATAL(next(&f, &fr));
     CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
     CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "message"), "not authorized");
+    CU_ASSERT_TRUE(fr.body_len == 21 && memcmp(fr.body, "bad login or passcode", 21) == 0);
+    CU_ASSERT_TRUE(f.io.closed);
+    conn_close(&f);
+    conn_open(&f);
+    FEED(&f, "CONNECT\naccept-version:1.2\n\n\0");
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "message"), "not authorized");
+    CU_ASSERT_TRUE(fr.body_len == 14 && memcmp(fr.body, "not authorized", 14) == 0);
     CU_ASSERT_TRUE(f.io.closed);
     conn_close(&f);
     /* [issue 14] The verified TLS client certificate's subject reaches the authenticator. */
-    CU_ASSERT_STRING_EQUAL(auth_subject, "");
+    CU_ASSERT_STRING_EQUAL(fa.subject, "");
     conn_open(&f);
     f.io.cert_subject = "O=Acme,CN=dev-1";
     FEED(&f, "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:pw\n\n\0");
     CU_ASSERT_FATAL(next(&f, &fr));
     CU_ASSERT_EQUAL(fr.command, TN_STOMP_CONNECTED);
-    CU_ASSERT_STRING_EQUAL(auth_subject, "O=Acme,CN=dev-1");
-    CU_ASSERT_STRING_EQUAL(auth_protocol, "stomp");
+    CU_ASSERT_STRING_EQUAL(fa.subject, "O=Acme,CN=dev-1");
+    CU_ASSERT_STRING_EQUAL(fa.protocol, "stomp");
     conn_close(&f);
+    CU_ASSERT_EQUAL(fa.begun, 4);
+    CU_ASSERT_EQUAL(fa.finished + fa.cancelled, 0);
+    teardown();
+}
+
+/* A deferred allow: nothing is answered, and nothing the client sent after its CONNECT is
+ * handled, until done(); then CONNECTED (with the negotiated heart-beats), and the pipelined
+ * frames in order. */
+static void
+test_auth_deferred_allow(void)
+{
+    setup_auth(true);
+    fio f;
+    conn_open(&f);
+    FEED_KEEP(&f, "CONNECT\naccept-version:1.2\nheart-beat:0,500\nlogin:ann\npasscode:pw\n\n\0"
+                  "SUBSCRIBE\nid:s\ndestination:/queue/dq\nreceipt:r1\n\n\0"
+                  "SEND\ndestination:/queue/dq\nreceipt:r2\n\nhi\0");
+    tn_stomp_frame fr;
+    CU_ASSERT_FALSE(next(&f, &fr));
+    CU_ASSERT_EQUAL(f.io.out.len, 0);
+    CU_ASSERT_TRUE(f.io.paused);
+    CU_ASSERT_FALSE(f.io.closed);
+    CU_ASSERT_EQUAL(fa.begun, 1);
+    CU_ASSERT_PTR_NULL(tn_broker_queue_find(b, "dq", 2)); /* not subscribed yet */
+    /* More input while waiting is kept too. */
+    FEED_KEEP(&f, "SEND\ndestination:/queue/dq\n\nthere\0");
+    CU_ASSERT_EQUAL(f.io.out.len, 0);
+    CU_ASSERT_EQUAL(f.io.deadline, tn_fake_now + 10000); /* the connect deadline holds */
+    auth_fire();
+    CU_ASSERT_EQUAL(fa.finished, 1);
+    CU_ASSERT_FALSE(f.io.paused);
+    CU_ASSERT_TRUE(f.io.woken > 0);
+    offer(&f);
+    CU_ASSERT_EQUAL(f.in.len, 0);
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_CONNECTED);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "heart-beat"), "500,0");
+    tn_stomp_decoder_set_version(&f.dec, TN_STOMP_V12);
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_RECEIPT);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "receipt-id"), "r1");
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_MESSAGE);
+    CU_ASSERT_TRUE(fr.body_len == 2 && memcmp(fr.body, "hi", 2) == 0);
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_RECEIPT);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "receipt-id"), "r2");
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_MESSAGE);
+    CU_ASSERT_TRUE(fr.body_len == 5 && memcmp(fr.body, "there", 5) == 0);
+    CU_ASSERT_FALSE(next(&f, &fr));
+    CU_ASSERT_FALSE(f.io.closed);
+    conn_close(&f);
+    CU_ASSERT_EQUAL(fa.cancelled, 0);
+    teardown();
+}
+
+/* A deferred refusal: ERROR once done() comes, the pipelined SEND never handled. */
+static void
+test_auth_deferred_refusal(void)
+{
+    setup_auth(true);
+    fio f;
+    conn_open(&f);
+    FEED_KEEP(&f, "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:no\n\n\0"
+                  "SEND\ndestination:/queue/rq\n\nx\0");
+    tn_stomp_frame fr;
+    CU_ASSERT_EQUAL(f.io.out.len, 0);
+    CU_ASSERT_TRUE(f.io.paused);
+    auth_fire();
+    CU_ASSERT_FATAL(next(&f, &fr));
+    CU_ASSERT_EQUAL(fr.command, TN_STOMP_ERROR);
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "message"), "not authorized");
+    CU_ASSERT_STRING_EQUAL(tn_stomp_header(&fr, "version"), "1.0,1.1,1.2");
+    CU_ASSERT_TRUE(fr.body_len == 21 && memcmp(fr.body, "bad login or passcode", 21) == 0);
+    CU_ASSERT_TRUE(f.io.closed);
+    offer(&f); /* net gives no more input after close; the adapter would ignore it anyway */
+    CU_ASSERT_FALSE(next(&f, &fr));
+    CU_ASSERT_PTR_NULL(tn_broker_queue_find(b, "rq", 2));
+    conn_close(&f);
+    CU_ASSERT_EQUAL(fa.finished, 1);
+    CU_ASSERT_EQUAL(fa.cancelled, 0);
+    teardown();
+}
+
+/* Closed while the authenticator decides: its job is cancelled, done() never comes. The
+ * connect deadline still holds for a connection waiting on the authenticator. */
+static void
+test_auth_closed_while_waiting(void)
+{
+    setup_auth(true);
+    fio f;
+    conn_open(&f);
+    FEED_KEEP(&f, "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:pw\n\n\0");
+    CU_ASSERT_PTR_NOT_NULL(fa.job);
+    conn_close(&f); /* the peer went */
+    CU_ASSERT_EQUAL(fa.cancelled, 1);
+    CU_ASSERT_EQUAL(fa.finished, 0);
+    CU_ASSERT_PTR_NULL(fa.job);
+    /* The connect deadline (10 s from accepting) closes one still waiting, not before. */
+    conn_open(&f);
+    uint64_t t0 = tn_fake_now;
+    tn_fake_now += 9000;
+    FEED_KEEP(&f, "CONNECT\naccept-version:1.2\nlogin:ann\npasscode:pw\n\n\0");
+    CU_ASSERT_EQUAL(f.io.deadline, t0 + 10000);
+    tn_stomp_adapter.timeout(f.io.a, tn_fake_now); /* early: ignored */
+    CU_ASSERT_FALSE(f.io.closed);
+    CU_ASSERT_EQUAL(f.io.deadline, t0 + 10000);
+    tn_fake_now = t0 + 10000;
+    tn_stomp_adapter.timeout(f.io.a, tn_fake_now);
+    CU_ASSERT_TRUE(f.io.closed);
+    /* done() before closed(): finished, nothing said on a closing connection. */
+    auth_fire();
+    CU_ASSERT_EQUAL(f.io.out.len, 0);
+    conn_close(&f);
+    CU_ASSERT_EQUAL(fa.cancelled, 1);
+    CU_ASSERT_EQUAL(fa.finished, 1);
     teardown();
 }
 
@@ -401,6 +631,9 @@ main(void)
     CU_add_test(s, "connect_versions", test_connect_versions);
     CU_add_test(s, "queue_send_receive_ack", test_queue_send_receive_ack);
     CU_add_test(s, "login_checked", test_login_checked);
+    CU_add_test(s, "auth_deferred_allow", test_auth_deferred_allow);
+    CU_add_test(s, "auth_deferred_refusal", test_auth_deferred_refusal);
+    CU_add_test(s, "auth_closed_while_waiting", test_auth_closed_while_waiting);
     CU_add_test(s, "dead_letter", test_dead_letter_after_max_deliveries);
     CU_add_test(s, "topic_transaction_errors", test_topic_transaction_and_errors);
     CU_add_test(s, "bad_input", test_bad_input_gets_error_and_close);

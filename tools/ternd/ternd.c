@@ -5,6 +5,7 @@
 #include "core/broker/broker.h"
 #include "core/store/store.h"
 #include "protocols/amqp/amqp.h"
+#include "protocols/authn/authn.h"
 #include "protocols/mqtt/mqtt.h"
 #include "protocols/stomp/stomp.h"
 #include "protocols/net/net.h"
@@ -46,6 +47,13 @@ static const char usage[] =
     "                         ask TLS clients for a certificate signed by --tls-ca: not at all\n"
     "                         (none, the default), optional, or required in the handshake\n"
     "      --log-level LEVEL  error, warn, info or debug\n"
+    "      --password-file FILE  users and their password hashes, Mosquitto's format\n"
+    "                         (ternctl passwd, mosquitto_passwd); SIGHUP rereads it\n"
+    "      --acl-file FILE    who may read and write which destination (Mosquitto's\n"
+    "                         acl_file format); SIGHUP rereads it\n"
+    "      --allow-anonymous true|false\n"
+    "                         clients without a user name: by default allowed only while\n"
+    "                         there is no password file and every listener is on loopback\n"
     "\n"
     "An active/standby pair (README, Active/standby pair):\n"
     "      --role node|witness\n"
@@ -72,7 +80,8 @@ static const char usage[] =
 
 typedef struct ternd {
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
+    tn_authn *authn;       /* users, anonymous rules (the adapters' tn_auth) */
     uv_async_t store_wake; /* the journal's writer thread says records became durable */
     uv_timer_t tick;       /* broker housekeeping (slow consumers) */
     tn_net *net;
@@ -414,6 +423,21 @@ signal_closed(uv_handle_t *h)
 
 static void stop_node(ternd *t);
 
+/* SIGHUP: the password and ACL files are read again; connected clients keep who they are. */
+static void
+on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    ternd *t = h->data;
+    char err[512];
+    if (!t->authn)
+        return;
+    if (tn_authn_reload(t->authn, err, sizeof err) != 0)
+        tn_log_error("AUTH-RELOAD", "%s: keeping the files read before", err);
+    else
+        tn_log_info("AUTH-RELOAD", "%zu users; the files are read again", tn_authn_users(t->authn));
+}
+
 static void
 on_signal(uv_signal_t *h, int signum)
 {
@@ -451,10 +475,12 @@ stop_node(ternd *t)
          * just before the next run starts. */
         uv_unref((uv_handle_t *)&t->sigint);
         uv_unref((uv_handle_t *)&t->sigterm);
+        uv_close((uv_handle_t *)&t->sighup, signal_closed);
         return;
     }
     uv_close((uv_handle_t *)&t->sigint, signal_closed);
     uv_close((uv_handle_t *)&t->sigterm, signal_closed);
+    uv_close((uv_handle_t *)&t->sighup, signal_closed);
 }
 
 int
@@ -486,6 +512,9 @@ main(int argc, char **argv)
         OPT_PAIR_LEASE,
         OPT_PAIR_RENEW,
         OPT_PAIR_REJOIN,
+        OPT_PASSWORD_FILE,
+        OPT_ACL_FILE,
+        OPT_ALLOW_ANON,
     };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -506,6 +535,9 @@ main(int argc, char **argv)
         {"pair-lease", required_argument, NULL, OPT_PAIR_LEASE},
         {"pair-renew", required_argument, NULL, OPT_PAIR_RENEW},
         {"pair-rejoin", required_argument, NULL, OPT_PAIR_REJOIN},
+        {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
+        {"acl-file", required_argument, NULL, OPT_ACL_FILE},
+        {"allow-anonymous", required_argument, NULL, OPT_ALLOW_ANON},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -516,6 +548,8 @@ main(int argc, char **argv)
     const char *pair_listen = NULL, *pair_peer = NULL, *pair_witness = NULL, *pair_zk = NULL;
     uint32_t pair_alone_ms = 0, pair_lease_ms = 0, pair_renew_ms = 0;
     const char *pair_rejoin = NULL;
+    const char *password_file = NULL, *acl_file = NULL;
+    int allow_anon = -1;
     bool pair_async = false;
     tn_conf_listener *listen = NULL;
     size_t n_listen = 0;
@@ -611,6 +645,20 @@ main(int argc, char **argv)
             *(ch == OPT_PAIR_LEASE ? &pair_lease_ms : &pair_renew_ms) = (uint32_t)v;
             break;
         }
+        case OPT_PASSWORD_FILE:
+            password_file = optarg;
+            break;
+        case OPT_ACL_FILE:
+            acl_file = optarg;
+            break;
+        case OPT_ALLOW_ANON:
+            if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0) {
+                fprintf(stderr, "ternd: --allow-anonymous %s: expected true or false\n", optarg);
+                ret = 2;
+                goto out;
+            }
+            allow_anon = strcmp(optarg, "true") == 0;
+            break;
         case OPT_PAIR_REJOIN:
             if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "manual") != 0) {
                 fprintf(stderr, "ternd: --pair-rejoin %s: expected auto or manual\n", optarg);
@@ -687,6 +735,12 @@ main(int argc, char **argv)
         conf.pair.renew = pair_renew_ms;
     if (pair_rejoin)
         conf.pair.rejoin_manual = strcmp(pair_rejoin, "manual") == 0;
+    if (password_file)
+        tn_conf_pair_set(&conf.auth.password_file, password_file);
+    if (acl_file)
+        tn_conf_pair_set(&conf.auth.acl_file, acl_file);
+    if (allow_anon >= 0)
+        conf.auth.allow_anonymous = allow_anon;
     if (tn_conf_validate(&conf, err, sizeof err) != 0) {
         fprintf(stderr, "ternd: %s\n", err);
         goto out;
@@ -714,6 +768,11 @@ main(int argc, char **argv)
     }
     uint32_t pair_alone = conf.pair.alone_timeout;
     bool pair_is_async = conf.pair.async;
+    bool anonymous = false;
+    if (tn_conf_anonymous(&conf, &anonymous, err, sizeof err) != 0) {
+        tn_log_error("TERN-AUTH", "%s", err);
+        goto out;
+    }
     if (tn_mkdirs(conf.data_dir) != 0) {
         tn_log_error("TERN-DATA-DIR", "cannot create data folder %s: %s", conf.data_dir,
                      strerror(errno));
@@ -753,6 +812,26 @@ main(int argc, char **argv)
     };
     tn_broker *broker = tn_broker_new(&bl);
     t.broker = broker;
+    tn_authn_conf auc = {.loop = &t.loop,
+                         .password_file = conf.auth.password_file,
+                         .acl_file = conf.auth.acl_file,
+                         .allow_anonymous = anonymous,
+                         .fail_delay_ms = conf.auth.fail_delay,
+                         .identity_as_username = conf.auth.use_identity_as_username};
+    bool auth_ok = tn_authn_new(&auc, &t.authn, err, sizeof err) == 0;
+    if (!auth_ok)
+        tn_log_error("TERN-AUTH", "%s", err);
+    else
+        tn_log_info("TERN-AUTH", "%zu users%s%s; anonymous clients %s; %s%s%s",
+                    tn_authn_users(t.authn), conf.auth.password_file ? " from " : "",
+                    conf.auth.password_file ? conf.auth.password_file : " (no password file)",
+                    anonymous ? "allowed" : "refused",
+                    conf.auth.use_identity_as_username
+                        ? "the client certificate's CN is the user name; "
+                        : "",
+                    conf.auth.acl_file ? "ACL from " : "no ACL",
+                    conf.auth.acl_file ? conf.auth.acl_file : "");
+    tn_auth auth = auth_ok ? tn_authn_iface(t.authn) : (tn_auth){0};
 
     /* The journal: replayed before any listener opens. */
     char jdir[4200];
@@ -820,6 +899,9 @@ main(int argc, char **argv)
     t.sigint.data = t.sigterm.data = &t;
     uv_signal_start(&t.sigint, on_signal, SIGINT);
     uv_signal_start(&t.sigterm, on_signal, SIGTERM);
+    uv_signal_init(&t.loop, &t.sighup);
+    t.sighup.data = &t;
+    uv_signal_start(&t.sighup, on_sighup, SIGHUP);
     /* A node that restarted itself in place (rejoin) had these blocked from the moment it
      * decided to: one sent meanwhile is pending and shuts this run down now, as asked. */
     sigset_t stop_signals;
@@ -827,7 +909,7 @@ main(int argc, char **argv)
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     sigprocmask(SIG_UNBLOCK, &stop_signals, NULL);
-    bool ok = store_ok;
+    bool ok = store_ok && auth_ok;
     /* Rejoining in place: listeners asked to pick any port (0) take the ones the last run
      * had, so clients and scripts still find this node. */
     const char *prev_ports = getenv("TERN_REJOIN_PORTS");
@@ -884,7 +966,8 @@ main(int argc, char **argv)
         if (base == TN_PROTO_MQTT || ws) {
             tn_mqtt_conf mc = {.max_message = max_message,
                                .max_packet = conf.limits.max_packet_size,
-                               .connect_timeout_ms = 10000};
+                               .connect_timeout_ms = 10000,
+                               .auth = auth};
             proto = t.mqtt[t.n_mqtt++] = tn_mqtt_new(broker, &mc);
             wc.mqtt = (tn_ws_adapter){&tn_mqtt_adapter, proto};
         }
@@ -896,6 +979,7 @@ main(int argc, char **argv)
                            .max_body = max_message},
                 .connect_timeout_ms = 10000,
                 .max_deliveries = conf.limits.max_deliveries,
+                .auth = auth,
             };
             proto = t.stomp[t.n_stomp++] = tn_stomp_new(broker, &stc);
             wc.stomp = (tn_ws_adapter){&tn_stomp_adapter, proto};
@@ -908,6 +992,7 @@ main(int argc, char **argv)
                 .max_deliveries = conf.limits.max_deliveries,
                 /* A standby's redirect names this port: a pair's nodes listen alike. */
                 .port = l->port,
+                .auth = auth,
             };
             proto = t.amqp[t.n_amqp++] = tn_amqp_new(broker, &ac);
             wc.amqp = (tn_ws_adapter){&tn_amqp_adapter, proto};
@@ -1020,6 +1105,7 @@ main(int argc, char **argv)
         tn_net_close(t.net, net_closed, &t);
         uv_close((uv_handle_t *)&t.sigint, signal_closed);
         uv_close((uv_handle_t *)&t.sigterm, signal_closed);
+        uv_close((uv_handle_t *)&t.sighup, signal_closed);
     }
     uv_run(&t.loop, UV_RUN_DEFAULT);
     if (t.reexec) {
@@ -1051,6 +1137,8 @@ main(int argc, char **argv)
     free(t.ports);
     tn_tls_ctx_free(t.pair_tls[0]);
     tn_tls_ctx_free(t.pair_tls[1]);
+    tn_authn_free(t.authn);
+    uv_run(&t.loop, UV_RUN_DEFAULT); /* the authenticator's handles close */
     tn_broker_free(broker);
     if (uv_loop_close(&t.loop) != 0)
         tn_log_warn("TERN-LEAK", "event loop closed with open handles");

@@ -1,0 +1,241 @@
+"""Users and passwords (issue 16): ternd --password-file, --allow-anonymous, SIGHUP, and Tern's
+rule for anonymous clients, with real clients (paho-mqtt, mosquitto_pub, stomp.py,
+python-qpid-proton) and password files made by `ternctl passwd` and by Mosquitto's own
+mosquitto_passwd.
+
+Run: TERND=build/dev/tools/ternd/ternd TERNCTL=build/dev/tools/ternctl/ternctl \
+     /usr/bin/python3 tests/integration/test_auth.py -v
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+from harness import HOST, TIMEOUT, Broker, Client, StompClient, unique_id
+
+TERNCTL = os.environ.get("TERNCTL") or os.path.join(
+    os.path.dirname(os.environ.get("TERND", "build/dev/tools/ternd/ternd")), "..", "ternctl",
+    "ternctl")
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+MOSQUITTO_PUB = shutil.which("mosquitto_pub")
+DELAY_S = 1.0  # auth.fail_delay's default
+
+
+def ternctl_passwd(path, name, password):
+    subprocess.run([TERNCTL, "passwd", path, name], input=(password + "\n").encode(),
+                   check=True, capture_output=True, timeout=30)
+
+
+class AuthCase(unittest.TestCase):
+    extra = ()
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="tern-auth-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.pwfile = os.path.join(self.tmp, "passwd")
+        ternctl_passwd(self.pwfile, "alice", "wonderland")
+        ternctl_passwd(self.pwfile, "bob", "builder")
+        self.broker = Broker(stomp=True, amqp=True,
+                             extra_args=["--password-file", self.pwfile] + list(self.extra))
+        self.broker.start()
+        self.addCleanup(self.broker.stop)
+
+    def client(self, user=None, password=None, **kw):
+        c = Client(self.broker, **kw)
+        if user is not None:
+            c.mqtt.username_pw_set(user, password)
+        self.addCleanup(c.close)
+        return c
+
+    def stomp(self):
+        s = StompClient(self.broker)
+        self.addCleanup(s.close)
+        return s
+
+
+class PasswordTest(AuthCase):
+    def test_mqtt_right_wrong_unknown_and_anonymous(self):
+        c = self.client("alice", "wonderland")
+        c.connect()
+        c.subscribe([("auth/t", 1)])
+        c.publish("auth/t", b"hi", qos=1)
+        self.assertEqual(c.messages.get(timeout=TIMEOUT).payload, b"hi")
+        # [MQTT-3.2.2-5]: 4 for a bad user name or password (the same for an unknown user),
+        # 5 for an anonymous client where none may connect; answered after the delay.
+        for user, pw, rc in (("alice", "rabbit", 4), ("carol", "x", 4), (None, None, 5)):
+            t0 = time.monotonic()
+            self.client(user, pw).connect(expect_rc=rc)
+            self.assertGreaterEqual(time.monotonic() - t0, DELAY_S * 0.9)
+        # Logged with the peer's address (paho may retry by itself: at least once).
+        self.assertGreaterEqual(
+            self.broker.count_log(r"MQTT-AUTH-FAIL 127\.0\.0\.1:\d+: login failed for user 'alice'"),
+            1)
+
+    def test_logins_do_not_stall_other_traffic(self):
+        """Ten wrong passwords at once: each waits out its delay off the loop, while a
+        connected client's messages keep flowing."""
+        c = self.client("bob", "builder")
+        c.connect()
+        c.subscribe([("auth/flow", 0)])
+        done = []
+
+        def bad():
+            b = Client(self.broker)
+            b.mqtt.username_pw_set("alice", "nope")
+            try:
+                b.connect(expect_rc=4)
+                done.append(True)
+            finally:
+                b.close()
+        threads = [threading.Thread(target=bad) for _ in range(10)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        sent = 0
+        while any(t.is_alive() for t in threads) and time.monotonic() - t0 < 10:
+            c.publish("auth/flow", b"x%d" % sent, qos=0)
+            sent += 1
+            got = c.messages.get(timeout=0.5)  # within half a second, though logins wait 1 s
+            self.assertEqual(got.payload, b"x%d" % (sent - 1))
+        for t in threads:
+            t.join(TIMEOUT)
+        self.assertEqual(len(done), 10)
+        self.assertLess(time.monotonic() - t0, 5 * DELAY_S, "the refusals were serialized")
+
+    def test_stomp_login(self):
+        s = self.stomp()
+        s.connect(headers={"login": "alice", "passcode": "wonderland"})
+        s.disconnect()
+        bad = self.stomp()
+        with self.assertRaises(AssertionError):
+            bad.connect(headers={"login": "alice", "passcode": "nope"})
+        err = bad.errors.get(timeout=TIMEOUT)
+        self.assertIn(err.get("message"), ("bad login or passcode", "not authorized"))
+        anon = self.stomp()
+        with self.assertRaises(AssertionError):
+            anon.connect()
+
+    def test_amqp_sasl_plain(self):
+        from proton import ConnectionException, Message
+        from proton.utils import BlockingConnection
+        url = "amqp://%s:%d" % (HOST, self.broker.amqp_port)
+        c = BlockingConnection(url, timeout=TIMEOUT, user="alice", password="wonderland",
+                               allowed_mechs="PLAIN")
+        c.create_sender("queue://auth-q").send(Message(body="x"))
+        c.close()
+        for kw in (dict(user="alice", password="nope", allowed_mechs="PLAIN"),
+                   dict(allowed_mechs="ANONYMOUS")):
+            with self.assertRaises(ConnectionException) as cm:
+                c = BlockingConnection(url, timeout=TIMEOUT, **kw)
+                c.create_sender("queue://auth-q")
+            self.assertIn("auth", str(cm.exception).lower())
+
+    @unittest.skipUnless(MOSQUITTO_PUB, "no mosquitto_pub (Debian mosquitto-clients)")
+    def test_mosquitto_pub(self):
+        base = [MOSQUITTO_PUB, "-h", HOST, "-p", str(self.broker.port), "-t", "auth/m", "-m",
+                "x", "-q", "1"]
+        ok = subprocess.run(base + ["-u", "bob", "-P", "builder"], capture_output=True,
+                            timeout=30)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        bad = subprocess.run(base + ["-u", "bob", "-P", "x"], capture_output=True, timeout=30)
+        self.assertNotEqual(bad.returncode, 0)
+
+    def test_sighup_rereads_the_password_file(self):
+        held = self.client("alice", "wonderland")
+        held.connect()
+        self.client("carol", "sea").connect(expect_rc=4)
+        ternctl_passwd(self.pwfile, "carol", "sea")
+        os.kill(self.broker.proc.pid, signal.SIGHUP)
+        self.broker.wait_log(r"AUTH-RELOAD 3 users")
+        self.client("carol", "sea").connect()
+        # A broken file is refused and the one read before stays.
+        with open(self.pwfile, "a") as f:
+            f.write("not a line\n")
+        os.kill(self.broker.proc.pid, signal.SIGHUP)
+        self.broker.wait_log(r"AUTH-RELOAD .*keeping the files read before")
+        self.client("carol", "sea").connect()
+        self.assertFalse(held.disconnected.is_set(), "a connected client was dropped")
+
+
+@unittest.skipUnless(MOSQUITTO_PASSWD, "no mosquitto_passwd (Debian mosquitto)")
+class MosquittoFileTest(unittest.TestCase):
+    def test_a_file_mosquitto_passwd_wrote(self):
+        tmp = tempfile.mkdtemp(prefix="tern-auth-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        pw = os.path.join(tmp, "passwd")
+        subprocess.run([MOSQUITTO_PASSWD, "-b", "-c", pw, "dave", "s3cret"], check=True,
+                       capture_output=True, timeout=30)
+        b = Broker(extra_args=["--password-file", pw]).start()
+        self.addCleanup(b.stop)
+        c = Client(b)
+        self.addCleanup(c.close)
+        c.mqtt.username_pw_set("dave", "s3cret")
+        c.connect()
+        d = Client(b)
+        self.addCleanup(d.close)
+        d.mqtt.username_pw_set("dave", "wrong")
+        d.connect(expect_rc=4)
+
+
+class AnonymousAllowedTest(AuthCase):
+    extra = ("--allow-anonymous", "true")
+
+    def test_anonymous_and_users_both_in(self):
+        self.client().connect()
+        self.client("alice", "wonderland").connect()
+        self.client("alice", "nope").connect(expect_rc=4)
+        self.stomp().connect()
+
+
+class StartupRuleTest(unittest.TestCase):
+    """Tern's rule: without a password file, anonymous clients only while every listener is
+    on loopback; a listener elsewhere refuses to start unless --allow-anonymous true."""
+
+    def run_ternd(self, *args):
+        tmp = tempfile.mkdtemp(prefix="tern-auth-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        return subprocess.run([os.environ.get("TERND", "build/dev/tools/ternd/ternd"),
+                               "--data", tmp] + list(args),
+                              capture_output=True, timeout=30)
+
+    def test_open_listener_without_password_file_refuses_to_start(self):
+        r = self.run_ternd("--listen", "mqtt://0.0.0.0:0")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"TERN-AUTH", r.stderr)
+        self.assertIn(b"--allow-anonymous true", r.stderr)
+
+    def test_open_listener_with_allow_anonymous_starts(self):
+        tmp = tempfile.mkdtemp(prefix="tern-auth-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        p = subprocess.Popen([os.environ.get("TERND", "build/dev/tools/ternd/ternd"), "--data",
+                              tmp, "--listen", "mqtt://0.0.0.0:0", "--allow-anonymous", "true"],
+                             stderr=subprocess.PIPE)
+        line = b""
+        deadline = time.monotonic() + TIMEOUT
+        while b"TERN-READY" not in line and time.monotonic() < deadline:
+            line = p.stderr.readline()
+            if not line:
+                break
+        p.send_signal(signal.SIGTERM)
+        p.wait(TIMEOUT)
+        self.assertIn(b"TERN-READY", line)
+        self.assertEqual(p.returncode, 0)
+
+    def test_bad_password_file_refuses_to_start(self):
+        tmp = tempfile.mkdtemp(prefix="tern-auth-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        pw = os.path.join(tmp, "passwd")
+        with open(pw, "w") as f:
+            f.write("alice:$7$bad\n")
+        r = self.run_ternd("--listen", "mqtt://127.0.0.1:0", "--password-file", pw)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"passwd:1", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
