@@ -1159,6 +1159,65 @@ test_pair_errors(void)
                  "numeric IPv4 address (host names are not resolved; IPv6 goes in brackets)");
 }
 
+/* The auth section, and Tern's rule for anonymous clients. */
+static void
+test_auth_section(void)
+{
+    tn_conf c;
+    char err[512];
+    bool anon = false;
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL(c.auth.allow_anonymous, -1);
+    CU_ASSERT_EQUAL(c.auth.fail_delay, 1000);
+    CU_ASSERT_EQUAL(tn_conf_anonymous(&c, &anon, err, sizeof err), 0);
+    CU_ASSERT_TRUE(anon); /* the default listeners are on loopback */
+    tn_conf_fini(&c);
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL(
+        tn_conf_load_string(&c, "a.conf",
+                            "listeners: [{url: \"mqtt://0.0.0.0:1883\"}]\n"
+                            "auth: {password_file: /etc/p, acl_file: /etc/a, fail_delay: 250,\n"
+                            "       use_identity_as_username: true}\n",
+                            err, sizeof err),
+        0);
+    CU_ASSERT_STRING_EQUAL(c.auth.password_file, "/etc/p");
+    CU_ASSERT_STRING_EQUAL(c.auth.acl_file, "/etc/a");
+    CU_ASSERT_EQUAL(c.auth.fail_delay, 250);
+    CU_ASSERT_TRUE(c.auth.use_identity_as_username);
+    CU_ASSERT_EQUAL(tn_conf_anonymous(&c, &anon, err, sizeof err), 0);
+    CU_ASSERT_FALSE(anon); /* a password file: anonymous refused */
+    free(c.auth.password_file);
+    c.auth.password_file = NULL;
+    CU_ASSERT_EQUAL(tn_conf_anonymous(&c, &anon, err, sizeof err), TN_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "mqtt://0.0.0.0:1883"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "--allow-anonymous true"));
+    c.auth.allow_anonymous = 1;
+    CU_ASSERT_EQUAL(tn_conf_anonymous(&c, &anon, err, sizeof err), 0);
+    CU_ASSERT_TRUE(anon);
+    tn_conf_fini(&c);
+    /* IPv6 loopback and 127.x count as loopback. */
+    tn_conf_init(&c);
+    CU_ASSERT_EQUAL(tn_conf_load_string(&c, "b.conf",
+                                        "listeners: [{url: \"mqtt://[::1]:1883\"},\n"
+                                        "            {url: \"stomp://127.0.0.2:61613\"}]\n",
+                                        err, sizeof err),
+                    0);
+    CU_ASSERT_EQUAL(tn_conf_anonymous(&c, &anon, err, sizeof err), 0);
+    CU_ASSERT_TRUE(anon);
+    tn_conf_fini(&c);
+    /* Bad values */
+    tn_conf_init(&c);
+    CU_ASSERT_NOT_EQUAL(
+        tn_conf_load_string(&c, "c.conf", "auth: {allow_anonymous: maybe}\n", err, sizeof err), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "auth.allow_anonymous"));
+    tn_conf_fini(&c);
+    tn_conf_init(&c);
+    CU_ASSERT_NOT_EQUAL(
+        tn_conf_load_string(&c, "c.conf", "auth: {fail_delay: 99999}\n", err, sizeof err), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "auth.fail_delay"));
+    tn_conf_fini(&c);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1186,6 +1245,7 @@ main(int argc, char **argv)
         CU_add_test(s, "host_port", test_host_port);
         CU_add_test(s, "pair_section", test_pair_section);
         CU_add_test(s, "pair_errors", test_pair_errors);
+        CU_add_test(s, "auth_section", test_auth_section);
     }
     return tn_test_run();
 }
