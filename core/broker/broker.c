@@ -2,6 +2,8 @@
 
 #include "core/broker/broker_int.h"
 
+#include "core/auth/auth.h"
+
 #include "core/base/base.h"
 #include "core/topictree/topictree.h"
 
@@ -256,6 +258,7 @@ session_free(tn_session *s, bool log)
     HASH_DEL(b->sessions, s);
     b->stats.sessions--;
     tn_queue_free(s->queue);
+    free(s->who);
     free(s->rx_ids);
     free(s->tx_ids);
     free(s);
@@ -622,6 +625,102 @@ session_push(tn_session *s, tn_message *m, uint8_t qos, uint8_t flags, tn_flow *
     return TN_ETOOBIG;
 }
 
+/* ---- permissions ---- */
+
+/* name (a topic or filter in this core's form) in MQTT's form, the ACL's: '.' and '/' swap,
+ * '*' is '+' and '>' is '#'. In buf when it fits, else allocated (*heap set: free it). */
+static const char *
+acl_name(const char *name, char *buf, size_t cap, char **heap)
+{
+    size_t n = strlen(name);
+    char *out = buf;
+    *heap = NULL;
+    if (n + 1 > cap)
+        out = *heap = tn_xmalloc(n + 1);
+    for (size_t i = 0; i <= n; i++) {
+        char ch = name[i];
+        out[i] = ch == '.' ? '/' : ch == '/' ? '.' : ch == '*' ? '+' : ch == '>' ? '#' : ch;
+    }
+    return out;
+}
+
+void
+tn_broker_set_acl(tn_broker *b, const struct tn_acl *acl)
+{
+    b->acl = acl;
+}
+
+const struct tn_acl *
+tn_broker_acl(const tn_broker *b)
+{
+    return b->acl;
+}
+
+void
+tn_session_set_identity(tn_session *s, const char *user, const char *client_id)
+{
+    char *who = NULL;
+    size_t n = 0;
+    if (user || client_id) {
+        size_t u = user ? strlen(user) : 0, c = client_id ? strlen(client_id) : 0;
+        n = u + c + 3;
+        who = tn_xmalloc(n);
+        who[0] = user ? 'u' : '-';
+        memcpy(who + 1, user ? user : "", u + 1);
+        memcpy(who + 2 + u, client_id ? client_id : "", c + 1);
+    }
+    size_t old = 0;
+    if (s->who) {
+        size_t u = strlen(s->who + 1);
+        old = u + strlen(s->who + 2 + u) + 3;
+    }
+    bool same = n == old && (n == 0 || memcmp(who, s->who, n) == 0);
+    free(s->who);
+    s->who = who;
+    /* A persistent session keeps its owner across restarts (its SESSION_PUT record). */
+    if (!same && !s->clean && !s->b->replaying)
+        tn_broker__log_session(s->b, s, true);
+}
+
+/* s's user (NULL: anonymous) and client id. */
+static void
+identity(const tn_session *s, const char **user, const char **client_id)
+{
+    if (!s->who) {
+        *user = NULL;
+        *client_id = s->id;
+        return;
+    }
+    *user = s->who[0] == 'u' ? s->who + 1 : NULL;
+    const char *c = s->who + 2 + strlen(s->who + 1);
+    *client_id = *c ? c : s->id;
+}
+
+bool
+tn_broker_may(const tn_broker *b, const char *user, const char *client_id, bool queue,
+              const char *name, int access, bool filter)
+{
+    if (!b->acl)
+        return true;
+    char buf[512], *heap;
+    const char *n = acl_name(name, buf, sizeof buf, &heap);
+    tn_acl_kind kind = queue ? TN_ACL_QUEUE : TN_ACL_TOPIC;
+    bool ok = filter ? tn_acl_filter_readable(b->acl, user, client_id, kind, n)
+                     : tn_acl_allows(b->acl, user, client_id, kind, n,
+                                     access == TN_MAY_WRITE ? TN_ACL_WRITE : TN_ACL_READ);
+    free(heap);
+    return ok;
+}
+
+/* Whether s's owner may read topic `mqtt_name` (already in MQTT's form). */
+static bool
+session_reads(const tn_session *s, const char *mqtt_name)
+{
+    const char *user, *client_id;
+    identity(s, &user, &client_id);
+    return tn_acl_allows(s->b->acl, user, client_id, TN_ACL_TOPIC, mqtt_name, TN_ACL_READ);
+}
+
 typedef struct retained_ctx {
     tn_session *s;
     uint8_t qos;
@@ -633,6 +732,13 @@ push_retained(void *arg, const char *name, void *value)
     (void)name;
     retained_ctx *rc = arg;
     tn_message *m = value;
+    if (rc->s->b->acl) {
+        char buf[512], *heap;
+        bool ok = session_reads(rc->s, acl_name(m->name, buf, sizeof buf, &heap));
+        free(heap);
+        if (!ok)
+            return;
+    }
     uint8_t qos = m->qos < rc->qos ? m->qos : rc->qos;
     session_push(rc->s, m, qos, TN_DELIVERY_RETAINED, NULL, PUSH_RETAINED);
 }
@@ -796,13 +902,20 @@ tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer)
         retain(b, m);
     b->n_routes = 0;
     tn_topictree_match(b->subs, m->name, collect_route, b);
+    /* With permissions, each subscriber's owner must be allowed to read the topic (checked on
+     * every message: a right removed by a reload stops deliveries at once). */
+    char buf[512], *heap = NULL;
+    const char *mqtt_name = b->acl ? acl_name(m->name, buf, sizeof buf, &heap) : NULL;
     /* Delivering may run protocol code; routes is stable because publishing is not re-entered
      * from a delivery callback. */
     for (size_t i = 0; i < b->n_routes; i++) {
         tn_session *s = b->routes[i].s;
+        if (mqtt_name && !session_reads(s, mqtt_name))
+            continue;
         uint8_t qos = s->mark_qos < m->qos ? s->mark_qos : m->qos;
         session_push(s, m, qos, 0, producer, PUSH_LIVE);
     }
+    free(heap);
     b->n_routes = 0;
     return 0;
 }

@@ -131,6 +131,23 @@ typedef struct tn_hold tn_hold;
 tn_hold *tn_broker_hold(tn_broker *b, void (*wake)(void *arg), void *arg);
 /* Frees h (woken or not: a connection closed while held). NULL is ignored. */
 void tn_broker_unhold(tn_broker *b, tn_hold *h);
+/* Permissions (core/auth's ACL, over MQTT-style names: a topic `a.b` here is `a/b` there, a
+ * queue `orders.eu` is `orders/eu`). With one set, a message published to a topic reaches only
+ * the subscribers whose identity (tn_session_set_identity) may read it, retained messages on a
+ * SUBSCRIBE too; the adapters check writes and subscriptions themselves (tn_broker_may). NULL:
+ * everything is allowed. The owner keeps acl alive while set (a reload sets the new one). */
+struct tn_acl;
+void tn_broker_set_acl(tn_broker *b, const struct tn_acl *acl);
+const struct tn_acl *tn_broker_acl(const tn_broker *b);
+/* Who is behind s (copied): user (NULL: anonymous) and the client id `%c` stands for (NULL:
+ * the session's own id). */
+void tn_session_set_identity(tn_session *s, const char *user, const char *client_id);
+enum { TN_MAY_READ = 1, TN_MAY_WRITE = 2 };
+/* Whether user/client_id may read or write (TN_MAY_*) the topic (queue: false) named `name` in
+ * this core's form, or, with filter, subscribe to the filter (read: some name it can match is
+ * readable). True without an ACL. */
+bool tn_broker_may(const tn_broker *b, const char *user, const char *client_id, bool queue,
+                   const char *name, int access, bool filter);
 /* Frees every session (all must be detached), subscription and retained message. */
 void tn_broker_free(tn_broker *b);
 void tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out);

@@ -49,6 +49,7 @@ struct tn_session {
     uint64_t behind_taken; /* tn_queue_taken at the window's start */
     uint64_t slow_dropped; /* QoS 0 dropped in this slow episode */
     tn_session *bnext, *bprev;
+    char *who; /* tn_session_set_identity: "USER\0CLIENT-ID\0" (NULL: anonymous, id) */
     UT_hash_handle hh;
     char id[]; /* id_len bytes and a NUL (one allocation with the session) */
 };
@@ -91,10 +92,11 @@ struct tn_broker {
     uint64_t intake_used;                 /* arriving and charged bytes */
     tn_message_owner large_owner;         /* the owner of charged messages */
     uint64_t intake_seq;
-    bool standby;        /* tn_broker_set_standby */
-    char *active_host;   /* the active's address, when standby and known */
-    uint64_t hold_until; /* tn_broker_set_hold */
-    tn_hold *holds;      /* held connections, waiting for a wake */
+    bool standby;             /* tn_broker_set_standby */
+    char *active_host;        /* the active's address, when standby and known */
+    const struct tn_acl *acl; /* tn_broker_set_acl (NULL: everything allowed) */
+    uint64_t hold_until;      /* tn_broker_set_hold */
+    tn_hold *holds;           /* held connections, waiting for a wake */
 };
 
 struct tn_hold {

@@ -198,12 +198,25 @@ appended(tn_broker *b)
     return b->lsn != UINT64_MAX;
 }
 
+/* s's id and, for a SESSION_PUT, who owns it (tn_session_set_identity: its deliveries follow
+ * that user's permissions, also while it is offline after a restart). */
+static void
+put_session(tn_broker *b, const tn_session *s, bool put)
+{
+    put_str(&b->rec, s->id, s->id_len);
+    if (put && s->who) {
+        size_t u = strlen(s->who + 1), c = strlen(s->who + 2 + u);
+        if (u + c + 3 <= 65535) /* a string field's limit (an id and a name can exceed it) */
+            put_str(&b->rec, s->who, u + c + 3);
+    }
+}
+
 void
 tn_broker__log_session(tn_broker *b, tn_session *s, bool put)
 {
     if (!active(b))
         return;
-    put_str(&b->rec, s->id, s->id_len);
+    put_session(b, s, put);
     append(b, put ? REC_SESSION_PUT : REC_SESSION_DEL);
 }
 
@@ -706,7 +719,7 @@ checkpoint(tn_broker *b)
     {
         if (s->clean)
             continue;
-        put_str(&b->rec, s->id, s->id_len);
+        put_session(b, s, true);
         append(b, REC_SESSION_PUT);
         tn_sub *sub, *stmp;
         HASH_ITER(hh, s->subs, sub, stmp)
@@ -854,10 +867,18 @@ apply(void *arg, uint64_t lsn, uint16_t type, const uint8_t *p, uint32_t len)
             s = tn_broker__session_find(b, id, id_len);
     }
     switch (type) {
-    case REC_SESSION_PUT:
+    case REC_SESSION_PUT: {
         if (id && !s)
-            tn_broker__session_create(b, id, id_len, false);
+            s = tn_broker__session_create(b, id, id_len, false);
+        size_t wn = 0;
+        const char *who = r.p < r.end ? get_str(&r, &wn) : NULL;
+        if (s && who && wn >= 3 && who[wn - 1] == 0 && memchr(who + 1, 0, wn - 2)) {
+            free(s->who);
+            s->who = tn_xmalloc(wn);
+            memcpy(s->who, who, wn);
+        }
         break;
+    }
     case REC_SESSION_DEL:
         if (s)
             tn_broker__session_free(s, false);

@@ -461,6 +461,16 @@ strip(const char *s, const char *prefix, const char **rest)
     return true;
 }
 
+/* An attach the ACL does not allow: refused with amqp:unauthorized-access (the connection goes
+ * on). */
+static void
+acl_denied(aconn *c, alink *lk, const char *what, const char *addr)
+{
+    tn_log_warn("AMQP-ACL-DENIED", "%s: user %s may not %s %s", peer(c),
+                c->user ? c->user : "(anonymous)", what, addr);
+    link_fail(lk, "amqp:unauthorized-access", "not authorized to %s %s", what, addr);
+}
+
 /* An address and its terminus' capabilities -> kind and core name. TN_EINVAL: no such node. */
 static int
 parse_addr(const char *addr, const caps *cp, adest *d)
@@ -1583,6 +1593,12 @@ open_receiver(aconn *c, alink *lk)
         return;
     }
     tn_broker *b = c->a->b;
+    if (!lk->temp && strncmp(d.name, "tmp.", 4) != 0 &&
+        !tn_broker_may(b, c->user, c->container, d.kind == DEST_QUEUE, d.name, TN_MAY_WRITE,
+                       false)) {
+        acl_denied(c, lk, "send to", addr);
+        return;
+    }
     if (d.kind == DEST_TOPIC) {
         if (strchr(d.name, '*') || strchr(d.name, '>')) {
             link_fail(lk, "amqp:not-found", "wildcards are for receiving, not sending: %s", addr);
@@ -1701,6 +1717,14 @@ open_sender(aconn *c, alink *lk)
                   "topic name with more than max_topic_levels levels: %s", addr);
         return;
     }
+    /* A queue: its reader must be allowed to read it; a topic filter: some topic it matches
+     * (each message is then checked as it comes). */
+    if (!lk->temp && strncmp(d.name, "tmp.", 4) != 0 &&
+        !tn_broker_may(b, c->user, c->container, d.kind == DEST_QUEUE, d.name, TN_MAY_READ,
+                       d.kind == DEST_TOPIC)) {
+        acl_denied(c, lk, "receive from", addr);
+        return;
+    }
     if (d.kind == DEST_QUEUE) {
         tn_session *q;
         if (lk->temp) {
@@ -1723,6 +1747,7 @@ open_sender(aconn *c, alink *lk)
             return;
         }
         tn_session *q = tn_broker_queue(b, qn, (size_t)k, lk->durable);
+        tn_session_set_identity(q, c->user, c->container);
         const char *old = tn_session_filter(q);
         if (old && strcmp(old, d.name) != 0 && tn_queue_consumers(tn_session_queue(q)) == 0)
             tn_session_unsubscribe(q, old);
@@ -1751,6 +1776,7 @@ open_sender(aconn *c, alink *lk)
         tn_session *s;
         tn_broker_session_open(b, sid, (size_t)n, !lk->durable, &link_session_ops, lk, &s,
                                &present);
+        tn_session_set_identity(s, c->user, c->container);
         lk->s = s;
         const char *old = tn_session_filter(s);
         if (old && strcmp(old, d.name) != 0)

@@ -113,6 +113,13 @@ tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p)
         const char *name = tn_mqtt__core_name(m, p->will_topic.p, p->will_topic.len);
         if (!tn_broker_levels_ok(m->broker, name))
             return tn_mqtt__too_deep(c, "will topic");
+        char idz[256];
+        snprintf(idz, sizeof idz, "%.*s", (int)(id_len < 255 ? id_len : 255), id);
+        if (!tn_broker_may(m->broker, c->user, idz, false, name, TN_MAY_WRITE, false)) {
+            tn_log_warn("MQTT-ACL-DENIED", "%s: user %s may not publish its will to %s",
+                        c->io->peer(c->ioc), c->user ? c->user : "(anonymous)", name);
+            return refuse(c, p->version, TN_MQTT_CONNACK_NOT_AUTHORIZED, "will not allowed");
+        }
         c->will = tn_message_new(name, p->will_topic.len, p->will_payload.p, p->will_payload.len,
                                  p->will_qos, p->will_retain);
         if (!c->will)
@@ -121,6 +128,7 @@ tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p)
 
     bool present = false;
     tn_broker_session_open(m->broker, id, id_len, p->clean, &session_ops, c, &c->s, &present);
+    tn_session_set_identity(c->s, c->user, NULL); /* whose permissions its deliveries follow */
     c->state = ST_CONNECTED;
     c->keepalive_ms = (uint32_t)p->keepalive * 1500u; /* 1.5 x keepalive [MQTT-3.1.2-24] */
     c->io->set_deadline(c->ioc, c->keepalive_ms ? c->io->now(c->ioc) + c->keepalive_ms : 0);

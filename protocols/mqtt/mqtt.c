@@ -646,7 +646,9 @@ mqtt_closed(void *a, int reason)
     /* The will goes out on any close not preceded by DISCONNECT [MQTT-3.1.2-8], except when the
      * broker itself is shutting down. */
     if (c->will && reason != TN_CLOSE_SHUTDOWN)
-        tn_broker_publish(c->m->broker, c->will, NULL);
+        if (tn_broker_may(c->m->broker, c->user, c->s ? tn_session_id(c->s) : NULL, false,
+                          c->will->name, TN_MAY_WRITE, false))
+            tn_broker_publish(c->m->broker, c->will, NULL);
     tn_message_unref(c->will);
     tn_mqtt__tickets_cancel(c);
     tn_flow_fini(&c->flow);

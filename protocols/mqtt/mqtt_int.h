@@ -85,6 +85,7 @@ struct mconn {
     tn_auth_job *auth_job; /* the authenticator's answer to come (auth_ready: it came) */
     bool auth_ready;
     char *user;         /* who the client is, for permissions (NULL: anonymous) */
+    bool acl_logged;    /* a denied PUBLISH was logged */
     tn_replies replies; /* responses waiting for the journal, oldest first */
 };
 

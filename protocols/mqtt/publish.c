@@ -7,7 +7,17 @@ static int
 publish_now(mconn *c, tn_message *msg, uint8_t qos, uint16_t pid)
 {
     msg->persistent = qos > 0; /* kept by persistent sessions' journal */
-    tn_broker_publish(c->m->broker, msg, &c->flow);
+    if (tn_broker_may(c->m->broker, c->user, tn_session_id(c->s), false, msg->name, TN_MAY_WRITE,
+                      false)) {
+        tn_broker_publish(c->m->broker, msg, &c->flow);
+    } else if (!c->acl_logged) {
+        /* Acknowledged and dropped, as Mosquitto does; said once per connection. */
+        c->acl_logged = true;
+        tn_log_warn("MQTT-ACL-DENIED",
+                    "%s: user %s may not publish to %s: acknowledged and dropped (further "
+                    "denials on this connection are not logged)",
+                    c->io->peer(c->ioc), c->user ? c->user : "(anonymous)", msg->name);
+    }
     /* Confirmed only once the journal holds what the message became [issue 5]. */
     if (qos == 1)
         return tn_mqtt__respond_ack(c, TN_MQTT_PUBACK, pid);

@@ -13,8 +13,17 @@ grant(mconn *c, tn_mqtt_bytes f, uint8_t opts)
         return TN_MQTT_SUBACK_FAILURE;
     /* '*' or '>' inside an MQTT level would read as wildcards in the core ('a*b' can't be
      * mapped): refuse those filters rather than match the wrong topics. */
-    if (!tn_topictree_filter_valid(tn_mqtt__core_name(c->m, f.p, f.len)))
+    const char *name = tn_mqtt__core_name(c->m, f.p, f.len);
+    if (!tn_topictree_filter_valid(name))
         return TN_MQTT_SUBACK_FAILURE;
+    /* Refused only when nothing it can match may be read; otherwise granted, and each message
+     * is checked as it comes (the broker delivers only what its owner may read). */
+    if (!tn_broker_may(c->m->broker, c->user, tn_session_id(c->s), false, name, TN_MAY_READ,
+                       true)) {
+        tn_log_info("MQTT-ACL-DENIED", "%s: user %s may not read anything %s matches: SUBACK 0x80",
+                    c->io->peer(c->ioc), c->user ? c->user : "(anonymous)", name);
+        return TN_MQTT_SUBACK_FAILURE;
+    }
     return opts & 3;
 }
 

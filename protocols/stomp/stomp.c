@@ -791,6 +791,15 @@ too_deep(sconn *c, const tn_stomp_frame *f, const char *dv)
     return fail(c, f, msg, dv);
 }
 
+/* A SEND or SUBSCRIBE the ACL does not allow: an ERROR frame, then the connection closes. */
+static int
+acl_denied(sconn *c, const tn_stomp_frame *f, const char *what, const char *where)
+{
+    tn_log_warn("STOMP-ACL-DENIED", "%s: user %s may not %s %s", c->io->peer(c->ioc),
+                c->user ? c->user : "(anonymous)", what, where ? where : "?");
+    return fail(c, f, "not authorized", where);
+}
+
 /* Where a SEND goes: *d, the queue *q (NULL: a topic) and its transaction *x. 0, or fail()'s
  * result. */
 static int
@@ -807,6 +816,11 @@ send_target(sconn *c, const tn_stomp_frame *f, dest *dp, tn_session **qp, stx **
         return fail(c, f, "wildcards are for SUBSCRIBE, not SEND", dv);
     if (d.kind == DEST_TOPIC && !tn_broker_levels_ok(c->st->b, d.name))
         return too_deep(c, f, dv);
+    /* Temporary destinations belong to a connection: no permission is asked for them. */
+    if (!d.temp && strncmp(d.name, "tmp.", 4) != 0 &&
+        !tn_broker_may(c->st->b, c->user, c->client_id, d.kind == DEST_QUEUE, d.name, TN_MAY_WRITE,
+                       false))
+        return acl_denied(c, f, "SEND to", dv);
     tn_session *q = NULL;
     if (d.kind == DEST_QUEUE && !d.temp && strncmp(d.name, "tmp.", 4) == 0) {
         /* Another connection's temporary queue (from a reply-to): only while it exists. */
@@ -945,6 +959,11 @@ on_subscribe(sconn *c, const tn_stomp_frame *f)
                     "unknown destination (use /queue/, /topic/, /temp-queue/ or /temp-topic/)", dv);
     if (d.kind == DEST_TOPIC && !tn_broker_levels_ok(c->st->b, d.name))
         return too_deep(c, f, dv);
+    /* A queue: its owner must be allowed to read it; a topic filter: to read some topic it can
+     * match (each message is then checked as it comes). */
+    if (!d.temp && !tn_broker_may(c->st->b, c->user, c->client_id, d.kind == DEST_QUEUE, d.name,
+                                  TN_MAY_READ, d.kind == DEST_TOPIC))
+        return acl_denied(c, f, "SUBSCRIBE to", dv);
     const char *dname = tn_stomp_header(f, "activemq.subscriptionName");
     if (!dname)
         dname = tn_stomp_header(f, "durable-subscription-name");
@@ -999,6 +1018,7 @@ on_subscribe(sconn *c, const tn_stomp_frame *f)
         HASH_ADD_KEYPTR(hh, c->subs, sub->id, strlen(sub->id), sub);
         tn_broker_session_open(b, sid, (size_t)n, !sub->durable, &sub_session_ops, sub, &sub->s,
                                &present);
+        tn_session_set_identity(sub->s, c->user, c->client_id);
         if (tn_session_subscribe(sub->s, filter, 1) != 0) {
             sub_free(c, sub, false);
             return fail(c, f, "malformed topic name", dv);

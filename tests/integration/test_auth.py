@@ -237,5 +237,119 @@ class StartupRuleTest(unittest.TestCase):
         self.assertIn(b"passwd:1", r.stderr)
 
 
+ACL = """# anonymous clients: nothing
+user alice
+topic readwrite sensors/#
+topic readwrite alerts/#
+queue readwrite orders/#
+user bob
+topic write sensors/bob/#
+topic read alerts/bob
+pattern readwrite devices/%u/#
+"""
+
+
+class AclTest(AuthCase):
+    """--acl-file: Mosquitto's format, with Tern's queue lines; every protocol."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.acl_dir = tempfile.mkdtemp(prefix="tern-acl-")
+        cls.aclpath = os.path.join(cls.acl_dir, "acl")
+        with open(cls.aclpath, "w") as f:
+            f.write(ACL)
+        cls.extra = ("--acl-file", cls.aclpath)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.acl_dir, True)
+
+    def test_mqtt_subscribe_publish_and_per_message_reads(self):
+        alice = self.client("alice", "wonderland")
+        alice.connect()
+        bob = self.client("bob", "builder")
+        bob.connect()
+        self.assertEqual(alice.subscribe([("alerts/#", 1)]), [1])
+        self.assertEqual(bob.subscribe([("sensors/#", 1)]), [128])  # nothing readable there
+        self.assertEqual(bob.subscribe([("#", 1)]), [1])  # alerts/bob is readable
+        alice.publish("alerts/other", b"not for bob", qos=1)
+        alice.publish("alerts/bob", b"for bob", qos=1)
+        self.assertEqual(bob.messages.get(timeout=TIMEOUT).payload, b"for bob")
+        self.assertEqual(alice.messages.get(timeout=TIMEOUT).payload, b"not for bob")
+        self.assertEqual(alice.messages.get(timeout=TIMEOUT).payload, b"for bob")
+        # A PUBLISH bob may not make: acknowledged (the QoS 1 flow completes) and dropped.
+        bob.publish("alerts/bob", b"forged", qos=1)
+        bob.publish("devices/bob/t", b"mine", qos=1)  # the %u pattern
+        self.assertEqual(bob.messages.get(timeout=TIMEOUT).payload, b"mine")
+        self.assertTrue(alice.messages.empty())
+        self.broker.wait_log(r"MQTT-ACL-DENIED .*bob may not publish to alerts\.bob")
+
+    def test_anonymous_reads_nothing(self):
+        self.broker.stop()
+        self.broker = Broker(stomp=True, amqp=True,
+                             extra_args=["--password-file", self.pwfile, "--acl-file",
+                                         self.aclpath, "--allow-anonymous", "true"]).start()
+        self.addCleanup(self.broker.stop)
+        anon = self.client()
+        anon.connect()
+        self.assertEqual(anon.subscribe([("#", 0)]), [128])
+
+    def test_stomp_send_and_subscribe(self):
+        a = self.stomp()
+        a.connect(headers={"login": "alice", "passcode": "wonderland"})
+        a.subscribe("/queue/orders.eu", receipt=True)
+        a.send("/queue/orders.eu", b"o1", receipt=True)
+        self.assertEqual(a.messages.get(timeout=TIMEOUT).body, b"o1")
+        b = self.stomp()
+        b.connect(headers={"login": "bob", "passcode": "builder"})
+        with self.assertRaises(AssertionError):
+            b.send("/queue/orders.eu", b"x", receipt=True)
+        err = b.errors.get(timeout=TIMEOUT)
+        self.assertEqual(err.get("message"), "not authorized")
+        c = self.stomp()
+        c.connect(headers={"login": "bob", "passcode": "builder"})
+        with self.assertRaises(AssertionError):
+            c.subscribe("/topic/sensors.>", receipt=True)
+        self.assertEqual(c.errors.get(timeout=TIMEOUT).get("message"), "not authorized")
+
+    def test_amqp_attach(self):
+        from proton import Message
+        from proton.utils import BlockingConnection, LinkDetached
+        url = "amqp://%s:%d" % (HOST, self.broker.amqp_port)
+        a = BlockingConnection(url, timeout=TIMEOUT, user="alice", password="wonderland",
+                               allowed_mechs="PLAIN")
+        self.addCleanup(a.close)
+        a.create_sender("queue://orders.us").send(Message(body="o"))
+        r = a.create_receiver("queue://orders.us")
+        self.assertEqual(r.receive(TIMEOUT).body, "o")
+        b = BlockingConnection(url, timeout=TIMEOUT, user="bob", password="builder",
+                               allowed_mechs="PLAIN")
+        self.addCleanup(b.close)
+        with self.assertRaises(LinkDetached) as cm:
+            b.create_sender("queue://orders.us")
+        self.assertIn("unauthorized-access", str(cm.exception))
+        with self.assertRaises(LinkDetached):
+            b.create_receiver("topic://sensors.>")
+        b.create_receiver("topic://alerts.bob")  # readable: allowed on the same connection
+
+    def test_sighup_removes_a_right_from_existing_subscriptions(self):
+        alice = self.client("alice", "wonderland")
+        alice.connect()
+        alice.subscribe([("sensors/a", 1)])
+        alice.publish("sensors/a", b"1", qos=1)
+        self.assertEqual(alice.messages.get(timeout=TIMEOUT).payload, b"1")
+        with open(self.aclpath, "w") as f:
+            f.write(ACL.replace("topic readwrite sensors/#", "topic write sensors/#"))
+        self.addCleanup(lambda: open(self.aclpath, "w").write(ACL))
+        os.kill(self.broker.proc.pid, signal.SIGHUP)
+        self.broker.wait_log(r"AUTH-RELOAD \d+ users")
+        alice.publish("sensors/a", b"2", qos=1)  # still writable, no longer readable
+        alice.publish("alerts/a", b"3", qos=1)
+        alice.subscribe([("alerts/a", 1)])
+        alice.publish("alerts/a", b"4", qos=1)
+        self.assertEqual(alice.messages.get(timeout=TIMEOUT).payload, b"4")
+        self.assertTrue(alice.messages.empty())
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -432,10 +432,14 @@ on_sighup(uv_signal_t *h, int signum)
     char err[512];
     if (!t->authn)
         return;
-    if (tn_authn_reload(t->authn, err, sizeof err) != 0)
+    if (tn_authn_reload(t->authn, err, sizeof err) != 0) {
         tn_log_error("AUTH-RELOAD", "%s: keeping the files read before", err);
-    else
+    } else {
+        /* The new permissions apply at once: to the next subscribe or publish, and to the next
+         * message on every existing subscription. */
+        tn_broker_set_acl(t->broker, tn_authn_acl(t->authn));
         tn_log_info("AUTH-RELOAD", "%zu users; the files are read again", tn_authn_users(t->authn));
+    }
 }
 
 static void
@@ -446,6 +450,8 @@ on_signal(uv_signal_t *h, int signum)
         if (t->reexec) { /* stopping to rejoin: stop for good instead, as asked */
             t->reexec = false;
             tn_log_info("TERN-STOP", "signal %d: shutting down (not rejoining)", signum);
+            uv_close((uv_handle_t *)&t->sigint, signal_closed);
+            uv_close((uv_handle_t *)&t->sigterm, signal_closed);
         }
         return;
     }
@@ -832,6 +838,8 @@ main(int argc, char **argv)
                     conf.auth.acl_file ? "ACL from " : "no ACL",
                     conf.auth.acl_file ? conf.auth.acl_file : "");
     tn_auth auth = auth_ok ? tn_authn_iface(t.authn) : (tn_auth){0};
+    if (auth_ok)
+        tn_broker_set_acl(broker, tn_authn_acl(t.authn));
 
     /* The journal: replayed before any listener opens. */
     char jdir[4200];
