@@ -82,6 +82,7 @@ typedef struct file_limits {
     char *max_incoming_memory;
     char *max_packet_size;
     char *max_connections;
+    char *max_connections_per_ip;
     char *max_inflight;
     char *max_queued_messages;
     char *max_offline_messages;
@@ -154,6 +155,7 @@ static const struct {
     LIMIT(max_incoming_memory, 65536, UINT32_MAX, NULL),
     LIMIT(max_packet_size, 1, UINT32_MAX, NULL),
     LIMIT(max_connections, 1, UINT32_MAX, NULL),
+    LIMIT(max_connections_per_ip, 0, UINT32_MAX, NULL), /* 0: no limit */
     LIMIT(max_inflight, 1, 65535, "MQTT Receive Maximum is a 16-bit value"),
     LIMIT(max_queued_messages, 1, UINT32_MAX, NULL),
     LIMIT(max_offline_messages, 1, UINT32_MAX, NULL),
@@ -209,6 +211,7 @@ static const cyaml_schema_field_t limits_fields[] = {
     OPT_STRING("max_incoming_memory", file_limits, max_incoming_memory),
     OPT_STRING("max_packet_size", file_limits, max_packet_size),
     OPT_STRING("max_connections", file_limits, max_connections),
+    OPT_STRING("max_connections_per_ip", file_limits, max_connections_per_ip),
     OPT_STRING("max_inflight", file_limits, max_inflight),
     OPT_STRING("max_queued_messages", file_limits, max_queued_messages),
     OPT_STRING("max_offline_messages", file_limits, max_offline_messages),

@@ -156,4 +156,17 @@ unsigned tn_out_pieces(const tn_buf *buf, const tn_orefs *r, size_t skip, tn_pie
  * reference they include (the new cursor). */
 size_t tn_out_drop(tn_buf *buf, tn_orefs *r, size_t done);
 
+/* Connections open per source address, for limits.max_connections_per_ip: one count shared by
+ * the transports (net and ws), so a client cannot get round it with another scheme. An IPv4
+ * address mapped into IPv6 counts as the IPv4 one. */
+struct sockaddr;
+typedef struct tn_iplimit tn_iplimit;
+tn_iplimit *tn_iplimit_new(uint32_t max); /* max 0: no limit (NULL, which every call takes) */
+void tn_iplimit_free(tn_iplimit *l);
+/* Counts a connection from sa: false (not counted: refuse it) when its address has max open. */
+bool tn_iplimit_take(tn_iplimit *l, const struct sockaddr *sa);
+/* A counted connection from sa closed. */
+void tn_iplimit_give(tn_iplimit *l, const struct sockaddr *sa);
+uint32_t tn_iplimit_max(const tn_iplimit *l);
+
 #endif

@@ -55,8 +55,9 @@ struct conn {
     bool handle_closing; /* uv_close called */
     bool paused;         /* the adapter paused input */
     bool reading;
-    bool full; /* out_full() said true; drained() is due once below three quarters */
-    bool busy; /* read or wrote since the last sweep (else its buffers are freed) */
+    bool full;       /* out_full() said true; drained() is due once below three quarters */
+    bool busy;       /* read or wrote since the last sweep (else its buffers are freed) */
+    bool ip_counted; /* counted in limits.per_ip */
     union {
         struct sockaddr sa;
         struct sockaddr_in in4;
@@ -97,6 +98,7 @@ struct tn_net {
     bool closing;
     refusals ref_max;    /* refused at max_connections */
     refusals ref_accept; /* accept() failed (out of file descriptors, mostly) */
+    refusals ref_ip;     /* refused at max_connections_per_ip */
     void (*done)(void *arg);
     void *done_arg;
     char peerbuf[64];
@@ -213,6 +215,8 @@ conn_close_cb(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     n->n_conns--;
+    if (c->ip_counted)
+        tn_iplimit_give(n->limits.per_ip, &c->peer.sa);
     if (c->a)
         c->ops->closed(c->a, c->close_reason);
     tn_orefs_release(&c->refs);
@@ -747,6 +751,14 @@ connection_cb(uv_stream_t *server, int status)
     }
     int len = sizeof c->peer;
     uv_tcp_getpeername(&c->tcp, &c->peer.sa, &len);
+    if (n->limits.per_ip) {
+        if (!tn_iplimit_take(n->limits.per_ip, &c->peer.sa)) {
+            refusals_add(n, &n->ref_ip, "max_connections_per_ip reached");
+            uv_close((uv_handle_t *)&c->tcp, refused_close_cb);
+            return;
+        }
+        c->ip_counted = true;
+    }
     uv_tcp_nodelay(&c->tcp, 1);
     if (l->tls) {
         /* Ciphertext may briefly exceed the plaintext limits: records, handshake, alerts. */
@@ -818,6 +830,8 @@ sweep_cb(uv_timer_t *t)
         refusals_log(&n->ref_max, now, n->n_conns);
     if (n->ref_accept.count && now >= n->ref_accept.last_log + 1000)
         refusals_log(&n->ref_accept, now, n->n_conns);
+    if (n->ref_ip.count && now >= n->ref_ip.last_log + 1000)
+        refusals_log(&n->ref_ip, now, n->n_conns);
 }
 
 tn_net *
@@ -828,6 +842,7 @@ tn_net_new(uv_loop_t *loop, const tn_net_limits *limits)
     n->limits = *limits;
     n->ref_max.id = "NET-MAX-CONN";
     n->ref_accept.id = "NET-ACCEPT-FAIL";
+    n->ref_ip.id = "NET-MAX-CONN-IP";
     uv_prepare_init(loop, &n->prepare);
     n->prepare.data = n;
     uv_prepare_start(&n->prepare, prepare_cb);

@@ -33,6 +33,7 @@ typedef struct tn_net_limits {
     uint32_t close_timeout_ms; /* a closing connection whose output is not written by then is
                                   closed without it (0: waits for the client however long) */
     uint32_t tls_handshake_timeout_ms; /* a TLS handshake not done by then is closed */
+    tn_iplimit *per_ip; /* connections per source address (shared with ws; NULL: no limit) */
 } tn_net_limits;
 
 struct tn_tls_ctx;

@@ -586,6 +586,12 @@ connect_answer(sconn *c, const tn_stomp_frame *f, int rc, char *user)
 {
     if (rc != 0) {
         free(user);
+        const char *login = f ? tn_stomp_header(f, "login") : NULL;
+        tn_log_warn("STOMP-AUTH", "%s: login failed%s%.64s%s", c->io->peer(c->ioc),
+                    login ? " for user '"
+                    : f   ? " for an anonymous client"
+                          : "",
+                    login ? login : "", login ? "'" : "");
         return fail(c, f, "not authorized", rc == TN_EINVAL ? "bad login or passcode" : NULL);
     }
     free(c->user);

@@ -74,6 +74,8 @@ typedef struct wconn {
     bool dirty;
     bool woken;
     bool busy;
+    bool ip_counted;             /* counted in limits.per_ip, under ip */
+    struct sockaddr_storage *ip; /* its address, when counted */
 } wconn;
 
 /* wss: a connection in its TLS handshake, so one that never finishes it is logged when
@@ -566,6 +568,11 @@ conn_free(wconn *c, int reason)
 {
     tn_ws *w = c->w;
     c->gone = true;
+    if (c->ip_counted)
+        tn_iplimit_give(w->limits.per_ip, (const struct sockaddr *)c->ip);
+    free(c->ip);
+    c->ip = NULL;
+    c->ip_counted = false;
     if (c->fd >= 0)
         tn_ws_guard_forget(c->fd);
     unlist(c);
@@ -782,8 +789,28 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     case LWS_CALLBACK_ESTABLISHED: {
         if (!w || !slot)
             return -1;
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        bool counted = false;
+        if (w->limits.per_ip &&
+            getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&ss, &sl) == 0) {
+            if (!tn_iplimit_take(w->limits.per_ip, (struct sockaddr *)&ss)) {
+                char peer[64];
+                peer_of(wsi, peer, sizeof peer);
+                tn_log_warn("NET-MAX-CONN-IP",
+                            "%s: WebSocket connection refused: max_connections_per_ip (%u)", peer,
+                            tn_iplimit_max(w->limits.per_ip));
+                return -1;
+            }
+            counted = true;
+        }
         int kind = lws_get_protocol(wsi)->id;
         c = *slot = conn_new(w, l, wsi, kind);
+        if (counted) {
+            c->ip_counted = true;
+            c->ip = tn_xmalloc(sizeof ss);
+            memcpy(c->ip, &ss, sizeof ss);
+        }
         c->slot = slot;
         c->fd = lws_get_socket_fd(wsi);
         if (!tn_ws_guard_arm(c->fd, c)) {

@@ -52,6 +52,7 @@ typedef struct tn_ws_limits {
     uint32_t close_timeout_ms;         /* a closing connection's output is given up after it */
     uint32_t tls_handshake_timeout_ms; /* wss: a handshake not done by then is closed (whole
                                           seconds, rounded up: libwebsockets' resolution) */
+    tn_iplimit *per_ip; /* connections per source address (shared with net; NULL: no limit) */
 } tn_ws_limits;
 
 typedef struct tn_ws tn_ws;

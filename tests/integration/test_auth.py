@@ -16,7 +16,7 @@ import threading
 import time
 import unittest
 
-from harness import HOST, TIMEOUT, Broker, Client, StompClient, unique_id
+from harness import HOST, TIMEOUT, Broker, Client, RawClient, StompClient, unique_id
 
 TERNCTL = os.environ.get("TERNCTL") or os.path.join(
     os.path.dirname(os.environ.get("TERND", "build/dev/tools/ternd/ternd")), "..", "ternctl",
@@ -349,6 +349,102 @@ class AclTest(AuthCase):
         alice.publish("alerts/a", b"4", qos=1)
         self.assertEqual(alice.messages.get(timeout=TIMEOUT).payload, b"4")
         self.assertTrue(alice.messages.empty())
+
+
+class PerAddressLimitTest(unittest.TestCase):
+    """limits.max_connections_per_ip: counted over every listener and scheme."""
+
+    def test_limit_per_source_address(self):
+        import socket
+        tmp = tempfile.mkdtemp(prefix="tern-auth-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        conf = os.path.join(tmp, "tern.conf")
+        with open(conf, "w") as f:
+            f.write("limits:\n  max_connections_per_ip: 3\n")
+        b = Broker(stomp=True, listen=("ws",), extra_args=["-c", conf]).start()
+        self.addCleanup(b.stop)
+        held = []
+        for _ in range(2):  # MQTT, each answered (so surely counted)
+            r = RawClient(b)
+            r.connect()
+            held.append(r)
+        st = StompClient(b)  # and STOMP: the count is over every listener
+        st.connect()
+        held.append(st)
+        c = Client(b)
+        self.addCleanup(c.close)
+        with self.assertRaises(Exception):
+            c.connect(timeout=3)
+        b.wait_log(r"NET-MAX-CONN-IP .*max_connections_per_ip reached")
+        # Over WebSocket too: the same count.
+        import websocket
+        try:
+            ws = websocket.create_connection("ws://%s:%d/mqtt" % (HOST, b.port_of("ws")),
+                                             subprotocols=["mqtt"], timeout=TIMEOUT)
+            ws.send_binary(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 0]))
+            got = ws.recv()
+            self.assertFalse(got, "a WebSocket connection past the limit was served")
+        except (websocket.WebSocketException, OSError):
+            pass
+        b.wait_log(r"NET-MAX-CONN-IP .*WebSocket connection refused")
+        # Another source address is another count.
+        other = socket.socket()
+        other.bind(("127.0.0.2", 0))
+        other.settimeout(TIMEOUT)
+        other.connect((HOST, b.port))
+        other.sendall(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 0]))
+        self.assertEqual(other.recv(4), b"\x20\x02\x00\x00")
+        other.close()
+        # One closed: room for one more.
+        held.pop(0).close()
+        d = None
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            d = Client(b)
+            try:
+                d.connect(timeout=2)
+                break
+            except Exception:
+                d.close()
+                d = None
+        self.assertIsNotNone(d, "no room after a connection closed")
+        d.close()
+        for s in held:
+            s.close()
+
+
+class CertificateIdentityTest(unittest.TestCase):
+    """auth.use_identity_as_username: the verified client certificate's CN is the user."""
+
+    def test_cn_is_the_user_name(self):
+        from harness import make_test_certs
+        certs = make_test_certs()
+        self.addCleanup(shutil.rmtree, certs, True)
+        tmp = tempfile.mkdtemp(prefix="tern-auth-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        acl = os.path.join(tmp, "acl")
+        with open(acl, "w") as f:
+            f.write("user tern-client\ntopic readwrite fleet/#\n")
+        conf = os.path.join(tmp, "tern.conf")
+        with open(conf, "w") as f:
+            f.write("auth:\n  use_identity_as_username: true\n  fail_delay: 100\n")
+        c = lambda n: os.path.join(certs, n)
+        b = Broker(listeners=0, listen=("mqtts",),
+                   extra_args=["-c", conf, "--acl-file", acl, "--tls-cert", c("server.pem"),
+                               "--tls-key", c("server.key"), "--tls-ca", c("ca.pem"),
+                               "--tls-verify-client", "optional"]).start()
+        self.addCleanup(b.stop)
+        port = b.port_of("mqtts")
+        good = Client(b, port=port)
+        self.addCleanup(good.close)
+        good.mqtt.tls_set(ca_certs=c("ca.pem"), certfile=c("client.pem"), keyfile=c("client.key"))
+        good.connect()
+        self.assertEqual(good.subscribe([("fleet/#", 1), ("other/#", 1)]), [1, 128])
+        bare = Client(b, port=port)  # no certificate: no identity, refused
+        self.addCleanup(bare.close)
+        bare.mqtt.tls_set(ca_certs=c("ca.pem"))
+        bare.mqtt.username_pw_set("tern-client", "x")  # a name alone is not the certificate
+        bare.connect(expect_rc=5)
 
 
 if __name__ == "__main__":

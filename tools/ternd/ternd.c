@@ -82,6 +82,7 @@ typedef struct ternd {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm, sighup;
     tn_authn *authn;       /* users, anonymous rules (the adapters' tn_auth) */
+    tn_iplimit *per_ip;    /* limits.max_connections_per_ip, shared by net and ws */
     uv_async_t store_wake; /* the journal's writer thread says records became durable */
     uv_timer_t tick;       /* broker housekeeping (slow consumers) */
     tn_net *net;
@@ -889,6 +890,7 @@ main(int argc, char **argv)
         .max_output = conf.limits.max_output_buffer,
         .close_timeout_ms = conf.limits.close_timeout,
         .tls_handshake_timeout_ms = conf.limits.tls_handshake_timeout,
+        .per_ip = t.per_ip = tn_iplimit_new(conf.limits.max_connections_per_ip),
     };
     t.net = tn_net_new(&t.loop, &nl);
     /* Slow consumers are declared within a tenth of slow_consumer_timeout (at most 100 ms). */
@@ -1011,7 +1013,8 @@ main(int argc, char **argv)
                                .max_input = nl.max_input,
                                .max_output = nl.max_output,
                                .close_timeout_ms = nl.close_timeout_ms,
-                               .tls_handshake_timeout_ms = nl.tls_handshake_timeout_ms};
+                               .tls_handshake_timeout_ms = nl.tls_handshake_timeout_ms,
+                               .per_ip = nl.per_ip};
             if (!t.ws && !(t.ws = tn_ws_new(&t.loop, &wl, err, sizeof err))) {
                 tn_log_error("TERN-WS", "%s", err);
                 ok = false;
@@ -1146,6 +1149,7 @@ main(int argc, char **argv)
     tn_tls_ctx_free(t.pair_tls[0]);
     tn_tls_ctx_free(t.pair_tls[1]);
     tn_authn_free(t.authn);
+    tn_iplimit_free(t.per_ip);
     uv_run(&t.loop, UV_RUN_DEFAULT); /* the authenticator's handles close */
     tn_broker_free(broker);
     if (uv_loop_close(&t.loop) != 0)
