@@ -279,6 +279,59 @@ tn_acl_allows(const tn_acl *a, const char *user, const char *client_id, tn_acl_k
            grants(&a->patterns.grant[kind], name, &w, &need);
 }
 
+/*
+ * Whether every name the subscription filter f (valid) matches is matched by the rule's filter
+ * too (a deny rule that leaves nothing of f readable). Walked level by level: a '#' in the rule
+ * takes the rest; a '+' in the rule takes any one level of f but a '#'; a literal in the rule
+ * only the same literal. The first level's '$' rule holds on both sides.
+ */
+static bool
+rule_covers(const struct rule *r, const char *f, const struct who *w)
+{
+    const char *p = f;
+    bool more = true; /* f still has a level */
+
+    if (!subst_ok(r, w))
+        return false;
+    for (uint32_t i = 0;; i++) {
+        if (i < r->n && r->lv[i].type == L_HASH)
+            return !(i == 0 && more && p[0] == '$');
+        if (!more || i == r->n)
+            return !more && i == r->n;
+        const char *e = strchrnul(p, '/');
+        size_t n = (size_t)(e - p);
+        bool fhash = n == 1 && p[0] == '#', fplus = n == 1 && p[0] == '+';
+        const struct level *l = &r->lv[i];
+        if (fhash)
+            return false; /* only a '#' (above) takes every depth */
+        if (fplus) {
+            if (l->type != L_PLUS)
+                return false;
+        } else if (l->type == L_PLUS) {
+            if (i == 0 && n > 0 && p[0] == '$')
+                return false;
+        } else if (l->type == L_LIT) {
+            if (n != l->len || memcmp(p, l->s, n) != 0)
+                return false;
+        } else if (!tmpl_eq(l, p, n, w)) {
+            return false;
+        }
+        if (*e == '/')
+            p = e + 1;
+        else
+            more = false;
+    }
+}
+
+static bool
+any_covers(const struct rules *rs, const char *filter, const struct who *w)
+{
+    for (size_t i = 0; i < rs->n; i++)
+        if (rule_covers(&rs->v[i], filter, w))
+            return true;
+    return false;
+}
+
 static bool
 any_readable(const struct rules *rs, const char *filter, const struct who *w)
 {
@@ -298,7 +351,14 @@ tn_acl_filter_readable(const tn_acl *a, const char *user, const char *client_id,
         return true;
     if ((kind != TN_ACL_TOPIC && kind != TN_ACL_QUEUE) || !tn_acl_filter_is_valid(filter))
         return false;
+    /* A filter without wildcards is one name: readable exactly when that name is. */
+    if (strpbrk(filter, "+#") == NULL)
+        return tn_acl_allows(a, user, client_id, kind, filter, TN_ACL_READ);
     const struct set *s = lookup(a, user, client_id, &w);
+    /* Nothing left when a deny rule covers all the filter can match. */
+    if ((s && any_covers(&s->deny[kind], filter, &w)) ||
+        any_covers(&a->patterns.deny[kind], filter, &w))
+        return false;
     return (s && any_readable(&s->grant[kind], filter, &w)) ||
            any_readable(&a->patterns.grant[kind], filter, &w);
 }

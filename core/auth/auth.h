@@ -126,11 +126,12 @@ bool tn_acl_allows(const tn_acl *a, const char *user, const char *client_id, tn_
                    const char *name, int access);
 
 /*
- * Whether the subscription filter could match some name the client may read: some rule
- * granting read has a filter that some name matches together with this one ('$' names
- * included). Deny rules are not considered: the answer is for SUBACK, a name later denied is
- * simply not delivered (tn_acl_allows() on each message). False for an invalid filter.
- * Always true when a is NULL.
+ * Whether the subscription filter could match some name the client may read: for a filter
+ * without wildcards, whether that name is readable (deny rules included); otherwise, whether
+ * some rule granting read has a filter that some name matches together with this one ('$'
+ * names included) and no deny rule matches every name the filter can (a deny that covers
+ * part of it is left to the delivery: tn_acl_allows() on each message). The answer is for
+ * SUBACK. False for an invalid filter. Always true when a is NULL.
  */
 bool tn_acl_filter_readable(const tn_acl *a, const char *user, const char *client_id,
                             tn_acl_kind kind, const char *filter);

@@ -741,7 +741,8 @@ test_acl_filter_readable(void)
         CU_ASSERT_EQUAL(got, cases[i].want);
     }
 
-    /* Only read grants count; deny lines are not considered. */
+    /* Only read grants count; a deny counts when it leaves nothing of the filter (a filter
+     * without wildcards is one name). */
     tn_acl *a = acl_ok("topic write w/#\n"
                        "topic read r/#\n"
                        "topic deny r/secret/#\n"
@@ -751,7 +752,17 @@ test_acl_filter_readable(void)
                        "pattern read p/%u/#\n"
                        "pattern read c/%c\n");
     CU_ASSERT_FALSE(tn_acl_filter_readable(a, NULL, "c", T, "w/#"));
-    CU_ASSERT_TRUE(tn_acl_filter_readable(a, NULL, "c", T, "r/secret/x"));
+    CU_ASSERT_FALSE(tn_acl_filter_readable(a, NULL, "c", T, "r/secret/x"));
+    CU_ASSERT_FALSE(tn_acl_filter_readable(a, NULL, "c", T, "r/secret/#"));
+    CU_ASSERT_FALSE(tn_acl_filter_readable(a, NULL, "c", T, "r/secret/+/y"));
+    CU_ASSERT_TRUE(tn_acl_filter_readable(a, NULL, "c", T, "r/+"));
+    CU_ASSERT_TRUE(tn_acl_filter_readable(a, NULL, "c", T, "r/#"));
+    CU_ASSERT_TRUE(tn_acl_filter_readable(a, NULL, "c", T, "r/other"));
+    tn_acl *paho = acl_ok("topic readwrite #\ntopic deny test/nosubscribe\n");
+    /* The Paho interoperability suite's test_subscribe_failure. */
+    CU_ASSERT_FALSE(tn_acl_filter_readable(paho, NULL, "c", T, "test/nosubscribe"));
+    CU_ASSERT_TRUE(tn_acl_filter_readable(paho, NULL, "c", T, "test/+"));
+    tn_acl_free(paho);
     CU_ASSERT_TRUE(tn_acl_filter_readable(a, NULL, "c", T, "#"));
     CU_ASSERT_FALSE(tn_acl_filter_readable(a, NULL, "c", T, "q/+"));
     CU_ASSERT_TRUE(tn_acl_filter_readable(a, NULL, "c", Q, "q/+"));

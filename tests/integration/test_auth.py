@@ -447,5 +447,28 @@ class CertificateIdentityTest(unittest.TestCase):
         bare.connect(expect_rc=5)
 
 
+class InteropSubscribeFailureTest(unittest.TestCase):
+    """The Eclipse Paho interoperability suite's test_subscribe_failure: with an ACL denying
+    test/nosubscribe, its SUBSCRIBE gets 0x80; everything else goes on."""
+
+    def test_denied_topic_gets_0x80(self):
+        tmp = tempfile.mkdtemp(prefix="tern-auth-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        acl = os.path.join(tmp, "acl")
+        with open(acl, "w") as f:
+            f.write("topic readwrite #\ntopic deny test/nosubscribe\n")
+        b = Broker(extra_args=["--acl-file", acl]).start()
+        self.addCleanup(b.stop)
+        c = Client(b)
+        self.addCleanup(c.close)
+        c.connect()
+        self.assertEqual(c.subscribe([("test/nosubscribe", 2)]), [128])
+        self.assertEqual(c.subscribe([("test/+", 1)]), [1])
+        c.publish("test/nosubscribe", b"no", qos=1)
+        c.publish("test/yes", b"yes", qos=1)
+        self.assertEqual(c.messages.get(timeout=TIMEOUT).payload, b"yes")
+        self.assertTrue(c.messages.empty())
+
+
 if __name__ == "__main__":
     unittest.main()
