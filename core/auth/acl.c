@@ -364,6 +364,21 @@ tn_acl_filter_readable(const tn_acl *a, const char *user, const char *client_id,
 }
 
 bool
+tn_acl_uses_client_id(const tn_acl *a)
+{
+    if (a == NULL)
+        return false;
+    for (int k = 0; k < 2; k++) {
+        const struct rules *sets[2] = {&a->patterns.deny[k], &a->patterns.grant[k]};
+        for (int j = 0; j < 2; j++)
+            for (size_t i = 0; i < sets[j]->n; i++)
+                if (sets[j]->v[i].subst & SUB_C)
+                    return true;
+    }
+    return false;
+}
+
+bool
 tn_acl_is_admin(const tn_acl *a, const char *user)
 {
     const struct acl_user *u = NULL;

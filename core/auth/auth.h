@@ -136,6 +136,10 @@ bool tn_acl_allows(const tn_acl *a, const char *user, const char *client_id, tn_
 bool tn_acl_filter_readable(const tn_acl *a, const char *user, const char *client_id,
                             tn_acl_kind kind, const char *filter);
 
+/* Whether some pattern uses %c: otherwise every answer for a user is the same whatever the
+ * client id (a caller may reuse it across that user's clients). */
+bool tn_acl_uses_client_id(const tn_acl *a);
+
 /* Whether user (NULL: anonymous, never one) has an `admin` line. Always true when a is NULL. */
 bool tn_acl_is_admin(const tn_acl *a, const char *user);
 

@@ -906,12 +906,30 @@ tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer)
      * every message: a right removed by a reload stops deliveries at once). */
     char buf[512], *heap = NULL;
     const char *mqtt_name = b->acl ? acl_name(m->name, buf, sizeof buf, &heap) : NULL;
+    /* Without %c patterns the answer depends on the user alone: asked once per user in a row
+     * (a fan-out to many clients of one user, or to anonymous ones, asks once). */
+    bool per_user = mqtt_name && !tn_acl_uses_client_id(b->acl);
+    const char *last_user = NULL;
+    int last = -1; /* -1: nothing asked yet */
     /* Delivering may run protocol code; routes is stable because publishing is not re-entered
      * from a delivery callback. */
     for (size_t i = 0; i < b->n_routes; i++) {
         tn_session *s = b->routes[i].s;
-        if (mqtt_name && !session_reads(s, mqtt_name))
-            continue;
+        if (mqtt_name) {
+            bool ok;
+            const char *user, *client_id;
+            identity(s, &user, &client_id);
+            if (per_user && last >= 0 &&
+                (user == last_user || (user && last_user && strcmp(user, last_user) == 0))) {
+                ok = last;
+            } else {
+                ok = tn_acl_allows(b->acl, user, client_id, TN_ACL_TOPIC, mqtt_name, TN_ACL_READ);
+                last_user = user;
+                last = ok;
+            }
+            if (!ok)
+                continue;
+        }
         uint8_t qos = s->mark_qos < m->qos ? s->mark_qos : m->qos;
         session_push(s, m, qos, 0, producer, PUSH_LIVE);
     }

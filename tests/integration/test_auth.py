@@ -40,7 +40,7 @@ class AuthCase(unittest.TestCase):
         self.pwfile = os.path.join(self.tmp, "passwd")
         ternctl_passwd(self.pwfile, "alice", "wonderland")
         ternctl_passwd(self.pwfile, "bob", "builder")
-        self.broker = Broker(stomp=True, amqp=True,
+        self.broker = Broker(stomp=True, amqp=True, listen=("ws",),
                              extra_args=["--password-file", self.pwfile] + list(self.extra))
         self.broker.start()
         self.addCleanup(self.broker.stop)
@@ -106,6 +106,25 @@ class PasswordTest(AuthCase):
             t.join(TIMEOUT)
         self.assertEqual(len(done), 10)
         self.assertLess(time.monotonic() - t0, 5 * DELAY_S, "the refusals were serialized")
+
+    def test_mqtt_over_websocket(self):
+        import paho.mqtt.client as paho
+        got = {}
+        for user, pw in (("alice", "wonderland"), ("alice", "nope")):
+            m = paho.Client(client_id=unique_id("ws"), transport="websockets")
+            m.username_pw_set(user, pw)
+            ev = threading.Event()
+
+            def on_connect(c, u, f, rc, pw=pw):
+                got[pw] = rc
+                ev.set()
+            m.on_connect = on_connect
+            m.connect(HOST, self.broker.port_of("ws"), 30)
+            m.loop_start()
+            self.assertTrue(ev.wait(TIMEOUT))
+            m.loop_stop()
+            m.disconnect()
+        self.assertEqual(got, {"wonderland": 0, "nope": 4})
 
     def test_stomp_login(self):
         s = self.stomp()
