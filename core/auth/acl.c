@@ -109,6 +109,19 @@ subst_ok(const struct rule *r, const struct who *w)
     return (!(r->subst & SUB_C) || w->cid_ok) && (!(r->subst & SUB_U) || w->user_ok);
 }
 
+/* Whether rule level l (not '#') takes the name level p (n bytes, no wildcard), level i: '+'
+ * any but a first level starting with '$' [MQTT-4.7.2-1], a literal itself, a template itself
+ * substituted. */
+static bool
+level_takes(const struct level *l, const char *p, size_t n, uint32_t i, const struct who *w)
+{
+    if (l->type == L_PLUS)
+        return !(i == 0 && n > 0 && p[0] == '$');
+    if (l->type == L_LIT)
+        return n == l->len && memcmp(p, l->s, n) == 0;
+    return tmpl_eq(l, p, n, w);
+}
+
 /* Whether the rule's filter matches the concrete name. [MQTT-4.7.1-1..3], [MQTT-4.7.2-1] */
 static bool
 rule_matches(const struct rule *r, const char *name, const struct who *w)
@@ -125,21 +138,8 @@ rule_matches(const struct rule *r, const char *name, const struct who *w)
         if (!more)
             return false;
         const char *e = strchrnul(p, '/');
-        size_t n = (size_t)(e - p);
-        switch (l->type) {
-        case L_PLUS:
-            if (i == 0 && n > 0 && p[0] == '$')
-                return false;
-            break;
-        case L_LIT:
-            if (n != l->len || memcmp(p, l->s, n) != 0)
-                return false;
-            break;
-        default:
-            if (!tmpl_eq(l, p, n, w))
-                return false;
-            break;
-        }
+        if (!level_takes(l, p, (size_t)(e - p), i, w))
+            return false;
         if (*e == '/')
             p = e + 1;
         else
@@ -185,18 +185,8 @@ rule_intersects(const struct rule *r, const char *f, const struct who *w)
         if (!more || rend)
             return false;
         const struct level *l = &r->lv[i];
-        if (fplus) {
-            if (i == 0 && level_is_dollar(l, w))
-                return false;
-        } else if (l->type == L_PLUS) {
-            if (i == 0 && n > 0 && p[0] == '$')
-                return false;
-        } else if (l->type == L_LIT) {
-            if (n != l->len || memcmp(p, l->s, n) != 0)
-                return false;
-        } else if (!tmpl_eq(l, p, n, w)) {
+        if (fplus ? i == 0 && level_is_dollar(l, w) : !level_takes(l, p, n, i, w))
             return false;
-        }
         if (*e == '/')
             p = e + 1;
         else
@@ -304,18 +294,8 @@ rule_covers(const struct rule *r, const char *f, const struct who *w)
         const struct level *l = &r->lv[i];
         if (fhash)
             return false; /* only a '#' (above) takes every depth */
-        if (fplus) {
-            if (l->type != L_PLUS)
-                return false;
-        } else if (l->type == L_PLUS) {
-            if (i == 0 && n > 0 && p[0] == '$')
-                return false;
-        } else if (l->type == L_LIT) {
-            if (n != l->len || memcmp(p, l->s, n) != 0)
-                return false;
-        } else if (!tmpl_eq(l, p, n, w)) {
+        if (fplus ? l->type != L_PLUS : !level_takes(l, p, n, i, w))
             return false;
-        }
         if (*e == '/')
             p = e + 1;
         else
