@@ -32,17 +32,18 @@
 #define CONF_MAX_DEPTH 32           /* our schema is 3 deep; deeper nodes are not tracked */
 #define CONF_MAX_TRACE 16           /* backtrace entries kept from libcyaml */
 
-static const char *const proto_names[] = {"mqtt",  "mqtts", "stomp", "stomps", "amqp",
-                                          "amqps", "ws",    "wss",   "witness"};
+static const char *const proto_names[] = {"mqtt", "mqtts", "stomp",   "stomps", "amqp", "amqps",
+                                          "ws",   "wss",   "witness", "http",   "https"};
 #define N_PROTOS (sizeof proto_names / sizeof proto_names[0])
 /* A scheme added to tn_proto without its name here would parse as another one. */
-_Static_assert(N_PROTOS == TN_PROTO_WITNESS + 1, "proto_names must name every tn_proto");
+_Static_assert(N_PROTOS == TN_PROTO_HTTPS + 1, "proto_names must name every tn_proto");
 
 static const tn_conf_limits default_limits = {
     .max_message_size = 104857600,
     .max_incoming_memory = 268435456,
     .max_packet_size = 1048576,
     .max_connections = 100000,
+    .metrics_max_destinations = 1000,
     .max_inflight = 100,
     .max_queued_messages = 1000,
     .max_offline_messages = 1000000,
@@ -83,6 +84,7 @@ typedef struct file_limits {
     char *max_packet_size;
     char *max_connections;
     char *max_connections_per_ip;
+    char *metrics_max_destinations;
     char *max_inflight;
     char *max_queued_messages;
     char *max_offline_messages;
@@ -156,6 +158,7 @@ static const struct {
     LIMIT(max_packet_size, 1, UINT32_MAX, NULL),
     LIMIT(max_connections, 1, UINT32_MAX, NULL),
     LIMIT(max_connections_per_ip, 0, UINT32_MAX, NULL), /* 0: no limit */
+    LIMIT(metrics_max_destinations, 0, UINT32_MAX, NULL),
     LIMIT(max_inflight, 1, 65535, "MQTT Receive Maximum is a 16-bit value"),
     LIMIT(max_queued_messages, 1, UINT32_MAX, NULL),
     LIMIT(max_offline_messages, 1, UINT32_MAX, NULL),
@@ -212,6 +215,7 @@ static const cyaml_schema_field_t limits_fields[] = {
     OPT_STRING("max_packet_size", file_limits, max_packet_size),
     OPT_STRING("max_connections", file_limits, max_connections),
     OPT_STRING("max_connections_per_ip", file_limits, max_connections_per_ip),
+    OPT_STRING("metrics_max_destinations", file_limits, metrics_max_destinations),
     OPT_STRING("max_inflight", file_limits, max_inflight),
     OPT_STRING("max_queued_messages", file_limits, max_queued_messages),
     OPT_STRING("max_offline_messages", file_limits, max_offline_messages),
@@ -418,7 +422,8 @@ tn_conf_pair_set(char **field, const char *v)
 bool
 tn_conf_proto_tls(tn_proto p)
 {
-    return p == TN_PROTO_MQTTS || p == TN_PROTO_STOMPS || p == TN_PROTO_AMQPS || p == TN_PROTO_WSS;
+    return p == TN_PROTO_MQTTS || p == TN_PROTO_STOMPS || p == TN_PROTO_AMQPS ||
+           p == TN_PROTO_WSS || p == TN_PROTO_HTTPS;
 }
 
 bool
@@ -774,7 +779,7 @@ tn_conf_parse_listen_url(const char *url, tn_conf_listener *l, char *err, size_t
     if (proto == N_PROTOS) {
         seterr(err, errlen,
                "'%s': unknown scheme '%.*s' (expected mqtt, mqtts, stomp, stomps, amqp, amqps, "
-               "ws, wss or witness)",
+               "ws, wss, witness, http or https)",
                url, (int)slen, url);
         return TN_EINVAL;
     }

@@ -20,8 +20,9 @@ typedef enum {
     TN_PROTO_AMQPS,    /* amqps:// */
     TN_PROTO_WS,       /* ws://    */
     TN_PROTO_WSS,      /* wss://   */
-    TN_PROTO_WITNESS,  /* witness://: a pair's witness (pair.role witness), not for clients.
-                          Last, so the values above never move. */
+    TN_PROTO_WITNESS,  /* witness://: a pair's witness (pair.role witness), not for clients */
+    TN_PROTO_HTTP,     /* http://: the management endpoints (GET /metrics) */
+    TN_PROTO_HTTPS,    /* https:// (new schemes go last, so the values above never move) */
 } tn_proto;
 
 /* TLS settings: the top-level `tls` (and the --tls-* flags) apply to every TLS listener (mqtts,
@@ -49,46 +50,47 @@ typedef struct tn_conf_listener {
 } tn_conf_listener;
 
 typedef struct tn_conf_limits {
-    uint32_t max_message_size;       /* largest message body (MQTT PUBLISH payload, STOMP SEND
-                                        body, ...) accepted on any protocol, in bytes; larger ones
-                                        are refused as soon as their length is known. Default
-                                        100 MiB. MQTT cannot carry more than 256 MiB whatever
-                                        this says. A listener may set its own. */
-    uint32_t max_incoming_memory;    /* bytes held, broker-wide, by messages still arriving; past
-                                        it, connections in the middle of a large message are not
-                                        read until it frees. Default 256 MiB, at least 64 KiB */
-    uint32_t max_packet_size;        /* largest MQTT packet other than PUBLISH (CONNECT with its
-                                        will, SUBSCRIBE, ...) and largest STOMP frame apart from
-                                        a SEND's body, in bytes; default 1 MiB. Before
-                                        max_message_size it also bounded messages: an old config
-                                        that raised it for large messages still loads, and now
-                                        only allows larger control packets. */
-    uint32_t max_connections;        /* default 100000 */
-    uint32_t max_connections_per_ip; /* from one source address, over every listener; 0 (the
-                                        default): no limit */
-    uint32_t max_inflight;           /* QoS 1/2 messages in flight to one client, default 100 */
-    uint32_t max_queued_messages;    /* per-subscriber queue length before producers are slowed
-                                        (QoS 1/2) or QoS 0 messages are dropped, default 1000 */
-    uint32_t max_offline_messages;   /* per offline persistent session, default 1000000 */
-    uint32_t max_output_buffer;      /* bytes waiting to be written to one connection before
-                                        delivery to it pauses, default 1 MiB */
-    uint32_t max_queue_memory;       /* bytes of queued messages a persistent session keeps in
-                                        memory; the rest are read back from the journal, 8 MiB */
-    uint32_t max_deliveries;         /* deliveries of a queued message without an ack before it
-                                        moves to DLQ.<queue>, default 7 (ActiveMQ's 6
-                                        redeliveries) */
-    uint32_t slow_consumer_timeout;  /* ms a subscriber may stay behind (max_queued_messages
-                                        reached) before it is a slow consumer: QoS 0 to it is
-                                        dropped, producers stop waiting on it; default 1000 */
-    uint32_t max_topic_levels;       /* levels in a topic name or filter, default 200 */
-    uint32_t close_timeout;          /* ms a closing connection may take to flush its output
-                                        before it is closed without flushing, default 3000 */
-    uint32_t amqp_max_frame_size;    /* AMQP max-frame-size announced in our open, bytes (at
-                                        least 512), default 128 KiB */
-    uint32_t amqp_idle_timeout;      /* ms: an AMQP connection silent this long is closed; it is
-                                        announced as our idle-time-out, default 60000 */
-    uint32_t tls_handshake_timeout;  /* ms a TLS handshake (TLS listeners, wss) may take before the
-                                        connection is closed, default 10000 */
+    uint32_t max_message_size;         /* largest message body (MQTT PUBLISH payload, STOMP SEND
+                                          body, ...) accepted on any protocol, in bytes; larger ones
+                                          are refused as soon as their length is known. Default
+                                          100 MiB. MQTT cannot carry more than 256 MiB whatever
+                                          this says. A listener may set its own. */
+    uint32_t max_incoming_memory;      /* bytes held, broker-wide, by messages still arriving; past
+                                          it, connections in the middle of a large message are not
+                                          read until it frees. Default 256 MiB, at least 64 KiB */
+    uint32_t max_packet_size;          /* largest MQTT packet other than PUBLISH (CONNECT with its
+                                          will, SUBSCRIBE, ...) and largest STOMP frame apart from
+                                          a SEND's body, in bytes; default 1 MiB. Before
+                                          max_message_size it also bounded messages: an old config
+                                          that raised it for large messages still loads, and now
+                                          only allows larger control packets. */
+    uint32_t max_connections;          /* default 100000 */
+    uint32_t max_connections_per_ip;   /* from one source address, over every listener; 0 (the
+                                          default): no limit */
+    uint32_t metrics_max_destinations; /* per-queue series in GET /metrics at most (1000) */
+    uint32_t max_inflight;             /* QoS 1/2 messages in flight to one client, default 100 */
+    uint32_t max_queued_messages;      /* per-subscriber queue length before producers are slowed
+                                          (QoS 1/2) or QoS 0 messages are dropped, default 1000 */
+    uint32_t max_offline_messages;     /* per offline persistent session, default 1000000 */
+    uint32_t max_output_buffer;        /* bytes waiting to be written to one connection before
+                                          delivery to it pauses, default 1 MiB */
+    uint32_t max_queue_memory;         /* bytes of queued messages a persistent session keeps in
+                                          memory; the rest are read back from the journal, 8 MiB */
+    uint32_t max_deliveries;           /* deliveries of a queued message without an ack before it
+                                          moves to DLQ.<queue>, default 7 (ActiveMQ's 6
+                                          redeliveries) */
+    uint32_t slow_consumer_timeout;    /* ms a subscriber may stay behind (max_queued_messages
+                                          reached) before it is a slow consumer: QoS 0 to it is
+                                          dropped, producers stop waiting on it; default 1000 */
+    uint32_t max_topic_levels;         /* levels in a topic name or filter, default 200 */
+    uint32_t close_timeout;            /* ms a closing connection may take to flush its output
+                                          before it is closed without flushing, default 3000 */
+    uint32_t amqp_max_frame_size;      /* AMQP max-frame-size announced in our open, bytes (at
+                                          least 512), default 128 KiB */
+    uint32_t amqp_idle_timeout;        /* ms: an AMQP connection silent this long is closed; it is
+                                          announced as our idle-time-out, default 60000 */
+    uint32_t tls_handshake_timeout; /* ms a TLS handshake (TLS listeners, wss) may take before the
+                                       connection is closed, default 10000 */
 } tn_conf_limits;
 
 typedef struct tn_conf_store {

@@ -351,9 +351,10 @@ test_wrong_types(void)
 static void
 test_bad_listeners(void)
 {
-    expect_error("listeners:\n  - url: http://1.2.3.4:1\n",
-                 "t.conf:2:10: listeners[0].url: 'http://1.2.3.4:1': unknown scheme 'http' "
-                 "(expected mqtt, mqtts, stomp, stomps, amqp, amqps, ws, wss or witness)");
+    expect_error("listeners:\n  - url: gopher://1.2.3.4:1\n",
+                 "t.conf:2:10: listeners[0].url: 'gopher://1.2.3.4:1': unknown scheme 'gopher' "
+                 "(expected mqtt, mqtts, stomp, stomps, amqp, amqps, ws, wss, witness, http or "
+                 "https)");
     expect_error("listeners:\n  - url: mqtt://localhost:1883\n",
                  "t.conf:2:10: listeners[0].url: 'mqtt://localhost:1883': 'localhost' is not a "
                  "numeric IPv4 address (host names are not resolved; IPv6 goes in brackets)");

@@ -937,3 +937,16 @@ tn_broker_publish(tn_broker *b, tn_message *m, tn_flow *producer)
     b->n_routes = 0;
     return 0;
 }
+
+void
+tn_broker_walk_queues(tn_broker *b,
+                      void (*cb)(void *arg, const char *name, size_t len, tn_queue *q), void *arg)
+{
+    tn_session *s, *tmp;
+    HASH_ITER(hh, b->sessions, s, tmp)
+    {
+        if (s->is_queue)
+            cb(arg, s->id + TN_QUEUE_PREFIX_LEN, s->id_len - TN_QUEUE_PREFIX_LEN,
+               tn_broker__session_queue(s));
+    }
+}

@@ -148,6 +148,11 @@ enum { TN_MAY_READ = 1, TN_MAY_WRITE = 2 };
  * readable). True without an ACL. */
 bool tn_broker_may(const tn_broker *b, const char *user, const char *client_id, bool queue,
                    const char *name, int access, bool filter);
+/* Calls cb for every named queue (STOMP /queue/, AMQP queue://, durable subscriptions kept as
+ * queues), in no particular order: its name in this core's form and its queue. */
+void tn_broker_walk_queues(tn_broker *b,
+                           void (*cb)(void *arg, const char *name, size_t len, tn_queue *q),
+                           void *arg);
 /* Frees every session (all must be detached), subscription and retained message. */
 void tn_broker_free(tn_broker *b);
 void tn_broker_get_stats(const tn_broker *b, tn_broker_stats *out);

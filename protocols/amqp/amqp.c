@@ -42,10 +42,11 @@ enum { AUTH_NONE, AUTH_SASL, AUTH_OPEN };
 struct tn_amqp {
     tn_broker *b;
     tn_amqp_conf conf;
-    tn_buf props; /* scratch: a message's core properties */
-    tn_buf enc;   /* scratch: a message being encoded */
-    tn_buf rx;    /* scratch: a whole delivery received in one go */
-    tn_buf ann;   /* scratch: merged message annotations */
+    uint32_t n_conns; /* open connections */
+    tn_buf props;     /* scratch: a message's core properties */
+    tn_buf enc;       /* scratch: a message being encoded */
+    tn_buf rx;        /* scratch: a whole delivery received in one go */
+    tn_buf ann;       /* scratch: merged message annotations */
 };
 
 typedef struct aconn aconn;
@@ -2169,6 +2170,7 @@ a_open(void *proto, const tn_io *io, void *ctx)
     tn_amqp *a = proto;
     aconn *c = tn_xcalloc(1, sizeof *c);
     c->a = a;
+    a->n_conns++;
     c->io = io;
     c->ioc = ctx;
     c->serial = tn_broker_serial(a->b);
@@ -2314,6 +2316,7 @@ a_closed(void *a, int reason)
 {
     (void)reason;
     aconn *c = a;
+    c->a->n_conns--;
     tn_broker_unhold(c->a->b, c->held);
     c->held = NULL;
     if (c->auth_job) { /* its done() never comes now */
@@ -2384,4 +2387,10 @@ tn_amqp_free(tn_amqp *a)
     tn_buf_fini(&a->rx);
     tn_buf_fini(&a->ann);
     free(a);
+}
+
+uint32_t
+tn_amqp_connections(const tn_amqp *a)
+{
+    return a->n_conns;
 }

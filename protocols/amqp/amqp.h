@@ -52,4 +52,7 @@ void tn_amqp_free(tn_amqp *a);
 /* Plug into tn_net_listen(..., &tn_amqp_adapter, a, ...). */
 extern const tn_adapter_ops tn_amqp_adapter;
 
+/* Connections open on a now. */
+uint32_t tn_amqp_connections(const tn_amqp *a);
+
 #endif

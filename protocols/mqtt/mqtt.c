@@ -191,6 +191,7 @@ mqtt_open(void *proto, const tn_io *io, void *ioc)
     tn_mqtt *m = proto;
     mconn *c = tn_xcalloc(1, sizeof *c);
     c->m = m;
+    m->n_conns++;
     c->replies.send = reply_send;
     c->io = io;
     c->ioc = ioc;
@@ -631,6 +632,7 @@ static void
 mqtt_closed(void *a, int reason)
 {
     mconn *c = a;
+    c->m->n_conns--;
     tn_broker_unhold(c->m->broker, c->held);
     if (c->auth_job)
         c->m->conf.auth.cancel(c->m->conf.auth.ctx, c->auth_job);
@@ -676,3 +678,9 @@ const tn_adapter_ops tn_mqtt_adapter = {
     .closed = mqtt_closed,
     .read_into = mqtt_read_into,
 };
+
+uint32_t
+tn_mqtt_connections(const tn_mqtt *m)
+{
+    return m->n_conns;
+}

@@ -39,4 +39,7 @@ extern const tn_adapter_ops tn_mqtt_adapter;
 void tn_mqtt_to_core(const uint8_t *src, size_t len, char *dst);
 void tn_mqtt_from_core(const char *src, size_t len, uint8_t *dst);
 
+/* Connections open on m now. */
+uint32_t tn_mqtt_connections(const tn_mqtt *m);
+
 #endif

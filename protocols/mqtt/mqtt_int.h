@@ -46,6 +46,7 @@ struct tn_mqtt {
     tn_buf scratch; /* name conversions of input; loop thread only */
     tn_buf topic;   /* name conversion for deliveries (which may run while scratch is in use) */
     frame_cache frame;
+    uint32_t n_conns; /* open connections (tn_mqtt_connections) */
 };
 
 typedef struct mconn mconn;

@@ -20,6 +20,7 @@ enum { DEST_QUEUE, DEST_TOPIC };
 struct tn_stomp {
     tn_broker *b;
     tn_stomp_conf conf;
+    uint32_t n_conns; /* open connections */
     uint64_t next_serial;
     tn_buf props; /* scratch: a message's properties */
     tn_buf name;  /* scratch: core names */
@@ -1246,6 +1247,7 @@ a_open(void *proto, const tn_io *io, void *ctx)
     tn_stomp *st = proto;
     sconn *c = tn_xcalloc(1, sizeof *c);
     c->st = st;
+    st->n_conns++;
     c->io = io;
     c->ioc = ctx;
     c->serial = ++st->next_serial;
@@ -1415,6 +1417,7 @@ a_closed(void *a, int reason)
 {
     (void)reason;
     sconn *c = a;
+    c->st->n_conns--;
     tn_broker_unhold(c->st->b, c->held);
     if (c->auth_job) { /* its done() never comes now */
         const tn_auth *au = &c->st->conf.auth;
@@ -1498,4 +1501,10 @@ tn_stomp_free(tn_stomp *st)
     tn_buf_fini(&st->reply);
     tn_buf_fini(&st->frame);
     free(st);
+}
+
+uint32_t
+tn_stomp_connections(const tn_stomp *st)
+{
+    return st->n_conns;
 }

@@ -44,4 +44,7 @@ void tn_stomp_free(tn_stomp *st);
 /* Plug into tn_net_listen(..., &tn_stomp_adapter, st, ...). */
 extern const tn_adapter_ops tn_stomp_adapter;
 
+/* Connections open on st now. */
+uint32_t tn_stomp_connections(const tn_stomp *st);
+
 #endif

@@ -205,10 +205,16 @@ class AnonymousAllowedTest(AuthCase):
     extra = ("--allow-anonymous", "true")
 
     def test_anonymous_and_users_both_in(self):
+        from proton import Message
+        from proton.utils import BlockingConnection
         self.client().connect()
         self.client("alice", "wonderland").connect()
         self.client("alice", "nope").connect(expect_rc=4)
         self.stomp().connect()
+        c = BlockingConnection("amqp://%s:%d" % (HOST, self.broker.amqp_port), timeout=TIMEOUT,
+                               allowed_mechs="ANONYMOUS")
+        c.create_sender("queue://anon").send(Message(body="a"))
+        c.close()
 
 
 class StartupRuleTest(unittest.TestCase):

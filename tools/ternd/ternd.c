@@ -6,12 +6,15 @@
 #include "core/store/store.h"
 #include "protocols/amqp/amqp.h"
 #include "protocols/authn/authn.h"
+#include "protocols/http/http.h"
 #include "protocols/mqtt/mqtt.h"
 #include "protocols/stomp/stomp.h"
 #include "protocols/net/net.h"
 #include "protocols/tls/tls.h"
 #include "protocols/ws/ws.h"
 
+#include <dirent.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -39,6 +42,7 @@ static const char usage[] =
     "                         repeatable; replaces the config's listeners; port 0 picks a free\n"
     "                         port (the TERN-READY log line tells which)\n"
     "                         TLS: mqtts://, stomps://, amqps:// (and wss://, WebSocket)\n"
+    "                         http://ADDR:PORT (https:// with TLS): GET /metrics (Prometheus)\n"
     "  -d, --data DIR         keep data in DIR (created if missing)\n"
     "      --tls-cert FILE    PEM certificate chain for every TLS listener\n"
     "      --tls-key FILE     its PEM private key\n"
@@ -83,6 +87,8 @@ typedef struct ternd {
     uv_signal_t sigint, sigterm, sighup;
     tn_authn *authn;       /* users, anonymous rules (the adapters' tn_auth) */
     tn_iplimit *per_ip;    /* limits.max_connections_per_ip, shared by net and ws */
+    tn_http *http;         /* http:// and https:// listeners: GET /metrics */
+    uint32_t max_series;   /* per-queue series in GET /metrics at most */
     uv_async_t store_wake; /* the journal's writer thread says records became durable */
     uv_timer_t tick;       /* broker housekeeping (slow consumers) */
     tn_net *net;
@@ -174,6 +180,204 @@ on_repl_role(void *arg, int role, uint64_t epoch)
 
 static void on_signal(uv_signal_t *h, int signum);
 static void stop_node(ternd *t);
+
+/* ---- GET /metrics: the Prometheus text format ---- */
+
+static void
+metric(tn_buf *o, const char *name, const char *type, const char *help)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    tn_buf_append(o, line, (size_t)n);
+}
+
+static void __attribute__((format(printf, 2, 3))) put(tn_buf *o, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        tn_buf_append(o, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+/* A label value: backslash, double quote and newline escaped. */
+static void
+put_label(tn_buf *o, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '\\' || ch == '"')
+            tn_buf_append(o, "\\", 1);
+        if (ch == '\n')
+            tn_buf_append(o, "\\n", 2);
+        else
+            tn_buf_append(o, &ch, 1);
+    }
+}
+
+typedef struct qwalk {
+    tn_buf *o;
+    int which; /* 0 messages, 1 consumers, 2 paged */
+    uint32_t left;
+} qwalk;
+
+static void
+queue_series(void *arg, const char *name, size_t len, tn_queue *q)
+{
+    qwalk *w = arg;
+    if (!w->left)
+        return;
+    w->left--;
+    static const char *const names[] = {"tern_queue_messages", "tern_queue_consumers",
+                                        "tern_queue_paged_messages"};
+    uint64_t v = w->which == 0   ? (uint64_t)tn_queue_depth(q) + tn_queue_inflight(q)
+                 : w->which == 1 ? tn_queue_consumers(q)
+                                 : tn_queue_paged(q);
+    put(w->o, "%s{queue=\"", names[w->which]);
+    put_label(w->o, name, len);
+    put(w->o, "\"} %" PRIu64 "\n", v);
+}
+
+/* process_* metrics, as the Prometheus client libraries name them. */
+static void
+process_metrics(tn_buf *o)
+{
+    long page = sysconf(_SC_PAGESIZE), hz = sysconf(_SC_CLK_TCK);
+    unsigned long long vsz = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &vsz, &rss) != 2)
+            vsz = rss = 0;
+        fclose(f);
+    }
+    unsigned long long ut = 0, st = 0, start = 0;
+    f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        const char *p = strrchr(buf, ')'); /* after the command name, which may hold spaces */
+        if (p && sscanf(p + 2,
+                        "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                        "%*d %*d %llu",
+                        &ut, &st, &start) != 3)
+            ut = st = start = 0;
+    }
+    unsigned long long btime = 0;
+    f = fopen("/proc/stat", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "btime %llu", &btime) == 1)
+                break;
+        fclose(f);
+    }
+    unsigned fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            fds += e->d_name[0] != '.';
+        closedir(d);
+    }
+    struct rlimit rl;
+    metric(o, "process_cpu_seconds_total", "counter",
+           "Total user and system CPU time spent in seconds.");
+    put(o, "process_cpu_seconds_total %.2f\n", (double)(ut + st) / (double)hz);
+    metric(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    put(o, "process_resident_memory_bytes %llu\n", rss * (unsigned long long)page);
+    metric(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    put(o, "process_virtual_memory_bytes %llu\n", vsz * (unsigned long long)page);
+    metric(o, "process_open_fds", "gauge", "Number of open file descriptors.");
+    put(o, "process_open_fds %u\n", fds ? fds - 1 : 0); /* less the one reading the folder */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        metric(o, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        put(o, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+    metric(o, "process_start_time_seconds", "gauge",
+           "Start time of the process since unix epoch in seconds.");
+    put(o, "process_start_time_seconds %.2f\n", (double)btime + (double)start / (double)hz);
+}
+
+static void
+serve_http(void *arg, const tn_http_req *req, tn_http_resp *resp)
+{
+    ternd *t = arg;
+    tn_buf *o = resp->body;
+    if (strcmp(req->path, "/metrics") != 0) {
+        resp->status = 404;
+        tn_buf_append(o, "not found: this listener serves GET /metrics\n", 46);
+        return;
+    }
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+        resp->status = 405;
+        tn_buf_append(o, "GET /metrics\n", 13);
+        return;
+    }
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    metric(o, "tern_build_info", "gauge", "ternd's version (the value is always 1).");
+    put(o, "tern_build_info{version=\"%s\"} 1\n", TERN_VERSION);
+    uint32_t by[3] = {0, 0, 0};
+    for (size_t i = 0; i < t->n_mqtt; i++)
+        by[0] += tn_mqtt_connections(t->mqtt[i]);
+    for (size_t i = 0; i < t->n_stomp; i++)
+        by[1] += tn_stomp_connections(t->stomp[i]);
+    for (size_t i = 0; i < t->n_amqp; i++)
+        by[2] += tn_amqp_connections(t->amqp[i]);
+    metric(o, "tern_connections", "gauge",
+           "Client connections open now, by protocol (over TCP, TLS and WebSocket).");
+    put(o, "tern_connections{protocol=\"mqtt\"} %u\n", by[0]);
+    put(o, "tern_connections{protocol=\"stomp\"} %u\n", by[1]);
+    put(o, "tern_connections{protocol=\"amqp\"} %u\n", by[2]);
+    tn_broker_stats bs;
+    tn_broker_get_stats(t->broker, &bs);
+    metric(o, "tern_messages_published_total", "counter",
+           "Messages accepted, on topics and queues, from every protocol.");
+    put(o, "tern_messages_published_total %" PRIu64 "\n", bs.published);
+    metric(o, "tern_deliveries_total", "counter", "Deliveries queued to subscribers.");
+    put(o, "tern_deliveries_total %" PRIu64 "\n", bs.delivered);
+    metric(o, "tern_dropped_qos0_total", "counter", "QoS 0 deliveries dropped for slow consumers.");
+    put(o, "tern_dropped_qos0_total %" PRIu64 "\n", bs.dropped_qos0);
+    metric(o, "tern_dropped_offline_total", "counter",
+           "QoS 1/2 deliveries dropped for full offline sessions.");
+    put(o, "tern_dropped_offline_total %" PRIu64 "\n", bs.dropped_offline);
+    metric(o, "tern_sessions", "gauge", "Sessions, persistent ones and queues included.");
+    put(o, "tern_sessions %u\n", bs.sessions);
+    metric(o, "tern_retained_messages", "gauge", "Retained messages.");
+    put(o, "tern_retained_messages %u\n", bs.retained);
+    metric(o, "tern_slow_consumers", "gauge", "Subscribers that are slow consumers now.");
+    put(o, "tern_slow_consumers %u\n", bs.slow_now);
+    static const char *const qm[][3] = {
+        {"tern_queue_messages", "gauge",
+         "Messages on a named queue, waiting or delivered and not yet acknowledged."},
+        {"tern_queue_consumers", "gauge", "Consumers attached to a named queue."},
+        {"tern_queue_paged_messages", "gauge",
+         "Messages on a named queue held in the journal only (paged out of memory)."},
+    };
+    for (int k = 0; k < 3; k++) {
+        metric(o, qm[k][0], qm[k][1], qm[k][2]);
+        qwalk w = {o, k, t->max_series};
+        tn_broker_walk_queues(t->broker, queue_series, &w);
+    }
+    if (t->store) {
+        metric(o, "tern_journal_bytes", "gauge", "Bytes of the journal's segments on disk.");
+        put(o, "tern_journal_bytes %" PRIu64 "\n", tn_store_bytes(t->store));
+        metric(o, "tern_journal_last_lsn", "gauge", "The journal's last record number.");
+        put(o, "tern_journal_last_lsn %" PRIu64 "\n", tn_store_last_lsn(t->store));
+    }
+    if (t->paired) {
+        metric(o, "tern_pair_role", "gauge",
+               "This node's role in its pair (1 for the role it has now).");
+        for (int r = TN_ROLE_CATCHING_UP; r <= TN_ROLE_FENCED; r++)
+            put(o, "tern_pair_role{role=\"%s\"} %d\n", role_names[r], t->role == r);
+        metric(o, "tern_pair_epoch", "gauge", "The epoch of this node's role.");
+        put(o, "tern_pair_epoch %" PRIu64 "\n", t->role_epoch);
+    }
+    process_metrics(o);
+}
 
 /* The lease is ours: what the standby received is this node's journal; recovered into the
  * broker, it serves clients and confirms alone until its standby has caught up. */
@@ -819,6 +1023,7 @@ main(int argc, char **argv)
     };
     tn_broker *broker = tn_broker_new(&bl);
     t.broker = broker;
+    t.max_series = conf.limits.metrics_max_destinations;
     tn_authn_conf auc = {.loop = &t.loop,
                          .password_file = conf.auth.password_file,
                          .acl_file = conf.auth.acl_file,
@@ -938,9 +1143,12 @@ main(int argc, char **argv)
                         : l->proto == TN_PROTO_STOMPS ? TN_PROTO_STOMP
                         : l->proto == TN_PROTO_AMQPS  ? TN_PROTO_AMQP
                                                       : l->proto;
+        if (base == TN_PROTO_HTTPS)
+            base = TN_PROTO_HTTP;
         const tn_adapter_ops *ops = base == TN_PROTO_MQTT    ? &tn_mqtt_adapter
                                     : base == TN_PROTO_STOMP ? &tn_stomp_adapter
                                     : base == TN_PROTO_AMQP  ? &tn_amqp_adapter
+                                    : base == TN_PROTO_HTTP  ? &tn_http_adapter
                                                              : NULL;
         tn_tls_ctx *tls = NULL;
         tn_conf_tls lt;
@@ -973,6 +1181,13 @@ main(int argc, char **argv)
                                 .origins = (const char *const *)l->origins,
                                 .n_origins = l->n_origins,
                                 .tls = l->proto == TN_PROTO_WSS ? &tc : NULL};
+        if (base == TN_PROTO_HTTP) {
+            if (!t.http) {
+                tn_http_conf hc = {.serve = serve_http, .arg = &t};
+                t.http = tn_http_new(&hc);
+            }
+            proto = t.http;
+        }
         if (base == TN_PROTO_MQTT || ws) {
             tn_mqtt_conf mc = {.max_message = max_message,
                                .max_packet = conf.limits.max_packet_size,
@@ -1150,6 +1365,7 @@ main(int argc, char **argv)
     tn_tls_ctx_free(t.pair_tls[1]);
     tn_authn_free(t.authn);
     tn_iplimit_free(t.per_ip);
+    tn_http_free(t.http);
     uv_run(&t.loop, UV_RUN_DEFAULT); /* the authenticator's handles close */
     tn_broker_free(broker);
     if (uv_loop_close(&t.loop) != 0)
