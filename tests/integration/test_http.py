@@ -14,10 +14,14 @@ import subprocess
 import unittest
 import urllib.error
 import urllib.request
+import json
 
 from harness import HOST, TIMEOUT, Broker, Client, StompClient, make_test_certs
 
 PROMTOOL = shutil.which("promtool")
+TERNCTL = os.environ.get("TERNCTL") or os.path.join(
+    os.path.dirname(os.environ.get("TERND", "build/dev/tools/ternd/ternd")), "..", "ternctl",
+    "ternctl")
 
 
 def get(url, context=None):
@@ -121,6 +125,73 @@ class HttpsTest(unittest.TestCase):
         status, _, text = get("https://%s:%d/metrics" % (HOST, b.port_of("https")), ctx)
         self.assertEqual(status, 200)
         self.assertIn("tern_connections", text)
+
+
+class ApiTest(unittest.TestCase):
+    """The JSON admin API's read-only routes and ternctl status|queues over it."""
+
+    def setUp(self):
+        self.b = Broker(stomp=True, listen=("http",)).start()
+        self.addCleanup(self.b.stop)
+        self.base = "http://%s:%d" % (HOST, self.b.port_of("http"))
+
+    def ctl(self, *args):
+        return subprocess.run([TERNCTL, "--url", self.base] + list(args), capture_output=True,
+                              timeout=30)
+
+    def test_overview_queues_and_ternctl(self):
+        s = StompClient(self.b)
+        self.addCleanup(s.close)
+        s.connect()
+        for i in range(100):
+            s.send("/queue/obs", b"m%d" % i, headers={"persistent": "true"}, receipt=i == 99)
+        status, ctype, text = get(self.base + "/api/v1/overview")
+        self.assertEqual(status, 200)
+        self.assertEqual(ctype, "application/json")
+        o = json.loads(text)
+        self.assertEqual(o["connections"]["stomp"], 1)
+        self.assertEqual(o["role"], "single")
+        self.assertGreaterEqual(o["messages_published"], 100)
+        _, _, text = get(self.base + "/api/v1/queues")
+        qs = {q["name"]: q for q in json.loads(text)}
+        self.assertEqual(qs["obs"]["messages"], 100)
+        self.assertEqual(qs["obs"]["consumers"], 0)
+        r = self.ctl("queues")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout.decode(), r"(?m)^obs +100 +0 +0$")
+        r = self.ctl("--json", "queues")
+        self.assertEqual(json.loads(r.stdout)[0]["messages"], 100)
+        r = self.ctl("status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("connections  mqtt 0, stomp 1, amqp 0", r.stdout.decode())
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            get(self.base + "/api/v1/nope")
+        self.assertEqual(cm.exception.code, 404)
+        self.assertEqual(json.loads(cm.exception.read())["status"], 404)
+
+    def test_ternctl_on_a_closed_port_fails(self):
+        s = socket.socket()
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+        s.close()
+        r = subprocess.run([TERNCTL, "--url", "http://%s:%d" % (HOST, port), "status"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"cannot connect", r.stderr)
+
+    def test_api_closed_with_a_password_file(self):
+        tmp = __import__("tempfile").mkdtemp(prefix="tern-http-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        pw = os.path.join(tmp, "passwd")
+        subprocess.run([TERNCTL, "passwd", pw, "admin"], input=b"pw\n", check=True,
+                       capture_output=True, timeout=30)
+        b = Broker(listen=("http",), extra_args=["--password-file", pw]).start()
+        self.addCleanup(b.stop)
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            get("http://%s:%d/api/v1/overview" % (HOST, b.port_of("http")))
+        self.assertEqual(cm.exception.code, 403)
+        status, _, _ = get("http://%s:%d/metrics" % (HOST, b.port_of("http")))
+        self.assertEqual(status, 200)
 
 
 if __name__ == "__main__":

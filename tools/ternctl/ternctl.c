@@ -11,15 +11,23 @@ static const struct command {
     const char *summary;
 } commands[] = {
     {"passwd", tn_ctl_passwd, "add, change or delete a user in a password file"},
+    {"status", tn_ctl_status, "the broker's overview (version, role, connections, totals)"},
+    {"queues", tn_ctl_queues, "the named queues with their depth and consumers"},
 };
+
+const char *tn_ctl_url = "http://127.0.0.1:8161";
+bool tn_ctl_json;
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static void
 usage(FILE *f)
 {
-    fputs("Usage: ternctl [--help | --version] COMMAND [ARG]...\n"
+    fputs("Usage: ternctl [--url URL] [--json] [--help | --version] COMMAND [ARG]...\n"
           "Tern administration tool.\n"
+          "\n"
+          "  --url URL   the broker's HTTP listener (default http://127.0.0.1:8161)\n"
+          "  --json      the API's JSON as it comes, instead of tables\n"
           "\n"
           "Commands:\n",
           f);
@@ -36,6 +44,8 @@ main(int argc, char **argv)
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"url", required_argument, NULL, 'u'},
+        {"json", no_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -44,6 +54,12 @@ main(int argc, char **argv)
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
         switch (ch) {
+        case 'u':
+            tn_ctl_url = optarg;
+            break;
+        case 'j':
+            tn_ctl_json = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;

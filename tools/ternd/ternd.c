@@ -7,6 +7,8 @@
 #include "protocols/amqp/amqp.h"
 #include "protocols/authn/authn.h"
 #include "protocols/http/http.h"
+
+#include <jansson.h>
 #include "protocols/mqtt/mqtt.h"
 #include "protocols/stomp/stomp.h"
 #include "protocols/net/net.h"
@@ -89,6 +91,8 @@ typedef struct ternd {
     tn_iplimit *per_ip;    /* limits.max_connections_per_ip, shared by net and ws */
     tn_http *http;         /* http:// and https:// listeners: GET /metrics */
     uint32_t max_series;   /* per-queue series in GET /metrics at most */
+    bool api_closed;       /* a password file: the admin API waits for its Basic auth */
+    uint64_t started_ms;   /* loop time ternd started */
     uv_async_t store_wake; /* the journal's writer thread says records became durable */
     uv_timer_t tick;       /* broker housekeeping (slow consumers) */
     tn_net *net;
@@ -302,14 +306,100 @@ process_metrics(tn_buf *o)
     put(o, "process_start_time_seconds %.2f\n", (double)btime + (double)start / (double)hz);
 }
 
+/* ---- the JSON admin API (read-only so far) ---- */
+
+static void
+json_reply(tn_http_resp *resp, int status, json_t *j)
+{
+    resp->status = status;
+    resp->content_type = "application/json";
+    char *text = json_dumps(j, JSON_COMPACT);
+    if (text) {
+        tn_buf_append(resp->body, text, strlen(text));
+        tn_buf_append(resp->body, "\n", 1);
+        free(text);
+    }
+    json_decref(j);
+}
+
+static void
+json_error(tn_http_resp *resp, int status, const char *msg)
+{
+    json_reply(resp, status, json_pack("{s:s, s:i}", "error", msg, "status", status));
+}
+
+static void
+queue_json(void *arg, const char *name, size_t len, tn_queue *q)
+{
+    json_t *a = arg;
+    json_array_append_new(a, json_pack("{s:s%, s:I, s:I, s:I, s:I}", "name", name, len, "messages",
+                                       (json_int_t)tn_queue_depth(q) + tn_queue_inflight(q),
+                                       "consumers", (json_int_t)tn_queue_consumers(q), "paged",
+                                       (json_int_t)tn_queue_paged(q), "dequeued",
+                                       (json_int_t)tn_queue_taken(q)));
+}
+
+static void
+serve_api(ternd *t, const tn_http_req *req, tn_http_resp *resp)
+{
+    if (t->api_closed) {
+        json_error(resp, 403,
+                   "the admin API is open only without a password file for now (HTTP Basic "
+                   "for admin users is not there yet)");
+        return;
+    }
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+        json_error(resp, 405, "only GET so far");
+        return;
+    }
+    if (strcmp(req->path, "/api/v1/overview") == 0) {
+        uint32_t by[3] = {0, 0, 0};
+        for (size_t i = 0; i < t->n_mqtt; i++)
+            by[0] += tn_mqtt_connections(t->mqtt[i]);
+        for (size_t i = 0; i < t->n_stomp; i++)
+            by[1] += tn_stomp_connections(t->stomp[i]);
+        for (size_t i = 0; i < t->n_amqp; i++)
+            by[2] += tn_amqp_connections(t->amqp[i]);
+        tn_broker_stats bs;
+        tn_broker_get_stats(t->broker, &bs);
+        size_t queues = 0;
+        json_t *ql = json_array();
+        tn_broker_walk_queues(t->broker, queue_json, ql);
+        queues = json_array_size(ql);
+        json_decref(ql);
+        uint64_t up = (uv_now(&t->loop) - t->started_ms) / 1000;
+        json_reply(resp, 200,
+                   json_pack("{s:s, s:I, s:s, s:I, s:{s:i, s:i, s:i}, s:I, s:I, s:i, s:i, s:I}",
+                             "version", TERN_VERSION, "uptime_seconds", (json_int_t)up, "role",
+                             t->paired ? role_names[t->role] : "single", "epoch",
+                             (json_int_t)t->role_epoch, "connections", "mqtt", by[0], "stomp",
+                             by[1], "amqp", by[2], "messages_published", (json_int_t)bs.published,
+                             "deliveries", (json_int_t)bs.delivered, "sessions", bs.sessions,
+                             "retained", bs.retained, "queues", (json_int_t)queues));
+        return;
+    }
+    if (strcmp(req->path, "/api/v1/queues") == 0) {
+        json_t *ql = json_array();
+        tn_broker_walk_queues(t->broker, queue_json, ql);
+        json_reply(resp, 200, ql);
+        return;
+    }
+    json_error(resp, 404, "no such route");
+}
+
 static void
 serve_http(void *arg, const tn_http_req *req, tn_http_resp *resp)
 {
     ternd *t = arg;
     tn_buf *o = resp->body;
+    if (strncmp(req->path, "/api/", 5) == 0) {
+        serve_api(t, req, resp);
+        return;
+    }
     if (strcmp(req->path, "/metrics") != 0) {
         resp->status = 404;
-        tn_buf_append(o, "not found: this listener serves GET /metrics\n", 46);
+        static const char nf[] = "not found: this listener serves GET /metrics and /api/v1/\n";
+        tn_buf_append(o, nf, sizeof nf - 1);
         return;
     }
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
@@ -1024,6 +1114,8 @@ main(int argc, char **argv)
     tn_broker *broker = tn_broker_new(&bl);
     t.broker = broker;
     t.max_series = conf.limits.metrics_max_destinations;
+    t.api_closed = conf.auth.password_file != NULL;
+    t.started_ms = uv_now(&t.loop);
     tn_authn_conf auc = {.loop = &t.loop,
                          .password_file = conf.auth.password_file,
                          .acl_file = conf.auth.acl_file,
