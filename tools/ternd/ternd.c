@@ -784,6 +784,16 @@ stop_node(ternd *t)
     uv_close((uv_handle_t *)&t->sighup, signal_closed);
 }
 
+/* Whether --flag's value v is a or b (else says so on stderr). */
+static bool
+one_of(const char *flag, const char *v, const char *a, const char *b)
+{
+    if (strcmp(v, a) == 0 || strcmp(v, b) == 0)
+        return true;
+    fprintf(stderr, "ternd: --%s %s: expected %s or %s\n", flag, v, a, b);
+    return false;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -899,8 +909,7 @@ main(int argc, char **argv)
             tls_verify = optarg;
             break;
         case OPT_ROLE:
-            if (strcmp(optarg, "node") != 0 && strcmp(optarg, "witness") != 0) {
-                fprintf(stderr, "ternd: --role %s: expected node or witness\n", optarg);
+            if (!one_of("role", optarg, "node", "witness")) {
                 ret = 2;
                 goto out;
             }
@@ -953,16 +962,14 @@ main(int argc, char **argv)
             acl_file = optarg;
             break;
         case OPT_ALLOW_ANON:
-            if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0) {
-                fprintf(stderr, "ternd: --allow-anonymous %s: expected true or false\n", optarg);
+            if (!one_of("allow-anonymous", optarg, "true", "false")) {
                 ret = 2;
                 goto out;
             }
             allow_anon = strcmp(optarg, "true") == 0;
             break;
         case OPT_PAIR_REJOIN:
-            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "manual") != 0) {
-                fprintf(stderr, "ternd: --pair-rejoin %s: expected auto or manual\n", optarg);
+            if (!one_of("pair-rejoin", optarg, "auto", "manual")) {
                 ret = 2;
                 goto out;
             }
