@@ -659,6 +659,12 @@ tn_mqtt_decoder_init(tn_mqtt_decoder *d, tn_mqtt_role role, uint32_t max_packet)
     d->connack_rc = -1;
 }
 
+void
+tn_mqtt_decoder_unconnect(tn_mqtt_decoder *d)
+{
+    d->version = 0;
+}
+
 /* The fixed header at buf: its remaining-length varint's size in *n and the packet's whole size
  * in *size, checked against max_packet and, for fixed-size packets, their length. 0, TN_EAGAIN
  * while it is incomplete, or an error (d->error says which). */

@@ -148,6 +148,9 @@ typedef struct tn_mqtt_decoder {
 } tn_mqtt_decoder;
 
 void tn_mqtt_decoder_init(tn_mqtt_decoder *d, tn_mqtt_role role, uint32_t max_packet);
+/* Forgets the CONNECT decoded last (its version), so the same CONNECT may be decoded again
+ * (one the server handles later, once its authenticator has answered). */
+void tn_mqtt_decoder_unconnect(tn_mqtt_decoder *d);
 
 /*
  * Decodes one packet from buf[0..len). Returns:

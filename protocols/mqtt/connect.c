@@ -113,8 +113,9 @@ tn_mqtt__connect(mconn *c, const tn_mqtt_connect *p)
         const char *name = tn_mqtt__core_name(m, p->will_topic.p, p->will_topic.len);
         if (!tn_broker_levels_ok(m->broker, name))
             return tn_mqtt__too_deep(c, "will topic");
-        char idz[256];
-        snprintf(idz, sizeof idz, "%.*s", (int)(id_len < 255 ? id_len : 255), id);
+        char idz[256] = "";
+        if (tn_broker_acl(m->broker))
+            snprintf(idz, sizeof idz, "%.*s", (int)(id_len < 255 ? id_len : 255), id);
         if (!tn_broker_may(m->broker, c->user, idz, false, name, TN_MAY_WRITE, false)) {
             tn_log_warn("MQTT-ACL-DENIED", "%s: user %s may not publish its will to %s",
                         c->io->peer(c->ioc), c->user ? c->user : "(anonymous)", name);

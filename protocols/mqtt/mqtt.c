@@ -578,7 +578,7 @@ mqtt_input(void *a, const uint8_t *p, size_t len)
             /* A CONNECT waiting for the authenticator: handled again, whole, once the answer
              * is here (tn_mqtt__auth_done); nothing after it is read meanwhile. */
             off -= used;
-            c->dec.version = 0; /* it is decoded again: not a second CONNECT */
+            tn_mqtt_decoder_unconnect(&c->dec); /* decoded again: not a second CONNECT */
             set_pause(c, PAUSE_AUTH, true);
             break;
         }

@@ -185,6 +185,28 @@ on_repl_role(void *arg, int role, uint64_t epoch)
 static void on_signal(uv_signal_t *h, int signum);
 static void stop_node(ternd *t);
 
+/* Client connections open now: MQTT, STOMP, AMQP (over every transport). */
+static void
+connections_by_protocol(const ternd *t, uint32_t by[3])
+{
+    by[0] = by[1] = by[2] = 0;
+    for (size_t i = 0; i < t->n_mqtt; i++)
+        by[0] += tn_mqtt_connections(t->mqtt[i]);
+    for (size_t i = 0; i < t->n_stomp; i++)
+        by[1] += tn_stomp_connections(t->stomp[i]);
+    for (size_t i = 0; i < t->n_amqp; i++)
+        by[2] += tn_amqp_connections(t->amqp[i]);
+}
+
+static void
+count_queue(void *arg, const char *name, size_t len, tn_queue *q)
+{
+    (void)name;
+    (void)len;
+    (void)q;
+    ++*(size_t *)arg;
+}
+
 /* ---- GET /metrics: the Prometheus text format ---- */
 
 static void
@@ -353,20 +375,12 @@ serve_api(ternd *t, const tn_http_req *req, tn_http_resp *resp)
         return;
     }
     if (strcmp(req->path, "/api/v1/overview") == 0) {
-        uint32_t by[3] = {0, 0, 0};
-        for (size_t i = 0; i < t->n_mqtt; i++)
-            by[0] += tn_mqtt_connections(t->mqtt[i]);
-        for (size_t i = 0; i < t->n_stomp; i++)
-            by[1] += tn_stomp_connections(t->stomp[i]);
-        for (size_t i = 0; i < t->n_amqp; i++)
-            by[2] += tn_amqp_connections(t->amqp[i]);
+        uint32_t by[3];
+        connections_by_protocol(t, by);
         tn_broker_stats bs;
         tn_broker_get_stats(t->broker, &bs);
         size_t queues = 0;
-        json_t *ql = json_array();
-        tn_broker_walk_queues(t->broker, queue_json, ql);
-        queues = json_array_size(ql);
-        json_decref(ql);
+        tn_broker_walk_queues(t->broker, count_queue, &queues);
         uint64_t up = (uv_now(&t->loop) - t->started_ms) / 1000;
         json_reply(resp, 200,
                    json_pack("{s:s, s:I, s:s, s:I, s:{s:i, s:i, s:i}, s:I, s:I, s:i, s:i, s:I}",
@@ -410,13 +424,8 @@ serve_http(void *arg, const tn_http_req *req, tn_http_resp *resp)
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
     metric(o, "tern_build_info", "gauge", "ternd's version (the value is always 1).");
     put(o, "tern_build_info{version=\"%s\"} 1\n", TERN_VERSION);
-    uint32_t by[3] = {0, 0, 0};
-    for (size_t i = 0; i < t->n_mqtt; i++)
-        by[0] += tn_mqtt_connections(t->mqtt[i]);
-    for (size_t i = 0; i < t->n_stomp; i++)
-        by[1] += tn_stomp_connections(t->stomp[i]);
-    for (size_t i = 0; i < t->n_amqp; i++)
-        by[2] += tn_amqp_connections(t->amqp[i]);
+    uint32_t by[3];
+    connections_by_protocol(t, by);
     metric(o, "tern_connections", "gauge",
            "Client connections open now, by protocol (over TCP, TLS and WebSocket).");
     put(o, "tern_connections{protocol=\"mqtt\"} %u\n", by[0]);
